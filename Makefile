@@ -1,0 +1,48 @@
+# The README's commands. `make demo` and `make test` each set everything up first (idempotent).
+#   VENV=path         where the virtual environment lives (default .venv at the repository root)
+#   TORCH=spec        the PyTorch requirement installed first (pinned so a CPU machine gets no CUDA build)
+#   TORCH_INDEX=url   an extra index for that PyTorch wheel (for example your site's CPU-wheel mirror)
+#   MPI=wheel|system  `wheel` installs the mpich wheel (no system MPI needed); `system` builds mpi4py
+#                     against the cluster's own MPI (its mpicc must be on PATH)
+VENV ?= .venv
+TORCH ?= torch==2.13.0
+TORCH_INDEX ?=
+MPI ?= wheel
+PYTHON ?= python3
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip --disable-pip-version-check
+STAMP := $(VENV)/.hpcsynth-installed
+NRANKS ?= 3
+PYTEST_ARGS ?=
+
+ifeq ($(MPI),wheel)
+EXTRAS := test,mpich
+MPI4PY_FLAGS :=
+else
+EXTRAS := test
+MPI4PY_FLAGS := --no-binary=mpi4py
+endif
+
+.PHONY: setup demo test bench clean
+
+setup: $(STAMP)
+
+$(STAMP): setup.py
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install -q $(if $(TORCH_INDEX),--extra-index-url $(TORCH_INDEX)) "$(TORCH)"
+	$(PIP) install -q $(MPI4PY_FLAGS) -e ".[$(EXTRAS)]"
+	@touch $(STAMP)
+
+demo: $(STAMP)
+	@mkdir -p runs
+	PATH="$(abspath $(VENV))/bin:$$PATH" mpiexec -n $(NRANKS) hpcsynth run jobs/demo.yaml
+
+test: $(STAMP)
+	PATH="$(abspath $(VENV))/bin:$$PATH" $(PY) -m pytest $(PYTEST_ARGS)
+
+bench: $(STAMP)
+	$(PIP) install -q -e ".[$(EXTRAS),bench]"
+	PATH="$(abspath $(VENV))/bin:$$PATH" $(PY) benchmarks/run_all.py
+
+clean:
+	rm -rf runs .pytest_cache build *.egg-info

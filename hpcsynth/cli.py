@@ -1,0 +1,166 @@
+"""The `hpcsynth` command: run, inspect, export, datasets.
+
+Errors are one line on stderr and a non-zero exit on every rank. A configuration error is the same on every
+rank, so rank 0 alone reports it; any other failure is reported by the rank it happened on, which then aborts
+the whole MPI job, so no rank is ever left waiting in a collective for a partner that died.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+from hpcsynth.config import ConfigError
+
+BUILTIN_DATASETS = {"mds": "simulated multi-site myelodysplastic-syndromes cohort (4,427 patients, 3 sites)"}
+
+
+def _env_rank() -> int:
+    """The launcher's rank before MPI starts (so a bad config is reported once without initialising MPI)."""
+    for var in ("PMI_RANK", "PMIX_RANK", "OMPI_COMM_WORLD_RANK", "SLURM_PROCID"):
+        if os.environ.get(var, "").isdigit():
+            return int(os.environ[var])
+    return 0
+
+
+def _fail(message: str, code: int, comm=None, report: bool = True) -> None:
+    if report:
+        sys.stderr.write(f"hpcsynth: error: {message}\n")
+        sys.stderr.flush()
+    if comm is not None and comm.size > 1:
+        if not report:
+            time.sleep(0.5)
+        comm.abort(code)
+    sys.exit(code)
+
+
+def _progress_bar(cfg, comm):
+    """A tqdm bar on rank 0 over all rounds of all strategies; a no-op elsewhere."""
+    if not (comm.is_root and cfg.progress):
+        return None
+    from tqdm import tqdm
+
+    bar = tqdm(total=cfg.federation.rounds * len(cfg.strategies), unit="round", file=sys.stderr)
+
+    def update(name, record) -> None:
+        bar.set_description(f"{name} round {record.round + 1}/{cfg.federation.rounds}")
+        bar.set_postfix(loss=f"{record.loss:.3f}")
+        bar.update(1)
+
+    return bar, update
+
+
+def _print_results(results) -> None:
+    header = f"{'strategy':<12} {'fidelity':>9} {'DCR p5 syn':>11} {'DCR p5 hold':>12} {'wall s':>8}"
+    print(header)
+    print("-" * len(header))
+    for r in results:
+        s = r.scores
+        print(f"{r.strategy:<12} {s['fidelity']:>9.4f} {s['dcr_synthetic_p5']:>11.4f} "
+              f"{s.get('dcr_holdout_p5', float('nan')):>12.4f} {s['wall_s']:>8.1f}")
+    for r in results:
+        print(f"run file: {r.path}")
+
+
+def cmd_run(args: argparse.Namespace) -> None:
+    from hpcsynth.config import load
+
+    try:
+        cfg = load(args.config)
+    except ConfigError as err:
+        _fail(str(err), 2, report=_env_rank() == 0)
+    if args.out:
+        cfg.output = args.out
+    if args.no_progress:
+        cfg.progress = False
+    from hpcsynth.federated.comm import world
+
+    comm = world()
+    bar = _progress_bar(cfg, comm)
+    from hpcsynth.jobs.train import main
+
+    try:
+        results = main(cfg, comm, progress=bar[1] if bar else None)
+    except ConfigError as err:
+        _fail(str(err), 2, comm, report=comm.is_root)
+    except Exception as err:  # any failure on this rank stops every rank
+        where = f"rank {comm.rank}: " if comm.size > 1 else ""
+        _fail(f"{where}{err or type(err).__name__}", 1, comm)
+    if bar:
+        bar[0].close()
+    if comm.is_root:
+        _print_results(results)
+
+
+def cmd_inspect(args: argparse.Namespace) -> None:
+    from hpcsynth.io.inspect import describe
+
+    print(describe(args.run))
+
+
+def cmd_export(args: argparse.Namespace) -> None:
+    from hpcsynth.io.inspect import export
+
+    path = export(args.run, args.out, site=args.site, strategy=args.strategy)
+    print(f"wrote {path}")
+
+
+def cmd_datasets(args: argparse.Namespace) -> None:
+    if args.action == "list":
+        for name, text in BUILTIN_DATASETS.items():
+            print(f"{name:<8} {text}")
+        return
+    if args.name not in BUILTIN_DATASETS:
+        raise ConfigError(f"unknown dataset {args.name!r} (known: {', '.join(BUILTIN_DATASETS)})")
+    from hpcsynth.data.mds import simulate_mds
+
+    frame = simulate_mds(n_patients=args.n_patients, n_sites=args.n_sites, seed=args.seed)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    frame.to_parquet(out) if out.suffix in (".parquet", ".pq") else frame.to_csv(out, index=False)
+    print(f"wrote {len(frame)} rows to {out}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="hpcsynth", description="Federated synthetic health data: each MPI rank "
+                                     "is a hospital; sites exchange model parameters, never rows.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run a job (under `mpiexec -n K` each rank is one site)")
+    run.add_argument("config", help="the YAML job file (see jobs/demo.yaml)")
+    run.add_argument("--out", help="the run file to write (overrides `output` in the config)")
+    run.add_argument("--no-progress", action="store_true", help="no progress bar")
+    run.set_defaults(func=cmd_run)
+    ins = sub.add_parser("inspect", help="print a readable summary of a run file")
+    ins.add_argument("run", help="a run file (.h5)")
+    ins.set_defaults(func=cmd_inspect)
+    exp = sub.add_parser("export", help="write a synthetic table of a run file as CSV or Parquet")
+    exp.add_argument("run", help="a run file (.h5)")
+    exp.add_argument("--out", required=True, help="the file to write (.csv or .parquet)")
+    exp.add_argument("--site", type=int, help="the table of one site (default: pooled)")
+    exp.add_argument("--strategy", help="in a comparison file, which strategy's run (default: the first)")
+    exp.set_defaults(func=cmd_export)
+    data = sub.add_parser("datasets", help="list or export the built-in datasets")
+    data.add_argument("action", choices=["list", "export"])
+    data.add_argument("name", nargs="?", default="mds")
+    data.add_argument("--out", help="with export: the file to write (.csv or .parquet)")
+    data.add_argument("--n-patients", type=int, default=4427)
+    data.add_argument("--n-sites", type=int, default=3)
+    data.add_argument("--seed", type=int, default=0)
+    data.set_defaults(func=cmd_datasets)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    if args.command == "datasets" and args.action == "export" and not args.out:
+        _fail("datasets export: --out is required", 2)
+    try:
+        args.func(args)
+    except (ConfigError, ValueError, OSError) as err:
+        _fail(str(err), 2)
+
+
+if __name__ == "__main__":
+    main()

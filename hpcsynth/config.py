@@ -1,0 +1,255 @@
+"""Typed run configuration, loaded from YAML and validated before any work starts.
+
+Every rank reads and validates the same file, so a bad config stops all ranks with the same one-line message
+(naming the key) before a single row is read or an MPI collective is entered. The tree of dataclasses below
+is the whole vocabulary of a job file: an unknown key is an error, not silently ignored, because a misspelt
+`local_epoch` that is ignored would run a different experiment than the one the user meant.
+"""
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional, Union
+
+import yaml
+
+STRATEGIES = ("centralized", "isolated", "fedavg")
+MODELS = ("tvae",)
+BUILTIN_DATASETS = ("mds",)
+
+
+class ConfigError(ValueError):
+    """A configuration problem; the message names the file and the key."""
+
+
+@dataclass
+class DataConfig:
+    """Where the rows come from and how they split into sites.
+
+    Exactly one of `builtin`, `path` (one table, split by `site_column`) or `sites` (one file per site,
+    site k read by rank k) is given.
+    """
+
+    builtin: Optional[str] = None
+    path: Optional[str] = None
+    sites: Optional[list[str]] = None
+    site_column: Optional[str] = None
+    n_sites: Optional[int] = None
+    n_patients: int = 4427
+    holdout: float = 0.2
+    id: list[str] = field(default_factory=list)
+    categorical: list[str] = field(default_factory=list)
+    time: Optional[str] = None
+    event: Optional[str] = None
+
+
+@dataclass
+class ModelConfig:
+    """The generator and its hyperparameters (sizes as in SDV's TVAE unless said otherwise)."""
+
+    name: str = "tvae"
+    epochs: Optional[int] = None
+    batch_size: int = 500
+    hidden: list[int] = field(default_factory=lambda: [128, 128])
+    latent_dim: int = 64
+    lr: float = 1e-3
+    weight_decay: float = 1e-5
+    loss_factor: float = 2.0
+    device: str = "auto"
+
+
+@dataclass
+class FederationConfig:
+    """How sites combine: the strategy (or a list of them to compare in one job) and the round schedule."""
+
+    strategy: Union[str, list[str]] = "fedavg"
+    rounds: int = 5
+    local_epochs: Optional[int] = None
+
+
+@dataclass
+class SampleConfig:
+    """How many synthetic rows each site generates at the end."""
+
+    n_rows: Optional[int] = None
+
+
+@dataclass
+class RunConfig:
+    """One job: data, model, federation, sampling, seed and the run file."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    federation: FederationConfig = field(default_factory=FederationConfig)
+    sample: SampleConfig = field(default_factory=SampleConfig)
+    seed: int = 0
+    output: str = "runs/run.h5"
+    progress: bool = True
+    source: str = "<dict>"
+    text: str = ""
+
+    @property
+    def strategies(self) -> list[str]:
+        """The strategies this job trains, in order (one unless a comparison was asked for)."""
+        s = self.federation.strategy
+        return [s] if isinstance(s, str) else list(s)
+
+    @property
+    def local_epochs(self) -> int:
+        """Epochs of local data per round: given, or the model's epochs spread over the rounds."""
+        fed = self.federation
+        if fed.local_epochs is not None:
+            return fed.local_epochs
+        if self.model.epochs is not None:
+            return max(1, -(-self.model.epochs // fed.rounds))
+        return 10
+
+
+_INTERNAL = {"source", "text"}
+
+
+def _describe(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin in (Union, types.UnionType):
+        return " or ".join(_describe(a) for a in typing.get_args(tp) if a is not type(None))
+    if origin is list:
+        return f"a list of {_describe(typing.get_args(tp)[0])}s"
+    return {int: "integer", float: "number", str: "string", bool: "boolean"}.get(tp, getattr(tp, "__name__", str(tp)))
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """Check `value` against the annotation `tp`; ints are accepted where floats are expected."""
+    origin = typing.get_origin(tp)
+    if origin in (Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, key)
+            except ConfigError:
+                continue
+        raise ConfigError(f"{key}: expected {_describe(tp)}, got {value!r}")
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"{key}: expected {_describe(tp)}, got {value!r}")
+        return [_coerce(v, typing.get_args(tp)[0], f"{key}[{i}]") for i, v in enumerate(value)]
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping of options, got {value!r}")
+        return _build(tp, value, key + ".")
+    if tp is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if tp is int and isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if tp in (str, bool) and isinstance(value, tp):
+        return value
+    raise ConfigError(f"{key}: expected {_describe(tp)}, got {value!r}")
+
+
+def _build(cls: type, mapping: dict, prefix: str = "") -> Any:
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls) if f.name not in _INTERNAL]
+    kwargs = {}
+    for key, value in mapping.items():
+        if key not in names:
+            raise ConfigError(f"{prefix}{key}: unknown option (known: {', '.join(names)})")
+        kwargs[key] = _coerce(value, hints[key], prefix + key)
+    return cls(**kwargs)
+
+
+def _require(ok: bool, message: str) -> None:
+    if not ok:
+        raise ConfigError(message)
+
+
+def _check_data(d: DataConfig) -> None:
+    given = [k for k in ("builtin", "path", "sites") if getattr(d, k) is not None]
+    _require(len(given) == 1, f"data: give exactly one of builtin, path or sites (got {', '.join(given) or 'none'})")
+    if d.builtin is not None:
+        _require(d.builtin in BUILTIN_DATASETS, f"data.builtin: unknown dataset {d.builtin!r} (known: {', '.join(BUILTIN_DATASETS)})")
+    if d.sites is not None:
+        _require(len(d.sites) > 0, "data.sites: give at least one file")
+        _require(d.n_sites in (None, len(d.sites)), f"data.n_sites: {d.n_sites} but data.sites lists {len(d.sites)} files")
+    if d.n_sites is not None:
+        _require(d.n_sites >= 1, f"data.n_sites: must be at least 1, got {d.n_sites}")
+    _require(d.n_patients >= 1, f"data.n_patients: must be at least 1, got {d.n_patients}")
+    _require(0.0 <= d.holdout < 1.0, f"data.holdout: must be in [0, 1), got {d.holdout}")
+
+
+def _check_model(m: ModelConfig) -> None:
+    _require(m.name in MODELS, f"model.name: unknown model {m.name!r} (known: {', '.join(MODELS)})")
+    _require(m.epochs is None or m.epochs >= 1, f"model.epochs: must be at least 1, got {m.epochs}")
+    _require(m.batch_size >= 2, f"model.batch_size: must be at least 2, got {m.batch_size}")
+    _require(len(m.hidden) >= 1 and all(h >= 1 for h in m.hidden), f"model.hidden: layer sizes must be positive, got {m.hidden}")
+    _require(m.latent_dim >= 1, f"model.latent_dim: must be at least 1, got {m.latent_dim}")
+    _require(m.lr > 0, f"model.lr: must be positive, got {m.lr}")
+    _require(m.weight_decay >= 0, f"model.weight_decay: must be non-negative, got {m.weight_decay}")
+    _require(m.loss_factor > 0, f"model.loss_factor: must be positive, got {m.loss_factor}")
+    _require(m.device == "auto" or m.device == "cpu" or m.device.startswith("cuda"),
+             f"model.device: expected auto, cpu or cuda[:N], got {m.device!r}")
+
+
+def _check_federation(f: FederationConfig) -> None:
+    strategies = [f.strategy] if isinstance(f.strategy, str) else f.strategy
+    _require(len(strategies) > 0, "federation.strategy: give a strategy or a non-empty list of them")
+    for s in strategies:
+        _require(s in STRATEGIES, f"federation.strategy: unknown strategy {s!r} (known: {', '.join(STRATEGIES)})")
+    _require(len(set(strategies)) == len(strategies), f"federation.strategy: listed twice in {strategies}")
+    _require(f.rounds >= 1, f"federation.rounds: must be at least 1, got {f.rounds}")
+    _require(f.local_epochs is None or f.local_epochs >= 1, f"federation.local_epochs: must be at least 1, got {f.local_epochs}")
+
+
+def validate(cfg: RunConfig) -> RunConfig:
+    """Check values that types alone cannot (ranges, choices, exclusive options); return `cfg`."""
+    _check_data(cfg.data)
+    _check_model(cfg.model)
+    _check_federation(cfg.federation)
+    _require(cfg.sample.n_rows is None or cfg.sample.n_rows >= 1, f"sample.n_rows: must be at least 1, got {cfg.sample.n_rows}")
+    _require(bool(cfg.output), "output: must name the run file")
+    m, f = cfg.model, cfg.federation
+    if m.epochs is not None and f.local_epochs is not None:
+        _require(m.epochs == f.rounds * f.local_epochs,
+                 f"model.epochs: {m.epochs} disagrees with federation.rounds x federation.local_epochs = {f.rounds * f.local_epochs}")
+    return cfg
+
+
+def from_dict(mapping: Any, source: str = "<dict>", text: str = "") -> RunConfig:
+    """Build and validate a config from a parsed mapping; errors are prefixed with `source`."""
+    try:
+        if not isinstance(mapping, dict):
+            raise ConfigError(f"expected a mapping of options at the top level, got {type(mapping).__name__}")
+        cfg = _build(RunConfig, mapping)
+        cfg.source, cfg.text = source, text or yaml.safe_dump(mapping, sort_keys=False)
+        return validate(cfg)
+    except ConfigError as err:
+        raise ConfigError(f"{source}: {err}") from None
+
+
+def load(path: str | Path) -> RunConfig:
+    """Read a YAML job file; a missing or unparsable file is a ConfigError naming it."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"{p}: no such config file")
+    text = p.read_text(encoding="utf-8")
+    try:
+        mapping = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" (line {mark.line + 1})" if mark else ""
+        raise ConfigError(f"{p}: not valid YAML{where}") from None
+    cfg = from_dict(mapping if mapping is not None else {}, source=str(p), text=text)
+    return cfg
+
+
+def to_dict(cfg: RunConfig) -> dict:
+    """The config as plain data (for the run file), without the internal bookkeeping fields."""
+    out = dataclasses.asdict(cfg)
+    for key in _INTERNAL:
+        out.pop(key)
+    return out

@@ -1,0 +1,92 @@
+"""Column kinds and roles, inferred on each site and merged so that every site holds the same schema.
+
+A site sees only its own rows, so a column can look different from one site to the next: all zeros at a site
+whose panel never found the mutation, integers where another site recorded decimals. Each site infers a kind
+from its rows, the kinds are exchanged (a few words per column, never values) and merged to the most general
+one: binary < integer < continuous, and categorical as soon as any site holds text. Declared kinds in the
+config always win.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import pandas as pd
+
+from hpcsynth.federated.comm import Communicator
+
+KINDS = ("binary", "integer", "continuous", "categorical")
+ROLES = ("feature", "time", "event", "site", "id")
+_GENERALITY = {"binary": 0, "integer": 1, "continuous": 2, "categorical": 3}
+
+
+class DataError(ValueError):
+    """A problem with the rows themselves; the message names the file, site or column."""
+
+
+@dataclass
+class ColumnSpec:
+    """One column: its name, its kind (how it is encoded) and its role in the study."""
+
+    name: str
+    kind: str
+    role: str = "feature"
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def infer_kind(values: pd.Series) -> str | None:
+    """The kind this site's values suggest, or None when the site has no value to judge by."""
+    present = values.dropna()
+    if present.empty:
+        return None
+    if pd.api.types.is_bool_dtype(present):
+        return "binary"
+    if not pd.api.types.is_numeric_dtype(present):
+        return "categorical"
+    numbers = present.to_numpy(dtype=float)
+    if np.isin(numbers, (0.0, 1.0)).all():
+        return "binary"
+    if np.all(np.mod(numbers, 1.0) == 0.0):
+        return "integer"
+    return "continuous"
+
+
+def merge_kinds(kinds: list[str | None], column: str) -> str:
+    """The most general kind any site reported; a column empty on every site is an error."""
+    seen = [k for k in kinds if k is not None]
+    if not seen:
+        raise DataError(f"column {column!r}: all values are missing on every site")
+    return max(seen, key=_GENERALITY.__getitem__)
+
+
+def infer_schema(
+    frame: pd.DataFrame,
+    comm: Communicator,
+    declared_categorical: list[str] = (),
+    time: str | None = None,
+    event: str | None = None,
+) -> list[ColumnSpec]:
+    """Infer the shared schema of `frame`'s columns across all sites (collective: every rank calls it).
+
+    Columns keep the order of the frame; sites must agree on the column names (checked here)."""
+    names = list(frame.columns)
+    all_names = comm.allgather(names)
+    for site, other in enumerate(all_names):
+        if other != names:
+            missing = sorted(set(names) ^ set(other))
+            raise DataError(f"site {site} has different columns than site {comm.rank}: {missing or 'order differs'}")
+    local = [infer_kind(frame[c]) for c in names]
+    merged = [merge_kinds(list(k), c) for c, k in zip(names, zip(*comm.allgather(local)))]
+    specs = []
+    for name, kind in zip(names, merged):
+        role = "time" if name == time else "event" if name == event else "feature"
+        if name in declared_categorical:
+            kind = "categorical"
+        if role == "event":
+            kind = "binary"
+        if role == "time":
+            kind = "continuous"
+        specs.append(ColumnSpec(name, kind, role))
+    return specs

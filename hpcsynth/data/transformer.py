@@ -1,0 +1,79 @@
+"""The whole-table transformer: one fitted transform per column, shared by every site.
+
+It turns a site's DataFrame into the float32 matrix the generators train on and turns generated matrices back
+into DataFrames with the original column names, kinds and category labels. Fitting is collective (every rank
+calls `fit` with its own rows and the same communicator) and ends with the same state everywhere, which the
+run file stores in `/schema` so that a table can be decoded later without any real row.
+"""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+
+from hpcsynth.data.schema import ColumnSpec, infer_schema
+from hpcsynth.data.transforms import CategoricalTransform, NumericTransform, transform_for
+from hpcsynth.federated.comm import Communicator, SoloComm
+
+
+class TableTransformer:
+    """Encode and decode whole tables; `spans` tells a generator how each output block is distributed."""
+
+    def __init__(self, categorical: list[str] = (), time: str | None = None, event: str | None = None) -> None:
+        self.categorical = list(categorical)
+        self.time = time
+        self.event = event
+
+    def fit(self, frame: pd.DataFrame, comm: Communicator | None = None) -> "TableTransformer":
+        """Infer the schema and fit every column's transform from merged statistics (collective)."""
+        comm = comm or SoloComm()
+        self.schema_ = infer_schema(frame, comm, self.categorical, self.time, self.event)
+        self.transforms_ = [transform_for(spec).fit(frame[spec.name], comm) for spec in self.schema_]
+        return self
+
+    @property
+    def columns(self) -> list[str]:
+        return [spec.name for spec in self.schema_]
+
+    @property
+    def width(self) -> int:
+        return sum(t.width for t in self.transforms_)
+
+    @property
+    def spans(self) -> list[tuple[str, int]]:
+        """The generator's output layout, block after block: ("gaussian", 1) or ("softmax", k)."""
+        return [span for t in self.transforms_ for span in t.spans]
+
+    def encode(self, frame: pd.DataFrame) -> np.ndarray:
+        blocks = [t.encode(frame[t.spec.name]) for t in self.transforms_]
+        return np.ascontiguousarray(np.concatenate(blocks, axis=1), dtype=np.float32)
+
+    def decode(self, matrix: np.ndarray, rng: np.random.Generator) -> pd.DataFrame:
+        """A DataFrame from generator output (values for Gaussian blocks, logits for softmax blocks)."""
+        columns, start = {}, 0
+        for t in self.transforms_:
+            columns[t.spec.name] = t.decode(matrix[:, start:start + t.width], rng).to_numpy()
+            start += t.width
+        return pd.DataFrame(columns)
+
+    def state(self) -> str:
+        """The fitted transformer as JSON text (schema and every column's state)."""
+        return json.dumps({
+            "categorical": self.categorical, "time": self.time, "event": self.event,
+            "columns": [{**spec.to_dict(), "state": t.state()} for spec, t in zip(self.schema_, self.transforms_)],
+        })
+
+    @classmethod
+    def from_state(cls, text: str) -> "TableTransformer":
+        data = json.loads(text)
+        self = cls(data["categorical"], data["time"], data["event"])
+        self.schema_, self.transforms_ = [], []
+        for column in data["columns"]:
+            spec = ColumnSpec(column["name"], column["kind"], column["role"])
+            self.schema_.append(spec)
+            self.transforms_.append(transform_for(spec).load_state(column["state"]))
+        return self
+
+    def transform_of(self, name: str) -> NumericTransform | CategoricalTransform:
+        return self.transforms_[self.columns.index(name)]

@@ -1,0 +1,97 @@
+"""Reading run files back: a readable summary (`hpcsynth inspect`) and table export (`hpcsynth export`)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import h5py
+import pandas as pd
+
+from hpcsynth.config import ConfigError
+from hpcsynth.io.runfile import read_table
+
+
+def _open(path: str | Path) -> h5py.File:
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"{p}: no such run file")
+    try:
+        return h5py.File(p, "r")
+    except OSError:
+        raise ConfigError(f"{p}: not an HDF5 run file") from None
+
+
+def _run_group(f: h5py.File, path: str | Path, strategy: str | None) -> h5py.Group:
+    """The run itself, or in a comparison file the linked run of `strategy` (default: the first)."""
+    if f.attrs.get("kind") != "comparison":
+        return f
+    names = list(f["runs"])
+    name = strategy or names[0]
+    if name not in names:
+        raise ConfigError(f"{path}: no strategy {name!r} in this comparison (has: {', '.join(names)})")
+    return f["runs"][name]
+
+
+def _describe_run(g: h5py.Group) -> list[str]:
+    a = g.attrs
+    lines = [f"strategy: {a['strategy']}   sites: {a['n_sites']}   status: {a['status']}   created: {a['created']}"]
+    cfg = g["config"].attrs
+    lines.append("versions: " + ", ".join(f"{k} {cfg[k]}" for k in cfg if k != "source"))
+    schema = g["schema"]
+    columns = [n for n in schema if n != "transformer"]
+    kinds = pd.Series([schema[n].attrs["kind"] for n in columns]).value_counts()
+    lines.append(f"schema: {len(columns)} columns ({', '.join(f'{v} {k}' for k, v in kinds.items())})")
+    if "synthetic" in g:
+        sizes = {name: len(next(iter(t.values()))) for name, t in g["synthetic"].items()}
+        lines.append("synthetic rows: " + ", ".join(f"{k} {v}" for k, v in sizes.items()))
+    if "rounds" in g:
+        lines.append("rounds:")
+        lines += ["  " + line for line in pd.DataFrame(g["rounds"][()]).round(4).to_string(index=False).splitlines()]
+    if "checkpoint" in g:
+        c = g["checkpoint"]
+        lines.append(f"checkpoint: round {c.attrs['round']}, parameters {c['params'].shape}")
+    if "evaluation" in g:
+        ev = g["evaluation"]
+        directions = ev["directions"].attrs
+        lines.append("evaluation:")
+        lines += [f"  {k:<20} {ev.attrs[k]:.4f}  ({directions.get(k, '?')} is better)" for k in ev.attrs]
+    return lines
+
+
+def describe(path: str | Path) -> str:
+    """A readable multi-line summary of a run or comparison file."""
+    with _open(path) as f:
+        lines = [f"{path}: hpcsynth {f.attrs.get('kind', 'run')} file, version {f.attrs.get('hpcsynth_version')}"]
+        if f.attrs.get("kind") == "comparison":
+            table = pd.DataFrame(f["comparison"][()])
+            table["strategy"] = table["strategy"].str.decode("utf-8")
+            lines += ["comparison:"] + ["  " + l for l in table.round(4).to_string(index=False).splitlines()]
+            for name in f["runs"]:
+                lines += ["", f"[{name}] {f['runs'].get(name, getlink=True).filename}"]
+                lines += ["  " + l for l in _describe_run(f["runs"][name])]
+        else:
+            lines += _describe_run(f)
+    return "\n".join(lines)
+
+
+def load_synthetic(path: str | Path, site: int | None = None, strategy: str | None = None) -> pd.DataFrame:
+    """A synthetic table (pooled, or one site's) with the original column names, kinds and labels."""
+    with _open(path) as f:
+        g = _run_group(f, path, strategy)
+        name = "pooled" if site is None else f"site_{site}"
+        if "synthetic" not in g or name not in g["synthetic"]:
+            raise ConfigError(f"{path}: no synthetic table {name!r}")
+        return read_table(g["synthetic"][name])
+
+
+def export(path: str | Path, out: str | Path, site: int | None = None, strategy: str | None = None) -> Path:
+    """Write a synthetic table to CSV or Parquet (chosen by the extension)."""
+    frame = load_synthetic(path, site, strategy)
+    target = Path(out)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if target.suffix.lower() in (".parquet", ".pq"):
+        frame.to_parquet(target, index=False)
+    elif target.suffix.lower() == ".csv":
+        frame.to_csv(target, index=False)
+    else:
+        raise ConfigError(f"{target}: unknown output type; use .csv or .parquet")
+    return target

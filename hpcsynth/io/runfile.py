@@ -1,0 +1,180 @@
+"""The HDF5 run file: one self-describing file per run, readable with plain h5py or pandas.
+
+Layout (attributes in brackets):
+    /                       [status: complete | partial, kind: run | comparison, strategy, n_sites, created,
+                             hpcsynth_version]
+    /config                 the YAML text of the job [source, and the versions of Python, hpcsynth, torch,
+                             numpy, h5py, mpi4py and the MPI library]
+    /schema/transformer     the fitted shared transformer as JSON (kinds, roles, levels, quantile grids)
+    /schema/<column>        [kind, role] one empty group per column, in table order
+    /synthetic/pooled       one dataset per column [columns: the order]; numerics as float64 (NaN = missing),
+    /synthetic/site_<k>     categoricals as int64 codes [labels: JSON list; code -1 = missing]
+    /rounds                 one row per round: round, loss, wall_s, compute_s, comm_s, bytes_reduced, steps
+    /checkpoint/params      float32 (models, parameters): one row per site, or one shared row [round]
+    /checkpoint/site_<k>    uint8 bytes of the site's local state (optimiser moments, RNG streams)
+    /evaluation             [one attribute per score] and /evaluation/directions [higher | lower per score]
+    /comparison             (comparison files) one row per strategy; /runs/<strategy> links to its run file
+
+Files are written by one rank, to a temporary file in the same folder that is then renamed over the target
+(`os.replace`, atomic on POSIX), so a reader never sees a half-written file and a killed job never leaves a
+file that looks complete. While training, checkpoints go to `<stem>.partial.h5` with status `partial`.
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable
+
+import h5py
+import numpy as np
+import pandas as pd
+
+import hpcsynth
+from hpcsynth.data.transformer import TableTransformer
+from hpcsynth.data.transforms import CategoricalTransform
+
+
+@dataclass
+class RunContent:
+    """Everything one run file holds; fields left empty are simply not written."""
+
+    config_text: str
+    config_source: str
+    strategy: str
+    n_sites: int
+    transformer: TableTransformer
+    status: str = "complete"
+    synthetic: dict[str, pd.DataFrame] = field(default_factory=dict)
+    rounds: np.ndarray | None = None
+    checkpoint_params: np.ndarray | None = None
+    checkpoint_round: int = -1
+    local_states: list[bytes] = field(default_factory=list)
+    evaluation: dict[str, float] = field(default_factory=dict)
+    directions: dict[str, str] = field(default_factory=dict)
+
+
+def partial_path(path: str | Path) -> Path:
+    p = Path(path)
+    return p.with_name(p.stem + ".partial" + p.suffix)
+
+
+def versions() -> dict[str, str]:
+    """The versions that decide a run's numbers, stored with its config."""
+    import torch
+
+    found = {"python": platform.python_version(), "hpcsynth": hpcsynth.__version__, "torch": torch.__version__,
+             "numpy": np.__version__, "pandas": pd.__version__, "h5py": h5py.__version__}
+    try:
+        from mpi4py import MPI, __version__ as mpi4py_version
+
+        found["mpi4py"] = mpi4py_version
+        if MPI.Is_initialized():
+            found["mpi_library"] = MPI.Get_library_version().splitlines()[0].strip()
+    except ImportError:
+        pass
+    return {k: str(v) for k, v in found.items()}
+
+
+def atomic_write(path: str | Path, fill: Callable[[h5py.File], None]) -> Path:
+    """Write an HDF5 file through a temporary file and an atomic rename; nothing is left behind on failure."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
+    try:
+        with h5py.File(tmp, "w") as f:
+            fill(f)
+        with open(tmp, "rb") as handle:
+            os.fsync(handle.fileno())
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return target
+
+
+def write_table(group: h5py.Group, frame: pd.DataFrame, transformer: TableTransformer) -> None:
+    """One dataset per column: categoricals as codes with their labels, numerics as float64."""
+    group.attrs["columns"] = json.dumps(list(frame.columns))
+    for t in transformer.transforms_:
+        values = frame[t.spec.name]
+        if isinstance(t, CategoricalTransform):
+            codes = t._codes(values)
+            codes = np.where(codes == len(t.labels_), -1, codes)
+            ds = group.create_dataset(t.spec.name, data=codes.astype(np.int64))
+            ds.attrs["labels"] = json.dumps(t.labels_)
+        else:
+            ds = group.create_dataset(t.spec.name, data=pd.to_numeric(values).to_numpy(np.float64, na_value=np.nan))
+        ds.attrs["kind"] = t.spec.kind
+
+
+def read_table(group: h5py.Group) -> pd.DataFrame:
+    """A stored table back as a DataFrame with the original names, kinds and labels."""
+    columns = {}
+    for name in json.loads(group.attrs["columns"]):
+        ds = group[name]
+        data = ds[()]
+        if "labels" in ds.attrs:
+            labels = json.loads(ds.attrs["labels"])
+            numeric = all(isinstance(v, (int, float)) for v in labels)
+            lookup = np.array(labels + [np.nan if numeric else None], dtype=float if numeric else object)
+            columns[name] = lookup[np.where(data < 0, len(labels), data)]
+        elif ds.attrs.get("kind") == "integer" and not np.isnan(data).any():
+            columns[name] = data.astype(np.int64)
+        else:
+            columns[name] = data
+    return pd.DataFrame(columns)
+
+
+def _fill(f: h5py.File, run: RunContent) -> None:
+    f.attrs.update({"status": run.status, "kind": "run", "strategy": run.strategy, "n_sites": run.n_sites,
+                    "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                    "hpcsynth_version": hpcsynth.__version__})
+    config = f.create_dataset("config", data=run.config_text)
+    config.attrs.update({"source": run.config_source, **versions()})
+    schema = f.create_group("schema")
+    schema.create_dataset("transformer", data=run.transformer.state())
+    for spec in run.transformer.schema_:
+        schema.create_group(spec.name).attrs.update({"kind": spec.kind, "role": spec.role})
+    for name, frame in run.synthetic.items():
+        write_table(f.require_group("synthetic").create_group(name), frame, run.transformer)
+    if run.rounds is not None:
+        f.create_dataset("rounds", data=run.rounds)
+    if run.checkpoint_params is not None:
+        ckpt = f.create_group("checkpoint")
+        ckpt.attrs["round"] = run.checkpoint_round
+        ckpt.create_dataset("params", data=run.checkpoint_params)
+        for k, blob in enumerate(run.local_states):
+            ckpt.create_dataset(f"site_{k}", data=np.frombuffer(blob, dtype=np.uint8))
+    if run.evaluation:
+        ev = f.create_group("evaluation")
+        ev.attrs.update(run.evaluation)
+        ev.create_group("directions").attrs.update(run.directions)
+
+
+def write_run(path: str | Path, run: RunContent) -> Path:
+    return atomic_write(path, lambda f: _fill(f, run))
+
+
+def write_comparison(path: str | Path, config_text: str, config_source: str, rows: list[dict],
+                     runs: dict[str, Path]) -> Path:
+    """A small file comparing strategies, linking (HDF5 external links) to each strategy's run file."""
+    target = Path(path)
+
+    def fill(f: h5py.File) -> None:
+        f.attrs.update({"status": "complete", "kind": "comparison",
+                        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                        "hpcsynth_version": hpcsynth.__version__})
+        config = f.create_dataset("config", data=config_text)
+        config.attrs.update({"source": config_source, **versions()})
+        table = pd.DataFrame(rows)
+        records = table.to_records(index=False)
+        records = records.astype([(n, "S32" if records.dtype[n].kind in "OU" else records.dtype[n]) for n in records.dtype.names])
+        f.create_dataset("comparison", data=records)
+        links = f.create_group("runs")
+        for name, run_path in runs.items():
+            links[name] = h5py.ExternalLink(os.path.relpath(run_path, target.parent), "/")
+
+    return atomic_write(target, fill)

@@ -1,0 +1,184 @@
+"""The protocol every generator follows, in one process and across federated sites.
+
+Single process (scikit-learn's estimator contract): the constructor only stores hyperparameters; `fit(df)`
+fits the shared transform and trains; `sample(n)` returns a DataFrame in the original units; fitted state ends
+in `_`.
+
+Federated (what the round loop and the strategies use, and all they use):
+    setup(transformer, stream)          build the networks for a fitted transformer; `stream` keys this site's
+                                        random numbers so sites draw different batches from one seed
+    shared_parameters() -> Tensor       the parameters every site exchanges, one flat buffer (a view: writing
+                                        it changes the model)
+    shared_gradients() -> Tensor        the matching flat gradient buffer (data-parallel training)
+    local_update(data, steps, ...)      `steps` optimiser steps on this site's encoded rows
+    local_state() / load_local_state()  what stays on the site (optimiser moments), for checkpoints
+
+Same seed, same machine: identical samples.
+"""
+from __future__ import annotations
+
+import io
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+import torch
+
+from hpcsynth.data.transformer import TableTransformer
+from hpcsynth.models.flat import FlatParameters
+
+GradHook = Callable[[torch.Tensor, int], None]
+
+
+def resolve_device(device: str, local_rank: int = 0) -> torch.device:
+    """`auto` is this rank's local GPU when CUDA is present (rank i on GPU i mod count), else the CPU."""
+    if device != "auto":
+        return torch.device(device)
+    if torch.cuda.is_available():
+        return torch.device("cuda", local_rank % torch.cuda.device_count())
+    return torch.device("cpu")
+
+
+def seeded_generator(seed: int, *keys: int, device: torch.device | str = "cpu") -> torch.Generator:
+    """A torch generator whose stream depends on the seed and the keys (site, purpose), independent of order."""
+    state = np.random.SeedSequence([seed, *keys]).generate_state(1, dtype=np.uint64)[0]
+    return torch.Generator(device=device).manual_seed(int(state) & ((1 << 63) - 1))
+
+
+class Generator:
+    """Shared machinery: device, flat parameters, batching, the fit loop, sampling and decoding."""
+
+    _SAMPLE, _TRAIN = 1, 2
+
+    def __init__(self, epochs: int = 300, batch_size: int = 500, lr: float = 1e-3, weight_decay: float = 1e-5,
+                 optimizer: str = "adam", device: str = "auto", seed: int = 0, categorical: list[str] = (),
+                 time: str | None = None, event: str | None = None, progress: bool = False) -> None:
+        self.epochs = epochs
+        self.batch_size = batch_size
+        self.lr = lr
+        self.weight_decay = weight_decay
+        self.optimizer = optimizer
+        self.device = device
+        self.seed = seed
+        self.categorical = categorical
+        self.time = time
+        self.event = event
+        self.progress = progress
+
+    # -- what each family provides -----------------------------------------------------------------------
+    def _build(self, spans: list[tuple[str, int]]) -> list[torch.nn.Module]:
+        """The networks for this output layout (built under the shared seed)."""
+        raise NotImplementedError
+
+    def loss(self, batch: torch.Tensor) -> torch.Tensor:
+        """The mean training loss of a batch of encoded rows."""
+        raise NotImplementedError
+
+    def _generate(self, n: int, generator: torch.Generator) -> torch.Tensor:
+        """`n` rows of generator output in the encoded space (values and logits)."""
+        raise NotImplementedError
+
+    def _after_step(self) -> None:
+        """Projection after each optimiser step (for example clamping a scale)."""
+
+    # -- single process ---------------------------------------------------------------------------------
+    def fit(self, frame: pd.DataFrame) -> "Generator":
+        transformer = TableTransformer(self.categorical, self.time, self.event).fit(frame)
+        self.setup(transformer)
+        data = self.to_device(transformer.encode(frame))
+        epochs = range(self.epochs)
+        if self.progress:
+            from tqdm import tqdm
+
+            epochs = tqdm(epochs, desc=type(self).__name__, unit="epoch")
+        self.losses_ = [self.local_update(data, self.steps_per_epoch(len(data))) for _ in epochs]
+        return self
+
+    def sample(self, n: int, seed: int | None = None) -> pd.DataFrame:
+        """`n` synthetic rows as a DataFrame with the original columns, kinds and labels."""
+        key = self.seed if seed is None else seed
+        generator = seeded_generator(key, self.stream_, self._SAMPLE, device=self.device_)
+        with torch.no_grad():
+            out = self._generate(n, generator).float().cpu().numpy()
+        return self.transformer_.decode(out, np.random.default_rng([key, self.stream_, self._SAMPLE]))
+
+    # -- federated protocol -------------------------------------------------------------------------------
+    def setup(self, transformer: TableTransformer, stream: int = 0, local_rank: int = 0) -> "Generator":
+        self.transformer_ = transformer
+        self.stream_ = stream
+        self.device_ = resolve_device(self.device, local_rank)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.seed)
+            self.modules_ = [m.to(self.device_) for m in self._build(transformer.spans)]
+        self.flat_ = FlatParameters([p for m in self.modules_ for p in m.parameters()])
+        self.optimizer_ = self._make_optimizer()
+        self.train_generator_ = seeded_generator(self.seed, stream, self._TRAIN, device=self.device_)
+        self._order, self._cursor = None, 0
+        return self
+
+    def _make_optimizer(self) -> torch.optim.Optimizer:
+        params = self.flat_.params
+        if self.optimizer == "sgd":
+            return torch.optim.SGD(params, lr=self.lr, weight_decay=self.weight_decay)
+        if self.optimizer == "adam":
+            return torch.optim.Adam(params, lr=self.lr, weight_decay=self.weight_decay)
+        raise ValueError(f"optimizer: expected adam or sgd, got {self.optimizer!r}")
+
+    def shared_parameters(self) -> torch.Tensor:
+        return self.flat_.data
+
+    def shared_gradients(self) -> torch.Tensor:
+        return self.flat_.grad
+
+    def to_device(self, matrix: np.ndarray) -> torch.Tensor:
+        return torch.as_tensor(matrix, dtype=torch.float32, device=self.device_)
+
+    def steps_per_epoch(self, n_rows: int, batch_size: int | None = None) -> int:
+        return max(1, -(-n_rows // (batch_size or self.batch_size)))
+
+    def _next_batch(self, data: torch.Tensor, size: int) -> torch.Tensor:
+        """The next `size` rows of a shuffled pass over `data`; a batch as large as the data is the data, in order."""
+        n = data.shape[0]
+        if size >= n:
+            return data
+        if self._order is None or self._cursor + size > n:
+            self._order = torch.randperm(n, generator=self.train_generator_, device=self.device_)
+            self._cursor = 0
+        idx = self._order[self._cursor:self._cursor + size]
+        self._cursor += size
+        return data[idx]
+
+    def local_update(self, data: torch.Tensor, steps: int, batch_size: int | None = None,
+                     grad_hook: GradHook | None = None) -> float:
+        """Train `steps` optimiser steps on this site's rows; return the mean loss.
+
+        `grad_hook(flat_grad, batch_rows)` runs between backward and the step: the data-parallel strategy
+        averages the gradient buffer across ranks there."""
+        for m in self.modules_:
+            m.train()
+        size = min(batch_size or self.batch_size, data.shape[0])
+        total = 0.0
+        for _ in range(steps):
+            self.flat_.zero_grad()
+            loss = self.loss(self._next_batch(data, size))
+            loss.backward()
+            self.flat_.check_bound()
+            if grad_hook is not None:
+                grad_hook(self.flat_.grad, size)
+            self.optimizer_.step()
+            self._after_step()
+            total += float(loss.detach())
+        return total / max(steps, 1)
+
+    def local_state(self) -> bytes:
+        """The optimiser state and the training stream (what a checkpoint must keep per site)."""
+        buffer = io.BytesIO()
+        torch.save({"optimizer": self.optimizer_.state_dict(), "train_rng": self.train_generator_.get_state(),
+                    "order": self._order, "cursor": self._cursor}, buffer)
+        return buffer.getvalue()
+
+    def load_local_state(self, blob: bytes) -> None:
+        state = torch.load(io.BytesIO(blob), weights_only=False)
+        self.optimizer_.load_state_dict(state["optimizer"])
+        self.train_generator_.set_state(state["train_rng"])
+        self._order, self._cursor = state["order"], state["cursor"]

@@ -1,0 +1,154 @@
+"""The training job: every rank is a site; train one or more strategies, sample, evaluate, write run files.
+
+`main(config, comm)` is what `hpcsynth run` (under `mpiexec` or `srun`) and the SLURM glue call. Per strategy:
+1. the site's rows are loaded (only its own), split into training and held-out rows;
+2. the shared transform is fitted from merged statistics (collective);
+3. every site builds the same generator from the same seed and the round loop trains it;
+4. each site samples; the synthetic tables are exchanged (they are the product; real rows never are);
+5. fidelity (exact pooled KS/TV from merged counts) and DCR are computed; rank 0 writes the run file.
+When several strategies are listed, each gets `<stem>-<strategy>.h5` and `output` becomes a comparison file
+that links them; rank 0 prints the comparison table.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from hpcsynth.config import ConfigError, RunConfig
+from hpcsynth.data.sources import SiteData, count_sites, load_site
+from hpcsynth.data.transformer import TableTransformer
+from hpcsynth.evaluate.fidelity import fidelity
+from hpcsynth.evaluate.privacy import dcr
+from hpcsynth.federated.comm import Communicator, local_rank, local_size
+from hpcsynth.federated.loop import RoundRecord, train_rounds
+from hpcsynth.federated.strategies import make_strategy
+from hpcsynth.io.runfile import RunContent, partial_path, write_comparison, write_run
+from hpcsynth.models import Generator, make_model
+
+DIRECTIONS = {"fidelity": "higher", "dcr_synthetic_p5": "higher", "dcr_holdout_p5": "higher",
+              "dcr_ratio": "higher", "exact_match_rate": "lower", "wall_s": "lower"}
+
+
+@dataclass
+class StrategyResult:
+    strategy: str
+    path: Path
+    scores: dict[str, float]
+
+
+def plan_sites(cfg: RunConfig, comm: Communicator) -> tuple[int, int | None]:
+    """(number of sites, this rank's site); one process with several sites pools them (centralized only)."""
+    if comm.size > 1:
+        declared = cfg.data.n_sites if cfg.data.sites is None else len(cfg.data.sites)
+        if declared is not None and declared != comm.size:
+            raise ConfigError(f"{cfg.source}: data defines {declared} sites but the job runs {comm.size} ranks "
+                              f"(one rank per site)")
+        return comm.size, comm.rank
+    n_sites = count_sites(cfg.data)
+    federated = [s for s in cfg.strategies if s != "centralized"]
+    if n_sites > 1 and federated:
+        raise ConfigError(f"{cfg.source}: federation.strategy {federated[0]} with {n_sites} sites needs one rank "
+                          f"per site: run under `mpiexec -n {n_sites}`")
+    return n_sites, None
+
+
+def strategy_output(cfg: RunConfig, strategy: str) -> Path:
+    out = Path(cfg.output)
+    if len(cfg.strategies) == 1:
+        return out
+    return out.with_name(f"{out.stem}-{strategy}{out.suffix}")
+
+
+def set_threads(comm: Communicator) -> None:
+    """Share the node's cores between the ranks on it, so 3 ranks on 2 cores do not fight over 6 threads."""
+    import os
+
+    cores = os.cpu_count() or 1
+    torch.set_num_threads(max(1, cores // max(local_size(), 1)))
+
+
+def _checkpoint_writer(cfg: RunConfig, strategy_name: str, shares_model: bool, model: Generator,
+                       transformer: TableTransformer, comm: Communicator, n_sites: int, records: list):
+    """After every round: gather the parameters (one row per site unless the model is shared) and each site's
+    local state on rank 0, which writes `<output>.partial.h5` atomically."""
+    path = partial_path(strategy_output(cfg, strategy_name))
+
+    def on_round(record: RoundRecord) -> None:
+        records.append(record)
+        params = model.shared_parameters().detach().cpu().numpy().astype(np.float32)
+        gathered = comm.gather((params, model.local_state()))
+        if gathered is None:
+            return
+        rows = [gathered[0][0]] if shares_model else [g[0] for g in gathered]
+        write_run(path, RunContent(cfg.text, cfg.source, strategy_name, n_sites, transformer, status="partial",
+                                   rounds=RoundRecord.table(records), checkpoint_params=np.stack(rows),
+                                   checkpoint_round=record.round, local_states=[g[1] for g in gathered]))
+
+    return on_round
+
+
+def run_strategy(cfg: RunConfig, name: str, site: SiteData, transformer: TableTransformer, comm: Communicator,
+                 n_sites: int, progress) -> StrategyResult:
+    start = time.perf_counter()
+    strategy = make_strategy(name)
+    model = make_model(cfg.model, cfg.seed, cfg.federation.rounds * cfg.local_epochs)
+    model.setup(transformer, stream=comm.rank, local_rank=local_rank())
+    data = model.to_device(transformer.encode(site.train))
+    records: list[RoundRecord] = []
+    on_round = _checkpoint_writer(cfg, name, strategy.shares_model, model, transformer, comm, n_sites, records)
+
+    def tick(record: RoundRecord) -> None:
+        on_round(record)
+        progress(name, record)
+
+    train_rounds(model, data, strategy, comm, cfg.federation.rounds, cfg.local_epochs, cfg.model.batch_size,
+                 on_round=tick)
+    n_rows = cfg.sample.n_rows or len(site.train) + len(site.holdout)
+    synthetic = model.sample(n_rows)
+    tables = comm.allgather(synthetic)
+    scores = {"fidelity": float(np.mean([fidelity(t, site.holdout, transformer, comm) for t in tables]))}
+    privacy = dcr(pd.concat(tables, ignore_index=True), site.train, site.holdout, transformer, comm)
+    scores["wall_s"] = time.perf_counter() - start
+    path = strategy_output(cfg, name)
+    if comm.is_root:
+        scores.update(privacy)
+        last = partial_path(path)
+        content = RunContent(cfg.text, cfg.source, name, n_sites, transformer, rounds=RoundRecord.table(records),
+                             synthetic={"pooled": pd.concat(tables, ignore_index=True),
+                                        **{f"site_{k}": t for k, t in enumerate(tables)}},
+                             evaluation=scores, directions={k: DIRECTIONS[k] for k in scores})
+        _copy_checkpoint(last, content)
+        write_run(path, content)
+        last.unlink(missing_ok=True)
+    comm.barrier()
+    return StrategyResult(name, path, comm.bcast(scores))
+
+
+def _copy_checkpoint(partial: Path, content: RunContent) -> None:
+    """The final file keeps the last checkpoint, so a finished run can be continued or inspected."""
+    import h5py
+
+    with h5py.File(partial, "r") as f:
+        ckpt = f["checkpoint"]
+        content.checkpoint_params = ckpt["params"][()]
+        content.checkpoint_round = int(ckpt.attrs["round"])
+        content.local_states = [ckpt[k][()].tobytes() for k in sorted(ckpt) if k.startswith("site_")]
+
+
+def main(cfg: RunConfig, comm: Communicator, progress=None) -> list[StrategyResult]:
+    """Run the job described by `cfg` on this rank (collective: every rank calls it with the same config)."""
+    set_threads(comm)
+    n_sites, site_index = plan_sites(cfg, comm)
+    site = load_site(cfg.data, site_index, n_sites, cfg.seed)
+    transformer = TableTransformer(site.categorical, site.time, site.event).fit(site.train, comm)
+    progress = progress or (lambda name, record: None)
+    results = [run_strategy(cfg, name, site, transformer, comm, n_sites, progress) for name in cfg.strategies]
+    if len(results) > 1 and comm.is_root:
+        rows = [{"strategy": r.strategy, **r.scores} for r in results]
+        write_comparison(cfg.output, cfg.text, cfg.source, rows, {r.strategy: r.path for r in results})
+    return results

@@ -1,0 +1,71 @@
+"""The one public entry point for nearest neighbours: validates once, then runs where the data lives.
+
+Numpy (or anything ``np.asarray`` accepts) runs the CPU kernel; arrays exposing ``__cuda_array_interface__``
+(Numba device arrays, CuPy arrays, torch CUDA tensors) run the CUDA kernel on their device, with no copy to
+the host. Validation is shared so that both paths reject the same inputs with the same messages.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from .knn_cpu import knn_euclidean_cpu
+from .validation import as_host_matrix, check_finite, check_shapes
+
+METRICS = ("euclidean",)
+
+
+def _is_cuda(x: Any) -> bool:
+    return hasattr(x, "__cuda_array_interface__")
+
+
+def nearest_neighbours(query: Any, reference: Any, k: int = 2, metric: str = "euclidean",
+                       exclude_self: bool = False) -> tuple[Any, Any]:
+    """Exact k nearest reference rows of every query row.
+
+    Parameters
+    ----------
+    query, reference
+        2-D arrays ``(n_query, d)`` and ``(n_reference, d)``: numpy arrays (or array-likes) run on the CPU;
+        CUDA arrays (anything with ``__cuda_array_interface__``) run on their GPU. Both must be on the same
+        side. float32 and float64 are used as given; other real dtypes are converted to float64.
+    k
+        Number of neighbours, ``1 <= k <= n_reference`` (``n_reference - 1`` with ``exclude_self``).
+    metric
+        ``"euclidean"``.
+    exclude_self
+        Treat query row ``i`` as reference row ``i`` and leave it out of its own neighbours (for distances
+        within one table, e.g. nearest-neighbour distance ratios). Other rows with identical values are kept:
+        a duplicated record is a neighbour at distance 0.
+
+    Returns
+    -------
+    distances, indices
+        ``(n_query, k)`` float32 distances (not squared), ascending, and int64 reference row indices. The
+        result is exact: it equals a float64 brute-force computation, with ties broken by the lower index.
+        On the GPU both are Numba device arrays (``torch.as_tensor(x, device="cuda")`` wraps them without a
+        copy).
+
+    Raises
+    ------
+    ValueError
+        For NaN or infinite values, empty inputs, mismatched columns, an unknown metric, or ``k`` out of range.
+    """
+    if metric not in METRICS:
+        raise ValueError(f"unknown metric {metric!r}; expected one of {METRICS}")
+    if _is_cuda(query) or _is_cuda(reference):
+        if not (_is_cuda(query) and _is_cuda(reference)):
+            raise ValueError("query and reference must both be CUDA arrays or both host arrays")
+        from .knn_cuda import knn_euclidean_cuda
+
+        return knn_euclidean_cuda(query, reference, k, bool(exclude_self))
+    q = as_host_matrix(query, "query")
+    r = q if reference is query else as_host_matrix(reference, "reference")
+    check_shapes(q.shape, r.shape, k, exclude_self)
+    check_finite(q, "query")
+    if r is not q:
+        check_finite(r, "reference")
+    if q.dtype != r.dtype:
+        q, r = q.astype(np.float64), r.astype(np.float64)
+    return knn_euclidean_cpu(q, r, int(k), bool(exclude_self))
