@@ -10,8 +10,8 @@
 * ``_rerank_kernel``: one thread per query row recomputes its candidates in float64, certifies them, and
   brute-forces the row in float64 if the certificate fails.
 
-The kernels call no device functions: ``compile_ptx`` can then build them without a GPU, which is how the
-tests prove they still compile for Hopper (cc 9.0).
+The kernels call no device functions (not even ``min``, whose CUDA overload is one): ``compile_ptx`` can then
+build them without a GPU, which is how the tests prove they still compile for Hopper (cc 9.0).
 """
 from __future__ import annotations
 
@@ -70,11 +70,11 @@ def _candidates_kernel(q_t, r, vals, idxs, exclude_self):
             idxs[s, i, p] = -1
     chunk = (m + n_split - 1) // n_split
     start = s * chunk
-    stop = min(start + chunk, m)
+    stop = start + chunk if start + chunk < m else m
     rows_per_tile = SMEM_FLOATS // d
     thr = float32(math.inf)
     for j0 in range(start, stop, rows_per_tile):
-        rows = min(rows_per_tile, stop - j0)
+        rows = rows_per_tile if j0 + rows_per_tile < stop else stop - j0
         cuda.syncthreads()
         for e in range(tid, rows * d, cuda.blockDim.x):
             tile[e] = float32(r[j0 + e // d, e % d])
@@ -118,7 +118,8 @@ def _rerank_kernel(q, r, vals, idxs, r_max, cast_slack, exclude_self, best_d, ou
         if phase == 1:
             tau = math.inf
             for s in range(n_split):
-                tau = min(tau, float64(vals[s, i, n_cand - 1]))
+                if vals[s, i, n_cand - 1] < tau:
+                    tau = float64(vals[s, i, n_cand - 1])
             if tau == math.inf:
                 break
             qn = 0.0
@@ -158,6 +159,11 @@ def _blocks(n: int, per_block: int) -> int:
     return (n + per_block - 1) // per_block
 
 
+def _as_device_array(x: Any) -> Any:
+    """Numba device arrays as they are; any other ``__cuda_array_interface__`` object wrapped without a copy."""
+    return x if getattr(x, "__cuda_ndarray__", False) else cuda.as_cuda_array(x)
+
+
 def _checked_stats(x: Any, name: str) -> float:
     """Reject non-finite values; return the largest row norm."""
     bad = cuda.to_device(np.zeros(1, np.int32))
@@ -170,15 +176,15 @@ def _checked_stats(x: Any, name: str) -> float:
 
 def _n_split(n_query: int, n_ref: int) -> int:
     """Enough reference chunks for about four blocks per multiprocessor when queries alone are too few."""
-    sms = getattr(cuda.get_current_device(), "MULTIPROCESSOR_COUNT", 1)
+    sms = getattr(cuda.current_context().device, "MULTIPROCESSOR_COUNT", 1)
     want = _blocks(4 * sms, _blocks(n_query, TPB))
     return int(max(1, min(want, _blocks(n_ref, TPB))))
 
 
 def knn_euclidean_cuda(query: Any, reference: Any, k: int, exclude_self: bool) -> tuple[Any, Any]:
     """Exact Euclidean k-NN of two CUDA arrays; returns Numba device arrays ``(float32 (n, k), int64 (n, k))``."""
-    q = cuda.as_cuda_array(query)
-    r = q if reference is query else cuda.as_cuda_array(reference)
+    q = _as_device_array(query)
+    r = q if reference is query else _as_device_array(reference)
     check_shapes(q.shape, r.shape, k, exclude_self)
     for name, x in (("query", q), ("reference", r)):
         if x.dtype not in (np.float32, np.float64):

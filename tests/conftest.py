@@ -1,0 +1,64 @@
+"""Shared fixtures: real `mpiexec` runs, small job files, the built-in cohort."""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def mpiexec_path() -> str:
+    """The launcher next to this Python (the mpich wheel's) or, failing that, the one on PATH."""
+    beside = Path(sys.executable).with_name("mpiexec")
+    found = str(beside) if beside.exists() else shutil.which("mpiexec")
+    if found is None:
+        pytest.fail("mpiexec not found: install the `mpich` wheel (make test does)")
+    return found
+
+
+def hpcsynth_command() -> list[str]:
+    return [sys.executable, "-m", "hpcsynth.cli"]
+
+
+@pytest.fixture
+def mpirun():
+    """Run a command under `mpiexec -n N` with a hard timeout; return the completed process."""
+
+    def run(n: int, args: list[str], timeout: float = 240, cwd: Path | None = None, env: dict | None = None):
+        full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+        return subprocess.run([mpiexec_path(), "-n", str(n), *args], capture_output=True, text=True,
+                              timeout=timeout, cwd=cwd or REPO, env=full_env)
+
+    return run
+
+
+@pytest.fixture
+def write_job(tmp_path):
+    """Write a small job file (the demo's shape, tiny sizes) with overrides; return its path."""
+
+    def write(overrides: dict | None = None, name: str = "job.yaml") -> Path:
+        job = {
+            "seed": 0,
+            "data": {"builtin": "mds", "n_patients": 600, "holdout": 0.2},
+            "model": {"name": "tvae", "batch_size": 100, "hidden": [32, 32], "latent_dim": 8},
+            "federation": {"strategy": "fedavg", "rounds": 2, "local_epochs": 1},
+            "output": str(tmp_path / "run.h5"),
+            "progress": False,
+        }
+        for key, value in (overrides or {}).items():
+            section, _, leaf = key.partition(".")
+            if leaf:
+                job.setdefault(section, {})[leaf] = value
+            else:
+                job[section] = value
+        path = tmp_path / name
+        path.write_text(yaml.safe_dump(job))
+        return path
+
+    return write
