@@ -25,7 +25,7 @@ from typing import Any, Sequence
 import numpy as np
 from numba import njit, prange
 
-from .knn_cpu import _insert
+from .topk import insert
 
 QUERY_BLOCK = 16
 REFERENCE_TILE = 512
@@ -103,7 +103,7 @@ def _gower_knn(q, r, is_cat, inv_range, w, k, exclude_self, out_d, out_i):
             for i in range(i0, i1):
                 for j in range(j0, min(j0 + REFERENCE_TILE, m)):
                     if not (exclude_self and i == j):
-                        _insert(best_d[i - i0], best_i[i - i0], _gower(q, r, i, j, is_cat, inv_range, w), j)
+                        insert(best_d[i - i0], best_i[i - i0], _gower(q, r, i, j, is_cat, inv_range, w), j)
         for i in range(i0, i1):
             for c in range(k):
                 out_d[i, c] = np.float32(best_d[i - i0, c])

@@ -4,8 +4,8 @@ Why two passes. The fast way to get squared distances is the expansion ``|r|^2 -
 ``q.r`` part is a matrix product that BLAS runs near the machine's peak. In float32 that expansion loses digits
 to cancellation, so on its own it would misorder close neighbours. So:
 
-1. **Candidate pass** (float32, tiled). Query rows are processed in blocks of ``TILE_Q``; for each block, one
-   single-threaded BLAS ``sgemm`` per ``TILE_Q x TILE_R`` tile (about 1 MiB, so it stays in L2) computes
+1. **Candidate pass** (float32, tiled). Query rows are processed in blocks; for each block, one
+   single-threaded BLAS ``sgemm`` per tile (``TILE_ELEMENTS`` values, 1 MiB, so it stays in L2) computes
    ``-2 q.r``, and a vectorised scan adds ``|r|^2`` and keeps, per query row, the ``C = k + EXTRA_CANDIDATES``
    smallest values. Blocks run in parallel (Numba ``prange``), so memory is ``O((N + M) D + N C)``: the full
    N x M matrix never exists.
@@ -22,11 +22,12 @@ cancellation error, hence the number of rows that need the fallback, and costs o
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange
+from numba import get_num_threads, njit, parallel_chunksize, prange
 from threadpoolctl import threadpool_limits
 
-TILE_Q = 256
-TILE_R = 1024
+from .topk import insert
+
+TILE_ELEMENTS = 1 << 18  # one float32 tile = 1 MiB, half of a core's L2 here
 EXTRA_CANDIDATES = 4
 _U32 = float(np.finfo(np.float32).eps) / 2.0  # unit roundoff of float32
 
@@ -91,7 +92,7 @@ def _scan_tile(tile, rnorm, j0, i0, vals, idxs, exclude_self):
 
 
 @njit(parallel=True, nogil=True, cache=True)
-def _candidates(qc, rc, rnorm, n_cand, n_split, exclude_self):
+def _candidates(qc, rc, rnorm, n_cand, n_split, exclude_self, tile_q, tile_r):
     """Float32 candidate pass over all tiles; the reference is cut into ``n_split`` chunks for parallelism.
 
     Returns ``vals`` and ``idxs`` of shape ``(n_split, N, C)``: for each chunk, each query row's ``C`` smallest
@@ -102,16 +103,16 @@ def _candidates(qc, rc, rnorm, n_cand, n_split, exclude_self):
     m = rc.shape[0]
     vals = np.full((n_split, n, n_cand), np.inf, np.float32)
     idxs = np.full((n_split, n, n_cand), -1, np.int64)
-    n_qblocks = (n + TILE_Q - 1) // TILE_Q
+    n_qblocks = (n + tile_q - 1) // tile_q
     chunk = (m + n_split - 1) // n_split
     for w in prange(n_qblocks * n_split):
         bq = w // n_split
         s = w - bq * n_split
-        i0 = bq * TILE_Q
-        i1 = min(i0 + TILE_Q, n)
-        flat = np.empty(TILE_Q * TILE_R, np.float32)
-        for j0 in range(s * chunk, min((s + 1) * chunk, m), TILE_R):
-            j1 = min(j0 + TILE_R, (s + 1) * chunk, m)
+        i0 = bq * tile_q
+        i1 = min(i0 + tile_q, n)
+        flat = np.empty(tile_q * tile_r, np.float32)
+        for j0 in range(s * chunk, min((s + 1) * chunk, m), tile_r):
+            j1 = min(j0 + tile_r, (s + 1) * chunk, m)
             tile = flat[:(i1 - i0) * (j1 - j0)].reshape((i1 - i0, j1 - j0))
             np.dot(qc[i0:i1], rc[j0:j1].T, tile)
             _scan_tile(tile, rnorm, j0, i0, vals[s], idxs[s], exclude_self)
@@ -126,21 +127,6 @@ def _exact_sq(q, r, i, j):
         t = np.float64(q[i, c]) - np.float64(r[j, c])
         s += t * t
     return s
-
-
-@njit(nogil=True, cache=True)
-def _insert(best_d, best_i, d, j):
-    """Insert ``(d, j)`` into the sorted lists if it beats the last entry by ``(distance, index)`` order."""
-    k = best_d.shape[0]
-    if d > best_d[k - 1] or (d == best_d[k - 1] and j >= best_i[k - 1]):
-        return
-    p = k - 1
-    while p > 0 and (best_d[p - 1] > d or (best_d[p - 1] == d and best_i[p - 1] > j)):
-        best_d[p] = best_d[p - 1]
-        best_i[p] = best_i[p - 1]
-        p -= 1
-    best_d[p] = d
-    best_i[p] = j
 
 
 @njit(parallel=True, cache=True)
@@ -169,7 +155,7 @@ def _rerank_and_certify(q, r, vals, idxs, qnorm2, rmax, k, exclude_self, out_d, 
             for c in range(n_cand):
                 j = idxs[s, i, c]
                 if j >= 0:
-                    _insert(best_d, best_i, _exact_sq(q, r, i, j), j)
+                    insert(best_d, best_i, _exact_sq(q, r, i, j), j)
         certified = True
         if tau < np.inf:
             scale = np.sqrt(qnorm2[i]) + rmax
@@ -181,24 +167,29 @@ def _rerank_and_certify(q, r, vals, idxs, qnorm2, rmax, k, exclude_self, out_d, 
             best_i[:] = np.iinfo(np.int64).max
             for j in range(m):
                 if not (exclude_self and j == i):
-                    _insert(best_d, best_i, _exact_sq(q, r, i, j), j)
+                    insert(best_d, best_i, _exact_sq(q, r, i, j), j)
         for c in range(k):
             out_d[i, c] = np.float32(np.sqrt(best_d[c]))
             out_i[i, c] = best_i[c]
 
 
-def _n_split(n_query: int, n_ref: int, n_threads: int) -> int:
+def _tile_shape(d: int) -> tuple[int, int]:
+    """Query rows x reference rows of one tile. With few columns the product is cheap per output and BLAS
+    prefers long rows; from 16 columns on, square tiles measured fastest here."""
+    tile_q = 128 if d < 16 else 512
+    return tile_q, TILE_ELEMENTS // tile_q
+
+
+def _n_split(n_query: int, n_ref: int, n_threads: int, tile_q: int, tile_r: int) -> int:
     """How many reference chunks: enough work items to keep every thread busy when queries are few."""
-    n_qblocks = -(-n_query // TILE_Q)
+    n_qblocks = -(-n_query // tile_q)
     want = -(-4 * n_threads // n_qblocks)
-    return int(max(1, min(want, -(-n_ref // TILE_R))))
+    return int(max(1, min(want, -(-n_ref // tile_r))))
 
 
 def knn_euclidean_cpu(query: np.ndarray, reference: np.ndarray, k: int,
                       exclude_self: bool) -> tuple[np.ndarray, np.ndarray]:
     """Exact Euclidean k-NN of validated, finite, C-contiguous 2-D float arrays (see module docstring)."""
-    from numba import get_num_threads
-
     n, m = query.shape[0], reference.shape[0]
     mean = reference.mean(axis=0, dtype=np.float64)
     qc = _centre_cast(query, mean, -2.0)
@@ -206,10 +197,13 @@ def knn_euclidean_cpu(query: np.ndarray, reference: np.ndarray, k: int,
     qnorm2 = _squared_norms(qc) / 4.0
     rnorm2 = _squared_norms(rc)
     n_cand = min(k + EXTRA_CANDIDATES, m - int(exclude_self))
-    n_split = _n_split(n, m, get_num_threads())
+    tile_q, tile_r = _tile_shape(query.shape[1])
+    n_split = _n_split(n, m, get_num_threads(), tile_q, tile_r)
     # Each Numba thread calls BLAS on its own tile; a multi-threaded BLAS underneath would oversubscribe.
-    with threadpool_limits(limits=1, user_api="blas"):
-        vals, idxs = _candidates(qc, rc, rnorm2.astype(np.float32), n_cand, n_split, exclude_self)
+    # Work items are handed out one at a time, so a thread that the OS pauses does not hold up the rest.
+    with threadpool_limits(limits=1, user_api="blas"), parallel_chunksize(1):
+        vals, idxs = _candidates(qc, rc, rnorm2.astype(np.float32), n_cand, n_split, exclude_self, tile_q,
+                                 tile_r)
     out_d = np.empty((n, k), np.float32)
     out_i = np.empty((n, k), np.int64)
     _rerank_and_certify(query, reference, vals, idxs, qnorm2, float(np.sqrt(rnorm2.max())), k, exclude_self,

@@ -1,8 +1,8 @@
 """Distance to closest record (DCR): are synthetic rows closer to the training patients than new patients are?
 
 Rows are compared in one shared feature space: each numeric column at its rank scale in [0, 1] (the shared
-quantile transform's CDF, so a heavy tail does not dominate), each categorical as one-hot scaled by 1/sqrt(2) so
-that a mismatch costs exactly 1, like a full-range numeric difference. Distances come from hpcsynth's exact
+quantile transform's CDF, so a heavy tail does not dominate), each categorical (and each missingness flag) as
+one-hot scaled by 1/sqrt(2) so that a mismatch costs exactly 1, like a full-range numeric difference. Distances come from hpcsynth's exact
 nearest-neighbour kernels.
 
 Per site k, with its own training rows T_k and held-out rows H_k (both stay on the site):
@@ -19,19 +19,23 @@ import pandas as pd
 from scipy.special import ndtr
 
 from hpcsynth.data.transformer import TableTransformer
+from hpcsynth.data.transforms import NumericTransform
 from hpcsynth.federated.comm import Communicator
 from hpcsynth.kernels import nearest_neighbours
 
 
 def privacy_features(frame: pd.DataFrame, transformer: TableTransformer) -> np.ndarray:
-    """The shared distance space: rank-scaled numerics and 1/sqrt(2)-scaled one-hot blocks."""
-    encoded = transformer.encode(frame)
-    start = 0
-    for kind, width in transformer.spans:
-        block = encoded[:, start:start + width]
-        block[...] = ndtr(block) if kind == "gaussian" else block / np.sqrt(2.0)
-        start += width
-    return np.ascontiguousarray(encoded, dtype=np.float32)
+    """The shared distance space: rank-scaled numerics (continued linearly past the fitted range, so a value
+    beyond the training extremes does not collapse onto them) and 1/sqrt(2)-scaled one-hot blocks."""
+    blocks = []
+    for t in transformer.transforms_:
+        block = t.encode(frame[t.spec.name]) / np.sqrt(2.0)
+        if isinstance(t, NumericTransform):
+            x = pd.to_numeric(frame[t.spec.name], errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+            beyond = np.nan_to_num(x - np.clip(x, t.min_, t.max_)) / max(t.max_ - t.min_, 1e-12)
+            block[:, 0] = ndtr(block[:, 0] * np.sqrt(2.0)) + beyond
+        blocks.append(block)
+    return np.ascontiguousarray(np.concatenate(blocks, axis=1), dtype=np.float32)
 
 
 def closest_distances(query: np.ndarray, reference: np.ndarray) -> np.ndarray:
