@@ -65,7 +65,8 @@ def main() -> None:
     from hpcsynth.kernels import nearest_neighbours
 
     print(f"# {time.strftime('%Y-%m-%d %H:%M')}  {platform.processor() or platform.machine()}  "
-          f"{os.cpu_count()} CPUs  numba threads {get_num_threads()}  faiss threads {faiss.omp_get_max_threads()}")
+          f"{os.cpu_count()} CPUs  numba threads {get_num_threads()}  faiss threads {faiss.omp_get_max_threads()}  "
+          f"load average {os.getloadavg()[0]:.1f}")
     roof = matmul_roof(args.repeats)
     print(f"roof: numpy float32 4096^3 matmul {roof:.0f} GFLOP/s")
     rng = np.random.default_rng(0)

@@ -64,12 +64,16 @@ def strategy_output(cfg: RunConfig, strategy: str) -> Path:
     return out.with_name(f"{out.stem}-{strategy}{out.suffix}")
 
 
-def set_threads(comm: Communicator) -> None:
-    """Share the node's cores between the ranks on it, so 3 ranks on 2 cores do not fight over 6 threads."""
+def set_threads() -> None:
+    """Share the node's cores between the ranks on it (torch and the Numba kernels alike): idle worker threads
+    of one library spin for a while, and on 3 ranks over 2 cores they slowed the next strategy tenfold."""
     import os
 
-    cores = os.cpu_count() or 1
-    torch.set_num_threads(max(1, cores // max(local_size(), 1)))
+    import numba
+
+    threads = max(1, (os.cpu_count() or 1) // max(local_size(), 1))
+    torch.set_num_threads(threads)
+    numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
 
 
 def _checkpoint_writer(cfg: RunConfig, strategy_name: str, shares_model: bool, model: Generator,
@@ -142,7 +146,7 @@ def _copy_checkpoint(partial: Path, content: RunContent) -> None:
 
 def main(cfg: RunConfig, comm: Communicator, progress=None) -> list[StrategyResult]:
     """Run the job described by `cfg` on this rank (collective: every rank calls it with the same config)."""
-    set_threads(comm)
+    set_threads()
     n_sites, site_index = plan_sites(cfg, comm)
     site = load_site(cfg.data, site_index, n_sites, cfg.seed)
     transformer = TableTransformer(site.categorical, site.time, site.event).fit(site.train, comm)
