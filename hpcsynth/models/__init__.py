@@ -1,16 +1,30 @@
 """The generators, one module each, behind one protocol (`hpcsynth.models.base.Generator`)."""
+import dataclasses
+import inspect
+
 from hpcsynth.config import ModelConfig
 from hpcsynth.models.base import Generator
 from hpcsynth.models.tvae import TVAE
 
-MODELS = {"tvae": TVAE}
+MODELS: dict[str, type[Generator]] = {"tvae": TVAE}
+
+
+def _accepted(cls: type) -> set[str]:
+    """Keyword arguments a generator's constructor takes (its own and the shared ones of `Generator`)."""
+    names = set()
+    for klass in cls.__mro__:
+        if "__init__" in vars(klass):
+            names |= set(inspect.signature(klass.__init__).parameters) - {"self", "kwargs"}
+    return names
 
 
 def make_model(cfg: ModelConfig, seed: int, epochs: int) -> Generator:
-    """The generator a job's `model:` section names, with the job's seed."""
+    """The generator a job's `model:` section names, with the job's seed; each family takes the options of
+    the section that its constructor accepts (so `model:` can hold one family's hyperparameters)."""
     cls = MODELS[cfg.name]
-    return cls(epochs=epochs, batch_size=cfg.batch_size, hidden=list(cfg.hidden), latent_dim=cfg.latent_dim,
-               loss_factor=cfg.loss_factor, lr=cfg.lr, weight_decay=cfg.weight_decay, device=cfg.device, seed=seed)
+    options = {k: v for k, v in dataclasses.asdict(cfg).items() if k in _accepted(cls) and v is not None}
+    options.update(epochs=epochs, seed=seed)
+    return cls(**options)
 
 
 __all__ = ["Generator", "TVAE", "make_model", "MODELS"]
