@@ -79,10 +79,16 @@ def cmd_run(args: argparse.Namespace) -> None:
 
     comm = world()
     bar = _progress_bar(cfg, comm)
+    from hpcsynth.federated.preemption import INTERRUPTED_EXIT_CODE, Interrupted, StopRequest
     from hpcsynth.jobs.train import main
 
+    stop = StopRequest().install()
     try:
-        results = main(cfg, comm, progress=bar[1] if bar else None)
+        results = main(cfg, comm, progress=bar[1] if bar else None, resume=args.resume, stop=stop)
+    except Interrupted as err:  # every rank gets here after the same checkpoint: a clean, collective exit
+        if comm.is_root:
+            sys.stderr.write(f"\nhpcsynth: {err}\n")
+        sys.exit(INTERRUPTED_EXIT_CODE)
     except ConfigError as err:
         _fail(str(err), 2, comm, report=comm.is_root)
     except Exception as err:  # any failure on this rank stops every rank
@@ -131,6 +137,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("config", help="the YAML job file (see jobs/demo.yaml)")
     run.add_argument("--out", help="the run file to write (overrides `output` in the config)")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
+    run.add_argument("--resume", action="store_true",
+                     help="skip strategies already finished and continue an interrupted one from its checkpoint "
+                          "(<output>.partial.h5); SIGTERM or SIGUSR1 makes a run checkpoint and exit with code 3")
     run.set_defaults(func=cmd_run)
     ins = sub.add_parser("inspect", help="print a readable summary of a run file")
     ins.add_argument("run", help="a run file (.h5)")

@@ -26,6 +26,8 @@ from hpcsynth.evaluate.fidelity import fidelity
 from hpcsynth.evaluate.privacy import dcr
 from hpcsynth.federated.comm import Communicator, local_rank, local_size
 from hpcsynth.federated.loop import RoundRecord, train_rounds
+from hpcsynth.federated.preemption import StopRequest
+from hpcsynth.io.checkpoint import completed_scores, load_checkpoint
 from hpcsynth.federated.strategies import make_strategy
 from hpcsynth.io.runfile import RunContent, partial_path, write_comparison, write_run
 from hpcsynth.models import Generator, make_model
@@ -96,14 +98,30 @@ def _checkpoint_writer(cfg: RunConfig, strategy_name: str, shares_model: bool, m
     return on_round
 
 
+def _resume(cfg: RunConfig, path: Path, model: Generator, comm: Communicator, records: list) -> int:
+    """Restore this rank's model and state from the partial run file; return the first round still to run."""
+    ckpt = load_checkpoint(partial_path(path), cfg.text, comm.rank)
+    if ckpt is None:
+        return 0
+    with torch.no_grad():
+        model.shared_parameters().copy_(torch.from_numpy(ckpt.params))
+    model.load_local_state(ckpt.local_state)
+    records.extend(ckpt.records)
+    return ckpt.round + 1
+
+
 def run_strategy(cfg: RunConfig, name: str, site: SiteData, transformer: TableTransformer, comm: Communicator,
-                 n_sites: int, progress) -> StrategyResult:
+                 n_sites: int, progress, resume: bool = False, stop: StopRequest | None = None) -> StrategyResult:
     start = time.perf_counter()
+    path = strategy_output(cfg, name)
+    if resume and (done := completed_scores(path, cfg.text)) is not None:
+        return StrategyResult(name, path, done)
     strategy = make_strategy(name)
     model = make_model(cfg.model, cfg.seed, cfg.federation.rounds * cfg.local_epochs)
     model.setup(transformer, stream=comm.rank, local_rank=local_rank())
     data = model.to_device(transformer.encode(site.train))
     records: list[RoundRecord] = []
+    start_round = _resume(cfg, path, model, comm, records) if resume else 0
     on_round = _checkpoint_writer(cfg, name, strategy.shares_model, model, transformer, comm, n_sites, records)
 
     def tick(record: RoundRecord) -> None:
@@ -111,14 +129,13 @@ def run_strategy(cfg: RunConfig, name: str, site: SiteData, transformer: TableTr
         progress(name, record)
 
     train_rounds(model, data, strategy, comm, cfg.federation.rounds, cfg.local_epochs, cfg.model.batch_size,
-                 on_round=tick)
+                 start_round=start_round, on_round=tick, stop=stop)
     n_rows = cfg.sample.n_rows or len(site.train) + len(site.holdout)
     synthetic = model.sample(n_rows)
     tables = comm.allgather(synthetic)
     scores = {"fidelity": float(np.mean([fidelity(t, site.holdout, transformer, comm) for t in tables]))}
     privacy = dcr(pd.concat(tables, ignore_index=True), site.train, site.holdout, transformer, comm)
     scores["wall_s"] = time.perf_counter() - start
-    path = strategy_output(cfg, name)
     if comm.is_root:
         scores.update(privacy)
         last = partial_path(path)
@@ -144,14 +161,18 @@ def _copy_checkpoint(partial: Path, content: RunContent) -> None:
         content.local_states = [ckpt[k][()].tobytes() for k in sorted(ckpt) if k.startswith("site_")]
 
 
-def main(cfg: RunConfig, comm: Communicator, progress=None) -> list[StrategyResult]:
-    """Run the job described by `cfg` on this rank (collective: every rank calls it with the same config)."""
+def main(cfg: RunConfig, comm: Communicator, progress=None, resume: bool = False,
+         stop: StopRequest | None = None) -> list[StrategyResult]:
+    """Run the job described by `cfg` on this rank (collective: every rank calls it with the same config).
+
+    With `resume`, finished strategies are skipped and an interrupted one continues from its checkpoint."""
     set_threads()
     n_sites, site_index = plan_sites(cfg, comm)
     site = load_site(cfg.data, site_index, n_sites, cfg.seed)
     transformer = TableTransformer(site.categorical, site.time, site.event).fit(site.train, comm)
     progress = progress or (lambda name, record: None)
-    results = [run_strategy(cfg, name, site, transformer, comm, n_sites, progress) for name in cfg.strategies]
+    results = [run_strategy(cfg, name, site, transformer, comm, n_sites, progress, resume, stop)
+               for name in cfg.strategies]
     if len(results) > 1 and comm.is_root:
         rows = [{"strategy": r.strategy, **r.scores} for r in results]
         write_comparison(cfg.output, cfg.text, cfg.source, rows, {r.strategy: r.path for r in results})

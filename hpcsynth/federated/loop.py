@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from hpcsynth.federated.comm import Communicator
+from hpcsynth.federated.preemption import Interrupted, StopRequest
 from hpcsynth.federated.strategies import Strategy
 from hpcsynth.models.base import Generator
 
@@ -42,8 +43,12 @@ class RoundRecord:
 
 def train_rounds(model: Generator, data: torch.Tensor, strategy: Strategy, comm: Communicator, rounds: int,
                  local_epochs: int, batch_size: int, start_round: int = 0,
-                 on_round: Callable[[RoundRecord], None] | None = None) -> list[RoundRecord]:
-    """Run rounds `start_round`..`rounds - 1`; return their records (identical on every rank)."""
+                 on_round: Callable[[RoundRecord], None] | None = None,
+                 stop: StopRequest | None = None) -> list[RoundRecord]:
+    """Run rounds `start_round`..`rounds - 1`; return their records (identical on every rank).
+
+    When `stop` is raised on any rank, every rank finishes the round, `on_round` checkpoints it, and
+    `Interrupted` is raised everywhere."""
     strategy.setup(int(data.shape[0]), batch_size, comm)
     steps = strategy.steps_per_round(local_epochs)
     comm_seconds = 0.0
@@ -63,11 +68,14 @@ def train_rounds(model: Generator, data: torch.Tensor, strategy: Strategy, comm:
         strategy.aggregate(model.shared_parameters(), comm)
         comm_seconds += time.perf_counter() - t1
         wall = time.perf_counter() - t0
-        losses = comm.allgather((loss, strategy.n_rows))
-        mean_loss = sum(l * n for l, n in losses) / sum(n for _, n in losses)
+        reports = comm.allgather((loss, strategy.n_rows, stop.signal_name if stop else None))
+        mean_loss = sum(l * n for l, n, _ in reports) / sum(n for _, n, _ in reports)
         record = RoundRecord(r, mean_loss, wall, wall - comm_seconds, comm_seconds,
                              comm.bytes_reduced - bytes_before, steps)
         records.append(record)
         if on_round is not None:
             on_round(record)
+        signals = [name for _, _, name in reports if name]
+        if signals:
+            raise Interrupted(r, signals[0])
     return records
