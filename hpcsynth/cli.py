@@ -37,19 +37,23 @@ def _fail(message: str, code: int, comm=None, report: bool = True) -> None:
 
 
 def _progress_bar(cfg, comm):
-    """A tqdm bar on rank 0 over all rounds of all strategies; a no-op elsewhere."""
+    """A tqdm bar on rank 0 over all rounds of all strategies, drawn from the first finished round on (so a job
+    that fails while reading its data shows only the error); None elsewhere."""
     if not (comm.is_root and cfg.progress):
         return None
     from tqdm import tqdm
 
-    bar = tqdm(total=cfg.federation.rounds * len(cfg.strategies), unit="round", file=sys.stderr)
+    bars = []
 
     def update(name, record) -> None:
-        bar.set_description(f"{name} round {record.round + 1}/{cfg.federation.rounds}")
-        bar.set_postfix(loss=f"{record.loss:.3f}")
-        bar.update(1)
+        if not bars:
+            bars.append(tqdm(total=cfg.federation.rounds * len(cfg.strategies), unit="round", file=sys.stderr))
+        bars[0].set_description(f"{name} round {record.round + 1}/{cfg.federation.rounds}")
+        bars[0].set_postfix(loss=f"{record.loss:.3f}")
+        bars[0].update(1)
 
-    return bar, update
+    update.close = lambda: bars and bars[0].close()
+    return update
 
 
 def _print_results(results) -> None:
@@ -84,7 +88,7 @@ def cmd_run(args: argparse.Namespace) -> None:
 
     stop = StopRequest().install()
     try:
-        results = main(cfg, comm, progress=bar[1] if bar else None, resume=args.resume, stop=stop)
+        results = main(cfg, comm, progress=bar, resume=args.resume, stop=stop)
     except Interrupted as err:  # every rank gets here after the same checkpoint: a clean, collective exit
         if comm.is_root:
             sys.stderr.write(f"\nhpcsynth: {err}\n")
@@ -92,10 +96,11 @@ def cmd_run(args: argparse.Namespace) -> None:
     except ConfigError as err:
         _fail(str(err), 2, comm, report=comm.is_root)
     except Exception as err:  # any failure on this rank stops every rank
-        where = f"rank {comm.rank}: " if comm.size > 1 else ""
-        _fail(f"{where}{err or type(err).__name__}", 1, comm)
+        everywhere = getattr(err, "everywhere", False)
+        where = f"rank {comm.rank}: " if comm.size > 1 and not everywhere else ""
+        _fail(f"{where}{err or type(err).__name__}", 1, comm, report=comm.is_root or not everywhere)
     if bar:
-        bar[0].close()
+        bar.close()
     if comm.is_root:
         _print_results(results)
 
@@ -129,6 +134,77 @@ def cmd_datasets(args: argparse.Namespace) -> None:
     print(f"wrote {len(frame)} rows to {out}")
 
 
+def cmd_submit(args: argparse.Namespace) -> None:
+    """Print the job id only, so that `JOB=$(hpcsynth submit ...)` works; the array's job files and the
+    rendered script go to --folder."""
+    from hpcsynth.submit import check_ranks, expand_grid, spec_from_args, submit_sbatch
+
+    spec = spec_from_args(args)
+    folder = Path(args.folder)
+    configs = expand_grid(Path(args.config), args.array, folder) if args.array else [Path(args.config)]
+    check_ranks(configs, spec)
+    if args.sbatch:
+        job_id = submit_sbatch(spec, configs, folder)
+    else:
+        from hpcsynth.slurm_glue import submit
+
+        job_id = submit(spec, configs, folder)[0].job_id.split("_")[0]
+    print(job_id)
+
+
+def cmd_status(args: argparse.Namespace) -> None:
+    """One line per job (or array task); with --wait, a line per change until all end (exit 1 unless all
+    COMPLETED). Without a job id: this user's queue."""
+    import subprocess
+
+    from hpcsynth.submit import job_states, wait
+
+    if args.job is None:
+        sys.exit(subprocess.run(["squeue", "--me"]).returncode)
+
+    def show(states) -> None:
+        for s in states:
+            extra = f" (restarts {s.restarts})" if s.restarts else ""
+            reason = f" {s.reason}" if s.reason not in ("", "None") else ""
+            print(f"{s.job_id} {s.state}{extra}{reason}", flush=True)
+
+    if args.wait:
+        states = wait(args.job, timeout=args.timeout, on_change=show)
+    else:
+        states = job_states(args.job)
+        show(states)
+    if not states:
+        _fail(f"status: job {args.job} is unknown to SLURM", 2)
+    if args.wait and any(s.state != "COMPLETED" for s in states):
+        sys.exit(1)
+
+
+def cmd_scale(args: argparse.Namespace) -> None:
+    from hpcsynth import scale
+    from hpcsynth.submit import spec_from_args
+
+    ranks = [int(r) for r in args.ranks.split(",")]
+    folder = Path(args.folder)
+    configs = scale.study_configs(Path(args.config), ranks, args.mode, folder)
+    if args.slurm:
+        args.ntasks_per_node = args.ntasks_per_node or max(ranks)
+        scale.run_slurm(configs, ranks, spec_from_args(args), folder)
+    else:
+        scale.run_local(configs, ranks)
+    table = scale.measure([folder / f"{args.mode}-p{p}.h5" for p in ranks])
+    projection = scale.project(table, args.mode)
+    table["efficiency"] = scale.efficiency(table, args.mode)
+    table.to_csv(folder / f"{args.mode}.csv", index=False)
+    png = scale.plot(table, projection, Path(args.plot or folder / f"{args.mode}.png"),
+                     f"{args.mode} scaling, {table['strategy'].iloc[0]}")
+    print(table.to_string(index=False, float_format=lambda x: f"{x:.4g}"))
+    model = projection.model
+    print(f"allreduce model: t = 2 log2(p) * {model.alpha:.3g} s + 2 (p-1)/p * n * {model.beta:.3g} s/B")
+    print(f"projected round at {scale.PROJECT_TO} sites: {float(projection.round_s(scale.PROJECT_TO)):.4g} s, "
+          f"efficiency {float(projection.efficiency(scale.PROJECT_TO)):.3f} (a projection, not a measurement)")
+    print(f"plot: {png}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hpcsynth", description="Federated synthetic health data: each MPI rank "
                                      "is a hospital; sites exchange model parameters, never rows.")
@@ -158,6 +234,32 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--n-sites", type=int, default=3)
     data.add_argument("--seed", type=int, default=0)
     data.set_defaults(func=cmd_datasets)
+    from hpcsynth.submit import add_job_options
+
+    sbm = sub.add_parser("submit", help="submit a job to SLURM (through submitit, or sbatch with --sbatch)")
+    sbm.add_argument("config", help="the YAML job file")
+    add_job_options(sbm, 1, "ranks per node (ranks = nodes x this = the job's sites)")
+    sbm.add_argument("--array", action="append", default=[], metavar="KEY=V1,V2",
+                     help="a job array over these values of a job-file key (repeat for a grid), "
+                          "e.g. federation.strategy=isolated,fedavg")
+    sbm.add_argument("--sbatch", action="store_true", help="render slurm/cpu.sbatch or gpu.sbatch and run sbatch")
+    sbm.add_argument("--folder", default="slurm-jobs", help="where job files, scripts and logs go")
+    sbm.set_defaults(func=cmd_submit)
+    sts = sub.add_parser("status", help="the state of a SLURM job (or this user's queue)")
+    sts.add_argument("job", nargs="?", help="a job id (an array's id covers all its tasks)")
+    sts.add_argument("--wait", action="store_true", help="follow the job until it ends; exit 1 unless completed")
+    sts.add_argument("--timeout", type=float, help="with --wait: give up after this many seconds")
+    sts.set_defaults(func=cmd_status)
+    scl = sub.add_parser("scale", help="a strong or weak scaling study with an allreduce model to 1,024 sites")
+    scl.add_argument("config", help="the YAML job file (built-in cohort, one strategy)")
+    scl.add_argument("--ranks", required=True, help="comma-separated rank counts, e.g. 1,2,4")
+    scl.add_argument("--mode", choices=["strong", "weak"], default="strong",
+                     help="strong: data.n_patients in all; weak: data.n_patients / (first rank count) per site")
+    scl.add_argument("--slurm", action="store_true", help="one SLURM job per rank count instead of local mpiexec")
+    add_job_options(scl, None, "with --slurm: at most this many ranks per node (default: all on one node)")
+    scl.add_argument("--folder", default="runs/scale", help="job files, run files, table and plot")
+    scl.add_argument("--plot", help="the PNG to write (default FOLDER/MODE.png)")
+    scl.set_defaults(func=cmd_scale)
     return parser
 
 

@@ -16,13 +16,29 @@ from typing import Any, Optional, Union
 
 import yaml
 
+from hpcsynth.data.cohorts import COHORTS
+from hpcsynth.data.partition import KINDS as PARTITION_KINDS
+
 STRATEGIES = ("centralized", "isolated", "fedavg")
-MODELS = ("tvae",)
-BUILTIN_DATASETS = ("mds",)
+MODELS = ("tvae", "bayesnet", "ddpm")
+BAYESNET_STRUCTURES = ("chow_liu", "bic")
+DP_NOISES = ("laplace", "gaussian")
+BUILTIN_DATASETS = tuple(COHORTS)
+COLUMN_KINDS = ("binary", "integer", "continuous", "categorical", "datetime")
 
 
 class ConfigError(ValueError):
     """A configuration problem; the message names the file and the key."""
+
+
+@dataclass
+class PartitionConfig:
+    """How one table is split into simulated sites (see hpcsynth.data.partition)."""
+
+    kind: str = "iid"
+    column: Optional[str] = None
+    alpha: float = 0.5
+    n_sites: Optional[int] = None
 
 
 @dataclass
@@ -40,10 +56,13 @@ class DataConfig:
     n_sites: Optional[int] = None
     n_patients: int = 4427
     holdout: float = 0.2
+    partition: Optional[PartitionConfig] = None
     id: list[str] = field(default_factory=list)
     categorical: list[str] = field(default_factory=list)
+    kinds: dict[str, str] = field(default_factory=dict)
     time: Optional[str] = None
     event: Optional[str] = None
+    target: Optional[str] = None
 
 
 @dataclass
@@ -53,12 +72,24 @@ class ModelConfig:
     name: str = "tvae"
     epochs: Optional[int] = None
     batch_size: int = 500
-    hidden: list[int] = field(default_factory=lambda: [128, 128])
+    hidden: Optional[list[int]] = None  # the family's default: TVAE 128-128 (SDV), diffusion 256-256 (TabDDPM)
     latent_dim: int = 64
     lr: float = 1e-3
     weight_decay: float = 1e-5
     loss_factor: float = 2.0
     device: str = "auto"
+    # bayesnet (hpcsynth.models.bayesnet); epsilon turns on its PrivBayes-style noisy counts
+    n_bins: Optional[int] = None
+    structure: Optional[str] = None
+    max_parents: Optional[int] = None
+    prior: Optional[float] = None
+    epsilon: Optional[float] = None
+    delta: Optional[float] = None
+    noise: Optional[str] = None
+    # ddpm (hpcsynth.models.ddpm)
+    diffusion_steps: Optional[int] = None
+    sample_steps: Optional[int] = None
+    time_dim: Optional[int] = None
 
 
 @dataclass
@@ -135,6 +166,10 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             except ConfigError:
                 continue
         raise ConfigError(f"{key}: expected {_describe(tp)}, got {value!r}")
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
+        return {_coerce(k, str, key): _coerce(v, typing.get_args(tp)[1], f"{key}.{k}") for k, v in value.items()}
     if origin is list:
         if not isinstance(value, list):
             raise ConfigError(f"{key}: expected {_describe(tp)}, got {value!r}")
@@ -179,20 +214,50 @@ def _check_data(d: DataConfig) -> None:
     if d.n_sites is not None:
         _require(d.n_sites >= 1, f"data.n_sites: must be at least 1, got {d.n_sites}")
     _require(d.n_patients >= 1, f"data.n_patients: must be at least 1, got {d.n_patients}")
+    for column, kind in d.kinds.items():
+        _require(kind in COLUMN_KINDS, f"data.kinds.{column}: unknown kind {kind!r} (known: {', '.join(COLUMN_KINDS)})")
+    if d.partition is not None:
+        _check_partition(d.partition, d)
     _require(0.0 <= d.holdout < 1.0, f"data.holdout: must be in [0, 1), got {d.holdout}")
+
+
+def _check_partition(p: PartitionConfig, d: DataConfig) -> None:
+    _require(p.kind in PARTITION_KINDS, f"data.partition.kind: unknown partitioner {p.kind!r} (known: {', '.join(PARTITION_KINDS)})")
+    _require(d.sites is None, "data.partition: splits one table; it cannot be used with data.sites")
+    _require(p.kind not in ("dirichlet", "covariate") or p.column is not None,
+             f"data.partition.column: the {p.kind} partitioner needs a column")
+    _require(p.alpha > 0, f"data.partition.alpha: must be positive, got {p.alpha}")
+    _require(p.n_sites is None or p.n_sites >= 1, f"data.partition.n_sites: must be at least 1, got {p.n_sites}")
+    _require(p.n_sites is None or d.n_sites is None or p.n_sites == d.n_sites,
+             f"data.partition.n_sites: {p.n_sites} disagrees with data.n_sites {d.n_sites}")
 
 
 def _check_model(m: ModelConfig) -> None:
     _require(m.name in MODELS, f"model.name: unknown model {m.name!r} (known: {', '.join(MODELS)})")
     _require(m.epochs is None or m.epochs >= 1, f"model.epochs: must be at least 1, got {m.epochs}")
     _require(m.batch_size >= 2, f"model.batch_size: must be at least 2, got {m.batch_size}")
-    _require(len(m.hidden) >= 1 and all(h >= 1 for h in m.hidden), f"model.hidden: layer sizes must be positive, got {m.hidden}")
+    _require(m.hidden is None or (len(m.hidden) >= 1 and all(h >= 1 for h in m.hidden)),
+             f"model.hidden: layer sizes must be positive, got {m.hidden}")
+    _check_bayesnet_ddpm(m)
     _require(m.latent_dim >= 1, f"model.latent_dim: must be at least 1, got {m.latent_dim}")
     _require(m.lr > 0, f"model.lr: must be positive, got {m.lr}")
     _require(m.weight_decay >= 0, f"model.weight_decay: must be non-negative, got {m.weight_decay}")
     _require(m.loss_factor > 0, f"model.loss_factor: must be positive, got {m.loss_factor}")
     _require(m.device == "auto" or m.device == "cpu" or m.device.startswith("cuda"),
              f"model.device: expected auto, cpu or cuda[:N], got {m.device!r}")
+
+
+def _check_bayesnet_ddpm(m: ModelConfig) -> None:
+    for key in ("n_bins", "max_parents", "diffusion_steps", "sample_steps", "time_dim"):
+        value = getattr(m, key)
+        _require(value is None or value >= (2 if key == "n_bins" else 1),
+                 f"model.{key}: must be at least {2 if key == 'n_bins' else 1}, got {value}")
+    for key in ("prior", "epsilon"):
+        _require(getattr(m, key) is None or getattr(m, key) > 0, f"model.{key}: must be positive, got {getattr(m, key)}")
+    _require(m.delta is None or 0 < m.delta < 1, f"model.delta: must be in (0, 1), got {m.delta}")
+    _require(m.structure in (None, *BAYESNET_STRUCTURES),
+             f"model.structure: expected one of {', '.join(BAYESNET_STRUCTURES)}, got {m.structure!r}")
+    _require(m.noise in (None, *DP_NOISES), f"model.noise: expected one of {', '.join(DP_NOISES)}, got {m.noise!r}")
 
 
 def _check_federation(f: FederationConfig) -> None:

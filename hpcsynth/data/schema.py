@@ -15,13 +15,19 @@ import pandas as pd
 
 from hpcsynth.federated.comm import Communicator
 
-KINDS = ("binary", "integer", "continuous", "categorical")
-ROLES = ("feature", "time", "event", "site", "id")
-_GENERALITY = {"binary": 0, "integer": 1, "continuous": 2, "categorical": 3}
+KINDS = ("binary", "integer", "continuous", "categorical", "datetime")
+ROLES = ("feature", "time", "event", "target")
+_GENERALITY = {"binary": 0, "integer": 1, "continuous": 2, "datetime": 3, "categorical": 4}
 
 
 class DataError(ValueError):
-    """A problem with the rows themselves; the message names the file, site or column."""
+    """A problem with the rows themselves; the message names the file, site or column.
+
+    `everywhere` marks a problem found collectively (every rank raises the same error), so it is reported once."""
+
+    def __init__(self, message: str, everywhere: bool = False) -> None:
+        super().__init__(message)
+        self.everywhere = everywhere
 
 
 @dataclass
@@ -43,6 +49,8 @@ def infer_kind(values: pd.Series) -> str | None:
         return None
     if pd.api.types.is_bool_dtype(present):
         return "binary"
+    if pd.api.types.is_datetime64_any_dtype(present):
+        return "datetime"
     if not pd.api.types.is_numeric_dtype(present):
         return "categorical"
     numbers = present.to_numpy(dtype=float)
@@ -57,7 +65,7 @@ def merge_kinds(kinds: list[str | None], column: str) -> str:
     """The most general kind any site reported; a column empty on every site is an error."""
     seen = [k for k in kinds if k is not None]
     if not seen:
-        raise DataError(f"column {column!r}: all values are missing on every site")
+        raise DataError(f"column {column!r}: all values are missing on every site", everywhere=True)
     return max(seen, key=_GENERALITY.__getitem__)
 
 
@@ -67,23 +75,29 @@ def infer_schema(
     declared_categorical: list[str] = (),
     time: str | None = None,
     event: str | None = None,
+    kinds: dict[str, str] | None = None,
+    target: str | None = None,
 ) -> list[ColumnSpec]:
     """Infer the shared schema of `frame`'s columns across all sites (collective: every rank calls it).
 
-    Columns keep the order of the frame; sites must agree on the column names (checked here)."""
+    Columns keep the order of the frame; sites must agree on the column names (checked here). Declared kinds
+    (`kinds`, `declared_categorical`) win over inference; a survival time is continuous, an event binary."""
     names = list(frame.columns)
     all_names = comm.allgather(names)
     for site, other in enumerate(all_names):
-        if other != names:
-            missing = sorted(set(names) ^ set(other))
-            raise DataError(f"site {site} has different columns than site {comm.rank}: {missing or 'order differs'}")
+        if set(other) != set(all_names[0]):
+            differ = sorted(set(all_names[0]) ^ set(other))
+            raise DataError(f"site {site} has different columns than site 0: {differ}", everywhere=True)
+    names = list(all_names[0])
+    frame = frame[names]
     local = [infer_kind(frame[c]) for c in names]
     merged = [merge_kinds(list(k), c) for c, k in zip(names, zip(*comm.allgather(local)))]
     specs = []
     for name, kind in zip(names, merged):
-        role = "time" if name == time else "event" if name == event else "feature"
+        role = {time: "time", event: "event", target: "target"}.get(name, "feature")
         if name in declared_categorical:
             kind = "categorical"
+        kind = (kinds or {}).get(name, kind)
         if role == "event":
             kind = "binary"
         if role == "time":

@@ -12,25 +12,54 @@ import json
 import numpy as np
 import pandas as pd
 
+from hpcsynth.data.mode_specific import ModeSpecificTransform
 from hpcsynth.data.schema import ColumnSpec, infer_schema
 from hpcsynth.data.transforms import CategoricalTransform, NumericTransform, transform_for
 from hpcsynth.federated.comm import Communicator, SoloComm
+from hpcsynth.messages import warn
+
+
+NUMERIC = ("quantile", "mode_specific")
 
 
 class TableTransformer:
-    """Encode and decode whole tables; `spans` tells a generator how each output block is distributed."""
+    """Encode and decode whole tables; `spans` tells a generator how each output block is distributed.
 
-    def __init__(self, categorical: list[str] = (), time: str | None = None, event: str | None = None) -> None:
+    `numeric` picks the transform of integer and continuous columns: `quantile` (to a standard normal, the
+    default) or `mode_specific` (CTGAN's mixture-mode normalisation, `hpcsynth.data.mode_specific`)."""
+
+    def __init__(self, categorical: list[str] = (), time: str | None = None, event: str | None = None,
+                 numeric: str = "quantile", kinds: dict[str, str] | None = None, target: str | None = None) -> None:
         self.categorical = list(categorical)
         self.time = time
         self.event = event
+        self.numeric = numeric
+        self.kinds = dict(kinds or {})
+        self.target = target
 
     def fit(self, frame: pd.DataFrame, comm: Communicator | None = None) -> "TableTransformer":
         """Infer the schema and fit every column's transform from merged statistics (collective)."""
         comm = comm or SoloComm()
-        self.schema_ = infer_schema(frame, comm, self.categorical, self.time, self.event)
-        self.transforms_ = [transform_for(spec).fit(frame[spec.name], comm) for spec in self.schema_]
+        if self.numeric not in NUMERIC:
+            raise ValueError(f"numeric: expected one of {', '.join(NUMERIC)}, got {self.numeric!r}")
+        self.schema_ = infer_schema(frame, comm, self.categorical, self.time, self.event, self.kinds, self.target)
+        self.transforms_ = [self._transform(spec).fit(frame[spec.name], comm) for spec in self.schema_]
+        if comm.is_root:
+            self._warn_constant()
         return self
+
+    def _warn_constant(self) -> None:
+        """A column with one value on every site is kept (the generator reproduces it) but worth a look."""
+        for t in self.transforms_:
+            if isinstance(t, CategoricalTransform) and len(t.labels_) == 1 or \
+                    isinstance(t, NumericTransform) and t.max_ == t.min_:
+                warn(f"column {t.spec.name!r} has a single value on every site; it is reproduced as is")
+
+    def _transform(self, spec: ColumnSpec) -> NumericTransform | CategoricalTransform | ModeSpecificTransform:
+        transform = transform_for(spec)
+        if self.numeric == "mode_specific" and isinstance(transform, NumericTransform):
+            return ModeSpecificTransform(spec)
+        return transform
 
     @property
     def columns(self) -> list[str]:
@@ -60,20 +89,21 @@ class TableTransformer:
     def state(self) -> str:
         """The fitted transformer as JSON text (schema and every column's state)."""
         return json.dumps({
-            "categorical": self.categorical, "time": self.time, "event": self.event,
+            "categorical": self.categorical, "time": self.time, "event": self.event, "numeric": self.numeric,
+            "kinds": self.kinds, "target": self.target,
             "columns": [{**spec.to_dict(), "state": t.state()} for spec, t in zip(self.schema_, self.transforms_)],
         })
 
     @classmethod
     def from_state(cls, text: str) -> "TableTransformer":
         data = json.loads(text)
-        self = cls(data["categorical"], data["time"], data["event"])
+        self = cls(data["categorical"], data["time"], data["event"], data["numeric"], data["kinds"], data["target"])
         self.schema_, self.transforms_ = [], []
         for column in data["columns"]:
             spec = ColumnSpec(column["name"], column["kind"], column["role"])
             self.schema_.append(spec)
-            self.transforms_.append(transform_for(spec).load_state(column["state"]))
+            self.transforms_.append(self._transform(spec).load_state(column["state"]))
         return self
 
-    def transform_of(self, name: str) -> NumericTransform | CategoricalTransform:
+    def transform_of(self, name: str) -> NumericTransform | CategoricalTransform | ModeSpecificTransform:
         return self.transforms_[self.columns.index(name)]

@@ -71,7 +71,7 @@ class NumericTransform:
     def finish_range(self, stats: np.ndarray, extremes: np.ndarray) -> None:
         self.n_, self.n_missing_ = int(stats[0]), int(stats[1])
         if self.n_ == 0:
-            raise DataError(f"column {self.spec.name!r}: all values are missing on every site")
+            raise DataError(f"column {self.spec.name!r}: all values are missing on every site", everywhere=True)
         self.min_, self.max_ = float(extremes[0]), float(-extremes[1])
         self.scale_ = max((self.max_ - self.min_) / _TAIL_SCALE, 1e-12)
         self.edges_ = np.linspace(0.0, self._t(np.array([self.max_]))[0], GRID_BINS + 1)
@@ -219,8 +219,26 @@ class CategoricalTransform:
         return self
 
 
+class DatetimeTransform(NumericTransform):
+    """Dates and times through the quantile map as days since 1970-01-01, decoded back to timestamps."""
+
+    _DAY = np.timedelta64(1, "D")
+
+    def _numbers(self, values: pd.Series) -> np.ndarray:
+        stamps = pd.to_datetime(values, errors="coerce").to_numpy(dtype="datetime64[ns]")
+        days = (stamps - np.datetime64("1970-01-01", "ns")) / self._DAY
+        return np.where(np.isnat(stamps), np.nan, days)
+
+    def decode(self, block: np.ndarray, rng: np.random.Generator) -> pd.Series:
+        days = super().decode(block, rng).to_numpy()
+        stamps = pd.to_datetime(np.round(days * 86400.0), unit="s", errors="coerce")
+        return pd.Series(stamps, name=self.spec.name)
+
+
 def transform_for(spec: ColumnSpec) -> NumericTransform | CategoricalTransform:
-    """Categoricals and binaries are one-hot; integers and continuous values go through the quantile map."""
+    """Categoricals and binaries are one-hot; integers, continuous values and dates go through the quantile map."""
     if spec.kind in ("categorical", "binary"):
         return CategoricalTransform(spec)
+    if spec.kind == "datetime":
+        return DatetimeTransform(spec)
     return NumericTransform(spec)

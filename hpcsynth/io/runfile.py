@@ -7,8 +7,10 @@ Layout (attributes in brackets):
                              numpy, h5py, mpi4py and the MPI library]
     /schema/transformer     the fitted shared transformer as JSON (kinds, roles, levels, quantile grids)
     /schema/<column>        [kind, role] one empty group per column, in table order
-    /synthetic/pooled       one dataset per column [columns: the order]; numerics as float64 (NaN = missing),
-    /synthetic/site_<k>     categoricals as int64 codes [labels: JSON list; code -1 = missing]
+    /synthetic/pooled       one dataset per column [columns: the order, kind]; numerics as float64 (NaN =
+    /synthetic/site_<k>     missing), dates as float64 days since 1970-01-01, categoricals as int64 codes
+                            [labels: JSON list; code -1 = missing]
+    /partition              [kind, column, alpha, seed, sizes] how one table was split into sites, if it was
     /rounds                 one row per round: round, loss, wall_s, compute_s, comm_s, bytes_reduced, steps
     /checkpoint/params      float32 (models, parameters): one row per site, or one shared row [round]
     /checkpoint/site_<k>    uint8 bytes of the site's local state (optimiser moments, RNG streams)
@@ -55,6 +57,7 @@ class RunContent:
     local_states: list[bytes] = field(default_factory=list)
     evaluation: dict[str, float] = field(default_factory=dict)
     directions: dict[str, str] = field(default_factory=dict)
+    partition: dict = field(default_factory=dict)
 
 
 def partial_path(path: str | Path) -> Path:
@@ -105,8 +108,8 @@ def write_table(group: h5py.Group, frame: pd.DataFrame, transformer: TableTransf
             codes = np.where(codes == len(t.labels_), -1, codes)
             ds = group.create_dataset(t.spec.name, data=codes.astype(np.int64))
             ds.attrs["labels"] = json.dumps(t.labels_)
-        else:
-            ds = group.create_dataset(t.spec.name, data=pd.to_numeric(values).to_numpy(np.float64, na_value=np.nan))
+        else:  # numbers as float64; dates as float64 days since 1970-01-01 (NaN = missing)
+            ds = group.create_dataset(t.spec.name, data=t._numbers(values))
         ds.attrs["kind"] = t.spec.kind
 
 
@@ -123,6 +126,8 @@ def read_table(group: h5py.Group) -> pd.DataFrame:
             columns[name] = lookup[np.where(data < 0, len(labels), data)]
         elif ds.attrs.get("kind") == "integer" and not np.isnan(data).any():
             columns[name] = data.astype(np.int64)
+        elif ds.attrs.get("kind") == "datetime":
+            columns[name] = pd.to_datetime(np.round(data * 86400.0), unit="s", errors="coerce")
         else:
             columns[name] = data
     return pd.DataFrame(columns)
@@ -140,6 +145,8 @@ def _fill(f: h5py.File, run: RunContent) -> None:
         schema.create_group(spec.name).attrs.update({"kind": spec.kind, "role": spec.role})
     for name, frame in run.synthetic.items():
         write_table(f.require_group("synthetic").create_group(name), frame, run.transformer)
+    if run.partition:
+        f.create_group("partition").attrs.update(run.partition)
     if run.rounds is not None:
         f.create_dataset("rounds", data=run.rounds)
     if run.checkpoint_params is not None:

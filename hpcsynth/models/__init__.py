@@ -4,9 +4,14 @@ import inspect
 
 from hpcsynth.config import ModelConfig
 from hpcsynth.models.base import Generator
+from hpcsynth.models.bayesnet import BayesianNetwork
+from hpcsynth.models.ctgan import CTGAN
+from hpcsynth.models.ddpm import TabDDPM
 from hpcsynth.models.tvae import TVAE
 
-MODELS: dict[str, type[Generator]] = {"tvae": TVAE}
+MODELS: dict[str, type] = {"tvae": TVAE, "ctgan": CTGAN}
+MODELS["bayesnet"] = BayesianNetwork  # count-based: trained by `fit_counts`, not by rounds (see jobs/train.py)
+MODELS["ddpm"] = TabDDPM
 
 
 def _accepted(cls: type) -> set[str]:
@@ -18,13 +23,15 @@ def _accepted(cls: type) -> set[str]:
     return names
 
 
-def make_model(cfg: ModelConfig, seed: int, epochs: int) -> Generator:
+def make_model(cfg: ModelConfig, seed: int, epochs: int) -> Generator | BayesianNetwork:
     """The generator a job's `model:` section names, with the job's seed; each family takes the options of
     the section that its constructor accepts (so `model:` can hold one family's hyperparameters)."""
     cls = MODELS[cfg.name]
     options = {k: v for k, v in dataclasses.asdict(cfg).items() if k in _accepted(cls) and v is not None}
-    options.update(epochs=epochs, seed=seed)
+    options["seed"] = seed
+    if "epochs" in _accepted(cls):  # families that train by epochs (not the count-based Bayesian network)
+        options["epochs"] = epochs
     return cls(**options)
 
 
-__all__ = ["Generator", "TVAE", "make_model", "MODELS"]
+__all__ = ["Generator", "BayesianNetwork", "CTGAN", "TabDDPM", "TVAE", "make_model", "MODELS"]

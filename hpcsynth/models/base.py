@@ -49,10 +49,12 @@ class Generator:
     """Shared machinery: device, flat parameters, batching, the fit loop, sampling and decoding."""
 
     _SAMPLE, _TRAIN = 1, 2
+    default_numeric = "quantile"  # the numeric transform a family trains best on (TableTransformer's `numeric`)
 
     def __init__(self, epochs: int = 300, batch_size: int = 500, lr: float = 1e-3, weight_decay: float = 1e-5,
                  optimizer: str = "adam", device: str = "auto", seed: int = 0, categorical: list[str] = (),
-                 time: str | None = None, event: str | None = None, progress: bool = False) -> None:
+                 time: str | None = None, event: str | None = None, progress: bool = False,
+                 numeric: str | None = None) -> None:
         self.epochs = epochs
         self.batch_size = batch_size
         self.lr = lr
@@ -64,6 +66,7 @@ class Generator:
         self.time = time
         self.event = event
         self.progress = progress
+        self.numeric = numeric
 
     # -- what each family provides -----------------------------------------------------------------------
     def _build(self, spans: list[tuple[str, int]]) -> list[torch.nn.Module]:
@@ -82,8 +85,12 @@ class Generator:
         """Projection after each optimiser step (for example clamping a scale)."""
 
     # -- single process ---------------------------------------------------------------------------------
+    def make_transformer(self) -> TableTransformer:
+        """The unfitted table transform: `numeric` when given, else the family's `default_numeric`."""
+        return TableTransformer(self.categorical, self.time, self.event, numeric=self.numeric or self.default_numeric)
+
     def fit(self, frame: pd.DataFrame) -> "Generator":
-        transformer = TableTransformer(self.categorical, self.time, self.event).fit(frame)
+        transformer = self.make_transformer().fit(frame)
         self.setup(transformer)
         data = self.to_device(transformer.encode(frame))
         epochs = range(self.epochs)

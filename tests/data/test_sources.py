@@ -44,7 +44,7 @@ def test_one_file_per_site_and_parquet(tmp_path):
     ("missing.csv", None, "no such file"),
     ("dir", "DIR", "is a directory"),
     ("table.xlsx", "x\n1\n", "unknown file type"),
-    ("empty.csv", "", "cannot be read as csv"),
+    ("empty.csv", "", "empty file"),
 ])
 def test_unreadable_sources_are_named(tmp_path, name, content, message):
     path = tmp_path / name

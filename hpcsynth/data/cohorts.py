@@ -1,0 +1,104 @@
+"""Named cohorts: the built-in MDS simulator and real public survival cohorts shipped by well-kept packages.
+
+Nothing is downloaded at run time: scikit-survival and lifelines carry these tables in their wheels. Each entry
+declares what a biostatistician would otherwise have to say in the config: the survival time and event columns,
+the columns that are categories although stored as numbers, the id columns (dropped, never synthesised) and,
+where the study had several centres, the natural site column.
+
+| name     | rows  | source                                                                 | time / event      |
+| mds      | 4,427 | hpcsynth's simulator (hpcsynth.data.mds), 3 sites                      | os_months/os_event |
+| flchain  | 7,874 | Dispenzieri et al. 2012, serum free light chains (scikit-survival)     | futime / death     |
+| whas500  |   500 | Worcester Heart Attack Study, Hosmer & Lemeshow 2008 (scikit-survival) | lenfol / fstat     |
+| gbsg2    |   686 | German Breast Cancer Study Group 2, Schumacher et al. 1994 (sksurv)    | time / cens        |
+| actg320  | 1,151 | AIDS Clinical Trials Group 320, Hammer et al. 1997 (scikit-survival)   | time / censor      |
+| actg175  | 2,139 | AIDS Clinical Trials Group 175, Hammer et al. 1996 (lifelines)         | days / cens        |
+| lung     |   228 | NCCTG advanced lung cancer, Loprinzi et al. 1994 (lifelines), 18 sites | time / status      |
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import pandas as pd
+
+
+@dataclass(frozen=True)
+class Cohort:
+    """A named table and its declarations."""
+
+    description: str
+    load: Callable[..., pd.DataFrame]
+    time: str
+    event: str
+    categorical: tuple[str, ...] = ()
+    id_columns: tuple[str, ...] = ()
+    site_column: str | None = None
+    simulated: bool = False
+    extra: dict = field(default_factory=dict)
+
+
+def _sksurv(loader: str, time: str, event: str) -> Callable[[], pd.DataFrame]:
+    """scikit-survival returns (features, structured outcome); join them into one table with a 0/1 event."""
+
+    def load() -> pd.DataFrame:
+        from sksurv import datasets
+
+        features, outcome = getattr(datasets, loader)()
+        frame = features.apply(lambda c: c.astype(object).where(c.notna(), None) if c.dtype == "category" else c)
+        frame = frame.reset_index(drop=True)
+        frame[time] = outcome[time].astype(float)
+        frame[event] = outcome[event].astype(int)
+        return frame
+
+    return load
+
+
+def _actg175() -> pd.DataFrame:
+    import importlib.resources
+
+    with importlib.resources.files("lifelines.datasets").joinpath("ACTG175.csv").open() as handle:
+        return pd.read_csv(handle).rename(columns={"Unnamed: 0": "row"})
+
+
+def _lung() -> pd.DataFrame:
+    from lifelines.datasets import load_lung
+
+    frame = load_lung()
+    return frame[frame["inst"].notna()].reset_index(drop=True)
+
+
+def _mds(n_patients: int = 4427, n_sites: int = 3, seed: int = 0) -> pd.DataFrame:
+    from hpcsynth.data.mds import simulate_mds
+
+    return simulate_mds(n_patients=n_patients, n_sites=n_sites, seed=seed)
+
+
+_ACTG175_CATEGORIES = ("hemo", "homo", "drugs", "oprior", "z30", "zprior", "race", "gender", "str2", "strat",
+                       "symptom", "treat", "offtrt", "r", "arms")
+
+COHORTS: dict[str, Cohort] = {
+    "mds": Cohort("simulated multi-site myelodysplastic-syndromes cohort (hpcsynth.data.mds)", _mds,
+                  "os_months", "os_event", ("sex", "cyto_risk", "ipssr_category"), ("patient_id",), "site",
+                  simulated=True),
+    "flchain": Cohort("serum free light chain and mortality, Olmsted County (scikit-survival)",
+                      _sksurv("load_flchain", "futime", "death"), "futime", "death",
+                      ("chapter", "flc.grp", "mgus", "sample.yr", "sex")),
+    "whas500": Cohort("Worcester Heart Attack Study, 500 patients (scikit-survival)",
+                      _sksurv("load_whas500", "lenfol", "fstat"), "lenfol", "fstat"),
+    "gbsg2": Cohort("German Breast Cancer Study Group 2 (scikit-survival)",
+                    _sksurv("load_gbsg2", "time", "cens"), "time", "cens"),
+    "actg320": Cohort("AIDS Clinical Trials Group 320, time to AIDS or death (scikit-survival)",
+                      _sksurv("load_aids", "time", "censor"), "time", "censor"),
+    "actg175": Cohort("AIDS Clinical Trials Group 175, time to event (lifelines)", _actg175, "days", "cens",
+                      _ACTG175_CATEGORIES, ("row", "pidnum")),
+    "lung": Cohort("NCCTG advanced lung cancer, 18 institutions (lifelines)", _lung, "time", "status",
+                   ("sex", "ph.ecog"), (), "inst"),
+}
+
+
+def load_cohort(name: str, n_patients: int = 4427, n_sites: int = 3, seed: int = 0) -> pd.DataFrame:
+    """The named table (the simulator takes its size, site count and seed; real cohorts are fixed)."""
+    cohort = COHORTS[name]
+    if cohort.simulated:
+        return cohort.load(n_patients=n_patients, n_sites=n_sites, seed=seed)
+    return cohort.load()

@@ -1,0 +1,418 @@
+"""CTGAN: the conditional tabular GAN of Xu et al. (NeurIPS 2019, "Modeling Tabular Data using Conditional
+GAN"), as in SDV's `ctgan.CTGAN`, on hpcsynth's shared transforms and flat parameter buffer.
+
+What is Xu et al.'s (and SDV's defaults):
+* mode-specific normalisation of numeric columns (`hpcsynth.data.mode_specific`, fitted by federated EM);
+* a conditional vector with training-by-sampling: each row of a batch picks a discrete column uniformly and a
+  level of it with probability proportional to log(1 + count), the generator is asked for that level (a
+  cross-entropy term makes it comply), and the real rows the critic sees are drawn with the same levels;
+* a generator of residual blocks (Linear, BatchNorm, ReLU, concatenated with the input; 256, 256) on a
+  128-dimensional noise plus the conditional vector; softmax outputs through Gumbel-softmax (tau 0.2);
+* a critic (Linear, LeakyReLU 0.2, Dropout 0.5; 256, 256) on PacGAN packs of 10 rows (Lin et al. 2018),
+  trained as a WGAN with gradient penalty (lambda 10; Gulrajani et al. 2017), Adam (2e-4, betas 0.5, 0.9,
+  decay 1e-6) for both networks, `discriminator_steps` critic updates per generator update.
+
+What is hpcsynth's, for speed (benchmarks/train_speed.py) and for federation:
+* the hot path has no per-column or per-row Python loop: levels are drawn by one `searchsorted` over the
+  concatenated cumulative probabilities, real rows by one gather from a by-level row index (memory: one int per
+  row and discrete column, never levels x levels); the networks work in a column order where softmax blocks of
+  equal width are adjacent, so the Gumbel-softmax of all blocks is one batched softmax per distinct width; the
+  conditional loss is one gather of each row's chosen block; the critic scores real, fake and interpolated
+  packs in one forward pass; matrix products run in bfloat16 where the hardware has it (`precision`);
+* within-mode values are output linearly (the `("gaussian", 1)` span; see mode_specific.py), not through tanh;
+* the critic and generator parameters are one flat buffer, so FedAvg exchanges both in one Allreduce; each has
+  its own Adam over its views of that buffer;
+* BatchNorm running statistics are part of that buffer too (as parameters without gradients): FedAvg then
+  averages them with the weights, so after a round every site holds the same generator, normalisation
+  included, and the checkpoint (which stores the flat buffer) restores it exactly. Averaging running variances
+  ignores the spread between the sites' running means, which is small because every site normalises the same
+  generator's activations.
+* all training randomness (noise, levels, rows, dropout) comes from the site's seeded stream, so the same seed
+  on the same machine gives the same model.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from hpcsynth.data.transforms import CategoricalTransform
+from hpcsynth.models.base import GradHook, Generator, seeded_generator
+from hpcsynth.models.conditions import condition_codes
+
+
+class _Residual(nn.Module):
+    """Xu et al.'s generator block: ReLU(BatchNorm(Linear(x))) concatenated with x."""
+
+    def __init__(self, width_in: int, width_out: int) -> None:
+        super().__init__()
+        self.fc = nn.Linear(width_in, width_out)
+        self.bn = nn.BatchNorm1d(width_out)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([F.relu(self.bn(self.fc(x))), x], dim=1)
+
+
+def _generator(width_in: int, hidden: list[int], width_out: int) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    for h in hidden:
+        layers.append(_Residual(width_in, h))
+        width_in += h
+    return nn.Sequential(*layers, nn.Linear(width_in, width_out))
+
+
+def _critic(width_in: int, hidden: list[int]) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    for h in hidden:
+        layers += [nn.Linear(width_in, h), nn.LeakyReLU(0.2), _Dropout(0.5)]
+        width_in = h
+    return nn.Sequential(*layers, nn.Linear(width_in, 1))
+
+
+class _Dropout(nn.Module):
+    """Dropout with a float32 uniform mask: `torch.bernoulli_` on bfloat16 activations takes a slow scalar path
+    on CPU (over 1 ms for a 150 x 256 batch); this is the same distribution in a few vectorised operations."""
+
+    def __init__(self, p: float) -> None:
+        super().__init__()
+        self.p = p
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training:
+            return x
+        keep = torch.rand(x.shape, device=x.device) >= self.p
+        return x * keep * (1.0 / (1.0 - self.p))
+
+
+def _share_running_statistics(module: nn.Module) -> None:
+    """Turn BatchNorm running statistics into gradient-free parameters, so they live in the flat buffer."""
+    for m in module.modules():
+        if isinstance(m, nn.BatchNorm1d):
+            m.running_mean = nn.Parameter(m.running_mean, requires_grad=False)
+            m.running_var = nn.Parameter(m.running_var, requires_grad=False)
+
+
+def _use_bf16(precision: str, device: torch.device) -> bool:
+    """`auto`: bfloat16 where the hardware multiplies it natively (a CUDA GPU that supports it, or a CPU with
+    AVX-512 BF16 / AMX), else float32."""
+    if precision not in ("auto", "bf16", "fp32"):
+        raise ValueError(f"precision: expected auto, bf16 or fp32, got {precision!r}")
+    if precision != "auto":
+        return precision == "bf16"
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    return device.type == "cpu" and torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+
+
+class _Optimisers:
+    """The generator's and the critic's Adam, saved and restored together (the base's `optimizer_`)."""
+
+    def __init__(self, generator: torch.optim.Optimizer, critic: torch.optim.Optimizer) -> None:
+        self.generator = generator
+        self.critic = critic
+
+    def state_dict(self) -> dict:
+        return {"generator": self.generator.state_dict(), "critic": self.critic.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.generator.load_state_dict(state["generator"])
+        self.critic.load_state_dict(state["critic"])
+
+
+class _LevelSampler:
+    """Draws (discrete column, level) pairs as flat level indices: the column uniformly, then a level from that
+    column's probabilities, for a whole batch with one `searchsorted`.
+
+    The cumulative probabilities of all columns are concatenated, column c's shifted by c, so they increase
+    across the whole array and a draw c + u (u uniform) lands in column c's segment. Memory is one number per
+    level."""
+
+    def __init__(self, weights: torch.Tensor, column_of: torch.Tensor, n_columns: int) -> None:
+        weights = weights.double()
+        totals = torch.zeros(n_columns, dtype=torch.float64, device=weights.device).index_add_(0, column_of, weights)
+        edges = torch.cumsum(weights / totals[column_of], 0)  # column c's levels end at c + 1
+        last = torch.ones_like(edges, dtype=torch.bool)
+        last[:-1] = column_of[1:] != column_of[:-1]
+        self.edges = torch.where(last, column_of.double() + 1.0, edges)  # exact segment ends despite rounding
+        self.n_columns = n_columns
+
+    def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        device = self.edges.device
+        column = torch.randint(self.n_columns, (n,), device=device, generator=generator)
+        u = torch.rand(n, device=device, dtype=torch.float64, generator=generator)
+        return torch.searchsorted(self.edges, column + u, right=True)
+
+
+class _RowIndex:
+    """This site's row ids grouped by level, for training-by-sampling: rows of flat level g are
+    `rows[start[g]:start[g] + count[g]]`, so a batch of levels becomes a batch of matching rows in one gather.
+    Memory: one int32 per row and discrete column."""
+
+    def __init__(self, codes: torch.Tensor, n_levels: int) -> None:
+        n = codes.shape[0]
+        keys = codes.t().reshape(-1)  # column by column, so position // n is the column and % n the row
+        self.count = torch.bincount(keys, minlength=n_levels)
+        self.start = torch.cumsum(self.count, 0) - self.count
+        order = torch.argsort(keys, stable=True)
+        self.rows = (order % n).to(torch.int32)
+
+    def sample(self, levels: torch.Tensor) -> torch.Tensor:
+        u = torch.rand(levels.shape, device=levels.device)
+        offset = (u * self.count[levels]).long().clamp_max_(self.count[levels] - 1)
+        return self.rows[self.start[levels] + offset].long()
+
+
+class CTGAN(Generator):
+    """Conditional tabular GAN. `CTGAN(epochs=300).fit(df).sample(1000)` in one process; federated through the
+    protocol; `sample(n, conditions={"column": level})` conditions the generator on a discrete level."""
+
+    default_numeric = "mode_specific"
+
+    def __init__(self, epochs: int = 300, batch_size: int = 500, embedding_dim: int = 128,
+                 generator_dim: list[int] = (256, 256), discriminator_dim: list[int] = (256, 256),
+                 generator_lr: float = 2e-4, generator_decay: float = 1e-6, discriminator_lr: float = 2e-4,
+                 discriminator_decay: float = 1e-6, discriminator_steps: int = 1, pac: int = 10,
+                 gp_lambda: float = 10.0, tau: float = 0.2, precision: str = "auto", **kwargs) -> None:
+        super().__init__(epochs=epochs, batch_size=batch_size, **kwargs)
+        self.embedding_dim = embedding_dim
+        self.generator_dim = generator_dim
+        self.discriminator_dim = discriminator_dim
+        self.generator_lr = generator_lr
+        self.generator_decay = generator_decay
+        self.discriminator_lr = discriminator_lr
+        self.discriminator_decay = discriminator_decay
+        self.discriminator_steps = discriminator_steps
+        self.pac = pac
+        self.gp_lambda = gp_lambda
+        self.tau = tau
+        self.precision = precision
+
+    # -- networks and layout --------------------------------------------------------------------------------
+    def _build(self, spans: list[tuple[str, int]]) -> list[nn.Module]:
+        self._layout(spans)
+        cond = int(self.level_column_.numel())
+        self.generator_ = _generator(self.embedding_dim + cond, list(self.generator_dim), self.width_)
+        _share_running_statistics(self.generator_)
+        self.critic_ = _critic((self.width_ + cond) * self.pac, list(self.discriminator_dim))
+        return [self.generator_, self.critic_]
+
+    def _layout(self, spans: list[tuple[str, int]]) -> None:
+        """Index tensors for the vectorised hot path, from the transformer's spans and its discrete columns."""
+        self.width_ = sum(w for _, w in spans)
+        # the networks' column order: Gaussian columns, then softmax blocks grouped by width
+        gaussian, blocks, start = [], {}, 0
+        for kind, width in spans:
+            if kind == "gaussian":
+                gaussian.append(start)
+            else:
+                blocks.setdefault(width, []).extend(range(start, start + width))
+            start += width
+        self.perm_ = torch.tensor(gaussian + [j for w in sorted(blocks) for j in blocks[w]], dtype=torch.long)
+        self.inv_perm_ = torch.argsort(self.perm_)
+        self.n_gaussian_ = len(gaussian)
+        self.softmax_groups_ = [(w, len(blocks[w]) // w) for w in sorted(blocks)]
+        # the discrete columns the conditional vector covers: every categorical (and binary) column
+        starts, widths, counts, start = [], [], [], 0
+        self.block_of_column_ = {}
+        for index, transform in enumerate(self.transformer_.transforms_):
+            if isinstance(transform, CategoricalTransform):
+                self.block_of_column_[index] = len(starts)
+                starts.append(start)
+                widths.append(transform.width)
+                counts.append(torch.as_tensor(transform.counts_[:transform.width], dtype=torch.float64))
+            start += transform.width
+        self.block_start_ = torch.tensor(starts, dtype=torch.long)
+        self.block_width_ = torch.tensor(widths, dtype=torch.long)
+        self.level_offset_ = torch.cumsum(self.block_width_, 0) - self.block_width_
+        self.level_column_ = torch.repeat_interleave(torch.arange(len(widths)), self.block_width_)
+        self.level_counts_ = torch.cat(counts) if counts else torch.zeros(0, dtype=torch.float64)
+        steps = torch.arange(int(self.block_width_.max()) if widths else 1)
+        self.block_pad_ = steps[None, :] >= self.block_width_[:, None]  # (columns, widest block)
+        index = self.block_start_[:, None] + torch.where(self.block_pad_, 0, steps[None, :])
+        self.block_index_ = self.inv_perm_[index]  # in the networks' column order
+
+    def setup(self, transformer, stream: int = 0, local_rank: int = 0) -> "CTGAN":
+        super().setup(transformer, stream, local_rank)
+        for name in ("perm_", "inv_perm_", "block_start_", "level_offset_", "level_column_", "level_counts_",
+                     "block_index_", "block_pad_"):
+            setattr(self, name, getattr(self, name).to(self.device_))
+        n_columns = int(self.block_start_.numel())
+        self.original_levels_ = (_LevelSampler(self.level_counts_, self.level_column_, n_columns)
+                                 if n_columns else None)
+        self._rows_for, self._data, self._rows_index, self._levels = None, None, None, None
+        self.bf16_ = _use_bf16(self.precision, self.device_)
+        return self
+
+    def _autocast(self) -> torch.autocast:
+        """bfloat16 matrix products (AMX on recent Xeons, tensor cores on GPUs) over float32 master weights."""
+        return torch.autocast(self.device_.type, dtype=torch.bfloat16, enabled=self.bf16_)
+
+    def _make_optimizer(self) -> _Optimisers:
+        """SDV's Adam settings; fused (one kernel per network instead of a dozen small ops per tensor)."""
+        generator = [p for p in self.generator_.parameters() if p.requires_grad]
+        return _Optimisers(
+            torch.optim.Adam(generator, lr=self.generator_lr, betas=(0.5, 0.9), weight_decay=self.generator_decay,
+                             fused=True),
+            torch.optim.Adam(self.critic_.parameters(), lr=self.discriminator_lr, betas=(0.5, 0.9),
+                             weight_decay=self.discriminator_decay, fused=True))
+
+    # -- the vectorised pieces -------------------------------------------------------------------------------
+    def _activate(self, raw: torch.Tensor) -> torch.Tensor:
+        """Gumbel-softmax (tau) of every softmax block, one batched softmax per block width (the networks'
+        column order keeps equal widths adjacent); Gaussian outputs pass unchanged."""
+        n, start = raw.shape[0], self.n_gaussian_
+        logits = raw[:, start:]
+        u = torch.rand(logits.shape, device=raw.device).clamp_(1e-10, 1.0 - 1e-7)
+        z = (logits - torch.log(-torch.log(u))) / self.tau
+        parts, offset = [raw[:, :start]], 0
+        for width, count in self.softmax_groups_:
+            block = z[:, offset:offset + width * count].reshape(n, count, width)
+            parts.append(torch.softmax(block, dim=2).reshape(n, width * count))
+            offset += width * count
+        return torch.cat(parts, dim=1)
+
+    def _condition(self, levels: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        """Write the one-hot conditional vectors of `levels` into `out` (preallocated, reused every step)."""
+        out.zero_()
+        return out.scatter_(1, levels[:, None], 1.0)
+
+    def _condition_loss(self, raw: torch.Tensor, levels: torch.Tensor) -> torch.Tensor:
+        """Mean cross-entropy of each row's conditioned block against its conditioned level (Xu et al.)."""
+        column = self.level_column_[levels]
+        logits = raw.gather(1, self.block_index_[column]).masked_fill(self.block_pad_[column], -torch.inf)
+        return F.cross_entropy(logits, levels - self.level_offset_[column])
+
+    def _row_index(self, data: torch.Tensor) -> _RowIndex | None:
+        """The by-level index of `data`'s rows (built once per data tensor, from its one-hot blocks)."""
+        if self._rows_for is not data:
+            self._rows_for, self._data = data, data[:, self.perm_]
+            if self.block_start_.numel():
+                codes = torch.stack([data[:, s:s + w].argmax(dim=1) for s, w in
+                                     zip(self.block_start_.tolist(), self.block_width_.tolist())], dim=1)
+                self._rows_index = _RowIndex(codes + self.level_offset_, int(self.level_column_.numel()))
+                self._levels = _LevelSampler(torch.log1p(self._rows_index.count.double()), self.level_column_,
+                                             int(self.block_start_.numel()))
+        return self._rows_index
+
+    # -- training ---------------------------------------------------------------------------------------------
+    def local_update(self, data: torch.Tensor, steps: int, batch_size: int | None = None,
+                     grad_hook: GradHook | None = None) -> float:
+        """`steps` generator updates, each after `discriminator_steps` critic updates; returns the mean generator
+        loss. `grad_hook` runs after every backward pass (the data-parallel strategy averages gradients there),
+        weighted by this site's batch share `batch_size`; the batch itself is rounded up to whole PacGAN packs."""
+        for m in self.modules_:
+            m.train()
+        share = min(batch_size or self.batch_size, data.shape[0])
+        size = max(self.pac, -(-share // self.pac) * self.pac)
+        rows = self._row_index(data)
+        cond = torch.zeros((size, int(self.level_column_.numel())), device=self.device_)
+        noise = torch.empty((size, self.embedding_dim), device=self.device_)
+        critic_params = list(self.critic_.parameters())
+        g_total = torch.zeros((), device=self.device_)
+        devices = [self.device_] if self.device_.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            seed = torch.randint(2**62, (1,), generator=self.train_generator_, device=self.device_)
+            torch.manual_seed(int(seed))
+            for _ in range(steps):
+                for _ in range(self.discriminator_steps):
+                    self._critic_step(data, rows, size, share, cond, noise, grad_hook)
+                for p in critic_params:
+                    p.requires_grad_(False)
+                g_total += self._generator_step(size, share, cond, noise, grad_hook)
+                for p in critic_params:
+                    p.requires_grad_(True)
+        return float(g_total) / max(steps, 1)
+
+    def _draw(self, size: int, cond: torch.Tensor, noise: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor]:
+        """Levels for a batch (training-by-sampling) and the generator's input (noise, conditional vector)."""
+        noise.normal_()
+        if cond.shape[1] == 0:
+            return None, noise
+        levels = self._levels.sample(size)
+        return levels, torch.cat([noise, self._condition(levels, cond)], dim=1)
+
+    def _critic_step(self, data, rows, size, share, cond, noise, grad_hook) -> torch.Tensor:
+        """One WGAN-GP critic update: fake, real and interpolated packs scored in one forward pass."""
+        levels, inputs = self._draw(size, cond, noise)
+        with torch.no_grad(), self._autocast():
+            fake = self._activate(self.generator_(inputs)).float()
+        if levels is None:
+            real = self._data[torch.randint(data.shape[0], (size,), device=self.device_)]
+            fake_in, real_in = fake, real
+        else:
+            real = self._data[rows.sample(levels)]
+            fake_in, real_in = torch.cat([fake, cond], dim=1), torch.cat([real, cond], dim=1)
+        packs = size // self.pac
+        fake_in, real_in = fake_in.reshape(packs, -1), real_in.reshape(packs, -1)
+        alpha = torch.rand((packs, 1), device=self.device_)
+        mixed = (alpha * real_in + (1.0 - alpha) * fake_in).requires_grad_(True)
+        with self._autocast():
+            scores = self.critic_(torch.cat([real_in, fake_in, mixed], dim=0)).float().view(3, packs)
+        gradient = torch.autograd.grad(scores[2].sum(), mixed, create_graph=True)[0]
+        penalty = ((gradient.norm(2, dim=1) - 1.0) ** 2).mean() * self.gp_lambda
+        loss = scores[1].mean() - scores[0].mean() + penalty
+        self._step(loss, self.optimizer_.critic, share, grad_hook)
+        return loss.detach()
+
+    def _generator_step(self, size, share, cond, noise, grad_hook) -> torch.Tensor:
+        """One generator update: fool the critic and produce the conditioned levels."""
+        levels, inputs = self._draw(size, cond, noise)
+        with self._autocast():
+            raw = self.generator_(inputs).float()
+            fake = self._activate(raw)
+            if levels is None:
+                loss = -self.critic_(fake.reshape(size // self.pac, -1)).float().mean()
+            else:
+                packed = torch.cat([fake, cond], dim=1).reshape(size // self.pac, -1)
+                loss = -self.critic_(packed).float().mean() + self._condition_loss(raw, levels)
+        self._step(loss, self.optimizer_.generator, share, grad_hook)
+        return loss.detach()
+
+    def _step(self, loss: torch.Tensor, optimizer: torch.optim.Optimizer, share: int,
+              grad_hook: GradHook | None) -> None:
+        self.flat_.zero_grad()
+        loss.backward()
+        self.flat_.check_bound()
+        if grad_hook is not None:
+            grad_hook(self.flat_.grad, share)
+        optimizer.step()
+
+    # -- sampling ---------------------------------------------------------------------------------------------
+    def sample(self, n: int, seed: int | None = None, conditions: dict[str, Any] | None = None) -> pd.DataFrame:
+        """`n` synthetic rows; `conditions={"column": level}` on discrete columns gives rows with those levels
+        (the generator is conditioned on the rarest requested level, and every requested level is set).
+        For rare-class upsampling use `hpcsynth.models.conditions.balanced_sample(model, n, column)`."""
+        key = self.seed if seed is None else seed
+        generator = seeded_generator(key, self.stream_, self._SAMPLE, device=self.device_)
+        with torch.no_grad():
+            out = self._generate(n, generator, condition_codes(self.transformer_, conditions))
+        rng = np.random.default_rng([key, self.stream_, self._SAMPLE])
+        return self.transformer_.decode(out.float().cpu().numpy(), rng)
+
+    def _generate(self, n: int, generator: torch.Generator, codes: dict[int, int] | None = None) -> torch.Tensor:
+        """Generator output (values, and logits for softmax blocks) for `n` rows: conditional vectors drawn from
+        the levels' frequencies in the data (SDV's `sample_original_condvec`), or fixed by `codes`."""
+        for m in self.modules_:
+            m.eval()
+        noise = torch.randn((n, self.embedding_dim), generator=generator, device=self.device_)
+        inputs = noise
+        if self.original_levels_ is not None:
+            if codes:
+                flat = [int(self.level_offset_[self.block_of_column_[c]]) + code for c, code in codes.items()]
+                rarest = min(flat, key=lambda g: float(self.level_counts_[g]))
+                levels = torch.full((n,), rarest, dtype=torch.long, device=self.device_)
+            else:
+                levels = self.original_levels_.sample(n, generator)
+            cond = torch.zeros((n, int(self.level_column_.numel())), device=self.device_)
+            inputs = torch.cat([noise, self._condition(levels, cond)], dim=1)
+        out = self.generator_(inputs)[:, self.inv_perm_]
+        for column, code in (codes or {}).items():
+            block = self.block_of_column_[column]
+            start, width = int(self.block_start_[block]), int(self.block_width_[block])
+            out[:, start:start + width] = -1e4
+            out[:, start + code] = 1e4
+        return out

@@ -1,0 +1,180 @@
+"""One strategy's run on this rank: train, checkpoint every round, sample, score, write the run file.
+
+Split from `train.py` so that PyTorch and the kernels load only once the data has been read and checked: a bad
+file or option fails in about a second, on every rank, instead of after the imports.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from hpcsynth.config import RunConfig
+from hpcsynth.data.sources import SiteData
+from hpcsynth.data.transformer import TableTransformer
+from hpcsynth.evaluate.fidelity import fidelity
+from hpcsynth.evaluate.privacy import dcr
+from hpcsynth.federated.comm import Communicator, local_rank, local_size
+from hpcsynth.federated.counts import fit_counts
+from hpcsynth.federated.loop import RoundRecord, train_rounds
+from hpcsynth.federated.preemption import StopRequest
+from hpcsynth.federated.strategies import make_strategy
+from hpcsynth.io.checkpoint import completed_scores, load_checkpoint
+from hpcsynth.io.runfile import RunContent, partial_path, write_comparison, write_run
+from hpcsynth.models import MODELS, Generator, make_model
+
+DIRECTIONS = {"fidelity": "higher", "dcr_synthetic_p5": "higher", "dcr_holdout_p5": "higher",
+              "dcr_ratio": "higher", "exact_match_rate": "lower", "wall_s": "lower"}
+
+
+@dataclass
+class StrategyResult:
+    """What a strategy's run leaves: its run file and its scores (the same on every rank)."""
+
+    strategy: str
+    path: Path
+    scores: dict[str, float]
+
+
+def strategy_output(cfg: RunConfig, strategy: str) -> Path:
+    out = Path(cfg.output)
+    if len(cfg.strategies) == 1:
+        return out
+    return out.with_name(f"{out.stem}-{strategy}{out.suffix}")
+
+
+def set_threads() -> None:
+    """Share the node's cores between the ranks on it (torch and the Numba kernels alike): idle worker threads
+    of one library spin for a while, and on 3 ranks over 2 cores they slowed the next strategy tenfold."""
+    import os
+
+    import numba
+
+    threads = max(1, (os.cpu_count() or 1) // max(local_size(), 1))
+    torch.set_num_threads(threads)
+    numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
+
+
+def _checkpoint_writer(cfg: RunConfig, strategy_name: str, shares_model: bool, model: Generator,
+                       transformer: TableTransformer, comm: Communicator, n_sites: int, records: list):
+    """After every round: gather the parameters (one row per site unless the model is shared) and each site's
+    local state on rank 0, which writes `<output>.partial.h5` atomically."""
+    path = partial_path(strategy_output(cfg, strategy_name))
+
+    def on_round(record: RoundRecord) -> None:
+        records.append(record)
+        params = model.shared_parameters().detach().cpu().numpy().astype(np.float32)
+        gathered = comm.gather((params, model.local_state()))
+        if gathered is None:
+            return
+        rows = [gathered[0][0]] if shares_model else [g[0] for g in gathered]
+        write_run(path, RunContent(cfg.text, cfg.source, strategy_name, n_sites, transformer, status="partial",
+                                   rounds=RoundRecord.table(records), checkpoint_params=_stack_rows(rows),
+                                   checkpoint_round=record.round, local_states=[g[1] for g in gathered]))
+
+    return on_round
+
+
+def _stack_rows(rows: list[np.ndarray]) -> np.ndarray:
+    """One checkpoint row per site; rows of different lengths (isolated Bayesian networks learn different
+    structures, so different numbers of counts) are padded with NaN."""
+    width = max(r.size for r in rows)
+    return np.stack([np.pad(r.astype(np.float32), (0, width - r.size), constant_values=np.nan) for r in rows])
+
+
+def _resume(cfg: RunConfig, path: Path, model: Generator, comm: Communicator, records: list) -> int:
+    """Restore this rank's model and state from the partial run file; return the first round still to run."""
+    ckpt = load_checkpoint(partial_path(path), cfg.text, comm.rank)
+    if ckpt is None:
+        return 0
+    with torch.no_grad():
+        model.shared_parameters().copy_(torch.from_numpy(ckpt.params))
+    model.load_local_state(ckpt.local_state)
+    records.extend(ckpt.records)
+    return ckpt.round + 1
+
+
+def fit_transformer(site: SiteData, numeric: str, comm: Communicator) -> TableTransformer:
+    """The shared transform, fitted from merged statistics of every site's training rows (collective)."""
+    d = site.declared
+    return TableTransformer(d.categorical, d.time, d.event, numeric=numeric, kinds=d.kinds,
+                            target=d.target).fit(site.train, comm)
+
+
+def run_strategy(cfg: RunConfig, name: str, site: SiteData, transformer: TableTransformer,
+                 scoring: TableTransformer, comm: Communicator, n_sites: int, progress, resume: bool = False,
+                 stop: StopRequest | None = None) -> StrategyResult:
+    """Train, sample, score and write one strategy's run. `transformer` is the one the generator trains on;
+    `scoring` (the quantile transform) defines the spaces in which every family is scored alike."""
+    start = time.perf_counter()
+    path = strategy_output(cfg, name)
+    if resume and (done := completed_scores(path, cfg.text)) is not None:
+        return StrategyResult(name, path, done)
+    strategy = make_strategy(name)
+    model = make_model(cfg.model, cfg.seed, cfg.federation.rounds * cfg.local_epochs)
+    model.setup(transformer, stream=comm.rank, local_rank=local_rank())
+    data = model.to_device(transformer.encode(site.train))
+    records: list[RoundRecord] = []
+    count_based = hasattr(model, "fit_counts")  # the Bayesian network: one exact exchange of counts, no rounds
+    start_round = _resume(cfg, path, model, comm, records) if resume and not count_based else 0
+    on_round = _checkpoint_writer(cfg, name, strategy.shares_model, model, transformer, comm, n_sites, records)
+
+    def tick(record: RoundRecord) -> None:
+        on_round(record)
+        progress(name, record)
+
+    if count_based:  # refitting is deterministic and takes seconds, so a resumed job simply refits
+        fit_counts(model, data, strategy, comm, on_round=tick)
+    else:
+        train_rounds(model, data, strategy, comm, cfg.federation.rounds, cfg.local_epochs, cfg.model.batch_size,
+                     start_round=start_round, on_round=tick, stop=stop)
+    n_rows = cfg.sample.n_rows or len(site.train) + len(site.holdout)
+    synthetic = model.sample(n_rows)
+    tables = comm.allgather(synthetic)
+    scores = {"fidelity": float(np.mean([fidelity(t, site.holdout, scoring, comm) for t in tables]))}
+    privacy = dcr(pd.concat(tables, ignore_index=True), site.train, site.holdout, scoring, comm)
+    scores["wall_s"] = time.perf_counter() - start
+    if comm.is_root:
+        scores.update(privacy)
+        last = partial_path(path)
+        content = RunContent(cfg.text, cfg.source, name, n_sites, transformer, rounds=RoundRecord.table(records),
+                             synthetic={"pooled": pd.concat(tables, ignore_index=True),
+                                        **{f"site_{k}": t for k, t in enumerate(tables)}},
+                             evaluation=scores, directions={k: DIRECTIONS[k] for k in scores},
+                             partition=site.partition)
+        _copy_checkpoint(last, content)
+        write_run(path, content)
+        last.unlink(missing_ok=True)
+    comm.barrier()
+    return StrategyResult(name, path, comm.bcast(scores))
+
+
+def _copy_checkpoint(partial: Path, content: RunContent) -> None:
+    """The final file keeps the last checkpoint, so a finished run can be continued or inspected."""
+    import h5py
+
+    with h5py.File(partial, "r") as f:
+        ckpt = f["checkpoint"]
+        content.checkpoint_params = ckpt["params"][()]
+        content.checkpoint_round = int(ckpt.attrs["round"])
+        content.local_states = [ckpt[k][()].tobytes() for k in sorted(ckpt) if k.startswith("site_")]
+
+
+def run_all(cfg: RunConfig, site: SiteData, comm: Communicator, n_sites: int, progress=None, resume: bool = False,
+            stop: StopRequest | None = None) -> list[StrategyResult]:
+    """Every strategy of the job in turn, then the comparison file when there are several."""
+    set_threads()
+    scoring = fit_transformer(site, "quantile", comm)
+    numeric = MODELS[cfg.model.name].default_numeric
+    training = scoring if numeric == "quantile" else fit_transformer(site, numeric, comm)
+    progress = progress or (lambda name, record: None)
+    results = [run_strategy(cfg, name, site, training, scoring, comm, n_sites, progress, resume, stop)
+               for name in cfg.strategies]
+    if len(results) > 1 and comm.is_root:
+        rows = [{"strategy": r.strategy, **r.scores} for r in results]
+        write_comparison(cfg.output, cfg.text, cfg.source, rows, {r.strategy: r.path for r in results})
+    return results

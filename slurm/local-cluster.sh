@@ -1,0 +1,152 @@
+#!/usr/bin/env bash
+# A real one-node SLURM cluster on this machine, for the tests and for trying the sbatch templates.
+#
+#   slurm/local-cluster.sh start    install (if missing), configure, start munge, slurmctld and slurmd
+#   slurm/local-cluster.sh stop     stop exactly the daemons this script started (by their pid files)
+#   slurm/local-cluster.sh status   say which of them run
+#
+# Needs root on Debian or Ubuntu (apt-get). Both commands are idempotent: `start` leaves running daemons alone
+# and `stop` never touches a daemon it did not start (a munged that was already running stays running).
+#
+# Why the configuration looks as it does (SLURM 22.05, Debian 12):
+#   * munge authentication: 22.05 has no auth/slurm; munged must run as the munge user.
+#   * ProctrackType=proctrack/linuxproc and no TaskPlugin: containers rarely give us a writable cgroup tree.
+#   * EnforcePartLimits=ALL: an impossible request is refused at submission instead of pending forever.
+#   * CPUs: at least 4 (SlurmdParameters=config_overrides), even on a 2-core machine, so that the tests' 3-site
+#     jobs run; hpcsynth's ranks sleep while they wait in barriers, so oversubscribing a test node is harmless.
+#   * MinJobAge=3600: finished jobs stay visible to `scontrol show job` for an hour; there is no accounting
+#     database, so this is how `hpcsynth status` and slurm/bin/sacct see the end state of a job.
+#   * JobRequeue=1 so that a preempted or self-requeueing job goes back into the queue.
+# Nothing here is needed on a real cluster; only the sbatch templates are.
+set -euo pipefail
+
+STATE=${HPCSYNTH_SLURM_STATE:-/var/tmp/hpcsynth-slurm}
+CONF=/etc/slurm/slurm.conf
+MARKER="# written by hpcsynth slurm/local-cluster.sh"
+MUNGE_PID=/run/munge/munged.pid
+
+die() { echo "local-cluster: $*" >&2; exit 1; }
+alive() { [[ -f $1 ]] && kill -0 "$(cat "$1")" 2>/dev/null; }
+
+install_packages() {
+    command -v slurmctld >/dev/null && command -v slurmd >/dev/null && command -v sbatch >/dev/null \
+        && command -v munged >/dev/null && return
+    command -v apt-get >/dev/null || die "slurmctld/slurmd/munge are missing and there is no apt-get to install them"
+    echo "local-cluster: installing slurmctld slurmd slurm-client munge" >&2
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq slurmctld slurmd slurm-client munge >/dev/null
+}
+
+write_config() {
+    if [[ -f $CONF ]] && ! grep -qF "$MARKER" "$CONF"; then
+        die "$CONF exists and was not written by this script: this machine already has a SLURM configuration"
+    fi
+    local host cpus mem
+    host=$(hostname -s)
+    cpus=$(nproc)
+    (( cpus < 4 )) && cpus=4
+    mem=$(awk '/MemTotal/ {printf "%d", $2 / 1024 * 0.9}' /proc/meminfo)
+    mkdir -p /etc/slurm "$STATE/ctld" "$STATE/d" "$STATE/log"
+    cat > "$CONF.tmp" <<EOF
+$MARKER
+ClusterName=hpcsynth-local
+SlurmctldHost=$host
+AuthType=auth/munge
+CredType=cred/munge
+MpiDefault=none
+ProctrackType=proctrack/linuxproc
+ReturnToService=2
+SlurmctldPidFile=$STATE/slurmctld.pid
+SlurmdPidFile=$STATE/slurmd.pid
+SlurmdSpoolDir=$STATE/d
+StateSaveLocation=$STATE/ctld
+SlurmctldLogFile=$STATE/log/slurmctld.log
+SlurmdLogFile=$STATE/log/slurmd.log
+SlurmUser=root
+SlurmdUser=root
+SlurmdParameters=config_overrides
+SchedulerType=sched/backfill
+SelectType=select/cons_tres
+SelectTypeParameters=CR_Core
+EnforcePartLimits=ALL
+JobRequeue=1
+MinJobAge=3600
+MailProg=/bin/true
+JobCompType=jobcomp/none
+AccountingStorageType=accounting_storage/none
+JobAcctGatherType=jobacct_gather/none
+SchedulerParameters=sched_interval=1
+NodeName=$host CPUs=$cpus RealMemory=$mem State=UNKNOWN
+PartitionName=debug Nodes=$host Default=YES MaxTime=INFINITE State=UP
+EOF
+    mv "$CONF.tmp" "$CONF"
+}
+
+start_munge() {
+    if munge -n </dev/null 2>/dev/null | unmunge >/dev/null 2>&1; then
+        return  # a working munged is already there (ours or the system's): use it, never restart it
+    fi
+    mkdir -p /run/munge /var/lib/munge /var/log/munge
+    chown munge:munge /run/munge /var/lib/munge /var/log/munge
+    chmod 0755 /run/munge
+    [[ -s /etc/munge/munge.key ]] || { dd if=/dev/urandom of=/etc/munge/munge.key bs=128 count=1 2>/dev/null;
+                                       chown munge:munge /etc/munge/munge.key; chmod 0400 /etc/munge/munge.key; }
+    runuser -u munge -- munged --pid-file="$MUNGE_PID" --force
+    local i
+    for i in $(seq 1 50); do [[ -s $MUNGE_PID ]] && break; sleep 0.1; done
+    cp "$MUNGE_PID" "$STATE/munged.pid"  # the record that this script started it
+}
+
+wait_for_node() {
+    local i
+    for i in $(seq 1 60); do
+        if sinfo -h -N -o '%t' 2>/dev/null | grep -qE '^(idle|mix|alloc)'; then return; fi
+        sleep 0.5
+    done
+    die "the node did not become idle within 30 s; see $STATE/log/slurmctld.log and $STATE/log/slurmd.log"
+}
+
+start() {
+    [[ $(id -u) -eq 0 ]] || die "must run as root (it installs packages and starts system daemons)"
+    install_packages
+    mkdir -p "$STATE"
+    alive "$STATE/slurmctld.pid" && alive "$STATE/slurmd.pid" && { wait_for_node; echo "local-cluster: running"; return; }
+    write_config
+    start_munge
+    alive "$STATE/slurmctld.pid" || slurmctld
+    alive "$STATE/slurmd.pid" || slurmd
+    wait_for_node
+    echo "local-cluster: running (node $(hostname -s), config $CONF, logs $STATE/log)"
+}
+
+stop_one() {  # stop_one NAME PIDFILE: SIGTERM, then wait up to 10 s
+    local pidfile=$2 pid i
+    alive "$pidfile" || { rm -f "$pidfile"; return; }
+    pid=$(cat "$pidfile")
+    kill "$pid"
+    for i in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -0 "$pid" 2>/dev/null && die "$1 (pid $pid) did not stop"
+    rm -f "$pidfile"
+}
+
+stop() {
+    stop_one slurmd "$STATE/slurmd.pid"
+    stop_one slurmctld "$STATE/slurmctld.pid"
+    stop_one munged "$STATE/munged.pid"
+    echo "local-cluster: stopped"
+}
+
+status() {
+    local name
+    for name in munged slurmctld slurmd; do
+        if alive "$STATE/$name.pid"; then echo "$name: running (pid $(cat "$STATE/$name.pid"))"
+        else echo "$name: not started by this script"; fi
+    done
+}
+
+case "${1:-}" in
+    start) start ;;
+    stop) stop ;;
+    status) status ;;
+    *) die "usage: $0 start|stop|status" ;;
+esac

@@ -1,0 +1,142 @@
+"""TabDDPM: the schedule and posteriors against closed forms, samples, reproducibility, conditional sampling,
+and the three strategies end to end under mpiexec (FedAvg through the unchanged protocol)."""
+import math
+import sys
+
+import h5py
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from hpcsynth.data.mds import MDS_METADATA, simulate_mds
+from hpcsynth.models import TabDDPM
+from hpcsynth.models.conditions import balanced_sample
+from hpcsynth.models.ddpm import _posterior, cosine_alpha_bar, timestep_embedding
+
+SMALL = dict(hidden=[64, 64], time_dim=32, diffusion_steps=100)
+
+
+@pytest.fixture(scope="module")
+def cohort():
+    return simulate_mds(n_patients=600, seed=3).drop(columns=["patient_id", "site"])
+
+
+@pytest.fixture(scope="module")
+def fitted(cohort):
+    model = TabDDPM(epochs=20, batch_size=200, seed=1, sample_steps=40, categorical=MDS_METADATA["categorical"],
+                    time="os_months", event="os_event", **SMALL)
+    return model.fit(cohort)
+
+
+@pytest.fixture(scope="module")
+def clusters():
+    """y picks a cluster of x: x | y=a ~ N(2, 0.7), x | y=b ~ N(-2, 0.7)."""
+    rng = np.random.default_rng(0)
+    y = rng.choice(["a", "b"], 1000, p=[0.3, 0.7])
+    return pd.DataFrame({"x": rng.normal(np.where(y == "a", 2.0, -2.0), 0.7), "y": y})
+
+
+# -- closed forms ---------------------------------------------------------------------------------------------
+def test_cosine_schedule_matches_nichol_and_dhariwal():
+    abar = cosine_alpha_bar(1000)
+    f = lambda t: math.cos((t / 1000 + 0.008) / 1.008 * math.pi / 2) ** 2  # noqa: E731
+    assert abar[0] == pytest.approx(f(1) / f(0), rel=1e-12)
+    assert abar[499] == pytest.approx(f(500) / f(0), rel=1e-9)
+    assert np.all(np.diff(abar) < 0) and abar[-1] < 1e-6
+    assert (1 - abar[-1] / abar[-2]) == pytest.approx(0.999)  # the last beta is capped
+
+
+def test_timestep_embedding_is_cos_then_sin_of_geometric_frequencies():
+    emb = timestep_embedding(torch.tensor([0, 7]), 8)
+    assert torch.equal(emb[0], torch.tensor([1.0, 1, 1, 1, 0, 0, 0, 0]))
+    freqs = torch.exp(-math.log(10000.0) * torch.arange(4) / 4)
+    assert torch.allclose(emb[1], torch.cat([torch.cos(7 * freqs), torch.sin(7 * freqs)]))
+
+
+def test_multinomial_posterior_matches_bayes_rule():
+    k, alpha, abar_prev = 3, torch.tensor(0.9), torch.tensor(0.6)
+    x_t, x0 = torch.tensor([0.0, 1, 0]), torch.tensor([1.0, 0, 0])
+    # q(x_prev | x0) = abar_prev x0 + (1 - abar_prev) / k; q(x_t | x_prev) = alpha [x_prev == x_t] + (1 - alpha) / k
+    prior = abar_prev * x0 + (1 - abar_prev) / k
+    likelihood = alpha * x_t + (1 - alpha) / k
+    assert torch.allclose(_posterior(x_t, x0, alpha, abar_prev), prior * likelihood / (prior * likelihood).sum())
+    assert torch.equal(_posterior(x_t, x0, alpha, torch.tensor(1.0)), x0)  # at t = 0 the posterior is x0
+
+
+def test_respaced_steps_run_from_the_last_training_step_to_zero():
+    model = TabDDPM(diffusion_steps=1000, sample_steps=50)
+    steps = model._timesteps()
+    assert len(steps) == 50 and steps[0] == 0 and steps[-1] == 999
+    assert TabDDPM(diffusion_steps=100)._timesteps() == list(range(100))
+
+
+# -- the fitted model -----------------------------------------------------------------------------------------
+def test_constructor_only_stores_parameters():
+    model = TabDDPM(epochs=3, diffusion_steps=10)
+    assert model.epochs == 3 and model.hidden == (256, 256) and not [k for k in vars(model) if k.endswith("_")]
+
+
+def test_samples_have_the_columns_kinds_and_labels_of_the_data(fitted, cohort):
+    sample = fitted.sample(400)
+    assert list(sample.columns) == list(cohort.columns) and len(sample) == 400
+    assert set(sample["sex"].dropna()) <= set(cohort["sex"].dropna())
+    assert set(sample["cyto_risk"].dropna()) <= set(cohort["cyto_risk"].dropna())
+    assert set(sample["SF3B1"].dropna()) <= {0.0, 1.0} and set(sample["os_event"].dropna()) <= {0.0, 1.0}
+    for column in ("age", "hb", "plt", "os_months"):
+        assert cohort[column].min() <= sample[column].min() and sample[column].max() <= cohort[column].max()
+
+
+def test_training_reduces_the_loss(fitted):
+    assert np.mean(fitted.losses_[-3:]) < 0.8 * np.mean(fitted.losses_[:3])
+
+
+def test_same_seed_same_samples_and_different_seed_differs(cohort, fitted):
+    again = TabDDPM(epochs=20, batch_size=200, seed=1, sample_steps=40, categorical=MDS_METADATA["categorical"],
+                    time="os_months", event="os_event", **SMALL).fit(cohort)
+    pd.testing.assert_frame_equal(fitted.sample(200), again.sample(200))
+    assert not fitted.sample(200).equals(fitted.sample(200, seed=99))
+
+
+def test_shared_parameters_are_the_denoisers_parameters(fitted):
+    flat = fitted.shared_parameters()
+    assert flat.numel() == sum(p.numel() for p in fitted.denoiser_.parameters())
+    before = fitted.sample(50)
+    saved = flat.clone()
+    with torch.no_grad():
+        flat.mul_(0.5)
+    assert not fitted.sample(50).equals(before)
+    with torch.no_grad():
+        flat.copy_(saved)
+    pd.testing.assert_frame_equal(fitted.sample(50), before)
+
+
+def test_conditional_samples_hold_the_condition_and_move_the_other_columns(clusters):
+    model = TabDDPM(epochs=40, batch_size=250, seed=0, **SMALL).fit(clusters)
+    given_a = model.sample(600, conditions={"y": "a"})
+    given_b = model.sample(600, conditions={"y": "b"})
+    assert (given_a["y"] == "a").all() and (given_b["y"] == "b").all()
+    assert given_a["x"].mean() > 0.5 and given_b["x"].mean() < -0.5
+    upsampled = balanced_sample(model, 400, "y")
+    assert upsampled["y"].value_counts().to_dict() == {"a": 200, "b": 200}
+    with pytest.raises(ValueError, match="numeric"):
+        model.sample(5, conditions={"x": 1.0})
+
+
+# -- the job, end to end --------------------------------------------------------------------------------------
+@pytest.mark.mpi
+@pytest.mark.parametrize("family, options", [
+    ("ddpm", {"batch_size": 100, "hidden": [32, 32], "diffusion_steps": 50, "time_dim": 16}),
+    ("bayesnet", {"n_bins": 8, "structure": "bic"}),
+])
+def test_the_job_runs_every_strategy_on_three_ranks(mpirun, write_job, tmp_path, family, options):
+    job = write_job({"model": {"name": family, **options}, "federation.strategy": ["centralized", "isolated", "fedavg"]})
+    result = mpirun(3, [sys.executable, "-m", "hpcsynth.cli", "run", str(job)], timeout=200)
+    assert result.returncode == 0, result.stdout + result.stderr
+    scores = {}
+    for strategy in ("centralized", "isolated", "fedavg"):
+        with h5py.File(tmp_path / f"run-{strategy}.h5") as f:
+            assert f.attrs["status"] == "complete" and len(f["synthetic/pooled"].attrs["columns"]) > 20
+            scores[strategy] = f["evaluation"].attrs["fidelity"]
+    if family == "bayesnet":  # summed counts: federated training is pooled training
+        assert scores["fedavg"] == scores["centralized"] != scores["isolated"]
