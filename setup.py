@@ -37,6 +37,8 @@ setup(
         "numba>=0.60",
         "tqdm>=4.60",
         "pyarrow>=14",
+        "scikit-survival>=0.22",
+        "lifelines>=0.27",
     ],
     extras_require={
         "mpich": ["mpich"],

@@ -14,8 +14,6 @@ from pathlib import Path
 
 from hpcsynth.config import ConfigError
 
-BUILTIN_DATASETS = {"mds": "simulated multi-site myelodysplastic-syndromes cohort (4,427 patients, 3 sites)"}
-
 
 def _env_rank() -> int:
     """The launcher's rank before MPI starts (so a bad config is reported once without initialising MPI)."""
@@ -25,11 +23,13 @@ def _env_rank() -> int:
     return 0
 
 
-def _fail(message: str, code: int, comm=None, report: bool = True) -> None:
+def _fail(message: str, code: int, comm=None, report: bool = True, agreed: bool = False) -> None:
+    """Print the error (where `report`) and stop. A failure every rank `agreed` on exits normally everywhere;
+    any other failure under MPI aborts the job, so ranks still inside a collective are stopped too."""
     if report:
         sys.stderr.write(f"hpcsynth: error: {message}\n")
         sys.stderr.flush()
-    if comm is not None and comm.size > 1:
+    if comm is not None and comm.size > 1 and not agreed:
         if not report:
             time.sleep(0.5)
         comm.abort(code)
@@ -98,7 +98,7 @@ def cmd_run(args: argparse.Namespace) -> None:
     except Exception as err:  # any failure on this rank stops every rank
         everywhere = getattr(err, "everywhere", False)
         where = f"rank {comm.rank}: " if comm.size > 1 and not everywhere else ""
-        _fail(f"{where}{err or type(err).__name__}", 1, comm, report=comm.is_root or not everywhere)
+        _fail(f"{where}{err or type(err).__name__}", 1, comm, report=comm.is_root or not everywhere, agreed=everywhere)
     if bar:
         bar.close()
     if comm.is_root:
@@ -119,19 +119,19 @@ def cmd_export(args: argparse.Namespace) -> None:
 
 
 def cmd_datasets(args: argparse.Namespace) -> None:
-    if args.action == "list":
-        for name, text in BUILTIN_DATASETS.items():
-            print(f"{name:<8} {text}")
-        return
-    if args.name not in BUILTIN_DATASETS:
-        raise ConfigError(f"unknown dataset {args.name!r} (known: {', '.join(BUILTIN_DATASETS)})")
-    from hpcsynth.data.mds import simulate_mds
+    from hpcsynth.data.cohorts import COHORTS, load_cohort
 
-    frame = simulate_mds(n_patients=args.n_patients, n_sites=args.n_sites, seed=args.seed)
+    if args.action == "list":
+        for name, cohort in COHORTS.items():
+            print(f"{name:<9} time={cohort.time:<10} event={cohort.event:<9} {cohort.description}")
+        return
+    if args.name not in COHORTS:
+        raise ConfigError(f"unknown dataset {args.name!r} (known: {', '.join(COHORTS)})")
+    frame = load_cohort(args.name, n_patients=args.n_patients, n_sites=args.n_sites, seed=args.seed)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     frame.to_parquet(out) if out.suffix in (".parquet", ".pq") else frame.to_csv(out, index=False)
-    print(f"wrote {len(frame)} rows to {out}")
+    print(f"wrote {len(frame)} rows of {args.name} to {out}")
 
 
 def cmd_submit(args: argparse.Namespace) -> None:
@@ -226,13 +226,13 @@ def build_parser() -> argparse.ArgumentParser:
     exp.add_argument("--site", type=int, help="the table of one site (default: pooled)")
     exp.add_argument("--strategy", help="in a comparison file, which strategy's run (default: the first)")
     exp.set_defaults(func=cmd_export)
-    data = sub.add_parser("datasets", help="list or export the built-in datasets")
+    data = sub.add_parser("datasets", help="list or export the named cohorts (the MDS simulator and real ones)")
     data.add_argument("action", choices=["list", "export"])
     data.add_argument("name", nargs="?", default="mds")
     data.add_argument("--out", help="with export: the file to write (.csv or .parquet)")
-    data.add_argument("--n-patients", type=int, default=4427)
-    data.add_argument("--n-sites", type=int, default=3)
-    data.add_argument("--seed", type=int, default=0)
+    data.add_argument("--n-patients", type=int, default=4427, help="mds only: cohort size")
+    data.add_argument("--n-sites", type=int, default=3, help="mds only: number of sites")
+    data.add_argument("--seed", type=int, default=0, help="mds only: the simulator's seed")
     data.set_defaults(func=cmd_datasets)
     from hpcsynth.submit import add_job_options
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable
 
+import numpy as np
 import pandas as pd
 
 
@@ -38,7 +39,10 @@ class Cohort:
 
 
 def _sksurv(loader: str, time: str, event: str) -> Callable[[], pd.DataFrame]:
-    """scikit-survival returns (features, structured outcome); join them into one table with a 0/1 event."""
+    """scikit-survival returns (features, structured outcome); join them into one table with a 0/1 event.
+
+    Times of 0 (three flchain patients died on the day of sampling) become half a day, the usual convention,
+    since a survival time must be positive."""
 
     def load() -> pd.DataFrame:
         from sksurv import datasets
@@ -46,7 +50,7 @@ def _sksurv(loader: str, time: str, event: str) -> Callable[[], pd.DataFrame]:
         features, outcome = getattr(datasets, loader)()
         frame = features.apply(lambda c: c.astype(object).where(c.notna(), None) if c.dtype == "category" else c)
         frame = frame.reset_index(drop=True)
-        frame[time] = outcome[time].astype(float)
+        frame[time] = np.maximum(outcome[time].astype(float), 0.5)
         frame[event] = outcome[event].astype(int)
         return frame
 

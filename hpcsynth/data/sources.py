@@ -149,6 +149,20 @@ def _select_by_column(frame: pd.DataFrame, column: str, site: int, n_sites: int,
     return frame[frame[column] == values[site]]
 
 
+def _partition(cfg: DataConfig, decl: Declarations, frame: pd.DataFrame, n_sites: int, seed: int) -> Partition | None:
+    """The configured partitioner; for a named cohort whose own sites do not match the job's (none, or 18
+    institutions for 3 ranks), an IID split, so that any cohort runs by changing the `builtin` line alone."""
+    if cfg.partition is not None:
+        return Partition(cfg.partition.kind, n_sites, cfg.partition.column, cfg.partition.alpha, seed)
+    if cfg.builtin is None or n_sites == 1 or cfg.site_column is not None:
+        return None
+    column = decl.site_column
+    if column is not None and frame[column].nunique() == n_sites:
+        return None
+    decl.site_column = None
+    return Partition("iid", n_sites, seed=seed)
+
+
 def _raw_site(cfg: DataConfig, decl: Declarations, site: int | None, n_sites: int,
               seed: int) -> tuple[pd.DataFrame, str, dict]:
     """This site's raw rows (all rows when `site` is None), where they came from, and the partition used."""
@@ -165,8 +179,8 @@ def _raw_site(cfg: DataConfig, decl: Declarations, site: int | None, n_sites: in
         frame, source = load_cohort(cfg.builtin, cfg.n_patients, n_sites, seed), f"builtin {cfg.builtin}"
     else:
         frame, source = read_table(cfg.path), str(cfg.path)
-    if cfg.partition is not None:
-        part = Partition(cfg.partition.kind, n_sites, cfg.partition.column, cfg.partition.alpha, seed)
+    part = _partition(cfg, decl, frame, n_sites, seed)
+    if part is not None:
         sites = assign_sites(frame, part)
         record = {"kind": part.kind, "column": part.column or "", "alpha": part.alpha, "seed": seed,
                   "sizes": np.bincount(sites, minlength=n_sites).tolist()}
