@@ -105,6 +105,24 @@ def cmd_run(args: argparse.Namespace) -> None:
         _print_results(results)
 
 
+def cmd_shift(args: argparse.Namespace) -> None:
+    from hpcsynth.config import load
+    from hpcsynth.federated.comm import world
+
+    try:
+        cfg = load(args.config)
+    except ConfigError as err:
+        _fail(str(err), 2, report=_env_rank() == 0)
+    comm = world()
+    from hpcsynth.jobs.shift import main
+
+    try:
+        main(cfg, comm, out=args.out)
+    except Exception as err:
+        everywhere = getattr(err, "everywhere", False)
+        _fail(str(err), 1, comm, report=comm.is_root or not everywhere, agreed=everywhere)
+
+
 def cmd_inspect(args: argparse.Namespace) -> None:
     from hpcsynth.io.inspect import describe
 
@@ -217,6 +235,11 @@ def build_parser() -> argparse.ArgumentParser:
                      help="skip strategies already finished and continue an interrupted one from its checkpoint "
                           "(<output>.partial.h5); SIGTERM or SIGUSR1 makes a run checkpoint and exit with code 3")
     run.set_defaults(func=cmd_run)
+    shift = sub.add_parser("shift", help="measure how far each site is from the pooled data (merged histograms "
+                           "only) and say what it means for the strategy")
+    shift.add_argument("config", help="the YAML job file")
+    shift.add_argument("--out", help="the file to write (default: <output stem>-shift.h5)")
+    shift.set_defaults(func=cmd_shift)
     ins = sub.add_parser("inspect", help="print a readable summary of a run file")
     ins.add_argument("run", help="a run file (.h5)")
     ins.set_defaults(func=cmd_inspect)

@@ -14,6 +14,7 @@ import pandas as pd
 import torch
 
 from hpcsynth.config import RunConfig
+from hpcsynth.data.shift import ShiftReport
 from hpcsynth.data.sources import SiteData
 from hpcsynth.data.transformer import TableTransformer
 from hpcsynth.evaluate.fidelity import fidelity
@@ -24,6 +25,7 @@ from hpcsynth.federated.loop import RoundRecord, train_rounds
 from hpcsynth.federated.preemption import StopRequest
 from hpcsynth.federated.strategies import make_strategy
 from hpcsynth.io.checkpoint import completed_scores, load_checkpoint
+from hpcsynth.jobs.shift import shift_report
 from hpcsynth.io.runfile import RunContent, partial_path, write_comparison, write_run
 from hpcsynth.models import MODELS, Generator, make_model
 
@@ -107,7 +109,7 @@ def fit_transformer(site: SiteData, numeric: str, comm: Communicator) -> TableTr
 
 def run_strategy(cfg: RunConfig, name: str, site: SiteData, transformer: TableTransformer,
                  scoring: TableTransformer, comm: Communicator, n_sites: int, progress, resume: bool = False,
-                 stop: StopRequest | None = None) -> StrategyResult:
+                 stop: StopRequest | None = None, shift: ShiftReport | None = None) -> StrategyResult:
     """Train, sample, score and write one strategy's run. `transformer` is the one the generator trains on;
     `scoring` (the quantile transform) defines the spaces in which every family is scored alike."""
     start = time.perf_counter()
@@ -145,7 +147,7 @@ def run_strategy(cfg: RunConfig, name: str, site: SiteData, transformer: TableTr
                              synthetic={"pooled": pd.concat(tables, ignore_index=True),
                                         **{f"site_{k}": t for k, t in enumerate(tables)}},
                              evaluation=scores, directions={k: DIRECTIONS[k] for k in scores},
-                             partition=site.partition)
+                             partition=site.partition, shift=shift)
         _copy_checkpoint(last, content)
         write_run(path, content)
         last.unlink(missing_ok=True)
@@ -169,10 +171,11 @@ def run_all(cfg: RunConfig, site: SiteData, comm: Communicator, n_sites: int, pr
     """Every strategy of the job in turn, then the comparison file when there are several."""
     set_threads()
     scoring = fit_transformer(site, "quantile", comm)
-    numeric = MODELS[cfg.model.name].default_numeric
+    shift = shift_report(site.train, scoring, site.declared.target or site.declared.event, comm)
+    numeric = cfg.model.numeric or MODELS[cfg.model.name].default_numeric
     training = scoring if numeric == "quantile" else fit_transformer(site, numeric, comm)
     progress = progress or (lambda name, record: None)
-    results = [run_strategy(cfg, name, site, training, scoring, comm, n_sites, progress, resume, stop)
+    results = [run_strategy(cfg, name, site, training, scoring, comm, n_sites, progress, resume, stop, shift)
                for name in cfg.strategies]
     if len(results) > 1 and comm.is_root:
         rows = [{"strategy": r.strategy, **r.scores} for r in results]

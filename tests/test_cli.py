@@ -60,6 +60,7 @@ def test_three_ranks_train_compare_and_write_run_files(mpirun, write_job, tmp_pa
             assert rounds["bytes_reduced"].tolist() == [expected] * 2  # one Allreduce of one buffer per round
             assert 0 < f["evaluation"].attrs["fidelity"] <= 1
             assert f["evaluation/directions"].attrs["fidelity"] == "higher"
+            assert f["shift/divergence"].shape == (3, len(f["schema"]) - 1)
         assert not partial_path(tmp_path / f"run-{name}.h5").exists()
     isolated = [load_synthetic(tmp_path / "run-isolated.h5", site=k) for k in range(3)]
     assert not isolated[0].equals(isolated[1])

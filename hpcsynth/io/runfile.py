@@ -11,6 +11,8 @@ Layout (attributes in brackets):
     /synthetic/site_<k>     missing), dates as float64 days since 1970-01-01, categoricals as int64 codes
                             [labels: JSON list; code -1 = missing]
     /partition              [kind, column, alpha, seed, sizes] how one table was split into sites, if it was
+    /shift/divergence       (sites, columns) Jensen-Shannon distance of each site to the pooled data
+                            [columns, sizes, label, label_skew, reading] (hpcsynth.data.shift)
     /rounds                 one row per round: round, loss, wall_s, compute_s, comm_s, bytes_reduced, steps
     /checkpoint/params      float32 (models, parameters): one row per site, or one shared row [round]
     /checkpoint/site_<k>    uint8 bytes of the site's local state (optimiser moments, RNG streams)
@@ -58,6 +60,7 @@ class RunContent:
     evaluation: dict[str, float] = field(default_factory=dict)
     directions: dict[str, str] = field(default_factory=dict)
     partition: dict = field(default_factory=dict)
+    shift: object = None
 
 
 def partial_path(path: str | Path) -> Path:
@@ -134,11 +137,8 @@ def read_table(group: h5py.Group) -> pd.DataFrame:
 
 
 def _fill(f: h5py.File, run: RunContent) -> None:
-    f.attrs.update({"status": run.status, "kind": "run", "strategy": run.strategy, "n_sites": run.n_sites,
-                    "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                    "hpcsynth_version": hpcsynth.__version__})
-    config = f.create_dataset("config", data=run.config_text)
-    config.attrs.update({"source": run.config_source, **versions()})
+    _fill_header(f, "run", run.config_text, run.config_source)
+    f.attrs.update({"status": run.status, "strategy": run.strategy, "n_sites": run.n_sites})
     schema = f.create_group("schema")
     schema.create_dataset("transformer", data=run.transformer.state())
     for spec in run.transformer.schema_:
@@ -147,6 +147,8 @@ def _fill(f: h5py.File, run: RunContent) -> None:
         write_table(f.require_group("synthetic").create_group(name), frame, run.transformer)
     if run.partition:
         f.create_group("partition").attrs.update(run.partition)
+    if run.shift is not None:
+        _write_shift_group(f, run.shift)
     if run.rounds is not None:
         f.create_dataset("rounds", data=run.rounds)
     if run.checkpoint_params is not None:
@@ -161,6 +163,32 @@ def _fill(f: h5py.File, run: RunContent) -> None:
         ev.create_group("directions").attrs.update(run.directions)
 
 
+def _write_shift_group(f: h5py.File, report) -> None:
+    group = f.create_group("shift")
+    group.create_dataset("divergence", data=report.divergence)
+    group.attrs.update(report.attrs())
+
+
+def _fill_header(f: h5py.File, kind: str, config_text: str, config_source: str) -> None:
+    f.attrs.update({"status": "complete", "kind": kind,
+                    "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                    "hpcsynth_version": hpcsynth.__version__})
+    config = f.create_dataset("config", data=config_text)
+    config.attrs.update({"source": config_source, **versions()})
+
+
+def write_shift(path: str | Path, config_text: str, config_source: str, transformer: TableTransformer,
+                report) -> Path:
+    """A run file of kind `shift`: the config, the shared schema and the shift diagnostics."""
+
+    def fill(f: h5py.File) -> None:
+        _fill_header(f, "shift", config_text, config_source)
+        f.create_group("schema").create_dataset("transformer", data=transformer.state())
+        _write_shift_group(f, report)
+
+    return atomic_write(path, fill)
+
+
 def write_run(path: str | Path, run: RunContent) -> Path:
     return atomic_write(path, lambda f: _fill(f, run))
 
@@ -171,11 +199,7 @@ def write_comparison(path: str | Path, config_text: str, config_source: str, row
     target = Path(path)
 
     def fill(f: h5py.File) -> None:
-        f.attrs.update({"status": "complete", "kind": "comparison",
-                        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                        "hpcsynth_version": hpcsynth.__version__})
-        config = f.create_dataset("config", data=config_text)
-        config.attrs.update({"source": config_source, **versions()})
+        _fill_header(f, "comparison", config_text, config_source)
         table = pd.DataFrame(rows)
         records = table.to_records(index=False)
         records = records.astype([(n, "S32" if records.dtype[n].kind in "OU" else records.dtype[n]) for n in records.dtype.names])

@@ -1,0 +1,59 @@
+"""The shift-diagnostics job (`hpcsynth shift CONFIG.yaml`): how far each site is from the pooled data.
+
+Under `mpiexec -n K` each rank loads only its site and sends only histograms; in one process the sites are
+loaded in turn (a study on one machine that holds every site's file anyway). Rank 0 prints the table and the
+one-line reading and writes them, with the config and the shared schema, into a run file of kind `shift`.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from hpcsynth.config import RunConfig
+from hpcsynth.data.shift import ShiftReport, column_counts
+from hpcsynth.data.sources import count_sites, load_site
+from hpcsynth.data.transformer import TableTransformer
+from hpcsynth.federated.comm import Communicator
+from hpcsynth.io.runfile import write_shift
+
+
+def shift_report(train: pd.DataFrame, transformer: TableTransformer, label: str | None,
+                 comm: Communicator) -> ShiftReport | None:
+    """The report on rank 0 (None elsewhere), from every site's histograms (collective)."""
+    gathered = comm.gather(column_counts(train, transformer))
+    if gathered is None:
+        return None
+    return ShiftReport.from_counts(transformer.columns, gathered, label)
+
+
+def _one_process(cfg: RunConfig) -> tuple[ShiftReport, TableTransformer]:
+    n_sites = count_sites(cfg.data)
+    sites = [load_site(cfg.data, k if n_sites > 1 else None, n_sites, cfg.seed) for k in range(n_sites)]
+    d = sites[0].declared
+    pooled = pd.concat([s.train for s in sites], ignore_index=True)
+    transformer = TableTransformer(d.categorical, d.time, d.event, kinds=d.kinds, target=d.target).fit(pooled)
+    counts = [column_counts(s.train, transformer) for s in sites]
+    return ShiftReport.from_counts(transformer.columns, counts, d.target or d.event), transformer
+
+
+def main(cfg: RunConfig, comm: Communicator, out: str | None = None) -> ShiftReport | None:
+    """Measure the shift; rank 0 prints and writes it (to `out`, default `<output stem>-shift.h5`)."""
+    if comm.size > 1:
+        from hpcsynth.jobs.train import agree
+
+        site = agree(lambda: load_site(cfg.data, comm.rank, comm.size, cfg.seed), comm)
+        d = site.declared
+        transformer = TableTransformer(d.categorical, d.time, d.event, kinds=d.kinds, target=d.target)
+        transformer.fit(site.train, comm)
+        report = shift_report(site.train, transformer, d.target or d.event, comm)
+    else:
+        report, transformer = _one_process(cfg)
+    if report is None:
+        return None
+    print(report.table().round(3).to_string(index=False))
+    print(report.reading())
+    path = Path(out) if out else Path(cfg.output).with_name(Path(cfg.output).stem + "-shift.h5")
+    write_shift(path, cfg.text, cfg.source, transformer, report)
+    print(f"shift diagnostics: {path}")
+    return report
