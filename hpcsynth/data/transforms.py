@@ -31,9 +31,12 @@ _U_EPS = 1e-6
 
 
 def _softmax_sample(logits: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Draw one category per row from unnormalised log-probabilities (Gumbel-max: exact, vectorised)."""
-    gumbel = -np.log(-np.log(rng.uniform(1e-12, 1.0, size=logits.shape)))
-    return np.argmax(logits + gumbel, axis=1)
+    """Draw one category per row from unnormalised log-probabilities, by inverting each row's cumulative
+    distribution with one uniform (one exp per cell: a third of the work of Gumbel-max, and exact)."""
+    weights = np.exp(logits - logits.max(axis=1, keepdims=True))
+    cumulative = np.cumsum(weights, axis=1)
+    u = rng.random((logits.shape[0], 1)) * cumulative[:, -1:]
+    return np.minimum((cumulative <= u).sum(axis=1), logits.shape[1] - 1)
 
 
 class NumericTransform:
@@ -170,11 +173,20 @@ class CategoricalTransform:
         return {str(v) for v in present.unique()}
 
     def _codes(self, values: pd.Series) -> np.ndarray:
-        """Codes on the shared label order; missing (and levels unseen at fit time) map to the last code."""
-        lookup = {label: i for i, label in enumerate(self.labels_)}
+        """Codes on the shared label order; missing (and levels unseen at fit time) map to the last code.
+
+        Vectorised (a sorted search for numbers, pandas' categorical coding for text): a million rows take
+        milliseconds, not the seconds of a per-value lookup."""
         missing = len(self.labels_)
-        keyed = values.map(lambda v: float(v) if self.numeric_ else str(v), na_action="ignore")
-        return keyed.map(lookup).fillna(missing).to_numpy(dtype=np.int64)
+        if self.numeric_:
+            x = pd.to_numeric(values, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+            labels = np.asarray(self.labels_, dtype=np.float64)
+            idx = np.minimum(np.searchsorted(labels, x), max(missing - 1, 0))
+            found = np.isfinite(x) & (labels[idx] == x) if missing else np.zeros(x.size, dtype=bool)
+            return np.where(found, idx, missing).astype(np.int64)
+        text = values.where(values.isna(), values.astype(str))
+        codes = pd.Categorical(text, categories=self.labels_).codes.astype(np.int64)
+        return np.where(codes < 0, missing, codes)
 
     def fit_stats(self, values: pd.Series) -> np.ndarray:
         """Counts of each shared level, then of missing values, at this site."""
