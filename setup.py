@@ -37,8 +37,11 @@ setup(
         "numba>=0.60",
         "tqdm>=4.60",
         "pyarrow>=14",
+        "submitit>=1.5",
+        "matplotlib>=3.7",
         "scikit-survival>=0.22",
         "lifelines>=0.27",
+        "cryptography>=42",
     ],
     extras_require={
         "mpich": ["mpich"],

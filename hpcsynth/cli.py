@@ -202,19 +202,11 @@ def cmd_scale(args: argparse.Namespace) -> None:
     from hpcsynth.submit import spec_from_args
 
     ranks = [int(r) for r in args.ranks.split(",")]
-    folder = Path(args.folder)
-    configs = scale.study_configs(Path(args.config), ranks, args.mode, folder)
     if args.slurm:
         args.ntasks_per_node = args.ntasks_per_node or max(ranks)
-        scale.run_slurm(configs, ranks, spec_from_args(args), folder)
-    else:
-        scale.run_local(configs, ranks)
-    table = scale.measure([folder / f"{args.mode}-p{p}.h5" for p in ranks])
-    projection = scale.project(table, args.mode)
-    table["efficiency"] = scale.efficiency(table, args.mode)
-    table.to_csv(folder / f"{args.mode}.csv", index=False)
-    png = scale.plot(table, projection, Path(args.plot or folder / f"{args.mode}.png"),
-                     f"{args.mode} scaling, {table['strategy'].iloc[0]}")
+    table, projection, png = scale.study(Path(args.config), ranks, args.mode, Path(args.folder),
+                                         spec_from_args(args) if args.slurm else None,
+                                         Path(args.plot) if args.plot else None)
     print(table.to_string(index=False, float_format=lambda x: f"{x:.4g}"))
     model = projection.model
     print(f"allreduce model: t = 2 log2(p) * {model.alpha:.3g} s + 2 (p-1)/p * n * {model.beta:.3g} s/B")
@@ -266,7 +258,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="a job array over these values of a job-file key (repeat for a grid), "
                           "e.g. federation.strategy=isolated,fedavg")
     sbm.add_argument("--sbatch", action="store_true", help="render slurm/cpu.sbatch or gpu.sbatch and run sbatch")
-    sbm.add_argument("--folder", default="slurm-jobs", help="where job files, scripts and logs go")
+    sbm.add_argument("--folder", default="runs/slurm", help="where job files, scripts and logs go")
     sbm.set_defaults(func=cmd_submit)
     sts = sub.add_parser("status", help="the state of a SLURM job (or this user's queue)")
     sts.add_argument("job", nargs="?", help="a job id (an array's id covers all its tasks)")

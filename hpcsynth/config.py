@@ -19,8 +19,8 @@ import yaml
 from hpcsynth.data.cohorts import COHORTS
 from hpcsynth.data.partition import KINDS as PARTITION_KINDS
 
-STRATEGIES = ("centralized", "isolated", "fedavg")
-MODELS = ("tvae", "bayesnet", "ddpm")
+STRATEGIES = ("centralized", "isolated", "fedavg", "fedprox", "fedopt")
+MODELS = ("tvae", "ctgan", "bayesnet", "ddpm")
 BAYESNET_STRUCTURES = ("chow_liu", "bic")
 DP_NOISES = ("laplace", "gaussian")
 BUILTIN_DATASETS = tuple(COHORTS)
@@ -90,6 +90,20 @@ class ModelConfig:
     diffusion_steps: Optional[int] = None
     sample_steps: Optional[int] = None
     time_dim: Optional[int] = None
+    # ctgan (hpcsynth.models.ctgan; SDV's defaults when None); it trains with generator_lr and
+    # discriminator_lr, not lr
+    embedding_dim: Optional[int] = None
+    generator_dim: Optional[list[int]] = None
+    discriminator_dim: Optional[list[int]] = None
+    generator_lr: Optional[float] = None
+    generator_decay: Optional[float] = None
+    discriminator_lr: Optional[float] = None
+    discriminator_decay: Optional[float] = None
+    discriminator_steps: Optional[int] = None
+    pac: Optional[int] = None
+    precision: Optional[str] = None
+    # any family: the numeric transform (quantile, or mode_specific as CTGAN's default)
+    numeric: Optional[str] = None
 
 
 @dataclass
@@ -99,6 +113,19 @@ class FederationConfig:
     strategy: Union[str, list[str]] = "fedavg"
     rounds: int = 5
     local_epochs: Optional[int] = None
+    mu: float = 0.01  # fedprox: weight of the proximal term mu/2 ||theta - theta_global||^2
+    server_lr: float = 0.01  # fedopt: the server's Adam learning rate
+    secure_aggregation: bool = False  # pairwise-masked aggregation (hpcsynth.federated.secure)
+
+
+@dataclass
+class PrivacyConfig:
+    """Differential privacy of every site's training (DP-SGD): the budget and the clipping norm."""
+
+    epsilon: float = 1.0
+    delta: float = 1e-5
+    max_grad_norm: float = 1.0
+    accountant: str = "rdp"
 
 
 @dataclass
@@ -116,6 +143,7 @@ class RunConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     federation: FederationConfig = field(default_factory=FederationConfig)
     sample: SampleConfig = field(default_factory=SampleConfig)
+    privacy: Optional[PrivacyConfig] = None
     seed: int = 0
     output: str = "runs/run.h5"
     progress: bool = True
@@ -158,6 +186,8 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         args = typing.get_args(tp)
         if value is None and type(None) in args:
             return None
+        if len(args) == 2 and type(None) in args:  # Optional[X]: X's own error names the exact key
+            return _coerce(value, next(a for a in args if a is not type(None)), key)
         for arg in args:
             if arg is type(None):
                 continue
@@ -239,6 +269,7 @@ def _check_model(m: ModelConfig) -> None:
     _require(m.hidden is None or (len(m.hidden) >= 1 and all(h >= 1 for h in m.hidden)),
              f"model.hidden: layer sizes must be positive, got {m.hidden}")
     _check_bayesnet_ddpm(m)
+    _check_ctgan(m)
     _require(m.latent_dim >= 1, f"model.latent_dim: must be at least 1, got {m.latent_dim}")
     _require(m.lr > 0, f"model.lr: must be positive, got {m.lr}")
     _require(m.weight_decay >= 0, f"model.weight_decay: must be non-negative, got {m.weight_decay}")
@@ -260,6 +291,22 @@ def _check_bayesnet_ddpm(m: ModelConfig) -> None:
     _require(m.noise in (None, *DP_NOISES), f"model.noise: expected one of {', '.join(DP_NOISES)}, got {m.noise!r}")
 
 
+def _check_ctgan(m: ModelConfig) -> None:
+    for key in ("embedding_dim", "discriminator_steps", "pac"):
+        _require(getattr(m, key) is None or getattr(m, key) >= 1, f"model.{key}: must be at least 1, got {getattr(m, key)}")
+    for key in ("generator_dim", "discriminator_dim"):
+        sizes = getattr(m, key)
+        _require(sizes is None or (len(sizes) >= 1 and all(h >= 1 for h in sizes)),
+                 f"model.{key}: layer sizes must be positive, got {sizes}")
+    for key in ("generator_lr", "discriminator_lr"):
+        _require(getattr(m, key) is None or getattr(m, key) > 0, f"model.{key}: must be positive, got {getattr(m, key)}")
+    for key in ("generator_decay", "discriminator_decay"):
+        _require(getattr(m, key) is None or getattr(m, key) >= 0, f"model.{key}: must be non-negative, got {getattr(m, key)}")
+    _require(m.precision in (None, "auto", "bf16", "fp32"), f"model.precision: expected auto, bf16 or fp32, got {m.precision!r}")
+    _require(m.numeric in (None, "quantile", "mode_specific"),
+             f"model.numeric: expected quantile or mode_specific, got {m.numeric!r}")
+
+
 def _check_federation(f: FederationConfig) -> None:
     strategies = [f.strategy] if isinstance(f.strategy, str) else f.strategy
     _require(len(strategies) > 0, "federation.strategy: give a strategy or a non-empty list of them")
@@ -268,6 +315,15 @@ def _check_federation(f: FederationConfig) -> None:
     _require(len(set(strategies)) == len(strategies), f"federation.strategy: listed twice in {strategies}")
     _require(f.rounds >= 1, f"federation.rounds: must be at least 1, got {f.rounds}")
     _require(f.local_epochs is None or f.local_epochs >= 1, f"federation.local_epochs: must be at least 1, got {f.local_epochs}")
+    _require(f.mu >= 0, f"federation.mu: must be non-negative, got {f.mu}")
+    _require(f.server_lr > 0, f"federation.server_lr: must be positive, got {f.server_lr}")
+
+
+def _check_privacy(p: PrivacyConfig) -> None:
+    _require(p.epsilon > 0, f"privacy.epsilon: must be positive, got {p.epsilon}")
+    _require(0 < p.delta < 1, f"privacy.delta: must be in (0, 1), got {p.delta}")
+    _require(p.max_grad_norm > 0, f"privacy.max_grad_norm: must be positive, got {p.max_grad_norm}")
+    _require(p.accountant in ("rdp", "prv"), f"privacy.accountant: expected rdp or prv, got {p.accountant!r}")
 
 
 def validate(cfg: RunConfig) -> RunConfig:
@@ -276,6 +332,8 @@ def validate(cfg: RunConfig) -> RunConfig:
     _check_model(cfg.model)
     _check_federation(cfg.federation)
     _require(cfg.sample.n_rows is None or cfg.sample.n_rows >= 1, f"sample.n_rows: must be at least 1, got {cfg.sample.n_rows}")
+    if cfg.privacy is not None:
+        _check_privacy(cfg.privacy)
     _require(bool(cfg.output), "output: must name the run file")
     m, f = cfg.model, cfg.federation
     if m.epochs is not None and f.local_epochs is not None:

@@ -228,3 +228,21 @@ def plot(table: pd.DataFrame, projection: Projection, out: Path, title: str) -> 
     fig.savefig(out)
     plt.close(fig)
     return out
+
+
+def study(config: Path, ranks: list[int], mode: str, folder: Path, slurm: JobSpec | None = None,
+          png: Path | None = None) -> tuple[pd.DataFrame, Projection, Path]:
+    """The whole study: job files, runs (local mpiexec, or SLURM jobs sized from `slurm`), the measured table
+    with efficiency (also written as `folder/<mode>.csv`), the projection and the plot (`folder/<mode>.png`
+    unless `png` is given)."""
+    configs = study_configs(config, ranks, mode, folder)
+    if slurm is None:
+        run_local(configs, ranks)
+    else:
+        run_slurm(configs, ranks, slurm, folder)
+    table = measure([folder / f"{mode}-p{p}.h5" for p in ranks])
+    projection = project(table, mode)
+    table["efficiency"] = efficiency(table, mode)
+    table.to_csv(folder / f"{mode}.csv", index=False)
+    png = plot(table, projection, png or folder / f"{mode}.png", f"{mode} scaling, {table['strategy'].iloc[0]}")
+    return table, projection, png

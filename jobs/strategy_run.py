@@ -27,7 +27,9 @@ from hpcsynth.federated.strategies import make_strategy
 from hpcsynth.io.checkpoint import completed_scores, load_checkpoint
 from hpcsynth.jobs.shift import shift_report
 from hpcsynth.io.runfile import RunContent, partial_path, write_comparison, write_run
+from hpcsynth.federated.privacy import make_dpsgd
 from hpcsynth.models import MODELS, Generator, make_model
+from hpcsynth.models.base import seeded_generator
 
 DIRECTIONS = {"fidelity": "higher", "dcr_synthetic_p5": "higher", "dcr_holdout_p5": "higher",
               "dcr_ratio": "higher", "exact_match_rate": "lower", "wall_s": "lower"}
@@ -100,6 +102,29 @@ def _resume(cfg: RunConfig, path: Path, model: Generator, comm: Communicator, re
     return ckpt.round + 1
 
 
+def _make_private(cfg: RunConfig, model: Generator, strategy, n_rows: int, comm: Communicator) -> None:
+    """DP-SGD for this site, its noise calibrated to spend `privacy.epsilon` over the planned steps exactly."""
+    strategy.setup(n_rows, cfg.model.batch_size, comm)
+    steps = cfg.federation.rounds * strategy.steps_per_round(cfg.local_epochs)
+    p = cfg.privacy
+    noise_stream = seeded_generator(cfg.seed, comm.rank, 3, device=model.device_)
+    model.make_private(make_dpsgd(p.epsilon, p.delta, p.max_grad_norm, p.accountant,
+                                  strategy.batch_rows / n_rows, steps, noise_stream))
+
+
+def _privacy_record(cfg: RunConfig, model: Generator, comm: Communicator) -> dict:
+    """Per site: noise multiplier, sample rate and epsilon spent, gathered for the run file's /privacy."""
+    mechanism = model.privacy_
+    mine = (mechanism.accountant.sigma, mechanism.sample_rate, mechanism.accountant.epsilon())
+    sites = comm.gather(mine)
+    if sites is None:
+        return {}
+    p = cfg.privacy
+    return {"epsilon_budget": p.epsilon, "delta": p.delta, "max_grad_norm": p.max_grad_norm,
+            "accountant": p.accountant, "noise_multiplier": [s[0] for s in sites],
+            "sample_rate": [s[1] for s in sites], "epsilon_spent": [s[2] for s in sites]}
+
+
 def fit_transformer(site: SiteData, numeric: str, comm: Communicator) -> TableTransformer:
     """The shared transform, fitted from merged statistics of every site's training rows (collective)."""
     d = site.declared
@@ -116,10 +141,12 @@ def run_strategy(cfg: RunConfig, name: str, site: SiteData, transformer: TableTr
     path = strategy_output(cfg, name)
     if resume and (done := completed_scores(path, cfg.text)) is not None:
         return StrategyResult(name, path, done)
-    strategy = make_strategy(name)
+    strategy = make_strategy(name, vars(cfg.federation))
     model = make_model(cfg.model, cfg.seed, cfg.federation.rounds * cfg.local_epochs)
     model.setup(transformer, stream=comm.rank, local_rank=local_rank())
     data = model.to_device(transformer.encode(site.train))
+    if cfg.privacy is not None:
+        _make_private(cfg, model, strategy, len(site.train), comm)
     records: list[RoundRecord] = []
     count_based = hasattr(model, "fit_counts")  # the Bayesian network: one exact exchange of counts, no rounds
     start_round = _resume(cfg, path, model, comm, records) if resume and not count_based else 0
@@ -134,6 +161,7 @@ def run_strategy(cfg: RunConfig, name: str, site: SiteData, transformer: TableTr
     else:
         train_rounds(model, data, strategy, comm, cfg.federation.rounds, cfg.local_epochs, cfg.model.batch_size,
                      start_round=start_round, on_round=tick, stop=stop)
+    privacy_spent = _privacy_record(cfg, model, comm) if cfg.privacy is not None else {}
     n_rows = cfg.sample.n_rows or len(site.train) + len(site.holdout)
     synthetic = model.sample(n_rows)
     tables = comm.allgather(synthetic)
@@ -147,7 +175,7 @@ def run_strategy(cfg: RunConfig, name: str, site: SiteData, transformer: TableTr
                              synthetic={"pooled": pd.concat(tables, ignore_index=True),
                                         **{f"site_{k}": t for k, t in enumerate(tables)}},
                              evaluation=scores, directions={k: DIRECTIONS[k] for k in scores},
-                             partition=site.partition, shift=shift)
+                             partition=site.partition, shift=shift, privacy=privacy_spent)
         _copy_checkpoint(last, content)
         write_run(path, content)
         last.unlink(missing_ok=True)

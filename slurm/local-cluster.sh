@@ -16,7 +16,8 @@
 #     jobs run; hpcsynth's ranks sleep while they wait in barriers, so oversubscribing a test node is harmless.
 #   * MinJobAge=3600: finished jobs stay visible to `scontrol show job` for an hour; there is no accounting
 #     database, so this is how `hpcsynth status` and slurm/bin/sacct see the end state of a job.
-#   * JobRequeue=1 so that a preempted or self-requeueing job goes back into the queue.
+#   * JobRequeue=1 so that a preempted or self-requeueing job goes back into the queue, and
+#     AuthInfo=cred_expire=10 so that it may start again after 10 s rather than SLURM's default 120 s.
 # Nothing here is needed on a real cluster; only the sbatch templates are.
 set -euo pipefail
 
@@ -52,6 +53,7 @@ $MARKER
 ClusterName=hpcsynth-local
 SlurmctldHost=$host
 AuthType=auth/munge
+AuthInfo=cred_expire=10
 CredType=cred/munge
 MpiDefault=none
 ProctrackType=proctrack/linuxproc

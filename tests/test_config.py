@@ -9,7 +9,7 @@ def test_demo_job_loads_with_documented_keys():
     cfg = load("jobs/demo.yaml")
     assert cfg.data.builtin == "mds"
     assert cfg.strategies == ["centralized", "isolated", "fedavg"]
-    assert cfg.model.name == "tvae" and cfg.federation.rounds == 5
+    assert cfg.model.name == "tvae" and cfg.federation.rounds == 30
     assert cfg.output == "runs/demo.h5"
     assert "builtin: mds" in cfg.text
 
@@ -38,6 +38,9 @@ def test_local_epochs_come_from_model_epochs_spread_over_rounds():
     ({"data": {"builtin": "mds"}, "federation": {"strategy": ["fedavg", "fedavg"]}}, "federation.strategy"),
     ({"data": {"builtin": "mds"}, "federation": {"rounds": 0}}, "federation.rounds"),
     ({"data": {"builtin": "mds"}, "federation": {"local_epochs": -2}}, "federation.local_epochs"),
+    ({"data": {"builtin": "mds"}, "federation": {"mu": -0.1}}, "federation.mu"),
+    ({"data": {"builtin": "mds"}, "federation": {"server_lr": 0}}, "federation.server_lr"),
+    ({"data": {"builtin": "mds"}, "federation": {"secure_aggregation": "yes"}}, "federation.secure_aggregation"),
     ({"data": {"builtin": "mds"}, "sample": {"n_rows": 0}}, "sample.n_rows"),
     ({"data": {"builtin": "mds"}, "seed": "zero"}, "seed"),
     ({"data": {"builtin": "mds", "holdout": 1.0}}, "data.holdout"),

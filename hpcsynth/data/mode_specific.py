@@ -61,7 +61,7 @@ class ModeSpecificTransform:
     def _finish_range(self, counts: np.ndarray, extremes: np.ndarray) -> None:
         self.n_, self.n_missing_ = int(counts[0]), int(counts[1])
         if self.n_ == 0:
-            raise DataError(f"column {self.spec.name!r}: all values are missing on every site")
+            raise DataError(f"column {self.spec.name!r}: all values are missing on every site", everywhere=True)
         self.min_, self.max_ = float(extremes[0]), float(-extremes[1])
 
     def _set_modes(self, means: np.ndarray, stds: np.ndarray, weights: np.ndarray) -> None:

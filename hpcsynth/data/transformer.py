@@ -57,7 +57,7 @@ class TableTransformer:
 
     def _transform(self, spec: ColumnSpec) -> NumericTransform | CategoricalTransform | ModeSpecificTransform:
         transform = transform_for(spec)
-        if self.numeric == "mode_specific" and isinstance(transform, NumericTransform):
+        if self.numeric == "mode_specific" and spec.kind in ("integer", "continuous"):
             return ModeSpecificTransform(spec)
         return transform
 

@@ -31,6 +31,7 @@ class RoundRecord:
     comm_s: float
     bytes_reduced: int
     steps: int
+    epsilon: float = 0.0
 
     @classmethod
     def dtype(cls) -> np.dtype:
@@ -39,6 +40,14 @@ class RoundRecord:
     @classmethod
     def table(cls, records: list["RoundRecord"]) -> np.ndarray:
         return np.array([astuple(r) for r in records], dtype=cls.dtype())
+
+
+def _budget_exhausted(model: Generator, steps: int, comm: Communicator) -> bool:
+    """Whether any site's next round would spend more than its privacy budget (collective when private)."""
+    if model.privacy_ is None:
+        return False
+    accountant = model.privacy_.accountant
+    return any(comm.allgather(accountant.epsilon_after(steps) > accountant.budget * (1 + 1e-6)))
 
 
 def train_rounds(model: Generator, data: torch.Tensor, strategy: Strategy, comm: Communicator, rounds: int,
@@ -61,21 +70,25 @@ def train_rounds(model: Generator, data: torch.Tensor, strategy: Strategy, comm:
 
     records = []
     for r in range(start_round, rounds):
+        if _budget_exhausted(model, steps, comm):
+            break
         comm_seconds, bytes_before, t0 = 0.0, comm.bytes_reduced, time.perf_counter()
+        strategy.begin_round(model.shared_parameters())
         loss = model.local_update(data, steps, strategy.batch_rows, grad_hook=reduce_gradients)
         t1 = time.perf_counter()
         comm.barrier()
         strategy.aggregate(model.shared_parameters(), comm)
         comm_seconds += time.perf_counter() - t1
         wall = time.perf_counter() - t0
-        reports = comm.allgather((loss, strategy.n_rows, stop.signal_name if stop else None))
-        mean_loss = sum(l * n for l, n, _ in reports) / sum(n for _, n, _ in reports)
+        spent = model.privacy_.accountant.epsilon() if model.privacy_ is not None else 0.0
+        reports = comm.allgather((loss, strategy.n_rows, stop.signal_name if stop else None, spent))
+        mean_loss = sum(l * n for l, n, _, _ in reports) / sum(n for _, n, _, _ in reports)
         record = RoundRecord(r, mean_loss, wall, wall - comm_seconds, comm_seconds,
-                             comm.bytes_reduced - bytes_before, steps)
+                             comm.bytes_reduced - bytes_before, steps, max(e for *_, e in reports))
         records.append(record)
         if on_round is not None:
             on_round(record)
-        signals = [name for _, _, name in reports if name]
+        signals = [name for _, _, name, _ in reports if name]
         if signals:
             raise Interrupted(r, signals[0])
     return records

@@ -13,7 +13,10 @@ Layout (attributes in brackets):
     /partition              [kind, column, alpha, seed, sizes] how one table was split into sites, if it was
     /shift/divergence       (sites, columns) Jensen-Shannon distance of each site to the pooled data
                             [columns, sizes, label, label_skew, reading] (hpcsynth.data.shift)
-    /rounds                 one row per round: round, loss, wall_s, compute_s, comm_s, bytes_reduced, steps
+    /rounds                 one row per round: round, loss, wall_s, compute_s, comm_s, bytes_reduced, steps,
+                            epsilon (the largest privacy spent by any site so far; 0 without privacy)
+    /privacy                [epsilon_budget, delta, max_grad_norm, accountant, and per site: noise_multiplier,
+                             sample_rate, epsilon_spent] with differential privacy
     /checkpoint/params      float32 (models, parameters): one row per site, or one shared row [round]
     /checkpoint/site_<k>    uint8 bytes of the site's local state (optimiser moments, RNG streams)
     /evaluation             [one attribute per score] and /evaluation/directions [higher | lower per score]
@@ -61,6 +64,7 @@ class RunContent:
     directions: dict[str, str] = field(default_factory=dict)
     partition: dict = field(default_factory=dict)
     shift: object = None
+    privacy: dict = field(default_factory=dict)
 
 
 def partial_path(path: str | Path) -> Path:
@@ -149,6 +153,8 @@ def _fill(f: h5py.File, run: RunContent) -> None:
         f.create_group("partition").attrs.update(run.partition)
     if run.shift is not None:
         _write_shift_group(f, run.shift)
+    if run.privacy:
+        f.create_group("privacy").attrs.update(run.privacy)
     if run.rounds is not None:
         f.create_dataset("rounds", data=run.rounds)
     if run.checkpoint_params is not None:

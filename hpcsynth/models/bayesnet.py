@@ -120,6 +120,7 @@ def privatise(counts: np.ndarray, n_tables: int, epsilon: float, noise: str, del
 
 
 def topological_order(parents: list[list[int]]) -> list[int]:
+    """The columns, every parent before its children (the order of ancestral sampling)."""
     order, placed = [], set()
     while len(order) < len(parents):
         for i, pa in enumerate(parents):
@@ -257,7 +258,8 @@ class BayesianNetwork:
                 raise ValueError("epsilon must be positive and structure_share in (0, 1)")
             if self.structure != "chow_liu":
                 raise ValueError("differential privacy is implemented for the Chow-Liu structure only")
-            if self.noise == "gaussian" and not (0 < self.delta < 1 and self.epsilon < 1):
+            largest_share = self.epsilon * max(self.structure_share, 1 - self.structure_share)
+            if self.noise == "gaussian" and not (0 < self.delta < 1 and largest_share < 1):
                 raise ValueError("the Gaussian mechanism needs every epsilon share below 1 and delta in (0, 1)")
 
     def _release(self, counts: np.ndarray, n_tables: int, share: float, comm: Communicator,
@@ -308,7 +310,12 @@ class BayesianNetwork:
     def _rescore(self, i: int, parents: list[list[int]], codes: np.ndarray, cards: list[int], comm: Communicator,
                  current: np.ndarray, gain: np.ndarray, n: float) -> None:
         """Recount column i's family and every one-parent extension of it (one Allreduce) and update its gains."""
-        candidates = [j for j in range(len(cards)) if j != i and j not in parents[i]]
+        configs = int(np.prod([cards[p] for p in parents[i]], dtype=np.int64))
+        # an extension whose added penalty exceeds the largest possible likelihood gain, n log min(k_i, k_j)
+        # (conditional mutual information is at most either entropy), can never be chosen: it is not counted
+        candidates = [j for j in range(len(cards)) if j != i and j not in parents[i]
+                      and 0.5 * math.log(max(n, 1.0)) * (cards[i] - 1) * configs * (cards[j] - 1)
+                      < n * math.log(min(cards[i], cards[j]))]
         if len(parents[i]) >= self.max_parents:
             candidates = []
         families = [parents[i]] + [sorted(parents[i] + [j]) for j in candidates]

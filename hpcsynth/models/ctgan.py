@@ -299,6 +299,10 @@ class CTGAN(Generator):
         return self._rows_index
 
     # -- training ---------------------------------------------------------------------------------------------
+    def steps_per_epoch(self, n_rows: int, batch_size: int | None = None) -> int:
+        """SDV's count for CTGAN: whole batches per pass over the rows (at least one)."""
+        return max(1, n_rows // (batch_size or self.batch_size))
+
     def local_update(self, data: torch.Tensor, steps: int, batch_size: int | None = None,
                      grad_hook: GradHook | None = None) -> float:
         """`steps` generator updates, each after `discriminator_steps` critic updates; returns the mean generator
@@ -335,7 +339,7 @@ class CTGAN(Generator):
         levels = self._levels.sample(size)
         return levels, torch.cat([noise, self._condition(levels, cond)], dim=1)
 
-    def _critic_step(self, data, rows, size, share, cond, noise, grad_hook) -> torch.Tensor:
+    def _critic_step(self, data, rows, size, share, cond, noise, grad_hook) -> None:
         """One WGAN-GP critic update: fake, real and interpolated packs scored in one forward pass."""
         levels, inputs = self._draw(size, cond, noise)
         with torch.no_grad(), self._autocast():
@@ -356,7 +360,6 @@ class CTGAN(Generator):
         penalty = ((gradient.norm(2, dim=1) - 1.0) ** 2).mean() * self.gp_lambda
         loss = scores[1].mean() - scores[0].mean() + penalty
         self._step(loss, self.optimizer_.critic, share, grad_hook)
-        return loss.detach()
 
     def _generator_step(self, size, share, cond, noise, grad_hook) -> torch.Tensor:
         """One generator update: fool the critic and produce the conditioned levels."""

@@ -80,12 +80,18 @@ class TVAE(Generator):
         self.decoder_ = _Decoder(self.latent_dim, list(self.hidden), width)
         return [self.encoder_, self.decoder_]
 
+    supports_privacy = True
+
+    def loss_noise(self, n: int) -> torch.Tensor:
+        """The reparameterisation draw of `n` rows."""
+        return torch.randn((n, self.latent_dim), generator=self.train_generator_, device=self.device_)
+
     def loss(self, batch: torch.Tensor, noise: torch.Tensor | None = None) -> torch.Tensor:
         """Mean over rows of loss_factor * reconstruction + KL; `noise` is the reparameterisation draw."""
         mu, logvar = self.encoder_(batch)
         std = torch.exp(0.5 * logvar)
         if noise is None:
-            noise = torch.randn(std.shape, generator=self.train_generator_, device=std.device)
+            noise = self.loss_noise(batch.shape[0])
         recon = self.decoder_(noise * std + mu)
         n = batch.shape[0]
         g = self.gaussian_.to(batch.device)

@@ -19,3 +19,103 @@ def test_one_full_batch_step_per_site_equals_one_pooled_step(mpirun, strategy):
 def test_isolated_sites_do_not_equal_the_pooled_step(mpirun):
     result = mpirun(3, [sys.executable, str(PROGRAM), "isolated"], timeout=120)
     assert result.returncode != 0 and "max difference" in result.stdout + result.stderr
+
+
+ADAPTIVE = Path(__file__).with_name("programs") / "adaptive_step.py"
+
+
+@pytest.mark.mpi
+def test_fedprox_mu0_is_fedavg_and_fedopt_is_a_hand_computed_fedadam_with_and_without_secure_aggregation(mpirun):
+    result = mpirun(3, [sys.executable, str(ADAPTIVE)], timeout=180)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.count("ALL OK") == 3
+
+
+def _tiny_tvae():
+    import numpy as np
+    import pandas as pd
+
+    from hpcsynth.data.transformer import TableTransformer
+    from hpcsynth.models import TVAE
+
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({"x": rng.normal(size=30), "c": rng.choice(["a", "b"], 30)})
+    transformer = TableTransformer().fit(frame)
+    model = TVAE(hidden=[8], latent_dim=2, seed=0).setup(transformer)
+    return model, model.to_device(transformer.encode(frame))
+
+
+def test_fedprox_gradient_equals_autograd_of_the_penalised_loss():
+    import torch
+
+    from hpcsynth.federated.comm import SoloComm
+    from hpcsynth.federated.strategies import make_strategy
+
+    model, data = _tiny_tvae()
+    mu = 0.7
+    strategy = make_strategy("fedprox", {"mu": mu})
+    strategy.setup(len(data), 30, SoloComm())
+    params = model.shared_parameters()
+    strategy.begin_round(params)
+    anchor = params.clone()
+    with torch.no_grad():
+        params.add_(torch.randn(params.shape, generator=torch.Generator().manual_seed(1)), alpha=0.1)
+    noise = torch.randn((len(data), 2), generator=torch.Generator().manual_seed(2))
+
+    model.flat_.zero_grad()
+    model.loss(data, noise).backward()
+    strategy.on_gradients(model.shared_gradients(), len(data), SoloComm())
+    hooked = model.shared_gradients().clone()
+
+    model.flat_.zero_grad()
+    theta = torch.cat([p.reshape(-1) for p in model.flat_.params])
+    (model.loss(data, noise) + mu / 2 * (theta - anchor).pow(2).sum()).backward()
+    penalised = model.shared_gradients().clone()
+    assert float((penalised - hooked).abs().max()) < 1e-6
+    assert float((hooked - penalised).abs().max()) < 1e-3 * float((mu * (params - anchor)).abs().max())
+
+
+def test_fedopt_server_step_equals_a_hand_computed_adam_step_on_the_delta():
+    import numpy as np
+    import torch
+
+    from hpcsynth.federated.comm import SoloComm
+    from hpcsynth.federated.strategies import FedOpt, make_strategy
+
+    lr, (b1, b2), tau = 0.03, FedOpt.betas, FedOpt.tau
+    strategy = make_strategy("fedopt", {"server_lr": lr})
+    strategy.setup(10, 10, SoloComm())
+    params = torch.tensor([0.5, -1.0, 2.0, 0.0], dtype=torch.float32)
+    theta, m, v = params.double().numpy().copy(), 0.0, 0.0
+    for local_change in ([0.1, -0.2, 0.0, 1e-3], [0.05, 0.3, -0.4, 1e-3]):  # one site: the average is its model
+        strategy.begin_round(params)
+        params.add_(torch.tensor(local_change))
+        strategy.aggregate(params, SoloComm())
+        delta = np.array(local_change)
+        m = b1 * m + (1 - b1) * delta
+        v = b2 * v + (1 - b2) * delta ** 2
+        theta = theta + lr * m / (np.sqrt(v) + tau)
+        np.testing.assert_allclose(params.double().numpy(), theta, rtol=1e-6, atol=1e-6)
+    # first round in closed form: m = 0.1 delta, sqrt(v) = 0.1 |delta|, so the step is lr * sign(delta) shrunk by tau
+    first = 0.1 * 0.1 / (0.1 * 0.1 + tau)
+    assert abs(first * lr - 0.03 * 0.01 / 0.011) < 1e-12
+
+
+@pytest.mark.mpi
+@pytest.mark.slow
+def test_fedprox_fedopt_and_centralized_run_end_to_end_with_secure_aggregation(mpirun, write_job, tmp_path):
+    import h5py
+
+    job = write_job({"federation": {"strategy": ["centralized", "fedprox", "fedopt"], "rounds": 2, "local_epochs": 1,
+                                    "mu": 0.1, "server_lr": 0.01, "secure_aggregation": True},
+                     "data.n_patients": 300})
+    result = mpirun(3, [sys.executable, "-m", "hpcsynth.cli", "run", str(job)], timeout=240)
+    assert result.returncode == 0, result.stdout + result.stderr
+    for name in ("centralized", "fedprox", "fedopt"):
+        with h5py.File(tmp_path / f"run-{name}.h5") as f:
+            assert f.attrs["status"] == "complete"
+            rounds = f["rounds"][()]
+            assert len(rounds) == 2 and np.isfinite(rounds["loss"]).all()
+            # one masked uint64 buffer (8 bytes per parameter) per reduction
+            assert (rounds["bytes_reduced"] % 8 == 0).all() and (rounds["bytes_reduced"] > 0).all()
+            assert 0.0 < f["evaluation"].attrs["fidelity"] <= 1.0

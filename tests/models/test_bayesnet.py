@@ -2,6 +2,7 @@
 import sys
 from pathlib import Path
 
+import h5py
 import numpy as np
 import pandas as pd
 import pytest
@@ -192,3 +193,18 @@ def test_balanced_sample_upsamples_the_rare_class():
     sample = balanced_sample(model, 900, "a")
     assert frame["a"].value_counts(normalize=True)["hi"] < 0.25
     assert sample["a"].value_counts().to_dict() == {"hi": 300, "lo": 300, "mid": 300}
+
+
+@pytest.mark.mpi
+def test_the_job_runs_every_strategy_on_three_ranks_and_fedavg_is_pooled_training(mpirun, write_job, tmp_path):
+    job = write_job({"model": {"name": "bayesnet", "n_bins": 8, "structure": "bic"},
+                     "federation.strategy": ["centralized", "isolated", "fedavg"]})
+    result = mpirun(3, [sys.executable, "-m", "hpcsynth.cli", "run", str(job)], timeout=200)
+    assert result.returncode == 0, result.stdout + result.stderr
+    runs = {}
+    for strategy in ("centralized", "isolated", "fedavg"):
+        with h5py.File(tmp_path / f"run-{strategy}.h5") as f:
+            assert f.attrs["status"] == "complete" and f["rounds"]["steps"].tolist() == [0]
+            runs[strategy] = (f["checkpoint/params"][()], f["evaluation"].attrs["fidelity"])
+    assert np.array_equal(runs["fedavg"][0], runs["centralized"][0]) and runs["fedavg"][1] == runs["centralized"][1]
+    assert runs["isolated"][0].shape[0] == 3 and runs["isolated"][1] != runs["centralized"][1]

@@ -112,7 +112,7 @@ def test_shared_parameters_are_the_denoisers_parameters(fitted):
 
 
 def test_conditional_samples_hold_the_condition_and_move_the_other_columns(clusters):
-    model = TabDDPM(epochs=40, batch_size=250, seed=0, **SMALL).fit(clusters)
+    model = TabDDPM(epochs=40, batch_size=250, seed=0, sample_steps=50, **SMALL).fit(clusters)
     given_a = model.sample(600, conditions={"y": "a"})
     given_b = model.sample(600, conditions={"y": "b"})
     assert (given_a["y"] == "a").all() and (given_b["y"] == "b").all()
@@ -125,18 +125,12 @@ def test_conditional_samples_hold_the_condition_and_move_the_other_columns(clust
 
 # -- the job, end to end --------------------------------------------------------------------------------------
 @pytest.mark.mpi
-@pytest.mark.parametrize("family, options", [
-    ("ddpm", {"batch_size": 100, "hidden": [32, 32], "diffusion_steps": 50, "time_dim": 16}),
-    ("bayesnet", {"n_bins": 8, "structure": "bic"}),
-])
-def test_the_job_runs_every_strategy_on_three_ranks(mpirun, write_job, tmp_path, family, options):
-    job = write_job({"model": {"name": family, **options}, "federation.strategy": ["centralized", "isolated", "fedavg"]})
+def test_the_job_runs_every_strategy_on_three_ranks(mpirun, write_job, tmp_path):
+    model = {"name": "ddpm", "batch_size": 100, "hidden": [32, 32], "diffusion_steps": 50, "time_dim": 16}
+    job = write_job({"model": model, "federation.strategy": ["centralized", "isolated", "fedavg"]})
     result = mpirun(3, [sys.executable, "-m", "hpcsynth.cli", "run", str(job)], timeout=200)
     assert result.returncode == 0, result.stdout + result.stderr
-    scores = {}
     for strategy in ("centralized", "isolated", "fedavg"):
         with h5py.File(tmp_path / f"run-{strategy}.h5") as f:
             assert f.attrs["status"] == "complete" and len(f["synthetic/pooled"].attrs["columns"]) > 20
-            scores[strategy] = f["evaluation"].attrs["fidelity"]
-    if family == "bayesnet":  # summed counts: federated training is pooled training
-        assert scores["fedavg"] == scores["centralized"] != scores["isolated"]
+            assert len(f["rounds"]) == 2 and np.isfinite(f["rounds"]["loss"]).all()

@@ -6,8 +6,8 @@ from tests.slurm.conftest import run_cli
 
 
 def test_job_array_over_strategies_is_collected_into_one_table(slurm_job, tmp_path):
-    job = slurm_job()
-    submit = run_cli(["submit", str(job), "--ntasks-per-node", "3", "--sbatch",
+    job = slurm_job({"data.n_sites": 2})  # two sites per task keep the array quick on a small machine
+    submit = run_cli(["submit", str(job), "--ntasks-per-node", "2", "--sbatch",
                       "--array", "federation.strategy=centralized,isolated,fedavg"], cwd=tmp_path, timeout=60)
     assert submit.returncode == 0, submit.stderr
     job_id = submit.stdout.strip()
@@ -15,12 +15,12 @@ def test_job_array_over_strategies_is_collected_into_one_table(slurm_job, tmp_pa
     assert status.returncode == 0, status.stdout + status.stderr
     final = status.stdout.strip().splitlines()[-3:]
     assert sorted(final) == [f"{job_id}_{i} COMPLETED" for i in range(3)]
-    rendered = (tmp_path / "slurm-jobs" / f"hpcsynth-{job_id}.sbatch").read_text()
-    assert "#SBATCH --ntasks-per-node=3" in rendered and "srun --mpi=pmi2" in rendered
+    rendered = (tmp_path / "runs" / "slurm" / f"hpcsynth-{job_id}.sbatch").read_text()
+    assert "#SBATCH --ntasks-per-node=2" in rendered and "srun --mpi=pmi2" in rendered
 
     table = collect(sorted((tmp_path / "runs").glob("job-strategy-*.h5")))
     assert sorted(table["strategy"]) == ["centralized", "fedavg", "isolated"]
-    assert (table["status"] == "complete").all() and (table["n_sites"] == 3).all()
+    assert (table["status"] == "complete").all() and (table["n_sites"] == 2).all()
     assert (table["rounds"] == 2).all()
     assert table["fidelity"].between(0, 1).all()
     by_strategy = table.set_index("strategy")

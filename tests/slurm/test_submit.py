@@ -46,7 +46,7 @@ def test_hpcsynth_submit_through_submitit_prints_the_job_id_and_status_follows_i
     status = run_cli(["status", job_id, "--wait", "--timeout", "150"], cwd=tmp_path)
     assert status.returncode == 0, status.stdout + status.stderr
     _assert_complete_federated_run(tmp_path / "runs" / "job.h5")
-    script = (tmp_path / "slurm-jobs" / job_id / f"{job_id}_submission.sh").read_text()
+    script = (tmp_path / "runs" / "slurm" / job_id / f"{job_id}_submission.sh").read_text()
     assert "--mpi=pmi2" in script and "#SBATCH --ntasks-per-node=3" in script
 
 

@@ -1,0 +1,162 @@
+"""Training speed and quality: hpcsynth's CTGAN and TVAE against SDV's `ctgan` package (CTGAN, TVAE).
+
+Every model trains in a process of its own (this script starts one per model), on the same table, with the same
+epochs, batch size, network sizes and CPU threads (`torch.set_num_threads`). The table is the built-in MDS
+cohort with the rows that miss a continuous value dropped, because SDV's CTGAN refuses missing continuous values;
+the discrete columns SDV is told about are the ones hpcsynth's schema calls categorical or binary.
+
+Seconds per epoch (wall, and CPU time, which a machine shared with other jobs disturbs less) are the median
+over the epochs of the training loop alone (SDV's per-epoch progress loop is
+timed through its tqdm hook, hpcsynth's through `local_update`), so the one-off transform fit is reported apart.
+Quality is SDMetrics' `QualityReport` score (column shapes and pair trends) of as many synthetic rows as real
+ones. The last line is the speed ratio (SDV seconds per epoch / hpcsynth seconds per epoch).
+
+    python benchmarks/train_speed.py [--epochs 100] [--threads 1] [--patients 4427]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+import warnings
+
+RUNS = ("sdv-ctgan", "hpcsynth-ctgan", "sdv-tvae", "hpcsynth-tvae")
+
+
+def cohort(patients: int):
+    from hpcsynth.data.mds import MDS_METADATA, simulate_mds
+    from hpcsynth.data.transformer import TableTransformer
+
+    frame = simulate_mds(n_patients=patients, seed=0).drop(columns=["patient_id", "site"])
+    continuous = [c for c in frame.columns if frame[c].dtype.kind == "f" and frame[c].nunique() > 2]
+    frame = frame.dropna(subset=continuous).reset_index(drop=True)
+    schema = TableTransformer(MDS_METADATA["categorical"]).fit(frame).schema_
+    discrete = [s.name for s in schema if s.kind in ("categorical", "binary")]
+    return frame, discrete
+
+
+def quality(real, synthetic, discrete) -> float:
+    from sdmetrics.reports.single_table import QualityReport
+
+    metadata = {"columns": {c: {"sdtype": "categorical" if c in discrete else "numerical"} for c in real.columns}}
+    report = QualityReport()
+    report.generate(real, synthetic[real.columns], metadata, verbose=False)
+    return float(report.get_score())
+
+
+def run_sdv(kind: str, frame, discrete, epochs: int) -> tuple[list[float], float, object]:
+    """Train SDV's model; per-epoch times from the tqdm that wraps its epoch loop."""
+    import ctgan
+    from ctgan.synthesizers import ctgan as ctgan_module, tvae as tvae_module
+
+    stamps: list[tuple[float, float]] = []
+
+    def timed_range(iterable, *args, **kwargs):
+        for item in iterable:
+            stamps.append((time.perf_counter(), time.process_time()))
+            yield item
+        stamps.append((time.perf_counter(), time.process_time()))
+
+    for module in (ctgan_module, tvae_module):
+        module.tqdm = timed_range
+    if kind == "ctgan":
+        model = ctgan.CTGAN(epochs=epochs, batch_size=500, embedding_dim=128, generator_dim=(256, 256),
+                            discriminator_dim=(256, 256), pac=10)
+    else:
+        model = ctgan.TVAE(epochs=epochs, batch_size=500, embedding_dim=128, compress_dims=(128, 128),
+                           decompress_dims=(128, 128), l2scale=1e-5, loss_factor=2)
+    start = time.perf_counter()
+    model.fit(frame, discrete_columns=discrete)
+    total = time.perf_counter() - start
+    return [(b[0] - a[0], b[1] - a[1]) for a, b in zip(stamps[:-1], stamps[1:])], total, model
+
+
+def run_hpcsynth(kind: str, frame, discrete, epochs: int) -> tuple[list[float], float, object]:
+    """Train hpcsynth's model; per-epoch times from its `local_update` (one call per epoch in `fit`)."""
+    from hpcsynth.data.mds import MDS_METADATA
+    from hpcsynth.models import CTGAN, TVAE
+
+    if kind == "ctgan":
+        model = CTGAN(epochs=epochs, batch_size=500, embedding_dim=128, generator_dim=(256, 256),
+                      discriminator_dim=(256, 256), pac=10, categorical=MDS_METADATA["categorical"], device="cpu")
+    else:
+        model = TVAE(epochs=epochs, batch_size=500, latent_dim=128, hidden=(128, 128), lr=1e-3, weight_decay=1e-5,
+                     loss_factor=2.0, categorical=MDS_METADATA["categorical"], device="cpu")
+    durations: list[tuple[float, float]] = []
+    update = model.local_update
+
+    def timed_update(*args, **kwargs):
+        wall, cpu = time.perf_counter(), time.process_time()
+        loss = update(*args, **kwargs)
+        durations.append((time.perf_counter() - wall, time.process_time() - cpu))
+        return loss
+
+    model.local_update = timed_update
+    start = time.perf_counter()
+    model.fit(frame)
+    return durations, time.perf_counter() - start, model
+
+
+def child(run: str, epochs: int, threads: int, patients: int) -> dict:
+    """One model in this process: train, sample, score; a JSON line for the parent."""
+    import numpy as np
+    import torch
+
+    warnings.filterwarnings("ignore")
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    frame, discrete = cohort(patients)
+    library, kind = run.split("-")
+    trainer = run_sdv if library == "sdv" else run_hpcsynth
+    durations, total, model = trainer(kind, frame, discrete, epochs)
+    synthetic = model.sample(len(frame))
+    wall, cpu = np.median(np.array(durations), axis=0)
+    extra = {"precision": "bf16" if getattr(model, "bf16_", False) else "fp32"}
+    return {"run": run, "rows": len(frame), "epochs": len(durations), "s_per_epoch": float(wall),
+            "cpu_s_per_epoch": float(cpu), "fit_s": total, "outside_epochs_s": total - sum(d[0] for d in durations),
+            "quality": quality(frame, synthetic, discrete), **extra}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--epochs", type=int, default=100)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--patients", type=int, default=4427)
+    parser.add_argument("--child", choices=RUNS, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        print(json.dumps(child(args.child, args.epochs, args.threads, args.patients)))
+        return
+    load = os.getloadavg()[0]
+    print(f"# {time.strftime('%Y-%m-%d %H:%M')}  {platform.machine()}  {os.cpu_count()} CPUs  torch threads "
+          f"{args.threads}  epochs {args.epochs}  load average {load:.1f}")
+    results = {}
+    for run in RUNS:
+        env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
+        out = subprocess.run([sys.executable, __file__, "--child", run, "--epochs", str(args.epochs), "--threads",
+                              str(args.threads), "--patients", str(args.patients)],
+                             capture_output=True, text=True, env=env, check=True)
+        results[run] = json.loads(out.stdout.strip().splitlines()[-1])
+    first = results[RUNS[0]]
+    print(f"MDS cohort, complete cases: {first['rows']} rows; batch 500; CTGAN 128 + (256, 256) / (256, 256), "
+          f"pac 10; TVAE 128 latent, (128, 128)")
+    print(f"{'model':16s} {'s/epoch':>8s} {'cpu s/ep':>9s} {'fit s':>7s} {'other s':>8s} {'quality':>8s}  precision")
+    for run, r in results.items():
+        print(f"{run:16s} {r['s_per_epoch']:8.4f} {r['cpu_s_per_epoch']:9.4f} {r['fit_s']:7.1f} "
+              f"{r['outside_epochs_s']:8.1f} {r['quality']:8.4f}  {r['precision']}")
+    ratios = {}
+    for kind in ("ctgan", "tvae"):
+        sdv, ours = results[f"sdv-{kind}"], results[f"hpcsynth-{kind}"]
+        ratios[kind] = (sdv["s_per_epoch"] / ours["s_per_epoch"], sdv["cpu_s_per_epoch"] / ours["cpu_s_per_epoch"])
+        print(f"{kind}: hpcsynth {ratios[kind][0]:.1f}x faster per epoch ({ratios[kind][1]:.1f}x in CPU time); "
+              f"quality {ours['quality']:.4f} vs SDV {sdv['quality']:.4f} ({ours['quality'] - sdv['quality']:+.4f})")
+    print(f"speed ratio (SDV s/epoch / hpcsynth s/epoch, wall; target >= 5): CTGAN {ratios['ctgan'][0]:.1f}  "
+          f"TVAE {ratios['tvae'][0]:.1f}")
+
+
+if __name__ == "__main__":
+    main()

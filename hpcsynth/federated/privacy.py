@@ -1,0 +1,151 @@
+"""Differential privacy for each site's training: DP-SGD (Abadi et al., CCS 2016) with Opacus's accountants.
+
+Three small objects, composed as Opacus composes them:
+    Clipper          per-sample gradients g_i scaled to norm at most C:  g_i * min(1, C / ||g_i||)
+    GaussianNoise    N(0, (sigma * C)^2) on every coordinate of the summed clipped gradient
+    SiteAccountant   the privacy spent, by Opacus's RDP (Mironov 2017) or PRV (Gopi et al. 2021) accountant
+and DPSGD, the step: a Poisson sample of the site's rows (each row with probability q, the subsampling the
+accountants assume), per-sample gradients by torch.func (vmap of grad of the model's own loss), clipping,
+noise, divided by the expected batch size q * n:
+
+    g = (sum_i clip_C(g_i) + N(0, sigma^2 C^2 I)) / (q n)
+
+Each site is private with respect to its own rows: it calibrates its noise multiplier sigma for its own sample
+rate and planned number of steps so that the whole run spends exactly the budget (epsilon, delta), refuses to
+start when no sigma can meet it, and the round loop stops before a round that would exceed it. Whatever is
+aggregated afterwards (FedAvg, secure sums) is post-processing and spends nothing more.
+"""
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.func import functional_call, grad, vmap
+
+from hpcsynth.config import ConfigError
+
+
+class BudgetError(ConfigError):
+    """The privacy budget cannot be met by the planned training."""
+
+
+def calibrate(epsilon: float, delta: float, sample_rate: float, steps: int, accountant: str) -> float:
+    """The noise multiplier that spends exactly (epsilon, delta) over `steps` steps at `sample_rate`."""
+    from opacus.accountants.utils import get_noise_multiplier
+
+    try:
+        sigma = get_noise_multiplier(target_epsilon=epsilon, target_delta=delta, sample_rate=sample_rate,
+                                     steps=steps, accountant=accountant)
+    except (ValueError, RuntimeError) as err:
+        raise BudgetError(f"privacy.epsilon: {epsilon} cannot be met with delta {delta} over {steps} steps at "
+                          f"sample rate {sample_rate:.3g} ({err})") from None
+    return float(sigma)
+
+
+class SiteAccountant:
+    """Opacus's accountant for one site's steps, with a look-ahead for the loop's budget check."""
+
+    def __init__(self, kind: str, sigma: float, sample_rate: float, delta: float, budget: float) -> None:
+        from opacus.accountants import create_accountant
+
+        self.accountant = create_accountant(kind)
+        self.sigma, self.sample_rate, self.delta, self.budget = sigma, sample_rate, delta, budget
+
+    def step(self) -> None:
+        self.accountant.step(noise_multiplier=self.sigma, sample_rate=self.sample_rate)
+
+    def epsilon(self) -> float:
+        return float(self.accountant.get_epsilon(self.delta)) if self.accountant.history else 0.0
+
+    def epsilon_after(self, steps: int) -> float:
+        """The epsilon spent if `steps` more steps were taken (on a copy: nothing is charged)."""
+        ahead = copy.deepcopy(self.accountant)
+        for _ in range(steps):
+            ahead.step(noise_multiplier=self.sigma, sample_rate=self.sample_rate)
+        return float(ahead.get_epsilon(self.delta))
+
+
+class Clipper:
+    """Scale each per-sample gradient (rows of a (batch, parameters) matrix) to norm at most `max_norm`."""
+
+    def __init__(self, max_norm: float) -> None:
+        self.max_norm = max_norm
+
+    def __call__(self, per_sample: torch.Tensor) -> torch.Tensor:
+        norms = per_sample.norm(dim=1, keepdim=True)
+        return per_sample * torch.clamp(self.max_norm / (norms + 1e-12), max=1.0)
+
+
+class GaussianNoise:
+    """Gaussian noise of standard deviation sigma * C from the site's own seeded stream."""
+
+    def __init__(self, sigma: float, max_norm: float, generator: torch.Generator) -> None:
+        self.std = sigma * max_norm
+        self.generator = generator
+
+    def __call__(self, like: torch.Tensor) -> torch.Tensor:
+        return torch.randn(like.shape, generator=self.generator, device=like.device, dtype=like.dtype) * self.std
+
+
+class _Loss(nn.Module):
+    """The model's loss as a module over its networks, so torch.func can swap in parameters per sample."""
+
+    def __init__(self, model) -> None:
+        super().__init__()
+        self.parts = nn.ModuleList(model.modules_)
+        object.__setattr__(self, "model", model)
+
+    def forward(self, batch: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        return self.model.loss(batch, noise)
+
+
+def make_dpsgd(epsilon: float, delta: float, max_grad_norm: float, accountant: str, sample_rate: float,
+               steps: int, generator: torch.Generator) -> "DPSGD":
+    """DP-SGD calibrated to spend exactly (epsilon, delta) in `steps` steps at `sample_rate`."""
+    sigma = calibrate(epsilon, delta, sample_rate, steps, accountant)
+    return DPSGD(sample_rate, Clipper(max_grad_norm), GaussianNoise(sigma, max_grad_norm, generator),
+                 SiteAccountant(accountant, sigma, sample_rate, delta, epsilon))
+
+
+@dataclass
+class DPSGD:
+    """One private gradient per step, written into the model's flat gradient buffer."""
+
+    sample_rate: float
+    clipper: Clipper
+    noise: GaussianNoise
+    accountant: SiteAccountant
+
+    def attach(self, model) -> "DPSGD":
+        self.model = model
+        self.loss_module = _Loss(model)
+        self.names = [name for name, _ in self.loss_module.named_parameters()]
+
+        def one_row(params: dict, row: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+            return functional_call(self.loss_module, params, (row[None], noise[None]))
+
+        self.per_sample_grad = vmap(grad(one_row), in_dims=(None, 0, 0))
+        return self
+
+    def per_sample_gradients(self, batch: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        """(batch, parameters) gradients, columns in the order of the flat buffer."""
+        params = {n: p.detach() for n, p in self.loss_module.named_parameters()}
+        grads = self.per_sample_grad(params, batch, noise)
+        return torch.cat([grads[n].reshape(batch.shape[0], -1) for n in self.names], dim=1)
+
+    def gradient(self, data: torch.Tensor) -> tuple[float, float]:
+        """Fill the flat gradient for one step; return (the batch's mean loss, the expected batch rows)."""
+        model, n = self.model, data.shape[0]
+        chosen = torch.rand(n, generator=model.train_generator_, device=data.device) < self.sample_rate
+        batch = data[chosen]
+        noise = model.loss_noise(batch.shape[0])
+        expected = self.sample_rate * n
+        flat = model.shared_gradients()
+        summed = self.clipper(self.per_sample_gradients(batch, noise)).sum(dim=0) if len(batch) else 0.0
+        flat.copy_((summed + self.noise(flat)) / expected)
+        self.accountant.step()
+        with torch.no_grad():
+            loss = float(model.loss(batch, noise)) if len(batch) else float("nan")
+        return loss, expected

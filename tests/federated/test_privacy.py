@@ -1,0 +1,100 @@
+"""Differential privacy: calibration and accounting against Opacus's own accountants, exact per-sample
+gradients, clipping and noise of the right size, the budget never exceeded, and a private run end to end."""
+import sys
+
+import h5py
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from hpcsynth.data.transformer import TableTransformer
+from hpcsynth.federated.comm import SoloComm
+from hpcsynth.federated.loop import train_rounds
+from hpcsynth.federated.privacy import BudgetError, Clipper, GaussianNoise, calibrate, make_dpsgd
+from hpcsynth.federated.strategies import make_strategy
+from hpcsynth.models import TVAE
+
+RNG = np.random.default_rng(0)
+
+
+@pytest.mark.parametrize("accountant", ["rdp", "prv"])
+def test_calibrated_noise_spends_the_budget_by_opacus_own_accountant(accountant):
+    from opacus.accountants import create_accountant
+
+    sigma = calibrate(epsilon=2.0, delta=1e-5, sample_rate=0.05, steps=400, accountant=accountant)
+    reference = create_accountant(accountant)
+    for _ in range(400):
+        reference.step(noise_multiplier=sigma, sample_rate=0.05)
+    spent = reference.get_epsilon(1e-5)
+    assert 1.95 <= spent <= 2.0 + 1e-9
+
+
+def test_site_accountant_matches_opacus_step_by_step():
+    from opacus.accountants import RDPAccountant
+
+    mechanism = make_dpsgd(3.0, 1e-5, 1.0, "rdp", 0.1, 50, torch.Generator())
+    reference = RDPAccountant()
+    for _ in range(20):
+        mechanism.accountant.step()
+        reference.step(noise_multiplier=mechanism.accountant.sigma, sample_rate=0.1)
+    assert mechanism.accountant.epsilon() == pytest.approx(reference.get_epsilon(1e-5), rel=1e-12)
+    assert mechanism.accountant.epsilon_after(30) == pytest.approx(3.0, abs=0.05)
+    assert mechanism.accountant.epsilon() == pytest.approx(reference.get_epsilon(1e-5), rel=1e-12)
+
+
+def test_an_unreachable_budget_is_refused_with_the_option_named():
+    with pytest.raises(BudgetError, match="privacy.epsilon: 0.001 cannot be met"):
+        calibrate(1e-3, 1e-9, 1.0, 10_000, "rdp")
+
+
+def test_clipping_bounds_every_row_and_keeps_small_ones():
+    grads = torch.tensor([[3.0, 4.0], [0.3, 0.4]])
+    clipped = Clipper(1.0)(grads)
+    assert torch.allclose(clipped[0], torch.tensor([0.6, 0.8])) and torch.equal(clipped[1], grads[1])
+
+
+def test_noise_has_standard_deviation_sigma_times_c():
+    sample = GaussianNoise(2.0, 0.5, torch.Generator().manual_seed(0))(torch.zeros(200_000))
+    assert abs(float(sample.mean())) < 0.01 and abs(float(sample.std()) - 1.0) < 0.01
+
+
+def small_model(private_steps: int | None = None, sample_rate: float = 0.2):
+    frame = pd.DataFrame({"x": RNG.normal(size=300), "c": RNG.choice(["a", "b"], 300)})
+    transformer = TableTransformer().fit(frame)
+    model = TVAE(hidden=[8], latent_dim=3, seed=0, batch_size=60).setup(transformer)
+    if private_steps is not None:
+        model.make_private(make_dpsgd(2.0, 1e-5, 1.0, "rdp", sample_rate, private_steps, torch.Generator()))
+    return model, model.to_device(transformer.encode(frame))
+
+
+def test_per_sample_gradients_equal_autograd_row_by_row():
+    model, data = small_model(private_steps=100)
+    batch, noise = data[:5], model.loss_noise(5)
+    per_sample = model.privacy_.per_sample_gradients(batch, noise)
+    for i in range(5):
+        model.flat_.zero_grad()
+        model.loss(batch[i:i + 1], noise[i:i + 1]).backward()
+        assert torch.allclose(per_sample[i], model.flat_.grad, atol=1e-5)
+
+
+def test_the_loop_stops_before_the_budget_is_exceeded():
+    model, data = small_model(private_steps=12)  # planned for 12 steps; 5 steps a round, 10 rounds asked
+    records = train_rounds(model, data, make_strategy("isolated"), SoloComm(), rounds=10, local_epochs=1,
+                           batch_size=60)
+    assert len(records) == 2 and records[-1].epsilon <= 2.0
+    assert records[0].epsilon < records[1].epsilon
+
+
+@pytest.mark.mpi
+@pytest.mark.slow
+def test_private_fedavg_run_records_the_budget_per_site_and_round(mpirun, write_job, tmp_path):
+    job = write_job({"privacy": {"epsilon": 4.0, "delta": 1e-5, "max_grad_norm": 1.0}, "federation.rounds": 3})
+    result = mpirun(3, [sys.executable, "-m", "hpcsynth.cli", "run", str(job)])
+    assert result.returncode == 0, result.stderr
+    with h5py.File(tmp_path / "run.h5") as f:
+        eps = f["rounds"][()]["epsilon"]
+        assert np.all(np.diff(eps) > 0) and 3.8 <= eps[-1] <= 4.0
+        privacy = f["privacy"].attrs
+        assert privacy["epsilon_budget"] == 4.0 and len(privacy["noise_multiplier"]) == 3
+        assert np.all(privacy["epsilon_spent"] <= 4.0) and np.all(privacy["noise_multiplier"] > 0.5)
