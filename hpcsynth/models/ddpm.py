@@ -78,12 +78,15 @@ class _Denoiser(nn.Module):
         return self.body(self.proj(x) + self.time(timestep_embedding(t, self.time_dim)))
 
 
-def _draw_one_hot(probs: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """One category per (row, column) from probabilities over the last axis, as one-hot (inverse CDF)."""
+def _draw_one_hot(probs: torch.Tensor, generator: torch.Generator | None = None,
+                  uniform: torch.Tensor | None = None) -> torch.Tensor:
+    """One category per (row, column) from probabilities over the last axis, as one-hot (inverse CDF), from
+    `uniform` draws of shape (..., 1) when given (DP-SGD draws them outside the loss), else from `generator`."""
     cdf = probs.cumsum(-1)
-    u = torch.rand(probs.shape[:-1] + (1,), generator=generator, device=probs.device) * cdf[..., -1:]
-    index = (u > cdf).sum(-1).clamp(max=probs.shape[-1] - 1)
-    return F.one_hot(index, probs.shape[-1]).to(probs.dtype)
+    if uniform is None:
+        uniform = torch.rand(probs.shape[:-1] + (1,), generator=generator, device=probs.device)
+    index = (uniform * cdf[..., -1:] > cdf).sum(-1).clamp(max=probs.shape[-1] - 1)
+    return (index[..., None] == torch.arange(probs.shape[-1], device=probs.device)).to(probs.dtype)
 
 
 def _posterior(x_t: torch.Tensor, x0: torch.Tensor, alpha: torch.Tensor, abar_prev: torch.Tensor) -> torch.Tensor:
@@ -119,16 +122,33 @@ class TabDDPM(Generator):
         return [self.denoiser_]
 
     # -- training -----------------------------------------------------------------------------------------
-    def loss(self, batch: torch.Tensor) -> torch.Tensor:
+    supports_privacy = True
+
+    def loss_noise(self, n: int) -> torch.Tensor:
+        """Every draw the loss of `n` rows needs, in one (n, 1 + gaussian + categorical blocks) tensor: the
+        timestep, the Gaussian noise and one uniform per categorical block."""
+        device = self.device_
+        t = torch.randint(0, self.diffusion_steps, (n, 1), generator=self.train_generator_, device=device)
+        noise = torch.randn((n, self.gaussian_.numel()), generator=self.train_generator_, device=device)
+        blocks = sum(idx.shape[0] for idx in self.softmax_groups_)
+        uniform = torch.rand((n, blocks), generator=self.train_generator_, device=device)
+        return torch.cat([t.float(), noise, uniform], dim=1)
+
+    def loss(self, batch: torch.Tensor, draws: torch.Tensor | None = None) -> torch.Tensor:
         n, g = batch.shape[0], self.gaussian_
-        t = torch.randint(0, self.diffusion_steps, (n,), generator=self.train_generator_, device=batch.device)
+        draws = self.loss_noise(n) if draws is None else draws
+        t = draws[:, 0].long()
         abar, abar_prev = self.abar_[t][:, None], self.abar_prev_[t][:, None]
-        noise = torch.randn((n, g.numel()), generator=self.train_generator_, device=batch.device)
+        noise = draws[:, 1:1 + g.numel()]
+        uniforms = draws[:, 1 + g.numel():]
         x_t = batch.clone()
         x_t[:, g] = abar.sqrt() * batch[:, g] + (1 - abar).sqrt() * noise
+        used = 0
         for idx in self.softmax_groups_:
+            u = uniforms[:, used:used + idx.shape[0], None]
+            used += idx.shape[0]
             x_t[:, idx] = _draw_one_hot(abar[..., None] * batch[:, idx] + (1 - abar[..., None]) / idx.shape[1],
-                                        self.train_generator_)
+                                        uniform=u)
         out = self.denoiser_(x_t, t)
         total = ((out[:, g] - noise) ** 2).mean(dim=1).mean() if g.numel() else batch.new_zeros(())
         if self.n_categorical_:

@@ -13,7 +13,7 @@ from hpcsynth.federated.comm import SoloComm
 from hpcsynth.federated.loop import train_rounds
 from hpcsynth.federated.privacy import BudgetError, Clipper, GaussianNoise, calibrate, make_dpsgd
 from hpcsynth.federated.strategies import make_strategy
-from hpcsynth.models import TVAE
+from hpcsynth.models import TVAE, TabDDPM
 
 RNG = np.random.default_rng(0)
 
@@ -59,17 +59,22 @@ def test_noise_has_standard_deviation_sigma_times_c():
     assert abs(float(sample.mean())) < 0.01 and abs(float(sample.std()) - 1.0) < 0.01
 
 
-def small_model(private_steps: int | None = None, sample_rate: float = 0.2):
+def small_model(private_steps: int | None = None, sample_rate: float = 0.2, family: str = "tvae"):
     frame = pd.DataFrame({"x": RNG.normal(size=300), "c": RNG.choice(["a", "b"], 300)})
     transformer = TableTransformer().fit(frame)
-    model = TVAE(hidden=[8], latent_dim=3, seed=0, batch_size=60).setup(transformer)
+    if family == "tvae":
+        model = TVAE(hidden=[8], latent_dim=3, seed=0, batch_size=60)
+    else:
+        model = TabDDPM(hidden=[8], seed=0, batch_size=60, diffusion_steps=50)
+    model.setup(transformer)
     if private_steps is not None:
         model.make_private(make_dpsgd(2.0, 1e-5, 1.0, "rdp", sample_rate, private_steps, torch.Generator()))
     return model, model.to_device(transformer.encode(frame))
 
 
-def test_per_sample_gradients_equal_autograd_row_by_row():
-    model, data = small_model(private_steps=100)
+@pytest.mark.parametrize("family", ["tvae", "ddpm"])
+def test_per_sample_gradients_equal_autograd_row_by_row(family):
+    model, data = small_model(private_steps=100, family=family)
     batch, noise = data[:5], model.loss_noise(5)
     per_sample = model.privacy_.per_sample_gradients(batch, noise)
     for i in range(5):
