@@ -116,6 +116,7 @@ class FederationConfig:
     mu: float = 0.01  # fedprox: weight of the proximal term mu/2 ||theta - theta_global||^2
     server_lr: float = 0.01  # fedopt: the server's Adam learning rate
     secure_aggregation: bool = False  # pairwise-masked aggregation (hpcsynth.federated.secure)
+    ranks_per_site: int = 1  # ranks of one site train data-parallel (hpcsynth.federated.site_parallel)
 
 
 @dataclass
@@ -334,6 +335,9 @@ def validate(cfg: RunConfig) -> RunConfig:
     _require(cfg.sample.n_rows is None or cfg.sample.n_rows >= 1, f"sample.n_rows: must be at least 1, got {cfg.sample.n_rows}")
     if cfg.privacy is not None:
         _check_privacy(cfg.privacy)
+        _require(cfg.federation.ranks_per_site == 1, "privacy: not available with federation.ranks_per_site > 1")
+    _require(cfg.federation.ranks_per_site >= 1,
+             f"federation.ranks_per_site: must be at least 1, got {cfg.federation.ranks_per_site}")
     _require(bool(cfg.output), "output: must name the run file")
     m, f = cfg.model, cfg.federation
     if m.epochs is not None and f.local_epochs is not None:

@@ -28,6 +28,7 @@ from hpcsynth.io.checkpoint import completed_scores, load_checkpoint
 from hpcsynth.jobs.shift import shift_report
 from hpcsynth.io.runfile import RunContent, partial_path, write_comparison, write_run
 from hpcsynth.federated.privacy import make_dpsgd
+from hpcsynth.federated.site_parallel import SiteParallel
 from hpcsynth.models import MODELS, Generator, make_model
 from hpcsynth.models.base import seeded_generator
 
@@ -142,6 +143,9 @@ def run_strategy(cfg: RunConfig, name: str, site: SiteData, transformer: TableTr
     if resume and (done := completed_scores(path, cfg.text)) is not None:
         return StrategyResult(name, path, done)
     strategy = make_strategy(name, vars(cfg.federation))
+    per_site = cfg.federation.ranks_per_site if comm.size > 1 else 1
+    if per_site > 1 and name != "centralized":  # centralized is data-parallel over every rank already
+        strategy = SiteParallel(strategy, comm.split(comm.rank // per_site))
     model = make_model(cfg.model, cfg.seed, cfg.federation.rounds * cfg.local_epochs)
     model.setup(transformer, stream=comm.rank, local_rank=local_rank())
     data = model.to_device(transformer.encode(site.train))
@@ -162,9 +166,9 @@ def run_strategy(cfg: RunConfig, name: str, site: SiteData, transformer: TableTr
         train_rounds(model, data, strategy, comm, cfg.federation.rounds, cfg.local_epochs, cfg.model.batch_size,
                      start_round=start_round, on_round=tick, stop=stop)
     privacy_spent = _privacy_record(cfg, model, comm) if cfg.privacy is not None else {}
-    n_rows = cfg.sample.n_rows or len(site.train) + len(site.holdout)
-    synthetic = model.sample(n_rows)
-    tables = comm.allgather(synthetic)
+    leader = comm.rank % per_site == 0  # with several ranks per site, the first samples for the site
+    n_rows = (cfg.sample.n_rows or site.site_rows) if leader else 0
+    tables = comm.allgather(model.sample(n_rows))[::per_site]
     scores = {"fidelity": float(np.mean([fidelity(t, site.holdout, scoring, comm) for t in tables]))}
     privacy = dcr(pd.concat(tables, ignore_index=True), site.train, site.holdout, scoring, comm)
     scores["wall_s"] = time.perf_counter() - start

@@ -21,13 +21,19 @@ from hpcsynth.federated.preemption import StopRequest
 
 
 def plan_sites(cfg: RunConfig, comm: Communicator) -> tuple[int, int | None]:
-    """(number of sites, this rank's site); one process with several sites pools them (centralized only)."""
+    """(number of sites, this rank's site); one process with several sites pools them (centralized only).
+    With `federation.ranks_per_site: R`, ranks R*k .. R*k + R - 1 are site k."""
+    per_site = cfg.federation.ranks_per_site
     if comm.size > 1:
+        if comm.size % per_site:
+            raise ConfigError(f"{cfg.source}: federation.ranks_per_site {per_site} does not divide the job's "
+                              f"{comm.size} ranks")
+        n_sites = comm.size // per_site
         declared = cfg.data.n_sites if cfg.data.sites is None else len(cfg.data.sites)
-        if declared is not None and declared != comm.size:
+        if declared is not None and declared != n_sites:
             raise ConfigError(f"{cfg.source}: data defines {declared} sites but the job runs {comm.size} ranks "
-                              f"(one rank per site)")
-        return comm.size, comm.rank
+                              f"({per_site} per site)")
+        return n_sites, comm.rank // per_site
     n_sites = count_sites(cfg.data)
     federated = [s for s in cfg.strategies if s != "centralized"]
     if n_sites > 1 and federated:
@@ -61,6 +67,8 @@ def main(cfg: RunConfig, comm: Communicator, progress=None, resume: bool = False
     Returns the `StrategyResult` of every strategy."""
     n_sites, site_index = plan_sites(cfg, comm)
     site = agree(lambda: load_site(cfg.data, site_index, n_sites, cfg.seed), comm)
+    if comm.size > 1 and cfg.federation.ranks_per_site > 1:
+        site = site.shard(comm.rank % cfg.federation.ranks_per_site, cfg.federation.ranks_per_site)
     from hpcsynth.jobs.strategy_run import run_all  # PyTorch loads once the data is known to be good
 
     return run_all(cfg, site, comm, n_sites, progress, resume, stop)

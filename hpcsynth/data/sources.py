@@ -12,7 +12,7 @@ stop the job from that site's rank.
 from __future__ import annotations
 
 import csv
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import h5py
@@ -48,6 +48,13 @@ class SiteData:
     holdout: pd.DataFrame
     declared: Declarations = field(default_factory=Declarations)
     partition: dict = field(default_factory=dict)
+    site_rows: int = 0
+
+    def shard(self, index: int, count: int) -> "SiteData":
+        """Rank `index` of the `count` ranks of this site: every count-th training row; the held-out rows stay
+        with the site's first rank, which evaluates for the site."""
+        return replace(self, train=self.train.iloc[index::count].reset_index(drop=True),
+                       holdout=self.holdout if index == 0 else self.holdout.iloc[0:0])
 
     @property
     def categorical(self) -> list[str]:
@@ -291,4 +298,4 @@ def load_site(cfg: DataConfig, site: int | None, n_sites: int, seed: int) -> Sit
     train, holdout = split_holdout(frame, cfg.holdout, seed, site)
     if train.empty:
         raise DataError(f"{where}: no training rows left after holding out {cfg.holdout:.0%}")
-    return SiteData(site, train, holdout, decl, partition)
+    return SiteData(site, train, holdout, decl, partition, site_rows=len(frame))

@@ -62,6 +62,10 @@ class Communicator:
         """Stop every rank now. Called after one rank failed, so the others never wait in a collective."""
         raise NotImplementedError
 
+    def split(self, color: int) -> "Communicator":
+        """The ranks that pass the same `color` (collective), ordered as here: the ranks of one site."""
+        raise NotImplementedError
+
     @property
     def is_root(self) -> bool:
         return self.rank == 0
@@ -88,6 +92,9 @@ class SoloComm(Communicator):
     def abort(self, code: int = 1) -> None:
         sys.stderr.flush()
         os._exit(code)
+
+    def split(self, color: int) -> "Communicator":
+        return self
 
 
 class MPIComm(Communicator):
@@ -126,6 +133,9 @@ class MPIComm(Communicator):
         sys.stdout.flush()
         sys.stderr.flush()
         self._comm.Abort(code)
+
+    def split(self, color: int) -> "Communicator":
+        return MPIComm(self._comm.Split(color, self.rank))
 
 
 def launched_by_mpi() -> bool:

@@ -72,7 +72,7 @@ def test_fedprox_gradient_equals_autograd_of_the_penalised_loss():
     (model.loss(data, noise) + mu / 2 * (theta - anchor).pow(2).sum()).backward()
     penalised = model.shared_gradients().clone()
     assert float((penalised - hooked).abs().max()) < 1e-6
-    assert float((hooked - penalised).abs().max()) < 1e-3 * float((mu * (params - anchor)).abs().max())
+    assert float((mu * (params - anchor)).abs().max()) > 1e-2  # the term is there to be missed
 
 
 def test_fedopt_server_step_equals_a_hand_computed_adam_step_on_the_delta():
@@ -86,8 +86,10 @@ def test_fedopt_server_step_equals_a_hand_computed_adam_step_on_the_delta():
     strategy = make_strategy("fedopt", {"server_lr": lr})
     strategy.setup(10, 10, SoloComm())
     params = torch.tensor([0.5, -1.0, 2.0, 0.0], dtype=torch.float32)
-    theta, m, v = params.double().numpy().copy(), 0.0, 0.0
-    for local_change in ([0.1, -0.2, 0.0, 1e-3], [0.05, 0.3, -0.4, 1e-3]):  # one site: the average is its model
+    initial = params.double().numpy().copy()
+    theta, m, v = initial.copy(), 0.0, 0.0
+    changes = ([0.1, -0.2, 0.0, 1e-3], [0.05, 0.3, -0.4, 1e-3])
+    for r, local_change in enumerate(changes):  # one site: the average is its own model
         strategy.begin_round(params)
         params.add_(torch.tensor(local_change))
         strategy.aggregate(params, SoloComm())
@@ -95,16 +97,18 @@ def test_fedopt_server_step_equals_a_hand_computed_adam_step_on_the_delta():
         m = b1 * m + (1 - b1) * delta
         v = b2 * v + (1 - b2) * delta ** 2
         theta = theta + lr * m / (np.sqrt(v) + tau)
-        np.testing.assert_allclose(params.double().numpy(), theta, rtol=1e-6, atol=1e-6)
-    # first round in closed form: m = 0.1 delta, sqrt(v) = 0.1 |delta|, so the step is lr * sign(delta) shrunk by tau
-    first = 0.1 * 0.1 / (0.1 * 0.1 + tau)
-    assert abs(first * lr - 0.03 * 0.01 / 0.011) < 1e-12
+        np.testing.assert_allclose(params.double().numpy(), theta, rtol=1e-6, atol=1e-7)
+        if r == 0:  # closed form of the first step: m = 0.1 delta, sqrt(v) = 0.1 |delta|
+            d = np.array(changes[0])
+            np.testing.assert_allclose(params.double().numpy(), initial + lr * 0.1 * d / (0.1 * np.abs(d) + tau),
+                                       rtol=1e-6, atol=1e-7)
 
 
 @pytest.mark.mpi
 @pytest.mark.slow
 def test_fedprox_fedopt_and_centralized_run_end_to_end_with_secure_aggregation(mpirun, write_job, tmp_path):
     import h5py
+    import numpy as np
 
     job = write_job({"federation": {"strategy": ["centralized", "fedprox", "fedopt"], "rounds": 2, "local_epochs": 1,
                                     "mu": 0.1, "server_lr": 0.01, "secure_aggregation": True},
@@ -116,6 +120,22 @@ def test_fedprox_fedopt_and_centralized_run_end_to_end_with_secure_aggregation(m
             assert f.attrs["status"] == "complete"
             rounds = f["rounds"][()]
             assert len(rounds) == 2 and np.isfinite(rounds["loss"]).all()
-            # one masked uint64 buffer (8 bytes per parameter) per reduction
-            assert (rounds["bytes_reduced"] % 8 == 0).all() and (rounds["bytes_reduced"] > 0).all()
+            # masked uint64 buffers, 8 bytes per parameter: one per round, or one per step (centralized)
+            reductions = rounds["steps"] if name == "centralized" else 1
+            assert (rounds["bytes_reduced"] == 8 * f["checkpoint/params"].shape[1] * reductions).all()
             assert 0.0 < f["evaluation"].attrs["fidelity"] <= 1.0
+
+
+SITE_PROGRAM = Path(__file__).with_name("programs") / "ranks_per_site_step.py"
+
+
+@pytest.mark.mpi
+def test_two_ranks_per_site_take_the_same_step_as_one(mpirun, tmp_path):
+    import numpy as np
+
+    for per_site in (1, 2):
+        result = mpirun(3 * per_site, [sys.executable, str(SITE_PROGRAM), str(per_site), str(tmp_path / f"r{per_site}.npy")],
+                        timeout=180)
+        assert result.returncode == 0, result.stdout + result.stderr
+    one, two = np.load(tmp_path / "r1.npy"), np.load(tmp_path / "r2.npy")
+    np.testing.assert_allclose(two, one, rtol=1e-5, atol=1e-6)
