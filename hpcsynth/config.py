@@ -19,7 +19,7 @@ import yaml
 from hpcsynth.data.cohorts import COHORTS
 from hpcsynth.data.partition import KINDS as PARTITION_KINDS
 
-STRATEGIES = ("centralized", "isolated", "fedavg", "fedprox", "fedopt")
+STRATEGIES = ("centralized", "isolated", "fedavg", "fedprox", "fedopt", "sd_sharing")
 MODELS = ("tvae", "ctgan", "bayesnet", "ddpm")
 BAYESNET_STRUCTURES = ("chow_liu", "bic")
 DP_NOISES = ("laplace", "gaussian")

@@ -153,15 +153,25 @@ def run_strategy(cfg: RunConfig, name: str, site: SiteData, transformer: TableTr
         _make_private(cfg, model, strategy, len(site.train), comm)
     records: list[RoundRecord] = []
     count_based = hasattr(model, "fit_counts")  # the Bayesian network: one exact exchange of counts, no rounds
-    start_round = _resume(cfg, path, model, comm, records) if resume and not count_based else 0
-    on_round = _checkpoint_writer(cfg, name, strategy.shares_model, model, transformer, comm, n_sites, records)
+    phased = hasattr(strategy, "train")  # sd_sharing: local models, then a shared one on synthetic rows
+    start_round = _resume(cfg, path, model, comm, records) if resume and not (count_based or phased) else 0
 
-    def tick(record: RoundRecord) -> None:
-        on_round(record)
-        progress(name, record)
+    def checkpointing(m: Generator, shared: bool):
+        on_round = _checkpoint_writer(cfg, name, shared, m, transformer, comm, n_sites, records)
 
+        def tick(record: RoundRecord) -> None:
+            on_round(record)
+            progress(name, record)
+
+        return tick
+
+    tick = checkpointing(model, strategy.shares_model)
     if count_based:  # refitting is deterministic and takes seconds, so a resumed job simply refits
         fit_counts(model, data, strategy, comm, on_round=tick)
+    elif phased:
+        model = strategy.train(model, data, comm, cfg.federation.rounds, cfg.local_epochs, cfg.model.batch_size,
+                               checkpointing, lambda: make_model(cfg.model, cfg.seed, cfg.federation.rounds *
+                                                                 cfg.local_epochs), stop)
     else:
         train_rounds(model, data, strategy, comm, cfg.federation.rounds, cfg.local_epochs, cfg.model.batch_size,
                      start_round=start_round, on_round=tick, stop=stop)

@@ -201,6 +201,11 @@ class FedOpt(FedAvg):
 STRATEGIES = {cls.name: cls for cls in (Centralized, Isolated, FedAvg, FedProx, FedOpt)}
 
 
+from hpcsynth.federated.sd_sharing import SDSharing  # noqa: E402  (it builds on the classes above)
+
+STRATEGIES[SDSharing.name] = SDSharing
+
+
 def make_strategy(name: str, options: Mapping[str, Any] | None = None) -> Strategy:
     """The strategy `name`, given those of `options` (the federation settings, e.g. mu, server_lr,
     secure_aggregation) that its constructor takes."""
