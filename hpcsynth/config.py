@@ -20,7 +20,7 @@ from hpcsynth.data.cohorts import COHORTS
 from hpcsynth.data.partition import KINDS as PARTITION_KINDS
 
 STRATEGIES = ("centralized", "isolated", "fedavg", "fedprox", "fedopt", "sd_sharing")
-MODELS = ("tvae", "ctgan", "bayesnet", "ddpm")
+MODELS = ("tvae", "ctgan", "vae_bgm", "bayesnet", "ddpm")
 BAYESNET_STRUCTURES = ("chow_liu", "bic")
 DP_NOISES = ("laplace", "gaussian")
 BUILTIN_DATASETS = tuple(COHORTS)
@@ -102,6 +102,8 @@ class ModelConfig:
     discriminator_steps: Optional[int] = None
     pac: Optional[int] = None
     precision: Optional[str] = None
+    # vae_bgm (hpcsynth.models.vae_bgm): components of the latent mixture prior
+    n_components: Optional[int] = None
     # any family: the numeric transform (quantile, or mode_specific as CTGAN's default)
     numeric: Optional[str] = None
 
@@ -340,6 +342,9 @@ def validate(cfg: RunConfig) -> RunConfig:
              f"federation.ranks_per_site: must be at least 1, got {cfg.federation.ranks_per_site}")
     _require(bool(cfg.output), "output: must name the run file")
     m, f = cfg.model, cfg.federation
+    _require(not (f.secure_aggregation and m.name == "bayesnet"),
+             "federation.secure_aggregation: masks apply to parameter and gradient buffers; the Bayesian "
+             "network exchanges counts, which are not masked")
     if m.epochs is not None and f.local_epochs is not None:
         _require(m.epochs == f.rounds * f.local_epochs,
                  f"model.epochs: {m.epochs} disagrees with federation.rounds x federation.local_epochs = {f.rounds * f.local_epochs}")

@@ -19,7 +19,7 @@ from hpcsynth.data.sources import SiteData
 from hpcsynth.data.transformer import TableTransformer
 from hpcsynth.evaluate.fidelity import fidelity
 from hpcsynth.evaluate.privacy import dcr
-from hpcsynth.federated.comm import Communicator, local_rank, local_size
+from hpcsynth.federated.comm import Communicator, SoloComm, local_rank, local_size
 from hpcsynth.federated.counts import fit_counts
 from hpcsynth.federated.loop import RoundRecord, train_rounds
 from hpcsynth.federated.preemption import StopRequest
@@ -175,6 +175,8 @@ def run_strategy(cfg: RunConfig, name: str, site: SiteData, transformer: TableTr
     else:
         train_rounds(model, data, strategy, comm, cfg.federation.rounds, cfg.local_epochs, cfg.model.batch_size,
                      start_round=start_round, on_round=tick, stop=stop)
+    if not count_based:
+        model.finish(model.to_device(transformer.encode(site.train)), comm if strategy.shares_model else SoloComm())
     privacy_spent = _privacy_record(cfg, model, comm) if cfg.privacy is not None else {}
     leader = comm.rank % per_site == 0  # with several ranks per site, the first samples for the site
     n_rows = (cfg.sample.n_rows or site.site_rows) if leader else 0

@@ -8,10 +8,10 @@ from hpcsynth.models.bayesnet import BayesianNetwork
 from hpcsynth.models.ctgan import CTGAN
 from hpcsynth.models.ddpm import TabDDPM
 from hpcsynth.models.tvae import TVAE
+from hpcsynth.models.vae_bgm import VAEBGM
 
-MODELS: dict[str, type] = {"tvae": TVAE, "ctgan": CTGAN}
-MODELS["bayesnet"] = BayesianNetwork  # count-based: trained by `fit_counts`, not by rounds (see jobs/train.py)
-MODELS["ddpm"] = TabDDPM
+MODELS: dict[str, type] = {"tvae": TVAE, "ctgan": CTGAN, "vae_bgm": VAEBGM, "ddpm": TabDDPM}
+MODELS["bayesnet"] = BayesianNetwork  # count-based: trained by `fit_counts`, not by rounds (jobs/strategy_run.py)
 
 
 def _accepted(cls: type) -> set[str]:
@@ -34,4 +34,4 @@ def make_model(cfg: ModelConfig, seed: int, epochs: int) -> Generator | Bayesian
     return cls(**options)
 
 
-__all__ = ["Generator", "BayesianNetwork", "CTGAN", "TabDDPM", "TVAE", "make_model", "MODELS"]
+__all__ = ["Generator", "BayesianNetwork", "CTGAN", "TabDDPM", "TVAE", "VAEBGM", "make_model", "MODELS"]

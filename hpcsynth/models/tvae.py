@@ -107,10 +107,14 @@ class TVAE(Generator):
     def _after_step(self) -> None:
         self.decoder_.sigma.data.clamp_(0.01, 1.0)
 
+    def _latent(self, n: int, generator: torch.Generator) -> torch.Tensor:
+        """Draws from the sampling prior: the standard normal of the VAE's training objective."""
+        return torch.randn((n, self.latent_dim), generator=generator, device=self.device_)
+
     def _generate(self, n: int, generator: torch.Generator) -> torch.Tensor:
         for m in self.modules_:
             m.eval()
-        z = torch.randn((n, self.latent_dim), generator=generator, device=self.device_)
+        z = self._latent(n, generator)
         out = self.decoder_(z)
         idx = self.gaussian_.to(out.device)
         noise = torch.randn((n, idx.numel()), generator=generator, device=out.device)
