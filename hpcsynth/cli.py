@@ -57,12 +57,12 @@ def _progress_bar(cfg, comm):
 
 
 def _print_results(results) -> None:
-    header = f"{'strategy':<12} {'fidelity':>9} {'DCR p5 syn':>11} {'DCR p5 hold':>12} {'wall s':>8}"
+    header = f"{'strategy':<17} {'fidelity':>9} {'DCR p5 syn':>11} {'DCR p5 hold':>12} {'wall s':>8}"
     print(header)
     print("-" * len(header))
     for r in results:
         s = r.scores
-        print(f"{r.strategy:<12} {s['fidelity']:>9.4f} {s['dcr_synthetic_p5']:>11.4f} "
+        print(f"{r.strategy:<17} {s['fidelity']:>9.4f} {s['dcr_synthetic_p5']:>11.4f} "
               f"{s.get('dcr_holdout_p5', float('nan')):>12.4f} {s['wall_s']:>8.1f}")
     for r in results:
         print(f"run file: {r.path}")

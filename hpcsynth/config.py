@@ -19,7 +19,7 @@ import yaml
 from hpcsynth.data.cohorts import COHORTS
 from hpcsynth.data.partition import KINDS as PARTITION_KINDS
 
-STRATEGIES = ("centralized", "isolated", "fedavg", "fedprox", "fedopt", "sd_sharing")
+STRATEGIES = ("centralized", "isolated", "fedavg", "fedprox", "fedopt", "sd_sharing", "latent_alignment")
 MODELS = ("tvae", "ctgan", "vae_bgm", "bayesnet", "ddpm")
 BAYESNET_STRUCTURES = ("chow_liu", "bic")
 DP_NOISES = ("laplace", "gaussian")
@@ -119,6 +119,7 @@ class FederationConfig:
     server_lr: float = 0.01  # fedopt: the server's Adam learning rate
     secure_aggregation: bool = False  # pairwise-masked aggregation (hpcsynth.federated.secure)
     ranks_per_site: int = 1  # ranks of one site train data-parallel (hpcsynth.federated.site_parallel)
+    alignment_weight: float = 1.0  # latent_alignment: weight of the latent-moment matching penalty
 
 
 @dataclass

@@ -151,6 +151,8 @@ def run_strategy(cfg: RunConfig, name: str, site: SiteData, transformer: TableTr
     data = model.to_device(transformer.encode(site.train))
     if cfg.privacy is not None:
         _make_private(cfg, model, strategy, len(site.train), comm)
+    if hasattr(strategy, "attach"):  # latent_alignment works on the model's latent space
+        strategy.attach(model, data, comm)
     records: list[RoundRecord] = []
     count_based = hasattr(model, "fit_counts")  # the Bayesian network: one exact exchange of counts, no rounds
     phased = hasattr(strategy, "train")  # sd_sharing: local models, then a shared one on synthetic rows

@@ -11,17 +11,15 @@ Resuming restarts the strategy from its first phase: its checkpoint mixes per-si
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable
+from typing import Callable
 
 import pandas as pd
 import torch
 
 from hpcsynth.federated.comm import Communicator, local_rank
+from hpcsynth.federated.loop import RoundRecord, train_rounds
 from hpcsynth.federated.preemption import StopRequest
 from hpcsynth.federated.strategies import Centralized, Isolated, Strategy
-
-if TYPE_CHECKING:
-    from hpcsynth.federated.loop import RoundRecord
 
 
 class SDSharing(Strategy):
@@ -35,7 +33,6 @@ class SDSharing(Strategy):
               make_model: Callable[[], object], stop: StopRequest | None = None) -> object:
         """Both phases; returns the shared global model (a fresh one from `make_model`, the same seed).
         `checkpointing(model, shared)` gives the per-round callback that checkpoints `model`."""
-        from hpcsynth.federated.loop import train_rounds  # the loop imports the strategies: import it late
         train_rounds(model, data, Isolated(), comm, rounds, local_epochs, batch_size,
                      on_round=checkpointing(model, False), stop=stop)
         pooled = pd.concat(comm.allgather(model.sample(int(data.shape[0]))), ignore_index=True)

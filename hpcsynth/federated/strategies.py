@@ -201,17 +201,20 @@ class FedOpt(FedAvg):
 STRATEGIES = {cls.name: cls for cls in (Centralized, Isolated, FedAvg, FedProx, FedOpt)}
 
 
-from hpcsynth.federated.sd_sharing import SDSharing  # noqa: E402  (it builds on the classes above)
+def all_strategies() -> dict[str, type[Strategy]]:
+    """The classes above and those built on them in modules of their own (imported late: they import this)."""
+    from hpcsynth.federated.latent_alignment import LatentAlignment
+    from hpcsynth.federated.sd_sharing import SDSharing
 
-STRATEGIES[SDSharing.name] = SDSharing
+    return {**STRATEGIES, SDSharing.name: SDSharing, LatentAlignment.name: LatentAlignment}
 
 
 def make_strategy(name: str, options: Mapping[str, Any] | None = None) -> Strategy:
     """The strategy `name`, given those of `options` (the federation settings, e.g. mu, server_lr,
     secure_aggregation) that its constructor takes."""
     try:
-        cls = STRATEGIES[name]
+        cls = all_strategies()[name]
     except KeyError:
-        raise ValueError(f"unknown strategy {name!r} (known: {', '.join(STRATEGIES)})") from None
+        raise ValueError(f"unknown strategy {name!r} (known: {', '.join(all_strategies())})") from None
     accepted = inspect.signature(cls).parameters
     return cls(**{k: v for k, v in (options or {}).items() if k in accepted})

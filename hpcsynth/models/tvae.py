@@ -76,6 +76,7 @@ class TVAE(Generator):
     def _build(self, spans: list[tuple[str, int]]) -> list[nn.Module]:
         width = sum(w for _, w in spans)
         self.gaussian_, self.softmax_groups_ = _span_indices(spans)
+        self.latent_target_ = None  # (mean, variance, weight) when a strategy aligns latent spaces
         self.encoder_ = _Encoder(width, list(self.hidden), self.latent_dim)
         self.decoder_ = _Decoder(self.latent_dim, list(self.hidden), width)
         return [self.encoder_, self.decoder_]
@@ -102,14 +103,26 @@ class TVAE(Generator):
             logits, target = recon[:, idx], batch[:, idx].argmax(dim=2)
             reconstruction = reconstruction + F.cross_entropy(logits.transpose(1, 2), target, reduction="sum")
         kl = -0.5 * torch.sum(1 + logvar - mu**2 - logvar.exp())
-        return (self.loss_factor * reconstruction + kl) / n
+        return (self.loss_factor * reconstruction + kl) / n + self._alignment(mu)
+
+    def _alignment(self, mu: torch.Tensor) -> torch.Tensor:
+        """The latent-alignment penalty: the batch's latent moments against the pooled ones (0 without)."""
+        if self.latent_target_ is None:
+            return mu.new_zeros(())
+        mean, var, weight = self.latent_target_
+        return weight * (((mu.mean(0) - mean) ** 2).sum() + ((mu.var(0, unbiased=False) - var) ** 2).sum())
 
     def _after_step(self) -> None:
         self.decoder_.sigma.data.clamp_(0.01, 1.0)
 
     def _latent(self, n: int, generator: torch.Generator) -> torch.Tensor:
-        """Draws from the sampling prior: the standard normal of the VAE's training objective."""
-        return torch.randn((n, self.latent_dim), generator=generator, device=self.device_)
+        """Draws from the sampling prior: the standard normal of the VAE's objective, or the pooled latent
+        Gaussian when the sites aligned their latent spaces."""
+        z = torch.randn((n, self.latent_dim), generator=generator, device=self.device_)
+        if self.latent_target_ is None:
+            return z
+        mean, var, _ = self.latent_target_
+        return mean + var.sqrt() * z
 
     def _generate(self, n: int, generator: torch.Generator) -> torch.Tensor:
         for m in self.modules_:
