@@ -2,7 +2,8 @@
 
 Three small objects, composed as Opacus composes them:
     Clipper          per-sample gradients g_i scaled to norm at most C:  g_i * min(1, C / ||g_i||)
-    GaussianNoise    N(0, (sigma * C)^2) on every coordinate of the summed clipped gradient
+    GaussianNoise    N(0, (sigma * C)^2) on every coordinate of the summed clipped gradient (PhiloxNoise: the
+                     same from the counter-based stream of hpcsynth.kernels, keyed by seed, rank and step)
     SiteAccountant   the privacy spent, by Opacus's RDP (Mironov 2017) or PRV (Gopi et al. 2021) accountant
 and DPSGD, the step: a Poisson sample of the site's rows (each row with probability q, the subsampling the
 accountants assume), per-sample gradients by torch.func (vmap of grad of the model's own loss), clipping,
@@ -89,6 +90,26 @@ class GaussianNoise:
         return torch.randn(like.shape, generator=self.generator, device=like.device, dtype=like.dtype) * self.std
 
 
+class PhiloxNoise:
+    """Gaussian noise of standard deviation sigma * C from the counter-based stream of (seed, rank, step).
+
+    Step s's noise depends only on (seed, rank, s, coordinate) (:func:`hpcsynth.kernels.gaussian_noise`): no
+    generator state to checkpoint, a resumed job continues exactly where it stopped (`step`), and a CPU and
+    a GPU run draw the same float32 numbers. `step` counts the calls."""
+
+    def __init__(self, sigma: float, max_norm: float, seed: int, rank: int, step: int = 0) -> None:
+        self.std = sigma * max_norm
+        self.seed, self.rank, self.step = seed, rank, step
+
+    def __call__(self, like: torch.Tensor) -> torch.Tensor:
+        from hpcsynth.kernels import gaussian_noise
+
+        flat = torch.empty(like.numel(), dtype=torch.float32, device=like.device)
+        gaussian_noise(flat if flat.is_cuda else flat.numpy(), self.std, self.seed, self.rank, self.step)
+        self.step += 1
+        return flat.reshape(like.shape).to(like.dtype)
+
+
 class _Loss(nn.Module):
     """The model's loss as a module over its networks, so torch.func can swap in parameters per sample."""
 
@@ -102,10 +123,13 @@ class _Loss(nn.Module):
 
 
 def make_dpsgd(epsilon: float, delta: float, max_grad_norm: float, accountant: str, sample_rate: float,
-               steps: int, generator: torch.Generator) -> "DPSGD":
-    """DP-SGD calibrated to spend exactly (epsilon, delta) in `steps` steps at `sample_rate`."""
+               steps: int, generator: torch.Generator | tuple[int, int]) -> "DPSGD":
+    """DP-SGD calibrated to spend exactly (epsilon, delta) in `steps` steps at `sample_rate`; its noise from
+    `generator`, or from the counter-based stream when given `(seed, rank)` instead (PhiloxNoise)."""
     sigma = calibrate(epsilon, delta, sample_rate, steps, accountant)
-    return DPSGD(sample_rate, Clipper(max_grad_norm), GaussianNoise(sigma, max_grad_norm, generator),
+    noise = (PhiloxNoise(sigma, max_grad_norm, *generator) if isinstance(generator, tuple)
+             else GaussianNoise(sigma, max_grad_norm, generator))
+    return DPSGD(sample_rate, Clipper(max_grad_norm), noise,
                  SiteAccountant(accountant, sigma, sample_rate, delta, epsilon))
 
 
@@ -115,7 +139,7 @@ class DPSGD:
 
     sample_rate: float
     clipper: Clipper
-    noise: GaussianNoise
+    noise: GaussianNoise | PhiloxNoise
     accountant: SiteAccountant
 
     def attach(self, model) -> "DPSGD":
@@ -135,6 +159,14 @@ class DPSGD:
         grads = self.per_sample_grad(params, batch, noise)
         return torch.cat([grads[n].reshape(batch.shape[0], -1) for n in self.names], dim=1)
 
+    def state(self) -> dict:
+        """The privacy spent so far and the noise stream's position, for checkpoints."""
+        return {"history": list(self.accountant.accountant.history), "noise": self.noise.generator.get_state()}
+
+    def load_state(self, state: dict) -> None:
+        self.accountant.accountant.history = list(state["history"])
+        self.noise.generator.set_state(state["noise"])
+
     def gradient(self, data: torch.Tensor) -> tuple[float, float]:
         """Fill the flat gradient for one step; return (the batch's mean loss, the expected batch rows)."""
         model, n = self.model, data.shape[0]
@@ -149,3 +181,12 @@ class DPSGD:
         with torch.no_grad():
             loss = float(model.loss(batch, noise)) if len(batch) else float("nan")
         return loss, expected
+
+    def resume(self, steps: int) -> None:
+        """Continue a checkpointed run after `steps` private steps: charge them to the accountant again and
+        move the noise to step `steps` (only the counter-based stream can continue without saved state)."""
+        if not isinstance(self.noise, PhiloxNoise):
+            raise TypeError("resuming a private run needs PhiloxNoise, whose draws are a function of the step")
+        for _ in range(steps):
+            self.accountant.step()
+        self.noise.step = steps

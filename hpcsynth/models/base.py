@@ -232,10 +232,12 @@ class Generator:
         return self
 
     def local_state(self) -> bytes:
-        """The optimiser state and the training stream (what a checkpoint must keep per site)."""
+        """The optimiser state, the training stream and, when private, the privacy spent and the noise stream
+        (what a checkpoint must keep per site)."""
         buffer = io.BytesIO()
+        privacy = self.privacy_.state() if self.privacy_ is not None else None
         torch.save({"optimizer": self.optimizer_.state_dict(), "train_rng": self.train_generator_.get_state(),
-                    "order": self._order, "cursor": self._cursor}, buffer)
+                    "order": self._order, "cursor": self._cursor, "privacy": privacy}, buffer)
         return buffer.getvalue()
 
     def load_local_state(self, blob: bytes) -> None:
@@ -243,3 +245,5 @@ class Generator:
         self.optimizer_.load_state_dict(state["optimizer"])
         self.train_generator_.set_state(state["train_rng"])
         self._order, self._cursor = state["order"], state["cursor"]
+        if self.privacy_ is not None and state.get("privacy") is not None:
+            self.privacy_.load_state(state["privacy"])

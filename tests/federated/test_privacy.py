@@ -11,7 +11,8 @@ import torch
 from hpcsynth.data.transformer import TableTransformer
 from hpcsynth.federated.comm import SoloComm
 from hpcsynth.federated.loop import train_rounds
-from hpcsynth.federated.privacy import BudgetError, Clipper, GaussianNoise, calibrate, make_dpsgd
+from hpcsynth.federated.privacy import BudgetError, Clipper, GaussianNoise, PhiloxNoise, calibrate, make_dpsgd
+from hpcsynth.kernels import gaussian_noise
 from hpcsynth.federated.strategies import make_strategy
 from hpcsynth.models import TVAE, TabDDPM
 
@@ -83,6 +84,44 @@ def test_per_sample_gradients_equal_autograd_row_by_row(family):
         assert torch.allclose(per_sample[i], model.flat_.grad, atol=1e-5)
 
 
+def kernel_stream(n, seed, rank, step):
+    return torch.from_numpy(gaussian_noise(np.empty(n, np.float32), 1.0, seed, rank, step))
+
+
+def test_philox_noise_draws_the_kernel_stream_one_step_per_call():
+    noise = PhiloxNoise(2.0, 0.5, seed=3, rank=1)
+    for step in range(3):
+        assert torch.equal(noise(torch.zeros(2, 50)), kernel_stream(100, 3, 1, step).reshape(2, 50))
+    assert noise.step == 3
+
+
+def test_a_private_step_adds_sigma_c_times_the_kernel_stream():
+    model, data = small_model()
+    model.make_private(make_dpsgd(2.0, 1e-5, 1.0, "rdp", 0.2, 100, (7, 2)))
+    mechanism, state = model.privacy_, model.train_generator_.get_state()
+    _, expected = mechanism.gradient(data)
+    noisy = model.shared_gradients().clone()
+    model.train_generator_.set_state(state)  # the same Poisson sample and loss draws, without noise
+    mechanism.noise.std, mechanism.noise.step = 0.0, 0
+    mechanism.gradient(data)
+    added = (noisy - model.shared_gradients()) * expected
+    sigma_c = mechanism.accountant.sigma * 1.0
+    assert torch.allclose(added, sigma_c * kernel_stream(added.numel(), 7, 2, 0), rtol=1e-4, atol=1e-4)
+
+
+def test_a_resumed_mechanism_continues_the_stream_and_the_accountant():
+    planned = make_dpsgd(2.0, 1e-5, 1.0, "rdp", 0.2, 100, (5, 0))
+    for _ in range(4):
+        planned.noise(torch.zeros(10))
+        planned.accountant.step()
+    resumed = make_dpsgd(2.0, 1e-5, 1.0, "rdp", 0.2, 100, (5, 0))
+    resumed.resume(4)
+    assert resumed.accountant.epsilon() == planned.accountant.epsilon()
+    assert torch.equal(resumed.noise(torch.zeros(10)), planned.noise(torch.zeros(10)))
+    with pytest.raises(TypeError, match="needs PhiloxNoise"):
+        make_dpsgd(2.0, 1e-5, 1.0, "rdp", 0.2, 100, torch.Generator()).resume(4)
+
+
 def test_the_loop_stops_before_the_budget_is_exceeded():
     model, data = small_model(private_steps=12)  # planned for 12 steps; 5 steps a round, 10 rounds asked
     records = train_rounds(model, data, make_strategy("isolated"), SoloComm(), rounds=10, local_epochs=1,
@@ -103,3 +142,17 @@ def test_private_fedavg_run_records_the_budget_per_site_and_round(mpirun, write_
         privacy = f["privacy"].attrs
         assert privacy["epsilon_budget"] == 4.0 and len(privacy["noise_multiplier"]) == 3
         assert np.all(privacy["epsilon_spent"] <= 4.0) and np.all(privacy["noise_multiplier"] > 0.5)
+
+
+def test_a_checkpoint_keeps_the_privacy_spent_and_the_noise_stream():
+    first, data = small_model(private_steps=20)
+    first.local_update(data, 3)
+    blob, params = first.local_state(), first.shared_parameters().clone()
+    first.local_update(data, 3)
+    resumed, _ = small_model(private_steps=20)
+    with torch.no_grad():
+        resumed.shared_parameters().copy_(params)
+    resumed.load_local_state(blob)
+    resumed.local_update(data, 3)
+    assert torch.equal(resumed.shared_parameters(), first.shared_parameters())
+    assert resumed.privacy_.accountant.epsilon() == first.privacy_.accountant.epsilon() > 0
