@@ -42,11 +42,12 @@ setup(
         "scikit-survival>=0.22",
         "lifelines>=0.27",
         "cryptography>=42",
+        "opacus>=1.4",
     ],
     extras_require={
         "mpich": ["mpich"],
         "test": ["pytest>=8", "hypothesis>=6.100", "pytest-timeout>=2.3"],
-        "bench": ["ctgan", "sdmetrics", "faiss-cpu"],
+        "bench": ["ctgan", "sdmetrics", "faiss-cpu", "rdt[copulas]"],
         "gpu": ["nvidia-cuda-nvcc-cu12", "nvidia-cuda-runtime-cu12"],
     },
     entry_points={"console_scripts": ["hpcsynth=hpcsynth.cli:main"]},
