@@ -41,6 +41,8 @@ def test_local_epochs_come_from_model_epochs_spread_over_rounds():
     ({"data": {"builtin": "mds"}, "federation": {"mu": -0.1}}, "federation.mu"),
     ({"data": {"builtin": "mds"}, "federation": {"server_lr": 0}}, "federation.server_lr"),
     ({"data": {"builtin": "mds"}, "federation": {"secure_aggregation": "yes"}}, "federation.secure_aggregation"),
+    ({"data": {"builtin": "mds"}, "model": {"name": "bayesnet"}, "federation": {"secure_aggregation": True}},
+     "federation.secure_aggregation"),
     ({"data": {"builtin": "mds"}, "sample": {"n_rows": 0}}, "sample.n_rows"),
     ({"data": {"builtin": "mds"}, "seed": "zero"}, "seed"),
     ({"data": {"builtin": "mds", "holdout": 1.0}}, "data.holdout"),

@@ -102,7 +102,7 @@ class PairwiseMasks:
             fixed = scratch[:n]
             np.multiply(flat[start:stop], factor, out=fixed, dtype=np.float64)
             np.rint(fixed, out=fixed)
-            largest = float(np.abs(fixed).max()) / self.scale if n else 0.0
+            largest = float(np.abs(fixed).max()) / self.scale
             if not largest < self.bound:  # also catches NaN and infinity
                 raise ValueError(f"secure aggregation: a value of magnitude {largest:.3g} is not finite or exceeds "
                                  f"the fixed-point range ({self.bound:.3g} for {self.size} ranks)")

@@ -15,8 +15,9 @@ STEP = 2.0 ** -24
 
 
 def ranks(k: int) -> list[PairwiseMasks]:
-    """k ranks after the X25519 exchange (what `PairwiseMasks.agree` does with one allgather)."""
-    keys = [X25519PrivateKey.generate() for _ in range(k)]
+    """k ranks after the X25519 exchange (what `PairwiseMasks.agree` does with one allgather, from fresh keys);
+    fixed private keys keep the statistical checks below deterministic."""
+    keys = [X25519PrivateKey.from_private_bytes(bytes([r + 1]) * 32) for r in range(k)]
     publics = [public_bytes(key) for key in keys]
     return [PairwiseMasks(r, k, pair_seeds(keys[r], publics, r)) for r in range(k)]
 
