@@ -342,6 +342,7 @@ def validate(cfg: RunConfig) -> RunConfig:
     _require(cfg.federation.ranks_per_site >= 1,
              f"federation.ranks_per_site: must be at least 1, got {cfg.federation.ranks_per_site}")
     _require(bool(cfg.output), "output: must name the run file")
+    _require(0 <= cfg.seed < 2**63, f"seed: must be in [0, 2^63), got {cfg.seed}")
     m, f = cfg.model, cfg.federation
     _require(not (f.secure_aggregation and m.name == "bayesnet"),
              "federation.secure_aggregation: masks apply to parameter and gradient buffers; the Bayesian "

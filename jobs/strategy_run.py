@@ -30,7 +30,6 @@ from hpcsynth.io.runfile import RunContent, partial_path, write_comparison, writ
 from hpcsynth.federated.privacy import make_dpsgd
 from hpcsynth.federated.site_parallel import SiteParallel
 from hpcsynth.models import MODELS, Generator, make_model
-from hpcsynth.models.base import seeded_generator
 
 DIRECTIONS = {"fidelity": "higher", "dcr_synthetic_p5": "higher", "dcr_holdout_p5": "higher",
               "dcr_ratio": "higher", "exact_match_rate": "lower", "wall_s": "lower"}
@@ -104,13 +103,13 @@ def _resume(cfg: RunConfig, path: Path, model: Generator, comm: Communicator, re
 
 
 def _make_private(cfg: RunConfig, model: Generator, strategy, n_rows: int, comm: Communicator) -> None:
-    """DP-SGD for this site, its noise calibrated to spend `privacy.epsilon` over the planned steps exactly."""
+    """DP-SGD for this site, its noise calibrated to spend `privacy.epsilon` over the planned steps exactly and
+    drawn from the counter-based stream of (seed, rank, step), whose position a checkpoint keeps as one number."""
     strategy.setup(n_rows, cfg.model.batch_size, comm)
     steps = cfg.federation.rounds * strategy.steps_per_round(cfg.local_epochs)
     p = cfg.privacy
-    noise_stream = seeded_generator(cfg.seed, comm.rank, 3, device=model.device_)
     model.make_private(make_dpsgd(p.epsilon, p.delta, p.max_grad_norm, p.accountant,
-                                  strategy.batch_rows / n_rows, steps, noise_stream))
+                                  strategy.batch_rows / n_rows, steps, (cfg.seed, comm.rank)))
 
 
 def _privacy_record(cfg: RunConfig, model: Generator, comm: Communicator) -> dict:

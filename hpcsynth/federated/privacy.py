@@ -89,13 +89,19 @@ class GaussianNoise:
     def __call__(self, like: torch.Tensor) -> torch.Tensor:
         return torch.randn(like.shape, generator=self.generator, device=like.device, dtype=like.dtype) * self.std
 
+    def state(self) -> torch.Tensor:
+        return self.generator.get_state()
+
+    def load_state(self, state: torch.Tensor) -> None:
+        self.generator.set_state(state)
+
 
 class PhiloxNoise:
     """Gaussian noise of standard deviation sigma * C from the counter-based stream of (seed, rank, step).
 
-    Step s's noise depends only on (seed, rank, s, coordinate) (:func:`hpcsynth.kernels.gaussian_noise`): no
-    generator state to checkpoint, a resumed job continues exactly where it stopped (`step`), and a CPU and
-    a GPU run draw the same float32 numbers. `step` counts the calls."""
+    Step s's noise depends only on (seed, rank, s, coordinate) (:func:`hpcsynth.kernels.gaussian_noise`): the
+    stream's whole state is `step` (the calls so far), so a resumed job continues exactly where it stopped,
+    and a CPU and a GPU run draw the same float32 numbers."""
 
     def __init__(self, sigma: float, max_norm: float, seed: int, rank: int, step: int = 0) -> None:
         self.std = sigma * max_norm
@@ -108,6 +114,12 @@ class PhiloxNoise:
         gaussian_noise(flat if flat.is_cuda else flat.numpy(), self.std, self.seed, self.rank, self.step)
         self.step += 1
         return flat.reshape(like.shape).to(like.dtype)
+
+    def state(self) -> int:
+        return self.step
+
+    def load_state(self, state: int) -> None:
+        self.step = int(state)
 
 
 class _Loss(nn.Module):
@@ -161,11 +173,11 @@ class DPSGD:
 
     def state(self) -> dict:
         """The privacy spent so far and the noise stream's position, for checkpoints."""
-        return {"history": list(self.accountant.accountant.history), "noise": self.noise.generator.get_state()}
+        return {"history": list(self.accountant.accountant.history), "noise": self.noise.state()}
 
     def load_state(self, state: dict) -> None:
         self.accountant.accountant.history = list(state["history"])
-        self.noise.generator.set_state(state["noise"])
+        self.noise.load_state(state["noise"])
 
     def gradient(self, data: torch.Tensor) -> tuple[float, float]:
         """Fill the flat gradient for one step; return (the batch's mean loss, the expected batch rows)."""
@@ -181,12 +193,3 @@ class DPSGD:
         with torch.no_grad():
             loss = float(model.loss(batch, noise)) if len(batch) else float("nan")
         return loss, expected
-
-    def resume(self, steps: int) -> None:
-        """Continue a checkpointed run after `steps` private steps: charge them to the accountant again and
-        move the noise to step `steps` (only the counter-based stream can continue without saved state)."""
-        if not isinstance(self.noise, PhiloxNoise):
-            raise TypeError("resuming a private run needs PhiloxNoise, whose draws are a function of the step")
-        for _ in range(steps):
-            self.accountant.step()
-        self.noise.step = steps

@@ -104,6 +104,27 @@ def test_sigterm_checkpoints_exits_3_and_resume_finishes(write_job, tmp_path):
         assert f["rounds"][()]["round"].tolist() == list(range(8))
 
 
+@pytest.mark.mpi
+@pytest.mark.slow
+def test_a_private_run_resumes_its_noise_stream_and_budget_exactly(write_job, tmp_path):
+    private = {"data.n_patients": 900, "federation.rounds": 4, "federation.local_epochs": 1,
+               "privacy": {"epsilon": 8.0, "delta": 1e-5, "max_grad_norm": 1.0}}
+    reference_job = write_job({**private, "output": str(tmp_path / "reference.h5")}, name="reference.yaml")
+    assert start(reference_job).wait(timeout=240) == 0
+    job = write_job(private)
+    partial = partial_path(tmp_path / "run.h5")
+    process = start(job)
+    wait_for_round(process, partial, 1)
+    for pid in job_pids(job):
+        if pid != process.pid:
+            os.kill(pid, signal.SIGTERM)
+    assert process.wait(timeout=60) == 3
+    assert start(job, "--resume").wait(timeout=240) == 0
+    with h5py.File(tmp_path / "run.h5") as got, h5py.File(tmp_path / "reference.h5") as want:
+        np.testing.assert_array_equal(got["checkpoint/params"][()], want["checkpoint/params"][()])
+        np.testing.assert_array_equal(got["rounds"][()]["epsilon"], want["rounds"][()]["epsilon"])
+
+
 def test_a_checkpoint_of_another_job_is_refused(tmp_path):
     partial = tmp_path / "run.partial.h5"
     with h5py.File(partial, "w") as f:
