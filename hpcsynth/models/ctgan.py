@@ -27,8 +27,15 @@ What is hpcsynth's, for speed (benchmarks/train_speed.py) and for federation:
   included, and the checkpoint (which stores the flat buffer) restores it exactly. Averaging running variances
   ignores the spread between the sites' running means, which is small because every site normalises the same
   generator's activations.
+* under the data-parallel `centralized` strategy both backward passes of a step reduce the gradient buffer (two
+  Allreduces a step), weighted by each site's batch share; BatchNorm normalises each site's share of the batch
+  (as unsynchronised data-parallel BatchNorm does), and the batch is rounded up to whole PacGAN packs;
 * all training randomness (noise, levels, rows, dropout) comes from the site's seeded stream, so the same seed
   on the same machine gives the same model.
+
+Sampling draws the conditional vector from the levels' frequencies (SDV's `sample_original_condvec`);
+`sample(n, conditions={"column": level})` conditions the generator on the rarest requested level and sets every
+requested level, and `hpcsynth.models.conditions.balanced_sample` upsamples rare levels (issue 4, item 7).
 """
 from __future__ import annotations
 
@@ -94,18 +101,6 @@ def _share_running_statistics(module: nn.Module) -> None:
         if isinstance(m, nn.BatchNorm1d):
             m.running_mean = nn.Parameter(m.running_mean, requires_grad=False)
             m.running_var = nn.Parameter(m.running_var, requires_grad=False)
-
-
-def _use_bf16(precision: str, device: torch.device) -> bool:
-    """`auto`: bfloat16 where the hardware multiplies it natively (a CUDA GPU that supports it, or a CPU with
-    AVX-512 BF16 / AMX), else float32."""
-    if precision not in ("auto", "bf16", "fp32"):
-        raise ValueError(f"precision: expected auto, bf16 or fp32, got {precision!r}")
-    if precision != "auto":
-        return precision == "bf16"
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    return device.type == "cpu" and torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
 
 
 class _Optimisers:
@@ -177,7 +172,7 @@ class CTGAN(Generator):
                  generator_lr: float = 2e-4, generator_decay: float = 1e-6, discriminator_lr: float = 2e-4,
                  discriminator_decay: float = 1e-6, discriminator_steps: int = 1, pac: int = 10,
                  gp_lambda: float = 10.0, tau: float = 0.2, precision: str = "auto", **kwargs) -> None:
-        super().__init__(epochs=epochs, batch_size=batch_size, **kwargs)
+        super().__init__(epochs=epochs, batch_size=batch_size, precision=precision, **kwargs)
         self.embedding_dim = embedding_dim
         self.generator_dim = generator_dim
         self.discriminator_dim = discriminator_dim
@@ -189,7 +184,6 @@ class CTGAN(Generator):
         self.pac = pac
         self.gp_lambda = gp_lambda
         self.tau = tau
-        self.precision = precision
 
     # -- networks and layout --------------------------------------------------------------------------------
     def _build(self, spans: list[tuple[str, int]]) -> list[nn.Module]:
@@ -244,12 +238,7 @@ class CTGAN(Generator):
         self.original_levels_ = (_LevelSampler(self.level_counts_, self.level_column_, n_columns)
                                  if n_columns else None)
         self._rows_for, self._data, self._rows_index, self._levels = None, None, None, None
-        self.bf16_ = _use_bf16(self.precision, self.device_)
         return self
-
-    def _autocast(self) -> torch.autocast:
-        """bfloat16 matrix products (AMX on recent Xeons, tensor cores on GPUs) over float32 master weights."""
-        return torch.autocast(self.device_.type, dtype=torch.bfloat16, enabled=self.bf16_)
 
     def _make_optimizer(self) -> _Optimisers:
         """SDV's Adam settings; fused (one kernel per network instead of a dozen small ops per tensor)."""
