@@ -215,6 +215,24 @@ def cmd_scale(args: argparse.Namespace) -> None:
     print(f"plot: {png}")
 
 
+def cmd_evaluate(args: argparse.Namespace) -> None:
+    """Score a run (or every run of a comparison) against real rows, update its /evaluation, write the report.
+    Under `mpiexec -n K` each rank scores its own site's held-out rows (federated evaluation)."""
+    from hpcsynth.evaluate.runs import evaluate_file, summary_table
+    from hpcsynth.federated.comm import world
+
+    comm = world()
+    try:
+        sections = evaluate_file(args.run, args.real, args.out, comm)
+    except ConfigError as err:
+        _fail(str(err), 2, comm, report=comm.is_root, agreed=True)
+    except Exception as err:
+        _fail(f"{f'rank {comm.rank}: ' if comm.size > 1 else ''}{err or type(err).__name__}", 1, comm)
+    if comm.is_root:
+        print(summary_table(sections))
+        print(f"report: {args.out or Path(args.run).with_suffix('.html')}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hpcsynth", description="Federated synthetic health data: each MPI rank "
                                      "is a hospital; sites exchange model parameters, never rows.")
@@ -275,6 +293,13 @@ def build_parser() -> argparse.ArgumentParser:
     scl.add_argument("--folder", default="runs/scale", help="job files, run files, table and plot")
     scl.add_argument("--plot", help="the PNG to write (default FOLDER/MODE.png)")
     scl.set_defaults(func=cmd_scale)
+    evl = sub.add_parser("evaluate", help="score a run against real held-out rows (fidelity, survival, genomics, "
+                         "utility, privacy, fairness), update its /evaluation and write an HTML report")
+    evl.add_argument("run", help="a run or comparison file (.h5)")
+    evl.add_argument("--real", help="real rows to compare with (CSV, Parquet or HDF5; default: the held-out rows "
+                     "regenerated from the job's stored config)")
+    evl.add_argument("--out", help="the HTML report to write (default: the run file's name with .html)")
+    evl.set_defaults(func=cmd_evaluate)
     return parser
 
 

@@ -221,8 +221,8 @@ def plot(table: pd.DataFrame, projection: Projection, out: Path, title: str) -> 
     right.set(xlabel="sites (MPI ranks)", ylabel=f"{projection.mode} scaling efficiency", ylim=(0, 1.1))
     right.legend(fontsize=7)
     model = projection.model
-    fig.suptitle(f"{title}\nallreduce t = 2 log2(p) a + 2 (p-1)/p n b;  a = {model.alpha * 1e6:.1f} us, "
-                 f"1/b = {1 / model.beta / 1e6 if model.beta else float('inf'):.0f} MB/s", fontsize=9)
+    fig.suptitle(f"{title}\nallreduce t = 2 log2(p) a + 2 (p-1)/p n b, fitted: a = {model.alpha * 1e3:.3g} ms, "
+                 f"b = {model.beta * 1e9:.3g} ns/byte (n = {projection.nbytes / 1e3:.0f} kB)", fontsize=9)
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out)

@@ -58,7 +58,10 @@ def set_threads() -> None:
 
     import numba
 
-    threads = max(1, (os.cpu_count() or 1) // max(local_size(), 1))
+    if os.environ.get("SLURM_CPUS_PER_TASK", "").isdigit():  # SLURM gave this task its own cores
+        threads = int(os.environ["SLURM_CPUS_PER_TASK"])
+    else:  # the cores this process may use (its affinity mask), shared by the ranks on the node
+        threads = max(1, len(os.sched_getaffinity(0)) // max(local_size(), 1))
     torch.set_num_threads(threads)
     numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
 

@@ -112,7 +112,11 @@ start() {
     [[ $(id -u) -eq 0 ]] || die "must run as root (it installs packages and starts system daemons)"
     install_packages
     mkdir -p "$STATE"
-    alive "$STATE/slurmctld.pid" && alive "$STATE/slurmd.pid" && { wait_for_node; echo "local-cluster: running"; return; }
+    if alive "$STATE/slurmctld.pid" && alive "$STATE/slurmd.pid"; then
+        wait_for_node
+        echo "local-cluster: running"
+        return
+    fi
     write_config
     start_munge
     alive "$STATE/slurmctld.pid" || slurmctld

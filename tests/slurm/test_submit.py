@@ -70,8 +70,8 @@ def test_a_cancelled_job_leaves_no_run_file_that_looks_complete(slurm_job, tmp_p
     from hpcsynth.slurm_glue import submit
     from hpcsynth.submit import JobSpec
 
-    job = slurm_job({"federation.rounds": 500, "federation.local_epochs": 2})
-    (submitted,) = submit(JobSpec(ntasks_per_node=3, time="00:10:00"), [job], tmp_path / "slurm-jobs")
+    job = slurm_job({"data.n_sites": 2, "federation.rounds": 500, "federation.local_epochs": 2})
+    (submitted,) = submit(JobSpec(ntasks_per_node=2, time="00:10:00"), [job], tmp_path / "runs" / "slurm")
     out = tmp_path / "runs" / "job.h5"
     wait_for(lambda: checkpoint_round(partial_path(out)) >= 1, 120, "the job's first checkpoints")
     submitted.cancel()
