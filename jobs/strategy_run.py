@@ -24,7 +24,7 @@ from hpcsynth.federated.counts import fit_counts
 from hpcsynth.federated.loop import RoundRecord, train_rounds
 from hpcsynth.federated.preemption import StopRequest
 from hpcsynth.federated.strategies import make_strategy
-from hpcsynth.io.checkpoint import completed_scores, load_checkpoint
+from hpcsynth.io.checkpoint import completed_scores, load_checkpoint, pack_state, unpack_state
 from hpcsynth.jobs.shift import shift_report
 from hpcsynth.io.runfile import RunContent, partial_path, write_comparison, write_run
 from hpcsynth.federated.privacy import make_dpsgd
@@ -66,16 +66,17 @@ def set_threads() -> None:
     numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
 
 
-def _checkpoint_writer(cfg: RunConfig, strategy_name: str, shares_model: bool, model: Generator,
+def _checkpoint_writer(cfg: RunConfig, strategy, shares_model: bool, model: Generator,
                        transformer: TableTransformer, comm: Communicator, n_sites: int, records: list):
     """After every round: gather the parameters (one row per site unless the model is shared) and each site's
-    local state on rank 0, which writes `<output>.partial.h5` atomically."""
+    local state (the model's and the strategy's) on rank 0, which writes `<output>.partial.h5` atomically."""
+    strategy_name = strategy.name
     path = partial_path(strategy_output(cfg, strategy_name))
 
     def on_round(record: RoundRecord) -> None:
         records.append(record)
         params = model.shared_parameters().detach().cpu().numpy().astype(np.float32)
-        gathered = comm.gather((params, model.local_state()))
+        gathered = comm.gather((params, pack_state(model.local_state(), strategy.state())))
         if gathered is None:
             return
         rows = [gathered[0][0]] if shares_model else [g[0] for g in gathered]
@@ -93,14 +94,17 @@ def _stack_rows(rows: list[np.ndarray]) -> np.ndarray:
     return np.stack([np.pad(r.astype(np.float32), (0, width - r.size), constant_values=np.nan) for r in rows])
 
 
-def _resume(cfg: RunConfig, path: Path, model: Generator, comm: Communicator, records: list) -> int:
-    """Restore this rank's model and state from the partial run file; return the first round still to run."""
+def _resume(cfg: RunConfig, path: Path, model: Generator, strategy, comm: Communicator, records: list) -> int:
+    """Restore this rank's model, its state and the strategy's from the partial run file; return the first round
+    still to run."""
     ckpt = load_checkpoint(partial_path(path), cfg.text, comm.rank)
     if ckpt is None:
         return 0
     with torch.no_grad():
         model.shared_parameters().copy_(torch.from_numpy(ckpt.params))
-    model.load_local_state(ckpt.local_state)
+    model_state, strategy_state = unpack_state(ckpt.local_state)
+    model.load_local_state(model_state)
+    strategy.load_state(strategy_state)
     records.extend(ckpt.records)
     return ckpt.round + 1
 
@@ -158,10 +162,10 @@ def run_strategy(cfg: RunConfig, name: str, site: SiteData, transformer: TableTr
     records: list[RoundRecord] = []
     count_based = hasattr(model, "fit_counts")  # the Bayesian network: one exact exchange of counts, no rounds
     phased = hasattr(strategy, "train")  # sd_sharing: local models, then a shared one on synthetic rows
-    start_round = _resume(cfg, path, model, comm, records) if resume and not (count_based or phased) else 0
+    start_round = _resume(cfg, path, model, strategy, comm, records) if resume and not (count_based or phased) else 0
 
     def checkpointing(m: Generator, shared: bool):
-        on_round = _checkpoint_writer(cfg, name, shared, m, transformer, comm, n_sites, records)
+        on_round = _checkpoint_writer(cfg, strategy, shared, m, transformer, comm, n_sites, records)
 
         def tick(record: RoundRecord) -> None:
             on_round(record)

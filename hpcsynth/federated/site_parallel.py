@@ -54,3 +54,9 @@ class SiteParallel(Strategy):
 
     def aggregate(self, params: torch.Tensor, comm: Communicator) -> None:
         self.inner.aggregate(params, comm)
+
+    def state(self) -> dict:
+        return self.inner.state()
+
+    def load_state(self, state: dict) -> None:
+        self.inner.load_state(state)

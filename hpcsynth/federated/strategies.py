@@ -78,6 +78,13 @@ class Strategy:
     def aggregate(self, params: torch.Tensor, comm: Communicator) -> None:
         return None
 
+    def state(self) -> dict:
+        """What the strategy itself must keep across a restart (checkpointed with each site's state)."""
+        return {}
+
+    def load_state(self, state: dict) -> None:
+        return None
+
     def _weighted_sum(self, tensor: torch.Tensor, weight: float, comm: Communicator) -> None:
         """tensor <- sum over ranks of weight_k * tensor_k, in place: one Allreduce, masked when secure (where
         the weighting is folded into the fixed-point encoding, which is a pass over the buffer anyway)."""
@@ -171,7 +178,7 @@ class FedOpt(FedAvg):
 
     with the paper's b1 = 0.9, b2 = 0.99, tau = 1e-3 and no bias correction. The average is FedAvg's one
     Allreduce; every rank then holds the same delta and takes the same step, so the server needs no rank and
-    no traffic of its own. The moments m and v live on every rank and start from zero at each (re)start."""
+    no traffic of its own. The moments m and v live on every rank and are checkpointed with it."""
 
     name = "fedopt"
     betas = (0.9, 0.99)
@@ -181,6 +188,12 @@ class FedOpt(FedAvg):
         super().__init__(secure_aggregation)
         self.server_lr = server_lr
         self.m: torch.Tensor | None = None
+
+    def state(self) -> dict:
+        return {"m": self.m, "v": getattr(self, "v", None)}
+
+    def load_state(self, state: dict) -> None:
+        self.m, self.v = state["m"], state["v"]
 
     def begin_round(self, params: torch.Tensor) -> None:
         self.anchor = params.detach().clone()

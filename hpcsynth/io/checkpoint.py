@@ -8,11 +8,13 @@ since continuing it would silently mix two experiments.
 """
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass
 from pathlib import Path
 
 import h5py
 import numpy as np
+import torch
 
 from hpcsynth.config import ConfigError
 from hpcsynth.federated.loop import RoundRecord
@@ -26,6 +28,18 @@ class Checkpoint:
     params: np.ndarray
     local_state: bytes
     records: list[RoundRecord]
+
+
+def pack_state(model_state: bytes, strategy_state: dict) -> bytes:
+    """One site's checkpoint bytes: the model's local state and the strategy's (FedOpt's server moments)."""
+    buffer = io.BytesIO()
+    torch.save({"model": model_state, "strategy": strategy_state}, buffer)
+    return buffer.getvalue()
+
+
+def unpack_state(blob: bytes) -> tuple[bytes, dict]:
+    state = torch.load(io.BytesIO(blob), weights_only=False)
+    return state["model"], state["strategy"]
 
 
 def _same_job(f: h5py.File, path: Path, config_text: str) -> None:

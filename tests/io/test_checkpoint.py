@@ -132,3 +132,22 @@ def test_a_checkpoint_of_another_job_is_refused(tmp_path):
     with pytest.raises(ConfigError, match="written by a different job file"):
         load_checkpoint(partial, "seed: 2\n", rank=0)
     assert load_checkpoint(tmp_path / "none.partial.h5", "seed: 2\n", rank=0) is None
+
+
+@pytest.mark.mpi
+@pytest.mark.slow
+def test_fedopt_resumes_with_its_server_moments(write_job, tmp_path):
+    job_spec = {**JOB, "federation.rounds": 5, "federation.strategy": "fedopt", "federation.server_lr": 0.05}
+    reference_job = write_job({**job_spec, "output": str(tmp_path / "reference.h5")}, name="reference.yaml")
+    assert start(reference_job).wait(timeout=240) == 0
+    job = write_job(job_spec)
+    partial = partial_path(tmp_path / "run.h5")
+    process = start(job)
+    wait_for_round(process, partial, 1)
+    for pid in job_pids(job):
+        if pid != process.pid:
+            os.kill(pid, signal.SIGTERM)
+    assert process.wait(timeout=60) == 3
+    assert start(job, "--resume").wait(timeout=240) == 0
+    for got, want in zip(final_state(tmp_path / "run.h5"), final_state(tmp_path / "reference.h5")):
+        np.testing.assert_array_equal(got, want)
