@@ -2,28 +2,13 @@
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
-REPO = Path(__file__).resolve().parents[1]
-
-
-def mpiexec_path() -> str:
-    """The launcher next to this Python (the mpich wheel's) or, failing that, the one on PATH."""
-    beside = Path(sys.executable).with_name("mpiexec")
-    found = str(beside) if beside.exists() else shutil.which("mpiexec")
-    if found is None:
-        pytest.fail("mpiexec not found: install the `mpich` wheel (make test does)")
-    return found
-
-
-def hpcsynth_command() -> list[str]:
-    return [sys.executable, "-m", "hpcsynth.cli"]
+from mpi_support import REPO, mpiexec_path
 
 
 @pytest.fixture

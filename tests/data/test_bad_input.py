@@ -172,7 +172,7 @@ def test_a_site_file_that_vanishes_mid_run_does_not_matter(mpirun, tmp_path):
     spec = yaml.safe_load(job.read_text())
     spec["federation"].update(rounds=40)
     job.write_text(yaml.safe_dump(spec))
-    from conftest import REPO, mpiexec_path
+    from mpi_support import REPO, mpiexec_path
 
     process = subprocess.Popen([mpiexec_path(), "-n", "3", *CLI, str(job)], cwd=REPO, stderr=subprocess.PIPE, text=True)
     partial = output.with_name("run.partial.h5")

@@ -1,17 +1,6 @@
-"""Shared helpers for the kernel tests: a float64 brute-force reference with the documented tie rule."""
+"""Fixtures for the kernel tests (the float64 reference is in knn_reference.py)."""
 import numpy as np
 import pytest
-
-
-def brute_force_knn(query, reference, k, exclude_self=False):
-    """Float64 direct-difference distances, sorted by (distance, index): the ground truth."""
-    q = np.asarray(query, dtype=np.float64)
-    r = np.asarray(reference, dtype=np.float64)
-    d = np.sqrt(((q[:, None, :] - r[None, :, :]) ** 2).sum(axis=-1))
-    if exclude_self:
-        np.fill_diagonal(d, np.inf)
-    order = np.argsort(d, axis=1, kind="stable")[:, :k]
-    return np.take_along_axis(d, order, axis=1), order, d
 
 
 @pytest.fixture

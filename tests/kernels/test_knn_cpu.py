@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 from hypothesis.extra import numpy as hnp
 
-from conftest import brute_force_knn
+from knn_reference import brute_force_knn
 from hpcsynth.kernels import nearest_neighbours
 
 

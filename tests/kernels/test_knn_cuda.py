@@ -19,7 +19,7 @@ from hpcsynth.kernels import knn_cuda
 SIMULATED_CHECKS = textwrap.dedent("""
     import numpy as np
     from numba import cuda
-    from conftest import brute_force_knn
+    from knn_reference import brute_force_knn
     from hpcsynth.kernels import nearest_neighbours
 
     def gpu(q, r, k, exclude_self=False):
