@@ -36,6 +36,7 @@ $(STAMP): setup.py
 demo: $(STAMP)
 	@mkdir -p runs
 	PATH="$(abspath $(VENV))/bin:$$PATH" mpiexec -n $(NRANKS) hpcsynth run jobs/demo.yaml
+	PATH="$(abspath $(VENV))/bin:$$PATH" mpiexec -n $(NRANKS) hpcsynth evaluate runs/demo.h5 --out runs/demo.html
 
 test: $(STAMP)
 	PATH="$(abspath $(VENV))/bin:$$PATH" $(PY) -m pytest $(PYTEST_ARGS)

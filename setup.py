@@ -46,7 +46,7 @@ setup(
     ],
     extras_require={
         "mpich": ["mpich"],
-        "test": ["pytest>=8", "hypothesis>=6.100", "pytest-timeout>=2.3"],
+        "test": ["pytest>=8", "hypothesis>=6.100", "pytest-timeout>=2.3", "sdmetrics>=0.18"],
         "bench": ["ctgan", "sdmetrics", "faiss-cpu", "rdt[copulas]"],
         "gpu": ["nvidia-cuda-nvcc-cu12", "nvidia-cuda-runtime-cu12"],
     },

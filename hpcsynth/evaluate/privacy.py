@@ -24,11 +24,14 @@ from hpcsynth.federated.comm import Communicator
 from hpcsynth.kernels import nearest_neighbours
 
 
-def privacy_features(frame: pd.DataFrame, transformer: TableTransformer) -> np.ndarray:
+def privacy_features(frame: pd.DataFrame, transformer: TableTransformer, exclude: tuple[str, ...] = ()) -> np.ndarray:
     """The shared distance space: rank-scaled numerics (continued linearly past the fitted range, so a value
-    beyond the training extremes does not collapse onto them) and 1/sqrt(2)-scaled one-hot blocks."""
+    beyond the training extremes does not collapse onto them) and 1/sqrt(2)-scaled one-hot blocks; the columns
+    in `exclude` are left out (an attacker who does not know them)."""
     blocks = []
     for t in transformer.transforms_:
+        if t.spec.name in exclude:
+            continue
         block = t.encode(frame[t.spec.name]) / np.sqrt(2.0)
         if isinstance(t, NumericTransform):
             x = pd.to_numeric(frame[t.spec.name], errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)

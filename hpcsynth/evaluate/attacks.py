@@ -1,0 +1,133 @@
+"""Privacy attacks on the released table, beyond DCR: NNDR, membership and attribute inference, k-anonymity.
+
+Every distance is an exact nearest-neighbour distance from `hpcsynth.kernels` in the shared space of
+`hpcsynth.evaluate.privacy.privacy_features`. Per site k, with its training rows T_k and held-out rows H_k:
+* DCR (Zhao et al. 2021): synthetic-to-T_k distances against H_k-to-T_k distances; the 5th percentiles, and the
+  share of synthetic rows closer to T_k than the median held-out row is (0.5 when synthetic rows are as far as
+  fresh patients; more means the generator pulls towards its training patients). Exact-match rate: distance 0.
+* NNDR: nearest over second-nearest training distance of each synthetic row; near 0 means a synthetic row sits
+  on one patient rather than between several (the privacy measure of the SAFE validation framework).
+* Membership inference (distance-based, Hilprecht et al. 2019; SynthCity's DCR-based attack): the attacker
+  scores a record by minus its distance to the nearest synthetic row; AUROC over equal numbers of training
+  (members) and held-out rows (non-members). 0.5: membership cannot be told.
+* Attribute inference (Stadler et al. 2022): an attacker who knows every other column of a patient takes the
+  sensitive value of the nearest synthetic row. Accuracy on training rows against held-out rows: the gain is
+  what the release leaks beyond what the population statistics already tell.
+* k-anonymity, l-diversity and the homogeneity attack (Sweeney 2002; Machanavajjhala et al. 2007) on declared
+  quasi-identifiers (numbers cut into 10 equal bins over the shared range): the smallest equivalence class of
+  the synthetic table, its fewest distinct sensitive values, and the share of training patients whose class in
+  the synthetic table holds one sensitive value only, and that value is theirs.
+Distances are gathered on rank 0 for the pooled percentiles (distances, not rows); the other scores are
+averaged over sites weighted by training rows (`hpcsynth.evaluate.pooling`).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from hpcsynth.data.transformer import TableTransformer
+from hpcsynth.data.transforms import CategoricalTransform
+from hpcsynth.evaluate.privacy import privacy_features
+from hpcsynth.kernels import nearest_neighbours
+
+N_QI_BINS = 10
+
+
+@dataclass
+class Distances:
+    """One site's distances: synthetic to training (nearest, second nearest) and held-out to training."""
+
+    synthetic: np.ndarray
+    second: np.ndarray
+    holdout: np.ndarray
+
+
+def site_distances(synthetic: pd.DataFrame, train: pd.DataFrame, holdout: pd.DataFrame,
+                   transformer: TableTransformer) -> Distances:
+    reference = privacy_features(train, transformer)
+    k = min(2, len(reference))
+    d, _ = nearest_neighbours(privacy_features(synthetic, transformer), reference, k=k)
+    held = nearest_neighbours(privacy_features(holdout, transformer), reference, k=1)[0][:, 0] if len(holdout) \
+        else np.empty(0, dtype=np.float32)
+    return Distances(d[:, 0], d[:, k - 1], held)
+
+
+def distance_scores(parts: list[Distances]) -> dict[str, float]:
+    """DCR percentiles, closer-than-holdout-median share, exact matches and NNDR over all sites' distances."""
+    syn = np.concatenate([p.synthetic for p in parts]).astype(np.float64)
+    second = np.concatenate([p.second for p in parts]).astype(np.float64)
+    held = np.concatenate([p.holdout for p in parts]).astype(np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        nndr = np.where(second > 0, syn / second, 1.0)
+    scores = {"dcr_synthetic_p5": float(np.percentile(syn, 5)), "exact_match_rate": float(np.mean(syn == 0.0)),
+              "nndr_p5": float(np.percentile(nndr, 5)), "nndr_median": float(np.median(nndr))}
+    if held.size:
+        scores["dcr_holdout_p5"] = float(np.percentile(held, 5))
+        scores["dcr_ratio"] = scores["dcr_synthetic_p5"] / max(scores["dcr_holdout_p5"], 1e-12)
+        scores["dcr_closer_than_holdout_median"] = float(np.mean(syn < np.median(held)))
+    return scores
+
+
+def membership_auroc(synthetic: pd.DataFrame, train: pd.DataFrame, holdout: pd.DataFrame,
+                     transformer: TableTransformer, seed: int = 0) -> float:
+    """AUROC of the distance-to-closest-synthetic-row attack, members = as many training rows as held-out rows."""
+    from sklearn.metrics import roc_auc_score
+
+    n = min(len(train), len(holdout))
+    if n == 0:
+        return float("nan")
+    members = train.iloc[np.random.default_rng(seed).choice(len(train), n, replace=False)]
+    reference = privacy_features(synthetic, transformer)
+    d_in = nearest_neighbours(privacy_features(members, transformer), reference, k=1)[0][:, 0]
+    d_out = nearest_neighbours(privacy_features(holdout.iloc[:n], transformer), reference, k=1)[0][:, 0]
+    return float(roc_auc_score(np.r_[np.ones(n), np.zeros(n)], -np.r_[d_in, d_out]))
+
+
+def attribute_inference(synthetic: pd.DataFrame, train: pd.DataFrame, holdout: pd.DataFrame,
+                        transformer: TableTransformer, sensitive: str) -> dict[str, float]:
+    """Nearest-synthetic-row guess of `sensitive` from every other column: accuracy on training and held-out rows."""
+    t = transformer.transform_of(sensitive)
+    if not isinstance(t, CategoricalTransform):
+        raise ValueError(f"attribute inference needs a categorical sensitive column, {sensitive!r} is numeric")
+    reference = privacy_features(synthetic, transformer, exclude=(sensitive,))
+    guesses = t._codes(synthetic[sensitive])
+
+    def accuracy(frame: pd.DataFrame) -> float:
+        if frame.empty:
+            return float("nan")
+        idx = nearest_neighbours(privacy_features(frame, transformer, exclude=(sensitive,)), reference, k=1)[1][:, 0]
+        return float(np.mean(guesses[idx] == t._codes(frame[sensitive])))
+
+    on_train, on_holdout = accuracy(train), accuracy(holdout)
+    return {"accuracy": on_train, "gain": on_train - on_holdout}
+
+
+def _classes(frame: pd.DataFrame, transformer: TableTransformer, quasi: list[str]) -> pd.Series:
+    """The equivalence class of every row over the quasi-identifiers (numbers binned on the shared range)."""
+    keys = []
+    for name in quasi:
+        t = transformer.transform_of(name)
+        if isinstance(t, CategoricalTransform):
+            keys.append(t._codes(frame[name]))
+        else:
+            x = pd.to_numeric(frame[name], errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+            edges = np.linspace(t.min_, t.max_, N_QI_BINS + 1)[1:-1]
+            keys.append(np.where(np.isfinite(x), np.digitize(x, edges), -1))
+    return pd.Series(["|".join(map(str, key)) for key in zip(*keys)], index=frame.index, dtype=object)
+
+
+def anonymity(synthetic: pd.DataFrame, train: pd.DataFrame, transformer: TableTransformer, quasi: list[str],
+              sensitive: str) -> dict[str, float]:
+    """k-anonymity and l-diversity of the synthetic table, and the homogeneity-attack risk for training rows."""
+    t = transformer.transform_of(sensitive)
+    syn_classes, syn_values = _classes(synthetic, transformer, quasi), t._codes(synthetic[sensitive])
+    table = pd.DataFrame({"cls": syn_classes.to_numpy(), "s": syn_values})
+    sizes = table.groupby("cls").size()
+    distinct = table.groupby("cls")["s"].nunique()
+    only = table.groupby("cls")["s"].first()[distinct == 1].to_dict()
+    train_classes = _classes(train, transformer, quasi).to_numpy()
+    exposed = [only.get(c, -1) == v for c, v in zip(train_classes, t._codes(train[sensitive]))]
+    return {"k_anonymity": float(sizes.min()), "l_diversity": float(distinct.min()),
+            "homogeneity_risk": float(np.mean(exposed)) if exposed else float("nan")}

@@ -1,0 +1,78 @@
+"""Diversity and mode collapse: alpha-precision, beta-recall, authenticity (Alaa et al. 2022), rare categories.
+
+Alaa, van Breugel, Saveliev & van der Schaar, "How faithful is your synthetic data?" (ICML 2022) score a
+generator on three axes in a shared feature space (here the rank-scaled, one-hot space of
+`hpcsynth.evaluate.privacy.privacy_features`, not a learned one-class embedding):
+* alpha-precision: for alpha in [0, 1], the share of synthetic rows inside the ball around the real centre that
+  holds a share alpha of the real rows; a faithful generator gives alpha at every alpha. The score is
+  1 - sum|curve - alpha| / sum(alpha) (the integrated deviation, SynthCity's `AlphaPrecision` formula).
+* beta-recall: the share of real rows that have a synthetic row nearer than their own nearest real neighbour,
+  with that synthetic row inside the synthetic beta-support; low recall is mode collapse. Same integral.
+* authenticity: the share of synthetic rows farther from their nearest real row than that real row is from its
+  own nearest real neighbour (the corrected form of the paper's rule, as in SynthCity): 1.0 means no row copies
+  a patient.
+Real rows are the site's training rows (the authors' setting: authenticity is about the data the generator
+saw); across sites the three are averaged weighted by training rows.
+
+Rare-category coverage asks whether rare real levels (share below 5%) appear at all among the synthetic rows,
+the first thing mode collapse removes; it comes from summed category counts and is exact.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from hpcsynth.data.transformer import TableTransformer
+from hpcsynth.data.transforms import CategoricalTransform
+from hpcsynth.evaluate.pooling import summed
+from hpcsynth.federated.comm import Communicator
+from hpcsynth.kernels import nearest_neighbours
+
+N_ALPHAS = 30
+RARE_SHARE = 0.05
+
+
+def _integrated(curve: np.ndarray, alphas: np.ndarray) -> float:
+    return float(1.0 - np.abs(alphas - curve).sum() / alphas.sum())
+
+
+def alpha_beta_authenticity(real: np.ndarray, synthetic: np.ndarray, n_alphas: int = N_ALPHAS) -> dict[str, float]:
+    """alpha_precision, beta_recall and authenticity of feature matrices (rows = records)."""
+    alphas = np.linspace(0.0, 1.0, n_alphas)
+    real64, syn64 = real.astype(np.float64), synthetic.astype(np.float64)
+    centre, syn_centre = real64.mean(axis=0), syn64.mean(axis=0)
+    radii = np.quantile(np.linalg.norm(real64 - centre, axis=1), alphas)
+    syn_to_centre = np.linalg.norm(syn64 - centre, axis=1)
+    real_to_real = nearest_neighbours(real, real, k=1, exclude_self=True)[0][:, 0].astype(np.float64)
+    d_rs, i_rs = nearest_neighbours(real, synthetic, k=1)
+    real_to_syn, real_to_syn_idx = d_rs[:, 0].astype(np.float64), i_rs[:, 0]
+    closest_d = np.linalg.norm(syn64[real_to_syn_idx] - syn_centre, axis=1)
+    closest_radii = np.quantile(closest_d, alphas)
+    precision = np.array([np.mean(syn_to_centre <= r) for r in radii])
+    recall = np.array([np.mean((real_to_syn <= real_to_real) & (closest_d <= r)) for r in closest_radii])
+    d_sr, i_sr = nearest_neighbours(synthetic, real, k=1)
+    authentic = real_to_real[i_sr[:, 0]] < d_sr[:, 0].astype(np.float64)
+    return {"alpha_precision": _integrated(precision, alphas), "beta_recall": _integrated(recall, alphas),
+            "authenticity": float(authentic.mean())}
+
+
+def category_counts(frame: pd.DataFrame, transformer: TableTransformer) -> np.ndarray:
+    """Counts of every level (missing excluded) of every categorical column, concatenated: summable."""
+    parts = [t.fit_stats(frame[t.spec.name])[:-1] for t in transformer.transforms_ if isinstance(t, CategoricalTransform)]
+    return np.concatenate(parts) if parts else np.empty(0)
+
+
+def category_coverage(synthetic: pd.DataFrame, holdout: pd.DataFrame, transformer: TableTransformer,
+                      comm: Communicator, rare_share: float = RARE_SHARE) -> dict[str, float]:
+    """Share of real levels (and of rare real levels) that occur among the synthetic rows (collective, exact)."""
+    real, syn = summed(category_counts(holdout, transformer), comm), category_counts(synthetic, transformer)
+    shares, start = np.zeros_like(real), 0
+    for t in transformer.transforms_:
+        if isinstance(t, CategoricalTransform):
+            block = real[start:start + len(t.labels_)]
+            shares[start:start + len(t.labels_)] = block / max(block.sum(), 1.0)
+            start += len(t.labels_)
+    seen, rare = real > 0, (real > 0) & (shares < rare_share)
+    covered = syn > 0
+    return {"category_coverage": float(covered[seen].mean()) if seen.any() else float("nan"),
+            "rare_category_coverage": float(covered[rare].mean()) if rare.any() else float("nan")}

@@ -1,0 +1,152 @@
+"""`hpcsynth evaluate RUN.h5`: recompute every score of a run (or of each run of a comparison) against real rows,
+write them into the run file's `/evaluation` and write the HTML report.
+
+The real rows come from `--real FILE` (it replaces the held-out rows) or are regenerated from the job's own
+configuration stored in `/config`: the same sources, seed and hold-out split give the same training and held-out
+rows. Under `mpiexec -n K` (K the run's number of sites) rank k loads only site k's rows and the evaluation is
+federated (`hpcsynth.evaluate.suite`); in one process every site's rows are loaded (each site exactly as its
+rank loaded it), which gives the pooled figures. The two agree exactly on every count-based score (shapes, pair
+trends, coverage, Kaplan-Meier, genomics, subgroup fidelity); the others are pooled in one process and
+site-weighted under MPI, e.g. DCR is to the union of all sites' training rows in one process (the stricter
+check) and to the site's own training rows under MPI. The run file is rewritten atomically: a copy is updated and
+renamed over the original, so a reader never sees a half-written `/evaluation`.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pandas as pd
+import yaml
+
+from hpcsynth.config import ConfigError, from_dict
+from hpcsynth.data.sources import Declarations, SiteData, load_site, prepare, read_table
+from hpcsynth.data.transformer import TableTransformer
+from hpcsynth.evaluate.report import RunSection, write_report
+from hpcsynth.evaluate.suite import EvalSpec, Evaluation, evaluate
+from hpcsynth.federated.comm import Communicator
+from hpcsynth.io.runfile import read_table as read_stored
+
+
+@dataclass
+class RealRows:
+    """This rank's real rows: training and held-out rows, the site of each held-out row, and the declarations."""
+
+    train: pd.DataFrame
+    holdout: pd.DataFrame
+    site: np.ndarray
+    n_sites: int
+    declared: Declarations
+    seed: int
+
+
+def run_files(path: str | Path) -> list[tuple[str, Path]]:
+    """(strategy, run file) of a run file, or of every run linked from a comparison file."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"{p}: no such run file")
+    with h5py.File(p, "r") as f:
+        if f.attrs.get("kind") == "comparison":
+            return [(name, (p.parent / f["runs"].get(name, getlink=True).filename).resolve()) for name in f["runs"]]
+        if "synthetic" not in f:
+            raise ConfigError(f"{p}: no synthetic table to evaluate")
+        return [(str(f.attrs["strategy"]), p)]
+
+
+def real_rows(path: Path, real: str | None, comm: Communicator) -> RealRows:
+    """This rank's real rows (one process: every site's, each split exactly as its rank split it)."""
+    with h5py.File(path, "r") as f:
+        text = f["config"][()]
+        text = text.decode() if isinstance(text, bytes) else str(text)
+        n_sites = int(f.attrs["n_sites"])
+        ranks = len([k for k in f["synthetic"] if k.startswith("site_")])
+    cfg = from_dict(yaml.safe_load(text), source=f"{path}:/config", text=text)
+    if comm.size > 1 and comm.size != ranks:
+        raise ConfigError(f"{path}: the run had {ranks} sites; evaluate it under `mpiexec -n {ranks}` or in one process")
+    indices = [comm.rank] if comm.size > 1 else ([None] if ranks == 1 else list(range(ranks)))
+    sites: list[SiteData] = [load_site(cfg.data, k, n_sites, cfg.seed) for k in indices]
+    train = pd.concat([s.train for s in sites], ignore_index=True)
+    holdout = pd.concat([s.holdout for s in sites], ignore_index=True)
+    site = np.concatenate([np.full(len(s.holdout), comm.rank if k is None else k) for k, s in zip(indices, sites)])
+    if real is not None:  # one copy of the given rows: rank 0 holds them, so counts are not summed K times
+        holdout = prepare(read_table(real), sites[0].declared, str(real))
+        holdout = holdout if comm.is_root else holdout.iloc[:0]
+        site = np.zeros(len(holdout), dtype=int)
+    return RealRows(train, holdout, site, max(ranks, 1), sites[0].declared, cfg.seed)
+
+
+def scoring_transformer(rows: RealRows, comm: Communicator) -> TableTransformer:
+    """The quantile transform the job scored with, fitted from merged statistics of the training rows."""
+    d = rows.declared
+    return TableTransformer(d.categorical, d.time, d.event, numeric="quantile", kinds=d.kinds,
+                            target=d.target).fit(rows.train, comm)
+
+
+def write_evaluation(path: str | Path, scores: dict[str, float], directions: dict[str, str],
+                     notes: dict[str, str], curves: dict[str, np.ndarray] | None = None) -> Path:
+    """Replace `/evaluation` (scores kept from the job and not recomputed stay) and its `curves` (Kaplan-Meier,
+    correlations, gene frequencies), through a copy and a rename."""
+    target = Path(path)
+    tmp = target.with_name(f".{target.name}.eval-{os.getpid()}")
+    try:
+        shutil.copyfile(target, tmp)
+        with h5py.File(tmp, "r+") as f:
+            old = dict(f["evaluation"].attrs) if "evaluation" in f else {}
+            old_dir = dict(f["evaluation/directions"].attrs) if "evaluation/directions" in f else {}
+            if "evaluation" in f:
+                del f["evaluation"]
+            group = f.create_group("evaluation")
+            group.attrs.update({**old, **scores})
+            group.create_group("directions").attrs.update({**old_dir, **directions})
+            group.create_group("notes").attrs.update(notes)
+            for name, values in (curves or {}).items():
+                group.create_dataset(f"curves/{name}", data=values)
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return target
+
+
+def _rounds(path: Path) -> pd.DataFrame | None:
+    with h5py.File(path, "r") as f:
+        return pd.DataFrame(f["rounds"][()]) if "rounds" in f else None
+
+
+def evaluate_run(path: Path, real: str | None, comm: Communicator) -> Evaluation:
+    """Evaluate one run file's pooled synthetic table (collective) and, on rank 0, write its `/evaluation`."""
+    rows = real_rows(path, real, comm)
+    transformer = scoring_transformer(rows, comm)
+    with h5py.File(path, "r") as f:
+        synthetic = read_stored(f["synthetic"]["pooled"])
+    spec = EvalSpec.default(transformer, seed=rows.seed)
+    result = evaluate(synthetic, rows.train, rows.holdout, transformer, comm, spec, rows.site, rows.n_sites)
+    if comm.is_root:
+        write_evaluation(path, result.scores, result.directions, result.notes, result.curves())
+    return result
+
+
+def evaluate_file(path: str | Path, real: str | None, out: str | Path | None, comm: Communicator) -> list[RunSection]:
+    """Evaluate a run or comparison file, update every run file and (rank 0) write the report."""
+    sections = [RunSection(name, evaluate_run(run, real, comm), _rounds(run)) for name, run in run_files(path)]
+    if comm.is_root:
+        report = Path(out) if out else Path(path).with_suffix(".html")
+        write_report(report, sections, f"hpcsynth evaluation: {Path(path).name}")
+    return sections
+
+
+SUMMARY = ("quality", "csf", "gsf", "detection_auroc", "tstr_auroc", "trtr_auroc", "km_max_gap",
+           "dcr_ratio", "membership_auroc", "fairness_fidelity_min")
+
+
+def summary_table(sections: list[RunSection]) -> str:
+    """One row per strategy, the headline scores, and a line saying which direction is better."""
+    frame = pd.DataFrame([{"strategy": s.name, **{k: s.evaluation.scores.get(k, np.nan) for k in SUMMARY}}
+                          for s in sections])
+    directions = sections[0].evaluation.directions if sections else {}
+    legend = ", ".join(f"{k} {'+' if directions.get(k, 'higher') == 'higher' else '-'}" for k in SUMMARY)
+    return frame.to_string(index=False, float_format=lambda x: f"{x:.4f}") + f"\n(+ higher / - lower is better: {legend})"
+

@@ -1,0 +1,83 @@
+"""Utility: is a model trained on synthetic rows as good on real patients as one trained on real rows?
+
+Train on synthetic, test on real (TSTR; Esteban et al. 2017) against train on real, test on real (TRTR), both
+tested on the same real held-out rows with scikit-learn's histogram gradient boosting. Reported for both: AUROC
+(one-vs-rest macro for more than two classes), balanced accuracy and the G-mean (geometric mean of the
+per-class recalls), which, unlike accuracy, do not reward predicting the majority class of an imbalanced
+outcome. The ratio TSTR/TRTR of the AUROC says how much of the real data's utility the synthetic table keeps.
+
+Federated: TRTR trains on the site's own training rows; both are tested on the site's held-out rows and the
+scores are averaged over sites, weighted by held-out rows (documented in `hpcsynth.evaluate.pooling`).
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from hpcsynth.data.transformer import TableTransformer
+from hpcsynth.data.transforms import CategoricalTransform
+from hpcsynth.evaluate.encoding import classifier, feature_matrix
+
+
+def g_mean(y_true: np.ndarray, y_pred: np.ndarray) -> float:
+    """Geometric mean of the recall of every class present in `y_true`."""
+    recalls = [np.mean(y_pred[y_true == c] == c) for c in np.unique(y_true)]
+    return float(np.prod(recalls) ** (1.0 / len(recalls)))
+
+
+def classification_scores(y_true: np.ndarray, proba: np.ndarray, classes: np.ndarray) -> dict[str, float]:
+    """AUROC, balanced accuracy and G-mean of predicted class probabilities (columns ordered as `classes`)."""
+    from sklearn.metrics import balanced_accuracy_score, roc_auc_score
+
+    pred = classes[np.argmax(proba, axis=1)]
+    present = np.intersect1d(np.unique(y_true), classes)  # a class the model never saw has no score column
+    rows = np.isin(y_true, present)
+    p = proba[rows][:, np.searchsorted(classes, present)]
+    p = p / np.maximum(p.sum(axis=1, keepdims=True), 1e-12)
+    if present.size < 2:
+        auc = float("nan")
+    elif present.size == 2:
+        auc = float(roc_auc_score(y_true[rows] == present[1], p[:, 1]))
+    else:
+        auc = float(roc_auc_score(y_true[rows], p, multi_class="ovr", labels=present))
+    return {"auroc": auc, "balanced_accuracy": float(balanced_accuracy_score(y_true, pred)),
+            "g_mean": g_mean(y_true, pred)}
+
+
+def target_codes(frame: pd.DataFrame, transformer: TableTransformer, target: str) -> np.ndarray:
+    t = transformer.transform_of(target)
+    if not isinstance(t, CategoricalTransform):
+        raise ValueError(f"utility target {target!r} must be categorical or binary")
+    return t._codes(frame[target])
+
+
+def fit_predict(train: pd.DataFrame, test: pd.DataFrame, transformer: TableTransformer, target: str,
+                features: list[str], seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """(test labels, predicted probabilities, classes) of a model fitted on `train`; None if `train` has one class."""
+    missing = len(transformer.transform_of(target).labels_)
+    y_train, y_test = target_codes(train, transformer, target), target_codes(test, transformer, target)
+    keep_train, keep_test = y_train != missing, y_test != missing
+    if np.unique(y_train[keep_train]).size < 2 or not keep_test.any():
+        return None
+    x_train, categorical = feature_matrix(train[keep_train], transformer, features)
+    x_test, _ = feature_matrix(test[keep_test], transformer, features)
+    model = classifier(categorical, seed).fit(x_train, y_train[keep_train])
+    return y_test[keep_test], model.predict_proba(x_test), model.classes_
+
+
+def compare_fits(tstr, trtr) -> dict[str, float]:
+    """`tstr_*` and `trtr_*` AUROC, balanced accuracy and G-mean from two `fit_predict` results, and the ratio."""
+    scores: dict[str, float] = {}
+    for prefix, fitted in (("tstr", tstr), ("trtr", trtr)):
+        values = classification_scores(*fitted) if fitted is not None else \
+            {"auroc": float("nan"), "balanced_accuracy": float("nan"), "g_mean": float("nan")}
+        scores.update({f"{prefix}_{k}": v for k, v in values.items()})
+    scores["tstr_trtr_auroc_ratio"] = scores["tstr_auroc"] / scores["trtr_auroc"] if scores["trtr_auroc"] > 0 else float("nan")
+    return scores
+
+
+def tstr_trtr(synthetic: pd.DataFrame, train: pd.DataFrame, holdout: pd.DataFrame, transformer: TableTransformer,
+              target: str, features: list[str], seed: int = 0) -> dict[str, float]:
+    """TSTR and TRTR scores on `holdout` (see `compare_fits`)."""
+    return compare_fits(fit_predict(synthetic, holdout, transformer, target, features, seed),
+                        fit_predict(train, holdout, transformer, target, features, seed))

@@ -1,0 +1,64 @@
+"""Kaplan-Meier, log-rank, Cox and C-index against lifelines; site counts give the pooled curves exactly."""
+import numpy as np
+import pandas as pd
+import pytest
+from lifelines import CoxPHFitter, KaplanMeierFitter
+from lifelines.statistics import logrank_test
+
+from hpcsynth.evaluate.survival import (c_index, compare_cox, compare_km, event_counts, km_from_counts,
+                                        logrank_from_counts, time_grid)
+from hpcsynth.federated.comm import SoloComm
+
+
+def _cohort(n, seed, scale=20.0):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=n)
+    t = np.ceil(rng.exponential(scale * np.exp(-0.5 * x)) * 2) / 2  # half-months: on the grid below
+    t = np.clip(t, 0.5, 100.0)
+    return pd.DataFrame({"x": x, "t": t, "e": (rng.random(n) < 0.7).astype(float),
+                         "g": rng.choice(["low", "high"], n)})
+
+
+def test_km_and_logrank_equal_lifelines_when_times_are_on_the_grid():
+    a, b = _cohort(300, 0), _cohort(250, 1, scale=14.0)
+    grid = time_grid(100.0)  # 200 intervals of half a month
+    ca, cb = (event_counts(f["t"].to_numpy(), f["e"].to_numpy(), grid) for f in (a, b))
+    km = KaplanMeierFitter().fit(a["t"], a["e"])
+    assert np.allclose(km_from_counts(ca), km.survival_function_at_times(grid).to_numpy(), atol=1e-12)
+    expected = logrank_test(a["t"], b["t"], a["e"], b["e"])
+    stat, p = logrank_from_counts(ca, cb)
+    assert stat == pytest.approx(expected.test_statistic, rel=1e-9) and p == pytest.approx(expected.p_value, rel=1e-6)
+
+
+def test_km_gaps_by_group_and_split_sites_equal_pooled(sites):
+    real, synthetic = _cohort(600, 2), _cohort(400, 3, scale=10.0)
+    pooled = compare_km(synthetic, real, "t", "e", 100.0, SoloComm(), "g", ["high", "low"])
+    assert pooled.gaps["all"] > 0.05 and pooled.logrank_p["all"] < 0.05
+    assert compare_km(real, real, "t", "e", 100.0, SoloComm()).gaps["all"] == 0.0
+    parts = np.array_split(np.arange(len(real)), 3)
+    for got in sites(lambda comm, k: compare_km(synthetic, real.iloc[parts[k]], "t", "e", 100.0, comm, "g",
+                                                ["high", "low"]), 3):
+        assert got.gaps == pytest.approx(pooled.gaps, abs=1e-12) and got.worst_group == pooled.worst_group
+
+
+def test_cox_in_one_process_equals_lifelines_and_meta_analysis_across_sites(sites):
+    real, synthetic = _cohort(900, 4), _cohort(900, 5)
+    cox = compare_cox(synthetic, real, ["x"], "t", "e", SoloComm())
+    fit = CoxPHFitter(penalizer=0.01).fit(real[["x", "t", "e"]], "t", "e")
+    assert cox.real_log_hr[0] == pytest.approx(fit.params_["x"]) and cox.real_se[0] == pytest.approx(fit.standard_errors_["x"])
+    assert cox.scores()["cox_hr_in_ci"] == 1.0  # same generating model
+    parts = np.array_split(np.arange(len(real)), 3)
+    fits = [CoxPHFitter(penalizer=0.01).fit(real.iloc[p][["x", "t", "e"]], "t", "e") for p in parts]
+    w = np.array([1 / f.standard_errors_["x"] ** 2 for f in fits])
+    expected = np.sum(w * [f.params_["x"] for f in fits]) / w.sum()
+    for got in sites(lambda comm, k: compare_cox(synthetic, real.iloc[parts[k]], ["x"], "t", "e", comm), 3):
+        assert got.real_log_hr[0] == pytest.approx(expected) and got.real_se[0] == pytest.approx(w.sum() ** -0.5)
+
+
+def test_c_index_of_a_model_fitted_on_synthetic_rows():
+    from lifelines.utils import concordance_index
+
+    train, test = _cohort(500, 6), _cohort(300, 7)
+    fit = CoxPHFitter(penalizer=0.01).fit(train[["x", "t", "e"]], "t", "e")
+    expected = concordance_index(test["t"], -fit.predict_partial_hazard(test[["x"]]), test["e"])
+    assert c_index(train, test, ["x"], "t", "e") == pytest.approx(expected) and expected > 0.6
