@@ -223,7 +223,8 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 
     comm = world()
     try:
-        sections = evaluate_file(args.run, args.real, args.out, comm)
+        columns = {k: v.split(",") for k, v in (("quasi", args.quasi), ("sensitive", args.sensitive)) if v}
+        sections = evaluate_file(args.run, args.real, args.out, comm, columns)
     except ConfigError as err:
         _fail(str(err), 2, comm, report=comm.is_root, agreed=True)
     except Exception as err:
@@ -299,6 +300,10 @@ def build_parser() -> argparse.ArgumentParser:
     evl.add_argument("--real", help="real rows to compare with (CSV, Parquet or HDF5; default: the held-out rows "
                      "regenerated from the job's stored config)")
     evl.add_argument("--out", help="the HTML report to write (default: the run file's name with .html)")
+    evl.add_argument("--quasi", help="quasi-identifiers for k-anonymity, l-diversity and the homogeneity attack, "
+                     "comma-separated (default: age and sex where present)")
+    evl.add_argument("--sensitive", help="sensitive columns for attribute inference and l-diversity, comma-separated "
+                     "(default: TP53 in the MDS cohort, else the event)")
     evl.set_defaults(func=cmd_evaluate)
     return parser
 

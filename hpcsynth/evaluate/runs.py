@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import os
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import h5py
@@ -116,22 +116,27 @@ def _rounds(path: Path) -> pd.DataFrame | None:
         return pd.DataFrame(f["rounds"][()]) if "rounds" in f else None
 
 
-def evaluate_run(path: Path, real: str | None, comm: Communicator) -> Evaluation:
-    """Evaluate one run file's pooled synthetic table (collective) and, on rank 0, write its `/evaluation`."""
+def evaluate_run(path: Path, real: str | None, comm: Communicator, columns: dict | None = None) -> Evaluation:
+    """Evaluate one run file's pooled synthetic table (collective) and, on rank 0, write its `/evaluation`.
+    `columns` overrides the inferred column choices (e.g. {"quasi": [...], "sensitive": [...]})."""
     rows = real_rows(path, real, comm)
     transformer = scoring_transformer(rows, comm)
     with h5py.File(path, "r") as f:
         synthetic = read_stored(f["synthetic"]["pooled"])
-    spec = EvalSpec.default(transformer, seed=rows.seed)
+    spec = replace(EvalSpec.default(transformer, seed=rows.seed), **(columns or {}))
+    missing = [c for key in ("quasi", "sensitive") for c in getattr(spec, key) if c not in transformer.columns]
+    if missing:
+        raise ConfigError(f"{path}: column {missing[0]!r} (--quasi/--sensitive) not in the run's schema")
     result = evaluate(synthetic, rows.train, rows.holdout, transformer, comm, spec, rows.site, rows.n_sites)
     if comm.is_root:
         write_evaluation(path, result.scores, result.directions, result.notes, result.curves())
     return result
 
 
-def evaluate_file(path: str | Path, real: str | None, out: str | Path | None, comm: Communicator) -> list[RunSection]:
+def evaluate_file(path: str | Path, real: str | None, out: str | Path | None, comm: Communicator,
+                  columns: dict | None = None) -> list[RunSection]:
     """Evaluate a run or comparison file, update every run file and (rank 0) write the report."""
-    sections = [RunSection(name, evaluate_run(run, real, comm), _rounds(run)) for name, run in run_files(path)]
+    sections = [RunSection(name, evaluate_run(run, real, comm, columns), _rounds(run)) for name, run in run_files(path)]
     if comm.is_root:
         report = Path(out) if out else Path(path).with_suffix(".html")
         write_report(report, sections, f"hpcsynth evaluation: {Path(path).name}")

@@ -39,6 +39,12 @@ def test_evaluate_a_run_file_in_one_process_and_with_real_rows_from_a_file(write
                            capture_output=True, text=True, timeout=300)
     assert again.returncode == 0, again.stderr
     assert _scores(run)[0]["column_shapes"] != scores["column_shapes"] and (tmp_path / "r.html").exists()
+    declared = subprocess.run([*CLI, "evaluate", str(run), "--quasi", "age,hb,plt", "--sensitive", "SF3B1"],
+                              capture_output=True, text=True, timeout=300)
+    assert declared.returncode == 0, declared.stderr
+    assert _scores(run)[0]["k_anonymity"] < scores["k_anonymity"]  # three continuous quasi-identifiers: unique rows
+    wrong = subprocess.run([*CLI, "evaluate", str(run), "--quasi", "shoe_size"], capture_output=True, text=True)
+    assert wrong.returncode == 2 and "column 'shoe_size' (--quasi/--sensitive) not in the run's schema" in wrong.stderr
 
 
 @pytest.mark.slow
