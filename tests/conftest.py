@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mpi_support import REPO, mpiexec_path
+from mpi_support import REPO, apply_overrides, mpiexec_path
 
 
 @pytest.fixture
@@ -36,12 +36,7 @@ def write_job(tmp_path):
             "output": str(tmp_path / "run.h5"),
             "progress": False,
         }
-        for key, value in (overrides or {}).items():
-            section, _, leaf = key.partition(".")
-            if leaf:
-                job.setdefault(section, {})[leaf] = value
-            else:
-                job[section] = value
+        apply_overrides(job, overrides)
         path = tmp_path / name
         path.write_text(yaml.safe_dump(job))
         return path

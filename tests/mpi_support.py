@@ -1,4 +1,4 @@
-"""What tests that start real MPI jobs share: the repository root and the launcher to use."""
+"""What tests that start real MPI jobs share: the repository root, the launcher, and job-file overrides."""
 from __future__ import annotations
 
 import shutil
@@ -17,3 +17,14 @@ def mpiexec_path() -> str:
     if found is None:
         pytest.fail("mpiexec not found: install the `mpich` wheel (make test does)")
     return found
+
+
+def apply_overrides(job: dict, overrides: dict | None) -> dict:
+    """Set `section.key: value` (or a whole `section: value`) overrides in a job mapping; return it."""
+    for key, value in (overrides or {}).items():
+        section, _, leaf = key.partition(".")
+        if leaf:
+            job.setdefault(section, {})[leaf] = value
+        else:
+            job[section] = value
+    return job

@@ -54,6 +54,21 @@ def wait_for_round(process: subprocess.Popen, partial: Path, target: int, timeou
         time.sleep(0.01)
 
 
+def stopped_then_resumed(write_job, tmp_path: Path, spec: dict) -> tuple[Path, Path]:
+    """Run `spec` uninterrupted, and again stopped by SIGTERM after round 1 and resumed; return both run files."""
+    reference_job = write_job({**spec, "output": str(tmp_path / "reference.h5")}, name="reference.yaml")
+    assert start(reference_job).wait(timeout=240) == 0
+    job = write_job(spec)
+    process = start(job)
+    wait_for_round(process, partial_path(tmp_path / "run.h5"), 1)
+    for pid in job_pids(job):
+        if pid != process.pid:
+            os.kill(pid, signal.SIGTERM)
+    assert process.wait(timeout=60) == 3
+    assert start(job, "--resume").wait(timeout=240) == 0
+    return tmp_path / "run.h5", tmp_path / "reference.h5"
+
+
 def final_state(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     with h5py.File(path, "r") as f:
         assert f.attrs["status"] == "complete"
@@ -109,18 +124,8 @@ def test_sigterm_checkpoints_exits_3_and_resume_finishes(write_job, tmp_path):
 def test_a_private_run_resumes_its_noise_stream_and_budget_exactly(write_job, tmp_path):
     private = {"data.n_patients": 900, "federation.rounds": 4, "federation.local_epochs": 1,
                "privacy": {"epsilon": 8.0, "delta": 1e-5, "max_grad_norm": 1.0}}
-    reference_job = write_job({**private, "output": str(tmp_path / "reference.h5")}, name="reference.yaml")
-    assert start(reference_job).wait(timeout=240) == 0
-    job = write_job(private)
-    partial = partial_path(tmp_path / "run.h5")
-    process = start(job)
-    wait_for_round(process, partial, 1)
-    for pid in job_pids(job):
-        if pid != process.pid:
-            os.kill(pid, signal.SIGTERM)
-    assert process.wait(timeout=60) == 3
-    assert start(job, "--resume").wait(timeout=240) == 0
-    with h5py.File(tmp_path / "run.h5") as got, h5py.File(tmp_path / "reference.h5") as want:
+    run, reference = stopped_then_resumed(write_job, tmp_path, private)
+    with h5py.File(run) as got, h5py.File(reference) as want:
         np.testing.assert_array_equal(got["checkpoint/params"][()], want["checkpoint/params"][()])
         np.testing.assert_array_equal(got["rounds"][()]["epsilon"], want["rounds"][()]["epsilon"])
 
@@ -137,17 +142,7 @@ def test_a_checkpoint_of_another_job_is_refused(tmp_path):
 @pytest.mark.mpi
 @pytest.mark.slow
 def test_fedopt_resumes_with_its_server_moments(write_job, tmp_path):
-    job_spec = {**JOB, "federation.rounds": 5, "federation.strategy": "fedopt", "federation.server_lr": 0.05}
-    reference_job = write_job({**job_spec, "output": str(tmp_path / "reference.h5")}, name="reference.yaml")
-    assert start(reference_job).wait(timeout=240) == 0
-    job = write_job(job_spec)
-    partial = partial_path(tmp_path / "run.h5")
-    process = start(job)
-    wait_for_round(process, partial, 1)
-    for pid in job_pids(job):
-        if pid != process.pid:
-            os.kill(pid, signal.SIGTERM)
-    assert process.wait(timeout=60) == 3
-    assert start(job, "--resume").wait(timeout=240) == 0
-    for got, want in zip(final_state(tmp_path / "run.h5"), final_state(tmp_path / "reference.h5")):
+    spec = {**JOB, "federation.rounds": 5, "federation.strategy": "fedopt", "federation.server_lr": 0.05}
+    run, reference = stopped_then_resumed(write_job, tmp_path, spec)
+    for got, want in zip(final_state(run), final_state(reference)):
         np.testing.assert_array_equal(got, want)

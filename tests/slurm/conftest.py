@@ -19,6 +19,8 @@ import h5py
 import pytest
 import yaml
 
+from mpi_support import apply_overrides
+
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "slurm" / "local-cluster.sh"
 
@@ -71,12 +73,7 @@ def slurm_job(tmp_path, slurm_cluster):
                "federation": {"strategy": "fedavg", "rounds": 2, "local_epochs": 1},
                "output": str(tmp_path / "runs" / (Path(name).stem + ".h5")),
                "progress": False}
-        for key, value in (overrides or {}).items():
-            section, _, leaf = key.partition(".")
-            if leaf:
-                job[section][leaf] = value
-            else:
-                job[section] = value
+        apply_overrides(job, overrides)
         path = tmp_path / name
         path.write_text(yaml.safe_dump(job))
         return path
