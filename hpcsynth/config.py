@@ -330,6 +330,29 @@ def _check_privacy(p: PrivacyConfig) -> None:
     _require(p.accountant in ("rdp", "prv"), f"privacy.accountant: expected rdp or prv, got {p.accountant!r}")
 
 
+COUNT_STRATEGIES = ("centralized", "isolated", "fedavg")  # the Bayesian network sums or keeps its counts
+LATENT_MODELS = ("tvae", "vae_bgm")  # families with an encoder and a decoder
+DP_SGD_MODELS = ("tvae", "vae_bgm", "ddpm")  # families whose loss DP-SGD can take per sample
+
+
+def _check_combinations(cfg: RunConfig) -> None:
+    """Model and strategy pairs that do not apply, refused before any work rather than run as something else."""
+    m, f = cfg.model, cfg.federation
+    for s in cfg.strategies:
+        _require(m.name != "bayesnet" or s in COUNT_STRATEGIES,
+                 f"federation.strategy: {s} does not apply to model bayesnet, which exchanges counts "
+                 f"(use {', '.join(COUNT_STRATEGIES)})")
+        _require(s != "latent_alignment" or m.name in LATENT_MODELS,
+                 f"federation.strategy: latent_alignment needs an encoder and a decoder ({', '.join(LATENT_MODELS)}), "
+                 f"not {m.name}")
+    _require(not (f.secure_aggregation and m.name == "bayesnet"),
+             "federation.secure_aggregation: masks apply to parameter and gradient buffers; the Bayesian "
+             "network exchanges counts, which are not masked")
+    _require(cfg.privacy is None or m.name in DP_SGD_MODELS,
+             f"privacy: DP-SGD applies to {', '.join(DP_SGD_MODELS)}, not {m.name}"
+             + (" (its own model.epsilon gives PrivBayes-style noisy counts)" if m.name == "bayesnet" else ""))
+
+
 def validate(cfg: RunConfig) -> RunConfig:
     """Check values that types alone cannot (ranges, choices, exclusive options); return `cfg`."""
     _check_data(cfg.data)
@@ -343,10 +366,8 @@ def validate(cfg: RunConfig) -> RunConfig:
              f"federation.ranks_per_site: must be at least 1, got {cfg.federation.ranks_per_site}")
     _require(bool(cfg.output), "output: must name the run file")
     _require(0 <= cfg.seed < 2**63, f"seed: must be in [0, 2^63), got {cfg.seed}")
+    _check_combinations(cfg)
     m, f = cfg.model, cfg.federation
-    _require(not (f.secure_aggregation and m.name == "bayesnet"),
-             "federation.secure_aggregation: masks apply to parameter and gradient buffers; the Bayesian "
-             "network exchanges counts, which are not masked")
     if m.epochs is not None and f.local_epochs is not None:
         _require(m.epochs == f.rounds * f.local_epochs,
                  f"model.epochs: {m.epochs} disagrees with federation.rounds x federation.local_epochs = {f.rounds * f.local_epochs}")

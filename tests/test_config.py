@@ -52,6 +52,11 @@ def test_local_epochs_come_from_model_epochs_spread_over_rounds():
     ({"data": {"sites": ["a.csv", "b.csv"], "n_sites": 3}}, "data.n_sites"),
     ({"data": {"builtin": "mds"}, "model": {"epochs": 7}, "federation": {"rounds": 2, "local_epochs": 3}}, "model.epochs"),
     ({"data": "mds"}, "data"),
+    ({"data": {"builtin": "mds"}, "model": {"name": "bayesnet"}, "federation": {"strategy": "sd_sharing"}},
+     "federation.strategy"),
+    ({"data": {"builtin": "mds"}, "model": {"name": "ctgan"}, "federation": {"strategy": "latent_alignment"}},
+     "federation.strategy"),
+    ({"data": {"builtin": "mds"}, "model": {"name": "ctgan"}, "privacy": {"epsilon": 1.0}}, "privacy"),
 ])
 def test_bad_values_name_the_key(mapping, key):
     with pytest.raises(ConfigError) as err:
