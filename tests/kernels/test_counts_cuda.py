@@ -1,9 +1,6 @@
 """The CUDA counting kernels equal numpy in Numba's CUDA simulator (in a child process: the simulator replaces
 ``numba.cuda`` for the whole process), and still compile for Hopper."""
 import inspect
-import os
-import subprocess
-import sys
 import textwrap
 
 import numpy as np
@@ -11,6 +8,8 @@ import pytest
 from numba import boolean, cuda, int8, int32, int64
 
 from hpcsynth.kernels import counts_cuda
+
+from cuda_simulator import run_simulated
 
 SIMULATED_CHECKS = textwrap.dedent("""
     import numpy as np
@@ -40,10 +39,7 @@ SIMULATED_CHECKS = textwrap.dedent("""
 
 
 def test_cuda_counts_equal_numpy_in_the_simulator():
-    env = dict(os.environ, NUMBA_ENABLE_CUDASIM="1")
-    done = subprocess.run([sys.executable, "-c", SIMULATED_CHECKS], env=env, capture_output=True, text=True,
-                          timeout=600)
-    assert done.returncode == 0 and "SIMULATED OK" in done.stdout, done.stdout + done.stderr
+    run_simulated(SIMULATED_CHECKS)
 
 
 SIGNATURES = {name: [(t[:], t[:], int64, int64, boolean, int64[:]) for t in (int8, int32, int64)]

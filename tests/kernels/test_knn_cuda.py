@@ -4,17 +4,15 @@ The simulator replaces ``numba.cuda`` for the whole process once ``NUMBA_ENABLE_
 import, so those checks run in a child process and leave this one's CPU kernels alone.
 """
 import inspect
-import os
-import subprocess
-import sys
 import textwrap
-from pathlib import Path
 
 import numpy as np
 import pytest
 from numba import boolean, cuda, float32, float64, int32, int64
 
 from hpcsynth.kernels import knn_cuda
+
+from cuda_simulator import run_simulated
 
 SIMULATED_CHECKS = textwrap.dedent("""
     import numpy as np
@@ -62,11 +60,7 @@ SIMULATED_CHECKS = textwrap.dedent("""
 
 
 def test_cuda_kernels_are_exact_in_the_simulator():
-    env = dict(os.environ, NUMBA_ENABLE_CUDASIM="1",
-               PYTHONPATH=os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")]))
-    done = subprocess.run([sys.executable, "-c", SIMULATED_CHECKS], env=env, capture_output=True, text=True,
-                          timeout=600)
-    assert done.returncode == 0 and "SIMULATED OK" in done.stdout, done.stdout + done.stderr
+    run_simulated(SIMULATED_CHECKS)
 
 
 F32_2D, F64_2D = float32[:, :], float64[:, :]

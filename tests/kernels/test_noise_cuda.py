@@ -4,9 +4,6 @@ The simulator replaces ``numba.cuda`` for the whole process once ``NUMBA_ENABLE_
 import, so those checks run in a child process and leave this one's CPU kernels alone.
 """
 import inspect
-import os
-import subprocess
-import sys
 import textwrap
 
 import numpy as np
@@ -14,6 +11,8 @@ import pytest
 from numba import cuda, float32, float64, uint64
 
 from hpcsynth.kernels import noise_cuda
+
+from cuda_simulator import run_simulated
 
 SIMULATED_CHECKS = textwrap.dedent("""
     import numpy as np
@@ -44,10 +43,7 @@ SIMULATED_CHECKS = textwrap.dedent("""
 
 
 def test_cuda_noise_equals_the_cpu_bit_for_bit_in_the_simulator():
-    env = dict(os.environ, NUMBA_ENABLE_CUDASIM="1")
-    done = subprocess.run([sys.executable, "-c", SIMULATED_CHECKS], env=env, capture_output=True, text=True,
-                          timeout=600)
-    assert done.returncode == 0 and "SIMULATED OK" in done.stdout, done.stdout + done.stderr
+    run_simulated(SIMULATED_CHECKS)
 
 
 SIGNATURES = {
