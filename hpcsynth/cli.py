@@ -1,4 +1,4 @@
-"""The `hpcsynth` command: run, inspect, export, datasets.
+"""The `hpcsynth` command: run, shift, evaluate, inspect, export, datasets, submit, status, scale.
 
 Errors are one line on stderr and a non-zero exit on every rank. A configuration error is the same on every
 rank, so rank 0 alone reports it; any other failure is reported by the rank it happened on, which then aborts
@@ -68,37 +68,50 @@ def _print_results(results) -> None:
         print(f"run file: {r.path}")
 
 
-def cmd_run(args: argparse.Namespace) -> None:
+def _load(path: str):
+    """The job file, validated; a bad one is reported once (rank 0) before MPI starts, and every rank exits 2."""
     from hpcsynth.config import load
 
     try:
-        cfg = load(args.config)
+        return load(path)
     except ConfigError as err:
         _fail(str(err), 2, report=_env_rank() == 0)
-    if args.out:
-        cfg.output = args.out
-    if args.no_progress:
-        cfg.progress = False
-    from hpcsynth.federated.comm import world
 
-    comm = world()
-    bar = _progress_bar(cfg, comm)
-    from hpcsynth.federated.preemption import INTERRUPTED_EXIT_CODE, Interrupted, StopRequest
-    from hpcsynth.jobs.train import main
 
-    stop = StopRequest().install()
+def _collectively(comm, work):
+    """Run `work()` on every rank: an interruption exits 3 everywhere after the same checkpoint; a configuration
+    error (the same everywhere) is reported by rank 0; any other failure by the rank it happened on (once when
+    all ranks agreed on it), and every rank stops."""
+    from hpcsynth.federated.preemption import INTERRUPTED_EXIT_CODE, Interrupted
+
     try:
-        results = main(cfg, comm, progress=bar, resume=args.resume, stop=stop)
-    except Interrupted as err:  # every rank gets here after the same checkpoint: a clean, collective exit
+        return work()
+    except Interrupted as err:
         if comm.is_root:
             sys.stderr.write(f"\nhpcsynth: {err}\n")
         sys.exit(INTERRUPTED_EXIT_CODE)
     except ConfigError as err:
         _fail(str(err), 2, comm, report=comm.is_root)
-    except Exception as err:  # any failure on this rank stops every rank
+    except Exception as err:
         everywhere = getattr(err, "everywhere", False)
         where = f"rank {comm.rank}: " if comm.size > 1 and not everywhere else ""
         _fail(f"{where}{err or type(err).__name__}", 1, comm, report=comm.is_root or not everywhere, agreed=everywhere)
+
+
+def cmd_run(args: argparse.Namespace) -> None:
+    cfg = _load(args.config)
+    if args.out:
+        cfg.output = args.out
+    if args.no_progress:
+        cfg.progress = False
+    from hpcsynth.federated.comm import world
+    from hpcsynth.federated.preemption import StopRequest
+    from hpcsynth.jobs.train import main
+
+    comm = world()
+    bar = _progress_bar(cfg, comm)
+    stop = StopRequest().install()
+    results = _collectively(comm, lambda: main(cfg, comm, progress=bar, resume=args.resume, stop=stop))
     if bar:
         bar.close()
     if comm.is_root:
@@ -106,21 +119,12 @@ def cmd_run(args: argparse.Namespace) -> None:
 
 
 def cmd_shift(args: argparse.Namespace) -> None:
-    from hpcsynth.config import load
+    cfg = _load(args.config)
     from hpcsynth.federated.comm import world
-
-    try:
-        cfg = load(args.config)
-    except ConfigError as err:
-        _fail(str(err), 2, report=_env_rank() == 0)
-    comm = world()
     from hpcsynth.jobs.shift import main
 
-    try:
-        main(cfg, comm, out=args.out)
-    except Exception as err:
-        everywhere = getattr(err, "everywhere", False)
-        _fail(str(err), 1, comm, report=comm.is_root or not everywhere, agreed=everywhere)
+    comm = world()
+    _collectively(comm, lambda: main(cfg, comm, out=args.out))
 
 
 def cmd_inspect(args: argparse.Namespace) -> None:
