@@ -43,9 +43,7 @@ class ModeSpecificTransform:
     # -- fitting (collective) -------------------------------------------------------------------------------
     def fit(self, values: pd.Series, comm: Communicator) -> "ModeSpecificTransform":
         x = self._numbers(values)
-        counts = comm.Allreduce(NumericTransform.range_stats(x), "sum")
-        extremes = comm.Allreduce(NumericTransform.extreme_stats(x), "min")
-        self._finish_range(counts, extremes)
+        self._finish_range(*NumericTransform.merged_range(x, comm))
         present = x[np.isfinite(x)]
         if self.max_ > self.min_:
             mixture = FederatedBGM(n_components=min(self.max_modes, self.n_)).fit(present, comm)
@@ -55,8 +53,7 @@ class ModeSpecificTransform:
             self._set_modes(np.array([self.min_]), np.array([1.0]), np.array([1.0]))
         return self
 
-    def _numbers(self, values: pd.Series) -> np.ndarray:
-        return pd.to_numeric(values, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+    _numbers = NumericTransform._numbers
 
     def _finish_range(self, counts: np.ndarray, extremes: np.ndarray) -> None:
         self.n_, self.n_missing_ = int(counts[0]), int(counts[1])

@@ -48,11 +48,14 @@ class NumericTransform:
     # -- fitting --------------------------------------------------------------------------------------------
     def fit(self, values: pd.Series, comm: Communicator) -> "NumericTransform":
         x = self._numbers(values)
-        stats = comm.Allreduce(self.range_stats(x), "sum")
-        extremes = comm.Allreduce(self.extreme_stats(x), "min")
-        self.finish_range(stats, extremes)
+        self.finish_range(*self.merged_range(x, comm))
         self.finish(comm.Allreduce(self.fit_stats(x), "sum"))
         return self
+
+    @classmethod
+    def merged_range(cls, x: np.ndarray, comm: Communicator) -> tuple[np.ndarray, np.ndarray]:
+        """[present, missing] counts summed and [min, -max] reduced over sites (collective)."""
+        return comm.Allreduce(cls.range_stats(x), "sum"), comm.Allreduce(cls.extreme_stats(x), "min")
 
     def _numbers(self, values: pd.Series) -> np.ndarray:
         return pd.to_numeric(values, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
