@@ -8,6 +8,7 @@ is the whole vocabulary of a job file: an unknown key is an error, not silently 
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -63,6 +64,10 @@ class DataConfig:
     time: Optional[str] = None
     event: Optional[str] = None
     target: Optional[str] = None
+    # public facts about columns, not learnt from the rows: a numeric column's range [low, high] (values are
+    # clipped into it), a categorical column's levels; with a privacy budget they spend nothing
+    bounds: dict[str, list[float]] = field(default_factory=dict)
+    levels: dict[str, list[Union[float, str]]] = field(default_factory=dict)
 
 
 @dataclass
@@ -130,6 +135,7 @@ class PrivacyConfig:
     delta: float = 1e-5
     max_grad_norm: float = 1.0
     accountant: str = "rdp"
+    statistics_share: float = 0.0  # of epsilon, spent on noising the transform statistics (0: they are exact)
 
 
 @dataclass
@@ -253,6 +259,12 @@ def _check_data(d: DataConfig) -> None:
     if d.partition is not None:
         _check_partition(d.partition, d)
     _require(0.0 <= d.holdout < 1.0, f"data.holdout: must be in [0, 1), got {d.holdout}")
+    for column, bound in d.bounds.items():
+        _require(len(bound) == 2 and all(map(math.isfinite, bound)) and bound[0] < bound[1],
+                 f"data.bounds.{column}: expected [low, high] with finite low < high, got {bound}")
+    for column, labels in d.levels.items():
+        _require(len(labels) > 0 and len(set(labels)) == len(labels),
+                 f"data.levels.{column}: expected a non-empty list of distinct levels, got {labels}")
 
 
 def _check_partition(p: PartitionConfig, d: DataConfig) -> None:
@@ -328,6 +340,7 @@ def _check_privacy(p: PrivacyConfig) -> None:
     _require(0 < p.delta < 1, f"privacy.delta: must be in (0, 1), got {p.delta}")
     _require(p.max_grad_norm > 0, f"privacy.max_grad_norm: must be positive, got {p.max_grad_norm}")
     _require(p.accountant in ("rdp", "prv"), f"privacy.accountant: expected rdp or prv, got {p.accountant!r}")
+    _require(0.0 <= p.statistics_share < 1.0, f"privacy.statistics_share: must be in [0, 1), got {p.statistics_share}")
 
 
 COUNT_STRATEGIES = ("centralized", "isolated", "fedavg")  # the Bayesian network sums or keeps its counts
@@ -348,6 +361,9 @@ def _check_combinations(cfg: RunConfig) -> None:
     _require(not (f.secure_aggregation and m.name == "bayesnet"),
              "federation.secure_aggregation: masks apply to parameter and gradient buffers; the Bayesian "
              "network exchanges counts, which are not masked")
+    _require(cfg.privacy is None or cfg.privacy.statistics_share == 0 or m.numeric != "mode_specific",
+             "model.numeric: mode_specific has no private fit of its mixture; use quantile with privacy "
+             "(or privacy.statistics_share: 0)")
     _require(cfg.privacy is None or m.name in DP_SGD_MODELS,
              f"privacy: DP-SGD applies to {', '.join(DP_SGD_MODELS)}, not {m.name}"
              + (" (its own model.epsilon gives PrivBayes-style noisy counts)" if m.name == "bayesnet" else ""))

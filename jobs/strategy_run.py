@@ -13,7 +13,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from hpcsynth.config import RunConfig
+from hpcsynth.config import PrivacyConfig, RunConfig
+from hpcsynth.data.private_stats import LEVELS_DELTA_SHARE, StatisticsBudget
 from hpcsynth.data.shift import ShiftReport
 from hpcsynth.data.sources import SiteData
 from hpcsynth.data.transformer import TableTransformer
@@ -29,6 +30,7 @@ from hpcsynth.jobs.shift import shift_report
 from hpcsynth.io.runfile import RunContent, partial_path, write_comparison, write_run
 from hpcsynth.federated.privacy import make_dpsgd
 from hpcsynth.federated.site_parallel import SiteParallel
+from hpcsynth.messages import warn
 from hpcsynth.models import MODELS, Generator, make_model
 
 DIRECTIONS = {"fidelity": "higher", "dcr_synthetic_p5": "higher", "dcr_holdout_p5": "higher",
@@ -109,34 +111,64 @@ def _resume(cfg: RunConfig, path: Path, model: Generator, strategy, comm: Commun
     return ckpt.round + 1
 
 
-def _make_private(cfg: RunConfig, model: Generator, strategy, n_rows: int, comm: Communicator) -> None:
-    """DP-SGD for this site, its noise calibrated to spend `privacy.epsilon` over the planned steps exactly and
-    drawn from the counter-based stream of (seed, rank, step), whose position a checkpoint keeps as one number."""
+def _accountant_delta(p: PrivacyConfig) -> float:
+    """The delta the accountant works to: all of it, less the share set aside for selecting category levels
+    when the transform statistics are private (`hpcsynth.data.private_stats`)."""
+    return p.delta * (1.0 - LEVELS_DELTA_SHARE) if p.statistics_share > 0 else p.delta
+
+
+def _statistics_spent(transformer: TableTransformer) -> list[tuple[float, float, int]]:
+    """The transform statistics' releases as an accountant history entry (Gaussian, sample rate 1)."""
+    done = transformer.privacy_
+    return [(done["noise_multiplier"], 1.0, done["releases"])] if done else []
+
+
+def _make_private(cfg: RunConfig, model: Generator, strategy, n_rows: int, transformer: TableTransformer,
+                  comm: Communicator) -> None:
+    """DP-SGD for this site, its noise calibrated so that the transform statistics and the planned steps together
+    spend `privacy.epsilon` exactly, drawn from the counter-based stream of (seed, rank, step), whose position a
+    checkpoint keeps as one number."""
     strategy.setup(n_rows, cfg.model.batch_size, comm)
     steps = cfg.federation.rounds * strategy.steps_per_round(cfg.local_epochs)
     p = cfg.privacy
-    model.make_private(make_dpsgd(p.epsilon, p.delta, p.max_grad_norm, p.accountant,
-                                  strategy.batch_rows / n_rows, steps, (cfg.seed, comm.rank)))
+    model.make_private(make_dpsgd(p.epsilon, _accountant_delta(p), p.max_grad_norm, p.accountant,
+                                  strategy.batch_rows / n_rows, steps, (cfg.seed, comm.rank),
+                                  _statistics_spent(transformer)))
 
 
-def _privacy_record(cfg: RunConfig, model: Generator, comm: Communicator) -> dict:
+def _privacy_record(cfg: RunConfig, model: Generator, transformer: TableTransformer, comm: Communicator) -> dict:
     """Per site: noise multiplier, sample rate and epsilon spent, gathered for the run file's /privacy."""
     mechanism = model.privacy_
     mine = (mechanism.accountant.sigma, mechanism.sample_rate, mechanism.accountant.epsilon())
     sites = comm.gather(mine)
     if sites is None:
         return {}
-    p = cfg.privacy
-    return {"epsilon_budget": p.epsilon, "delta": p.delta, "max_grad_norm": p.max_grad_norm,
-            "accountant": p.accountant, "noise_multiplier": [s[0] for s in sites],
+    p, statistics = cfg.privacy, transformer.privacy_ or {}
+    return {"epsilon_budget": p.epsilon, "delta": p.delta, "accountant_delta": _accountant_delta(p),
+            "max_grad_norm": p.max_grad_norm, "accountant": p.accountant,
+            "statistics_share": p.statistics_share,
+            "statistics_noise_multiplier": statistics.get("noise_multiplier", 0.0),
+            "statistics_releases": statistics.get("releases", 0),
+            "noise_multiplier": [s[0] for s in sites],
             "sample_rate": [s[1] for s in sites], "epsilon_spent": [s[2] for s in sites]}
 
 
-def fit_transformer(site: SiteData, numeric: str, comm: Communicator) -> TableTransformer:
-    """The shared transform, fitted from merged statistics of every site's training rows (collective)."""
+def _statistics_budget(cfg: RunConfig) -> StatisticsBudget | None:
+    """What the transform statistics may spend, or None when they are exact (no budget, or a share of 0)."""
+    p = cfg.privacy
+    if p is None or p.statistics_share == 0:
+        return None
+    return StatisticsBudget(p.epsilon * p.statistics_share, _accountant_delta(p), p.delta * LEVELS_DELTA_SHARE,
+                            p.accountant, cfg.seed)
+
+
+def fit_transformer(site: SiteData, numeric: str, comm: Communicator,
+                    privacy: StatisticsBudget | None = None) -> TableTransformer:
+    """The shared transform, fitted from merged statistics of every site's training rows (collective); with
+    `privacy`, every site noises its own statistics."""
     d = site.declared
-    return TableTransformer(d.categorical, d.time, d.event, numeric=numeric, kinds=d.kinds,
-                            target=d.target).fit(site.train, comm)
+    return TableTransformer(d.categorical, d.time, d.event, numeric=numeric, kinds=d.kinds, target=d.target,
+                            bounds=d.bounds, levels=d.levels).fit(site.train, comm, privacy)
 
 
 def run_strategy(cfg: RunConfig, name: str, site: SiteData, transformer: TableTransformer,
@@ -156,7 +188,7 @@ def run_strategy(cfg: RunConfig, name: str, site: SiteData, transformer: TableTr
     model.setup(transformer, stream=comm.rank, local_rank=local_rank())
     data = model.to_device(transformer.encode(site.train))
     if cfg.privacy is not None:
-        _make_private(cfg, model, strategy, len(site.train), comm)
+        _make_private(cfg, model, strategy, len(site.train), transformer, comm)
     if hasattr(strategy, "attach"):  # latent_alignment works on the model's latent space
         strategy.attach(model, data, comm)
     records: list[RoundRecord] = []
@@ -185,7 +217,7 @@ def run_strategy(cfg: RunConfig, name: str, site: SiteData, transformer: TableTr
                      start_round=start_round, on_round=tick, stop=stop)
     if not count_based:
         model.finish(model.to_device(transformer.encode(site.train)), comm if strategy.shares_model else SoloComm())
-    privacy_spent = _privacy_record(cfg, model, comm) if cfg.privacy is not None else {}
+    privacy_spent = _privacy_record(cfg, model, transformer, comm) if cfg.privacy is not None else {}
     leader = comm.rank % per_site == 0  # with several ranks per site, the first samples for the site
     n_rows = (cfg.sample.n_rows or site.site_rows) if leader else 0
     tables = comm.allgather(model.sample(n_rows))[::per_site]
@@ -222,7 +254,10 @@ def run_all(cfg: RunConfig, site: SiteData, comm: Communicator, n_sites: int, pr
             stop: StopRequest | None = None) -> list[StrategyResult]:
     """Every strategy of the job in turn, then the comparison file when there are several."""
     set_threads()
-    scoring = fit_transformer(site, "quantile", comm)
+    if cfg.privacy is not None and cfg.privacy.statistics_share == 0 and comm.is_root:
+        warn("privacy: the transform statistics (ranges, levels, histograms) are exact; epsilon covers training "
+             "only (set privacy.statistics_share to noise them too)")
+    scoring = fit_transformer(site, "quantile", comm, _statistics_budget(cfg))
     shift = shift_report(site.train, scoring, site.declared.target or site.declared.event, comm)
     numeric = cfg.model.numeric or MODELS[cfg.model.name].default_numeric
     training = scoring if numeric == "quantile" else fit_transformer(site, numeric, comm)

@@ -41,10 +41,14 @@ class ModeSpecificTransform:
         self.weight_threshold = weight_threshold
 
     # -- fitting (collective) -------------------------------------------------------------------------------
-    def fit(self, values: pd.Series, comm: Communicator) -> "ModeSpecificTransform":
+    def fit(self, values: pd.Series, comm: Communicator,
+            bounds: tuple[float, float] | None = None) -> "ModeSpecificTransform":
+        """Range, then the mixture by federated EM (collective); `bounds` is a public range that replaces the
+        merged one (values are clipped into it)."""
         x = self._numbers(values)
-        self._finish_range(*NumericTransform.merged_range(x, comm))
-        present = x[np.isfinite(x)]
+        counts, extremes = NumericTransform.merged_range(x, comm)
+        self._finish_range(counts, extremes if bounds is None else np.array([bounds[0], -bounds[1]]))
+        present = np.clip(x[np.isfinite(x)], self.min_, self.max_)
         if self.max_ > self.min_:
             mixture = FederatedBGM(n_components=min(self.max_modes, self.n_)).fit(present, comm)
             keep = mixture.weights_ > self.weight_threshold

@@ -37,6 +37,8 @@ class Declarations:
     target: str | None = None
     id_columns: list[str] = field(default_factory=list)
     site_column: str | None = None
+    bounds: dict[str, list[float]] = field(default_factory=dict)
+    levels: dict[str, list] = field(default_factory=dict)
 
 
 @dataclass
@@ -143,6 +145,8 @@ def declarations(cfg: DataConfig) -> Declarations:
         target=cfg.target,
         id_columns=list(cfg.id) or list(cohort.id_columns if cohort else ()),
         site_column=cfg.site_column or (cohort.site_column if cohort and cfg.partition is None else None),
+        bounds=dict(cfg.bounds),
+        levels=dict(cfg.levels),
     )
 
 

@@ -13,7 +13,8 @@ import numpy as np
 import pandas as pd
 
 from hpcsynth.data.mode_specific import ModeSpecificTransform
-from hpcsynth.data.schema import ColumnSpec, infer_schema
+from hpcsynth.data.private_stats import StatisticsBudget, StatisticsNoise
+from hpcsynth.data.schema import ColumnSpec, DataError, infer_schema
 from hpcsynth.data.transforms import CategoricalTransform, NumericTransform, transform_for
 from hpcsynth.federated.comm import Communicator, SoloComm
 from hpcsynth.messages import warn
@@ -29,24 +30,54 @@ class TableTransformer:
     default) or `mode_specific` (CTGAN's mixture-mode normalisation, `hpcsynth.data.mode_specific`)."""
 
     def __init__(self, categorical: list[str] = (), time: str | None = None, event: str | None = None,
-                 numeric: str = "quantile", kinds: dict[str, str] | None = None, target: str | None = None) -> None:
+                 numeric: str = "quantile", kinds: dict[str, str] | None = None, target: str | None = None,
+                 bounds: dict[str, list[float]] | None = None, levels: dict[str, list] | None = None) -> None:
         self.categorical = list(categorical)
         self.time = time
         self.event = event
         self.numeric = numeric
         self.kinds = dict(kinds or {})
         self.target = target
+        self.bounds = {k: (float(v[0]), float(v[1])) for k, v in (bounds or {}).items()}
+        self.levels = {k: list(v) for k, v in (levels or {}).items()}
 
-    def fit(self, frame: pd.DataFrame, comm: Communicator | None = None) -> "TableTransformer":
-        """Infer the schema and fit every column's transform from merged statistics (collective)."""
+    def fit(self, frame: pd.DataFrame, comm: Communicator | None = None,
+            privacy: StatisticsBudget | None = None) -> "TableTransformer":
+        """Infer the schema and fit every column's transform from merged statistics (collective). With
+        `privacy`, every site noises its statistics (`hpcsynth.data.private_stats`) and `privacy_` records the
+        noise multiplier and the number of releases, for the accountant."""
         comm = comm or SoloComm()
         if self.numeric not in NUMERIC:
             raise ValueError(f"numeric: expected one of {', '.join(NUMERIC)}, got {self.numeric!r}")
         self.schema_ = infer_schema(frame, comm, self.categorical, self.time, self.event, self.kinds, self.target)
-        self.transforms_ = [self._transform(spec).fit(frame[spec.name], comm) for spec in self.schema_]
+        self._check_declared()
+        noise = privacy.noise(self.schema_, self.bounds, self.levels, self.numeric, comm.rank) if privacy else None
+        self.transforms_ = [self._fit_column(spec, frame[spec.name], comm, noise) for spec in self.schema_]
+        self.privacy_ = {"noise_multiplier": noise.noise_multiplier, "releases": noise.releases,
+                         "levels_delta": noise.levels_delta} if noise else None
         if comm.is_root:
             self._warn_constant()
         return self
+
+    def _check_declared(self) -> None:
+        """Public bounds name numeric columns and public levels categorical ones (a DataError otherwise)."""
+        kinds = {spec.name: spec.kind for spec in self.schema_}
+        for option, names, fits in (("data.bounds", self.bounds, ("integer", "continuous", "datetime")),
+                                    ("data.levels", self.levels, ("categorical", "binary"))):
+            for name in names:
+                if kinds.get(name) not in fits:
+                    what = f"a {kinds[name]} column" if name in kinds else "not a column of the data"
+                    raise DataError(f"{option}.{name}: {what}; expected one of kinds {', '.join(fits)}",
+                                    everywhere=True)
+
+    def _fit_column(self, spec: ColumnSpec, values: pd.Series, comm: Communicator,
+                    noise: StatisticsNoise | None):
+        transform = self._transform(spec)
+        if isinstance(transform, CategoricalTransform):
+            return transform.fit(values, comm, noise, self.levels.get(spec.name))
+        if isinstance(transform, ModeSpecificTransform):  # never private: count_releases refuses it first
+            return transform.fit(values, comm, self.bounds.get(spec.name))
+        return transform.fit(values, comm, noise, self.bounds.get(spec.name))
 
     def _warn_constant(self) -> None:
         """A column with one value on every site is kept (the generator reproduces it) but worth a look."""
@@ -90,14 +121,17 @@ class TableTransformer:
         """The fitted transformer as JSON text (schema and every column's state)."""
         return json.dumps({
             "categorical": self.categorical, "time": self.time, "event": self.event, "numeric": self.numeric,
-            "kinds": self.kinds, "target": self.target,
+            "kinds": self.kinds, "target": self.target, "bounds": self.bounds, "levels": self.levels,
+            "privacy": getattr(self, "privacy_", None),
             "columns": [{**spec.to_dict(), "state": t.state()} for spec, t in zip(self.schema_, self.transforms_)],
         })
 
     @classmethod
     def from_state(cls, text: str) -> "TableTransformer":
         data = json.loads(text)
-        self = cls(data["categorical"], data["time"], data["event"], data["numeric"], data["kinds"], data["target"])
+        self = cls(data["categorical"], data["time"], data["event"], data["numeric"], data["kinds"], data["target"],
+                   data.get("bounds"), data.get("levels"))
+        self.privacy_ = data.get("privacy")
         self.schema_, self.transforms_ = [], []
         for column in data["columns"]:
             spec = ColumnSpec(column["name"], column["kind"], column["role"])

@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 from scipy.special import ndtr, ndtri
 
+from hpcsynth.data.private_stats import PRIVATE_GRID_BINS, StatisticsNoise, private_levels, private_range
 from hpcsynth.data.schema import ColumnSpec, DataError
 from hpcsynth.federated.comm import Communicator
 
@@ -46,10 +47,22 @@ class NumericTransform:
         self.spec = spec
 
     # -- fitting --------------------------------------------------------------------------------------------
-    def fit(self, values: pd.Series, comm: Communicator) -> "NumericTransform":
+    def fit(self, values: pd.Series, comm: Communicator, noise: StatisticsNoise | None = None,
+            bounds: tuple[float, float] | None = None) -> "NumericTransform":
+        """Range, then the histogram on the grid drawn from it (collective). `bounds` is a public range that
+        replaces the merged one; `noise` makes both releases differentially private (`private_stats`)."""
         x = self._numbers(values)
-        self.finish_range(*self.merged_range(x, comm))
-        self.finish(comm.Allreduce(self.fit_stats(x), "sum"))
+        if noise is None:
+            counts, extremes = self.merged_range(x, comm)
+            self.finish_range(counts, extremes if bounds is None else np.array([bounds[0], -bounds[1]]))
+            self.finish(comm.Allreduce(self.fit_stats(x), "sum"))
+        else:
+            low, high = bounds if bounds is not None else private_range(x, noise, comm, self.spec.name)
+            self.set_range(low, high, PRIVATE_GRID_BINS)
+            merged = np.maximum(noise.release(np.append(self.fit_stats(x), (~np.isfinite(x)).sum()), comm), 0.0)
+            self.finish_range(np.array([merged[:-1].sum(), merged[-1]]).round(), np.array([low, -high]),
+                              PRIVATE_GRID_BINS)
+            self.finish(merged[:-1])
         return self
 
     @classmethod
@@ -74,13 +87,17 @@ class NumericTransform:
             return np.array([np.inf, np.inf])
         return np.array([present.min(), -present.max()])
 
-    def finish_range(self, stats: np.ndarray, extremes: np.ndarray) -> None:
+    def finish_range(self, stats: np.ndarray, extremes: np.ndarray, bins: int = GRID_BINS) -> None:
         self.n_, self.n_missing_ = int(stats[0]), int(stats[1])
         if self.n_ == 0:
             raise DataError(f"column {self.spec.name!r}: all values are missing on every site", everywhere=True)
-        self.min_, self.max_ = float(extremes[0]), float(-extremes[1])
+        self.set_range(float(extremes[0]), float(-extremes[1]), bins)
+
+    def set_range(self, low: float, high: float, bins: int) -> None:
+        """The column's range and the grid of `bins` bins in t that the histogram is counted on."""
+        self.min_, self.max_ = low, high
         self.scale_ = max((self.max_ - self.min_) / _TAIL_SCALE, 1e-12)
-        self.edges_ = np.linspace(0.0, self._t(np.array([self.max_]))[0], GRID_BINS + 1)
+        self.edges_ = np.linspace(0.0, self._t(np.array([self.max_]))[0], bins + 1)
 
     def _t(self, x: np.ndarray) -> np.ndarray:
         return np.log1p(np.maximum(x - self.min_, 0.0) / self.scale_)
@@ -90,7 +107,7 @@ class NumericTransform:
         present = x[np.isfinite(x)]
         if self.max_ == self.min_:
             return np.array([present.size], dtype=np.float64)
-        counts, _ = np.histogram(self._t(present), bins=self.edges_)
+        counts, _ = np.histogram(self._t(np.clip(present, self.min_, self.max_)), bins=self.edges_)
         return counts.astype(np.float64)
 
     def finish(self, counts: np.ndarray) -> None:
@@ -143,8 +160,10 @@ class NumericTransform:
                 "cdf": self.cdf_.tolist() if hasattr(self, "cdf_") else None}
 
     def load_state(self, state: dict) -> "NumericTransform":
-        self.finish_range(np.array([state["n"], state["n_missing"]]), np.array([state["min"], -state["max"]]))
-        self.cdf_ = np.asarray(state["cdf"]) if state["cdf"] is not None else np.zeros(GRID_BINS + 1)
+        cdf = np.asarray(state["cdf"]) if state["cdf"] is not None else np.zeros(GRID_BINS + 1)
+        self.finish_range(np.array([state["n"], state["n_missing"]]), np.array([state["min"], -state["max"]]),
+                          cdf.size - 1)
+        self.cdf_ = cdf
         return self
 
 
@@ -160,13 +179,38 @@ class CategoricalTransform:
     def __init__(self, spec: ColumnSpec) -> None:
         self.spec = spec
 
-    def fit(self, values: pd.Series, comm: Communicator) -> "CategoricalTransform":
-        local_levels = self.local_levels(values)
+    def fit(self, values: pd.Series, comm: Communicator, noise: StatisticsNoise | None = None,
+            levels: list | None = None) -> "CategoricalTransform":
+        """The shared level set, then the counts on it (collective). `levels` is a public level set that
+        replaces the exchanged one; `noise` makes the exchange differentially private (`private_stats`)."""
         self.numeric_ = all(comm.allgather(pd.api.types.is_numeric_dtype(values.dropna()) or values.dropna().empty))
-        union = set().union(*comm.allgather(local_levels))
+        if levels is not None:
+            union = {float(v) for v in levels} if self.numeric_ else {str(v) for v in levels}
+        elif noise is None:
+            union = set().union(*comm.allgather(self.local_levels(values)))
+        elif self.spec.kind == "binary":  # 0 and 1 by definition of the kind: public, nothing to select
+            if not self.numeric_:
+                raise DataError(f"column {self.spec.name!r}: a binary column of text labels needs its two levels "
+                                f"declared in data.levels with a privacy budget", everywhere=True)
+            union = {0.0, 1.0}
+        else:
+            union = private_levels(self.local_counts(values), noise, comm)
         self.labels_ = sorted(union, key=lambda v: (isinstance(v, str), v))
-        self.finish(comm.Allreduce(self.fit_stats(values), "sum"))
+        if noise is not None and not self.labels_:
+            raise DataError(f"column {self.spec.name!r}: no level is frequent enough to release privately at this "
+                            f"budget; declare its levels in data.levels", everywhere=True)
+        if noise is None:
+            self.finish(comm.Allreduce(self.fit_stats(values), "sum"))
+        else:  # levels no site released are coded as missing, so a private fit always keeps that code
+            self.finish(np.maximum(noise.release(self.fit_stats(values), comm), 0.0))
+            self.has_missing_ = self.has_missing_ or (levels is None and self.spec.kind == "categorical")
         return self
+
+    def local_counts(self, values: pd.Series) -> dict:
+        """This site's count of each of its own levels (labels as `local_levels` gives them)."""
+        present = values.dropna()
+        keys = present.astype(float) if pd.api.types.is_numeric_dtype(present) else present.astype(str)
+        return keys.value_counts().to_dict()
 
     @staticmethod
     def local_levels(values: pd.Series) -> set:

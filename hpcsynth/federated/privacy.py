@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
+from typing import Sequence
 
 import torch
 from torch import nn
@@ -32,40 +33,79 @@ class BudgetError(ConfigError):
     """The privacy budget cannot be met by the planned training."""
 
 
-def calibrate(epsilon: float, delta: float, sample_rate: float, steps: int, accountant: str) -> float:
-    """The noise multiplier that spends exactly (epsilon, delta) over `steps` steps at `sample_rate`."""
-    from opacus.accountants.utils import get_noise_multiplier
+MAX_NOISE_MULTIPLIER = 1e6
+# Opacus's own RDP orders reach 63, which bounds any epsilon from below by about 2 log(1/delta) / 62 (0.37 at
+# delta 1e-5); higher orders let small budgets, such as the transform statistics' share, be met.
+RDP_ORDERS = [1 + x / 10.0 for x in range(1, 100)] + list(range(12, 64)) + list(range(64, 1025, 16))
+
+
+def epsilon_of(accountant, delta: float) -> float:
+    """The epsilon an Opacus accountant has spent at `delta` (RDP over `RDP_ORDERS`)."""
+    from opacus.accountants import RDPAccountant
+
+    extra = {"alphas": RDP_ORDERS} if isinstance(accountant, RDPAccountant) else {}
+    return float(accountant.get_epsilon(delta, **extra))
+
+
+def calibrate(epsilon: float, delta: float, sample_rate: float, steps: int, accountant: str,
+              spent: Sequence[tuple[float, float, int]] = ()) -> float:
+    """The noise multiplier that spends (epsilon, delta) over `steps` steps at `sample_rate`, on top of what
+    `spent` (Opacus accountant history entries, e.g. the transform statistics' releases) has spent already.
+
+    The bisection of Opacus's `get_noise_multiplier` (tolerance 0.01, relative below epsilon 1), run on a history
+    that starts with `spent`, which Opacus's own function cannot take."""
+    from opacus.accountants import create_accountant
+
+    acc = create_accountant(accountant)
+
+    def epsilon_at(sigma: float) -> float:
+        acc.history = [*spent, (sigma, sample_rate, steps)]
+        return epsilon_of(acc, delta)
+
+    def refuse(reason: str) -> BudgetError:
+        return BudgetError(f"privacy.epsilon: {epsilon} cannot be met with delta {delta:.3g} over {steps} steps at "
+                           f"sample rate {sample_rate:.3g} ({reason})")
 
     try:
-        sigma = get_noise_multiplier(target_epsilon=epsilon, target_delta=delta, sample_rate=sample_rate,
-                                     steps=steps, accountant=accountant)
+        low, high = 0.0, 20.0
+        eps_high = epsilon_at(high)
+        while eps_high > epsilon and high <= MAX_NOISE_MULTIPLIER:
+            low, high = high, 2 * high
+            eps_high = epsilon_at(high)
+        while eps_high <= epsilon and epsilon - eps_high > 0.01 * min(epsilon, 1.0):
+            sigma = (low + high) / 2
+            eps = epsilon_at(sigma)
+            low, high, eps_high = (low, sigma, eps) if eps < epsilon else (sigma, high, eps_high)
     except (ValueError, RuntimeError) as err:
-        raise BudgetError(f"privacy.epsilon: {epsilon} cannot be met with delta {delta} over {steps} steps at "
-                          f"sample rate {sample_rate:.3g} ({err})") from None
-    return float(sigma)
+        raise refuse(str(err)) from None
+    if eps_high > epsilon:
+        raise refuse("the privacy budget is too low" + (" after the transform statistics" if spent else ""))
+    return high
 
 
 class SiteAccountant:
     """Opacus's accountant for one site's steps, with a look-ahead for the loop's budget check."""
 
-    def __init__(self, kind: str, sigma: float, sample_rate: float, delta: float, budget: float) -> None:
+    def __init__(self, kind: str, sigma: float, sample_rate: float, delta: float, budget: float,
+                 spent: Sequence[tuple[float, float, int]] = ()) -> None:
         from opacus.accountants import create_accountant
 
         self.accountant = create_accountant(kind)
+        self.accountant.history = list(spent)
         self.sigma, self.sample_rate, self.delta, self.budget = sigma, sample_rate, delta, budget
 
     def step(self) -> None:
         self.accountant.step(noise_multiplier=self.sigma, sample_rate=self.sample_rate)
 
     def epsilon(self) -> float:
-        return float(self.accountant.get_epsilon(self.delta)) if self.accountant.history else 0.0
+        return epsilon_of(self.accountant, self.delta) if self.accountant.history else 0.0
 
     def epsilon_after(self, steps: int) -> float:
         """The epsilon spent if `steps` more steps were taken (on a copy: nothing is charged)."""
         ahead = copy.deepcopy(self.accountant)
         for _ in range(steps):
             ahead.step(noise_multiplier=self.sigma, sample_rate=self.sample_rate)
-        return float(ahead.get_epsilon(self.delta))
+        return epsilon_of(ahead, self.delta)
 
 
 class Clipper:
@@ -135,14 +175,16 @@ class _Loss(nn.Module):
 
 
 def make_dpsgd(epsilon: float, delta: float, max_grad_norm: float, accountant: str, sample_rate: float,
-               steps: int, generator: torch.Generator | tuple[int, int]) -> "DPSGD":
-    """DP-SGD calibrated to spend exactly (epsilon, delta) in `steps` steps at `sample_rate`; its noise from
+               steps: int, generator: torch.Generator | tuple[int, int],
+               spent: Sequence[tuple[float, float, int]] = ()) -> "DPSGD":
+    """DP-SGD calibrated to spend exactly (epsilon, delta) in `steps` steps at `sample_rate`, together with what
+    `spent` (accountant history, such as the transform statistics' releases) spent before; its noise from
     `generator`, or from the counter-based stream when given `(seed, rank)` instead (PhiloxNoise)."""
-    sigma = calibrate(epsilon, delta, sample_rate, steps, accountant)
+    sigma = calibrate(epsilon, delta, sample_rate, steps, accountant, spent)
     noise = (PhiloxNoise(sigma, max_grad_norm, *generator) if isinstance(generator, tuple)
              else GaussianNoise(sigma, max_grad_norm, generator))
     return DPSGD(sample_rate, Clipper(max_grad_norm), noise,
-                 SiteAccountant(accountant, sigma, sample_rate, delta, epsilon))
+                 SiteAccountant(accountant, sigma, sample_rate, delta, epsilon, spent))
 
 
 @dataclass

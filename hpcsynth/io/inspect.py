@@ -49,11 +49,28 @@ def _describe_run(g: h5py.Group) -> list[str]:
     if "checkpoint" in g:
         c = g["checkpoint"]
         lines.append(f"checkpoint: round {c.attrs['round']}, parameters {c['params'].shape}")
+    if "privacy" in g:
+        lines += _describe_privacy(g["privacy"].attrs)
     if "evaluation" in g:
         ev = g["evaluation"]
         directions = ev["directions"].attrs
         lines.append("evaluation:")
         lines += [f"  {k:<20} {ev.attrs[k]:.4f}  ({directions.get(k, '?')} is better)" for k in ev.attrs]
+    return lines
+
+
+def _describe_privacy(p: h5py.AttributeManager) -> list[str]:
+    """The budget, what the transform statistics took of it, and what each site spent."""
+    lines = [f"privacy: epsilon {p['epsilon_budget']:g}, delta {p['delta']:g} ({p['accountant']} accountant), "
+             f"clipping norm {p['max_grad_norm']:g}"]
+    if p.get("statistics_releases", 0):
+        lines.append(f"  transform statistics: {p['statistics_releases']} Gaussian releases, noise multiplier "
+                     f"{p['statistics_noise_multiplier']:.3g} ({p['statistics_share']:.0%} of epsilon)")
+    else:
+        lines.append("  transform statistics: exact (not covered by epsilon)")
+    spent = ", ".join(f"{e:.3f}" for e in p["epsilon_spent"])
+    sigma = ", ".join(f"{s:.3g}" for s in p["noise_multiplier"])
+    lines.append(f"  epsilon spent per site: {spent}; DP-SGD noise multiplier per site: {sigma}")
     return lines
 
 
