@@ -47,7 +47,7 @@ setup(
     extras_require={
         "mpich": ["mpich"],
         "test": ["pytest>=8", "hypothesis>=6.100", "pytest-timeout>=2.3", "sdmetrics>=0.18"],
-        "bench": ["ctgan", "sdmetrics", "faiss-cpu", "rdt[copulas]"],
+        "bench": ["ctgan", "sdv", "sdmetrics", "faiss-cpu", "rdt[copulas]"],
         "gpu": ["nvidia-cuda-nvcc-cu12", "nvidia-cuda-runtime-cu12"],
     },
     entry_points={"console_scripts": ["hpcsynth=hpcsynth.cli:main"]},
