@@ -345,7 +345,7 @@ def _check_privacy(p: PrivacyConfig) -> None:
 
 COUNT_STRATEGIES = ("centralized", "isolated", "fedavg")  # the Bayesian network sums or keeps its counts
 LATENT_MODELS = ("tvae", "vae_bgm")  # families with an encoder and a decoder
-DP_SGD_MODELS = ("tvae", "vae_bgm", "ddpm")  # families whose loss DP-SGD can take per sample
+DP_SGD_MODELS = ("tvae", "ddpm")  # families whose every release from real rows DP-SGD covers
 
 
 def _check_combinations(cfg: RunConfig) -> None:
@@ -366,7 +366,11 @@ def _check_combinations(cfg: RunConfig) -> None:
              "(or privacy.statistics_share: 0)")
     _require(cfg.privacy is None or m.name in DP_SGD_MODELS,
              f"privacy: DP-SGD applies to {', '.join(DP_SGD_MODELS)}, not {m.name}"
-             + (" (its own model.epsilon gives PrivBayes-style noisy counts)" if m.name == "bayesnet" else ""))
+             + {"bayesnet": " (its own model.epsilon gives PrivBayes-style noisy counts)",
+                "vae_bgm": " (its sampling prior is fitted on the exact latent means of the real rows)"}.get(m.name, ""))
+    _require(cfg.privacy is None or "latent_alignment" not in cfg.strategies,
+             "privacy: latent_alignment exchanges the exact latent moments of the real rows every round, which "
+             "DP-SGD does not cover")
 
 
 def validate(cfg: RunConfig) -> RunConfig:

@@ -215,8 +215,9 @@ def run_strategy(cfg: RunConfig, name: str, site: SiteData, transformer: TableTr
     else:
         train_rounds(model, data, strategy, comm, cfg.federation.rounds, cfg.local_epochs, cfg.model.batch_size,
                      start_round=start_round, on_round=tick, stop=stop)
-    if not count_based:
-        model.finish(model.to_device(transformer.encode(site.train)), comm if strategy.shares_model else SoloComm())
+    if not count_based:  # one pooled prior where the sites share a model or, aligned, a latent space
+        pooled = strategy.shares_model or hasattr(strategy, "attach")
+        model.finish(model.to_device(transformer.encode(site.train)), comm if pooled else SoloComm())
     privacy_spent = _privacy_record(cfg, model, transformer, comm) if cfg.privacy is not None else {}
     leader = comm.rank % per_site == 0  # with several ranks per site, the first samples for the site
     n_rows = (cfg.sample.n_rows or site.site_rows) if leader else 0

@@ -13,7 +13,7 @@ what the latent space means:
   - the sampling prior is the pooled latent Gaussian N(mean_pooled, var_pooled) (the aggregated prior), the same
     at every site.
 It applies to the VAE families (TVAE, VAE-BGM), whose networks are an encoder followed by a decoder in the flat
-buffer.
+buffer. With `secure_aggregation` both sums (the decoder and the latent moments) go through pairwise masks.
 """
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from hpcsynth.federated.comm import Communicator
+from hpcsynth.federated.secure import PairwiseMasks
 from hpcsynth.federated.strategies import FedAvg
 
 
@@ -33,6 +34,13 @@ class LatentAlignment(FedAvg):
     def __init__(self, alignment_weight: float = 1.0, secure_aggregation: bool = False) -> None:
         super().__init__(secure_aggregation=secure_aggregation)
         self.alignment_weight = alignment_weight
+
+    def setup(self, n_rows: int, batch_size: int, comm: Communicator) -> None:
+        """FedAvg's setup; with secure aggregation the sites agree on masks although each keeps its own model, as
+        the decoder and the latent moments they sum are theirs."""
+        super().setup(n_rows, batch_size, comm)
+        if self.secure_aggregation and comm.size > 1 and self.masks is None:
+            self.masks = PairwiseMasks.agree(comm)
 
     def attach(self, model, data: torch.Tensor, comm: Communicator) -> None:
         """Bind the model whose latent space is aligned (the job calls this before training)."""
@@ -47,7 +55,11 @@ class LatentAlignment(FedAvg):
         with torch.no_grad():
             means, _ = self.model.encoder_(self.data)
         mu = means.double().cpu().numpy()
-        stats = self.comm.Allreduce(np.concatenate([[len(mu)], mu.sum(0), (mu * mu).sum(0)]), "sum")
+        stats = np.concatenate([[len(mu)], mu.sum(0), (mu * mu).sum(0)])
+        if self.masks is not None:  # secure aggregation hides each site's moments too
+            self.masks.sum(torch.from_numpy(stats), self.comm)
+        else:
+            self.comm.Allreduce(stats, "sum")
         n, d = stats[0], mu.shape[1]
         mean = stats[1:1 + d] / n
         var = np.maximum(stats[1 + d:] / n - mean**2, 1e-6)

@@ -5,7 +5,8 @@ centralized): each site first trains alone (as `isolated`) and generates as many
 ones; the synthetic tables are exchanged (they are the product, never real rows); then one global model is
 trained on the pooled synthetic rows, data-parallel across the ranks (each rank a shard of the pooled table,
 gradients averaged every step as in `centralized`), so every site ends with the same model. The two phases get
-`rounds` rounds each, and `/rounds` lists them one after the other.
+`rounds` rounds each, and `/rounds` lists them one after the other. With DP-SGD only the first phase touches
+real rows; the second is post-processing, so the shared model reports the site models' privacy spend.
 
 Resuming restarts the strategy from its first phase: its checkpoint mixes per-site and shared models.
 """
@@ -16,7 +17,7 @@ from typing import Callable
 import pandas as pd
 import torch
 
-from hpcsynth.federated.comm import Communicator, local_rank
+from hpcsynth.federated.comm import Communicator, SoloComm, local_rank
 from hpcsynth.federated.loop import RoundRecord, train_rounds
 from hpcsynth.federated.preemption import StopRequest
 from hpcsynth.federated.strategies import Centralized, Isolated, Strategy
@@ -33,8 +34,10 @@ class SDSharing(Strategy):
               make_model: Callable[[], object], stop: StopRequest | None = None) -> object:
         """Both phases; returns the shared global model (a fresh one from `make_model`, the same seed).
         `checkpointing(model, shared)` gives the per-round callback that checkpoints `model`."""
-        train_rounds(model, data, Isolated(), comm, rounds, local_epochs, batch_size,
-                     on_round=checkpointing(model, False), stop=stop)
+        local = train_rounds(model, data, Isolated(), comm, rounds, local_epochs, batch_size,
+                             on_round=checkpointing(model, False), stop=stop)
+        spent = local[-1].epsilon if local else 0.0  # with DP-SGD: the most any site spent in phase 1
+        model.finish(data, SoloComm())  # what a family fits after training, on the site alone (VAE-BGM's prior)
         pooled = pd.concat(comm.allgather(model.sample(int(data.shape[0]))), ignore_index=True)
         shard = pooled.iloc[comm.rank::comm.size].reset_index(drop=True)
         shared = make_model().setup(model.transformer_, stream=model.stream_, local_rank=local_rank())
@@ -42,8 +45,11 @@ class SDSharing(Strategy):
 
         def shifted(record: RoundRecord) -> None:
             record.round += rounds
+            record.epsilon = max(record.epsilon, spent)  # training on synthetic rows spends nothing more
             on_round(record)
 
-        train_rounds(shared, shared.to_device(model.transformer_.encode(shard)), Centralized(), comm, rounds,
-                     local_epochs, batch_size, on_round=shifted, stop=stop)
+        train_rounds(shared, shared.to_device(model.transformer_.encode(shard)),
+                     Centralized(secure_aggregation=self.secure_aggregation), comm, rounds, local_epochs, batch_size,
+                     on_round=shifted, stop=stop)
+        shared.privacy_ = model.privacy_  # post-processing of the private site models: theirs is its privacy record
         return shared

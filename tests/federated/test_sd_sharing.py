@@ -27,3 +27,22 @@ def test_sd_sharing_runs_two_phases_and_shares_the_final_model(mpirun, write_job
         params = f["checkpoint/params"][()]
         assert params.shape[0] == 1 and np.isfinite(params).all()
         assert f["evaluation"].attrs["fidelity"] > 0.3
+
+
+def test_the_site_models_finish_before_they_sample_for_the_shared_phase():
+    """VAE-BGM samples from a prior fitted after training (`finish`): the first phase's site models fit theirs
+    before generating the rows they share (they used to sample without one and fail)."""
+    from hpcsynth.data.mds import simulate_mds
+    from hpcsynth.federated.comm import SoloComm
+    from hpcsynth.models.vae_bgm import VAEBGM
+
+    frame = simulate_mds(n_patients=120, seed=1).drop(columns=["patient_id", "site"])
+    make = lambda: VAEBGM(epochs=1, batch_size=64, hidden=[8], latent_dim=2, n_components=2, seed=0)  # noqa: E731
+    local = make()
+    transformer = local.make_transformer().fit(frame)
+    local.setup(transformer)
+    data = local.to_device(transformer.encode(frame))
+    shared = make_strategy("sd_sharing").train(local, data, SoloComm(), 1, 1, 64, lambda m, s: (lambda r: None), make)
+    assert hasattr(local, "prior_") and shared is not local
+    shared.finish(data)
+    assert len(shared.sample(30)) == 30
