@@ -7,9 +7,15 @@ or a numeric column's missingness indicator) follows multinomial diffusion (Hoog
 q(x_t | x_0) = Cat(abar_t x_0 + (1 - abar_t) / K), and the model predicts x_0 as a softmax whose plug-in posterior
 q(x_{t-1} | x_t, x0_hat) is the reverse step. Both use the cosine schedule (Nichol & Dhariwal 2021) over
 `diffusion_steps` steps (1000 by default, as TabDDPM). The loss is TabDDPM's: the mean squared error of the
-noise over numeric columns plus the KL between true and predicted posteriors (the negative log-likelihood at
-t = 0) summed over categories and averaged over the categorical columns; both are means over the rows of the
-batch, so a pooled batch's loss is the size-weighted mean of the sites' losses.
+noise over numeric columns plus the multinomial bound's term at the drawn step, L_t / p(t) = T L_t with
+L_t the KL between true and predicted posteriors (the negative log-likelihood of x_0 at t = 0), summed over
+categories and averaged over the categorical columns; both are means over the rows of the batch, so a pooled
+batch's loss is the size-weighted mean of the sites' losses. The factor T = 1 / p(t) of the uniform step draw
+matters: without it the categorical term is 1/T of the bound (each L_t is O(beta_t)), the noise error's gradient
+swamps it, and the categorical outputs learned little more than their marginals, each block drawn nearly
+independently of the others (the genes of one sequencing panel, all missing or all present together in the MDS
+cohort, stayed together in 5-23% of the synthetic rows instead of 99.5%; SDMetrics quality 0.846 against 0.961).
+The posteriors are computed in log space from the denoiser's log-softmax (Hoogeboom et al. 2021).
 
 The denoiser is TabDDPM's MLPDiffusion: the input projected to `time_dim`, plus an MLP of the sinusoidal
 timestep embedding (Vaswani et al. 2017), then a ReLU MLP (256-256 by default) to one output per encoded column
@@ -97,6 +103,18 @@ def _posterior(x_t: torch.Tensor, x0: torch.Tensor, alpha: torch.Tensor, abar_pr
     return unnormalised / unnormalised.sum(-1, keepdim=True)
 
 
+def _log_posterior(x_t: torch.Tensor, log_x0: torch.Tensor, alpha: torch.Tensor, abar_prev: torch.Tensor
+                   ) -> torch.Tensor:
+    """log q(x_prev | x_t, x0) as `_posterior`, from log-probabilities of x0 (the denoiser's log-softmax), in log
+    space (Hoogeboom et al. 2021): at the chain's end (abar_prev = 1) the prior term is the predicted x0 itself,
+    and in probability space a category the model rules out underflows to 0 and its gradient dies with it."""
+    k = x_t.shape[-1]
+    log_likelihood = torch.log(alpha * x_t + (1 - alpha) / k)
+    log_prior = torch.logaddexp(torch.log(abar_prev) + log_x0, torch.log((1 - abar_prev) / k))
+    unnormalised = log_likelihood + log_prior
+    return unnormalised - unnormalised.logsumexp(-1, keepdim=True)
+
+
 class TabDDPM(Generator):
     """Tabular diffusion. `TabDDPM(epochs=300).fit(df).sample(1000, conditions={"os_event": 1})`."""
 
@@ -157,9 +175,11 @@ class TabDDPM(Generator):
             for idx in self.softmax_groups_:
                 x0, xt = batch[:, idx], x_t[:, idx]
                 true = _posterior(xt, x0, alpha, abar_prev[..., None])
-                pred = _posterior(xt, F.softmax(out[:, idx], dim=-1), alpha, abar_prev[..., None])
-                kl = kl + (torch.xlogy(true, true) - true * torch.log(pred.clamp_min(1e-30))).sum()
-            total = total + kl / (n * self.n_categorical_)
+                log_pred = _log_posterior(xt, F.log_softmax(out[:, idx].float(), dim=-1), alpha, abar_prev[..., None])
+                kl = kl + (torch.xlogy(true, true) - true * log_pred).sum()
+            # L_t / p(t) with p(t) = 1 / diffusion_steps: the stochastic estimate of the whole bound (TabDDPM's
+            # `kl / pt`), not the one term L_t, which is O(beta_t) and would leave the categories untrained
+            total = total + kl * self.diffusion_steps / (n * self.n_categorical_)
         return total
 
     # -- sampling -----------------------------------------------------------------------------------------
@@ -193,8 +213,8 @@ class TabDDPM(Generator):
             x_next = torch.empty_like(x)
             x_next[:, g] = mean + std * torch.randn(mean.shape, generator=generator, device=device)
             for idx in self.softmax_groups_:
-                probs = _posterior(x[:, idx], F.softmax(out[:, idx], dim=-1), alpha, abar_s)
-                x_next[:, idx] = torch.log(probs.clamp_min(1e-30)) if k == 0 else _draw_one_hot(probs, generator)
+                log_probs = _log_posterior(x[:, idx], F.log_softmax(out[:, idx], dim=-1), alpha, abar_s)
+                x_next[:, idx] = log_probs if k == 0 else _draw_one_hot(log_probs.exp(), generator)
             x = x_next
         for start, (w, code) in (blocks or {}).items():
             x[:, start:start + w] = torch.log(F.one_hot(torch.tensor(code, device=device), w).float()).expand(n, w)
