@@ -3,8 +3,8 @@
 ``nearest_neighbours(query, reference, k=2, metric="euclidean", exclude_self=False, *, categorical=None,
 ranges=None, weights=None) -> (distances, indices)``: exact k-nearest neighbours (float32 distances, int64
 indices, ties to the lower index) for distance-to-closest-record, nearest-neighbour distance ratios and
-membership inference. numpy input runs on the CPU, CUDA arrays on their GPU (Euclidean); ``metric="gower"``
-handles mixed numeric/categorical codes with missing values (CPU). See :mod:`hpcsynth.kernels.api`.
+membership inference. numpy input runs on the CPU, CUDA arrays on their GPU; ``metric="gower"`` handles mixed
+numeric/categorical codes with missing values (CPU and GPU, identical results). See :mod:`hpcsynth.kernels.api`.
 
 ``gaussian_noise(out, std, seed, rank, step)`` and ``clip_and_noise(buffer, max_norm, std, seed, rank, step)``:
 DP noise from a counter-based Philox stream, in place, identical on CPU and GPU (:mod:`.noise`).

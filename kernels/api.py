@@ -12,7 +12,7 @@ import numpy as np
 
 from .gower import knn_gower_cpu
 from .knn_cpu import knn_euclidean_cpu
-from .validation import as_host_matrix, check_finite, check_shapes
+from .validation import as_host_matrix, check_finite, check_shapes, infinite_error
 
 METRICS = ("euclidean", "gower")
 
@@ -32,11 +32,12 @@ def nearest_neighbours(query: Any, reference: Any, k: int = 2, metric: str = "eu
     query, reference
         2-D arrays ``(n_query, d)`` and ``(n_reference, d)``: numpy arrays (or array-likes) run on the CPU;
         CUDA arrays (anything with ``__cuda_array_interface__``) run on their GPU. Both must be on the same
-        side. float32 and float64 are used as given; other real dtypes are converted to float64.
+        side. float32 and float64 are used as given; other real dtypes are converted to float64 on the CPU
+        and rejected on the GPU.
     k
         Number of neighbours, ``1 <= k <= n_reference`` (``n_reference - 1`` with ``exclude_self``).
     metric
-        ``"euclidean"``, or ``"gower"`` for mixed numeric and categorical columns stored as codes (CPU only):
+        ``"euclidean"``, or ``"gower"`` for mixed numeric and categorical columns stored as codes (CPU or GPU):
         ``sum_c w_c |x_c - y_c| / range_c`` over numeric and ``sum_c w_c [x_c != y_c]`` over categorical
         columns, divided by the weights of the columns present in both rows. Missing values (NaN, or a
         negative code in a categorical column) leave the column out of that pair; see
@@ -47,7 +48,8 @@ def nearest_neighbours(query: Any, reference: Any, k: int = 2, metric: str = "eu
         a duplicated record is a neighbour at distance 0.
     categorical, ranges, weights
         Gower only. ``categorical``: column indices or a boolean mask (default: none). ``ranges``: per-column
-        range for the numeric columns (default: max - min over query and reference). ``weights``:
+        range for the numeric columns (default: max - min over query and reference, computed where the data
+        lives). ``weights``:
         non-negative per-column weights (default: all 1).
 
     Returns
@@ -56,7 +58,7 @@ def nearest_neighbours(query: Any, reference: Any, k: int = 2, metric: str = "eu
         ``(n_query, k)`` float32 distances (not squared), ascending, and int64 reference row indices. The
         result is exact: it equals a float64 brute-force computation, with ties broken by the lower index.
         On the GPU both are Numba device arrays (``torch.as_tensor(x, device="cuda")`` wraps them without a
-        copy).
+        copy); Gower results there equal the CPU's bit for bit.
 
     Raises
     ------
@@ -72,7 +74,9 @@ def nearest_neighbours(query: Any, reference: Any, k: int = 2, metric: str = "eu
         if not (_is_cuda(query) and _is_cuda(reference)):
             raise ValueError("query and reference must both be CUDA arrays or both host arrays")
         if metric == "gower":
-            raise ValueError("metric='gower' runs on the CPU: pass host (numpy) arrays")
+            from .gower_cuda import knn_gower_cuda
+
+            return knn_gower_cuda(query, reference, k, bool(exclude_self), categorical, ranges, weights)
         from .knn_cuda import knn_euclidean_cuda
 
         return knn_euclidean_cuda(query, reference, k, bool(exclude_self))
@@ -82,7 +86,7 @@ def nearest_neighbours(query: Any, reference: Any, k: int = 2, metric: str = "eu
     if metric == "gower":
         for name, x in (("query", q), ("reference", r)):
             if np.isinf(x).any():
-                raise ValueError(f"{name} contains infinite values (for Gower, mark missing values as NaN)")
+                raise infinite_error(name)
         return knn_gower_cpu(q, r, int(k), bool(exclude_self), categorical, ranges, weights)
     check_finite(q, "query")
     if r is not q:

@@ -15,12 +15,14 @@ several runs on one scale (e.g. the real data's ranges for every synthetic table
 
 Everything is computed in float64, so the result is exact with ties broken by the lower index. The kernel
 streams reference tiles past blocks of query rows (parallel over query blocks), so memory stays
-``O((N + M) D)``.
+``O((N + M) D)``. CUDA arrays run :mod:`hpcsynth.kernels.gower_cuda`, which evaluates the same expression in
+the same column order and returns the same distances and indices; both validate the options with
+:func:`gower_columns`.
 """
 from __future__ import annotations
 
 import warnings
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 from numba import njit, prange
@@ -31,11 +33,15 @@ QUERY_BLOCK = 16
 REFERENCE_TILE = 512
 
 
-def gower_columns(query: np.ndarray, reference: np.ndarray, categorical: Sequence[int] | np.ndarray | None,
-                  ranges: Sequence[float] | np.ndarray | None, weights: Sequence[float] | np.ndarray | None
+def gower_columns(d: int, categorical: Sequence[int] | np.ndarray | None, ranges: Sequence[float] | np.ndarray | None,
+                  weights: Sequence[float] | np.ndarray | None, data_span: Callable[[], np.ndarray]
                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Validate the per-column options; return ``(is_categorical, inverse_range, weights)``."""
-    d = reference.shape[1]
+    """Validate the per-column options of ``d`` columns; return ``(is_categorical, inverse_range, weights)``.
+
+    ``data_span()`` gives the default ranges (max - min of the non-missing values over query and reference,
+    0 for a column with none); it is called only when ``ranges`` is None. The CPU path computes it with numpy
+    (:func:`host_span`), the CUDA path on the device, so that both share this one validation.
+    """
     is_cat = np.zeros(d, np.bool_)
     if categorical is not None:
         cat = np.asarray(categorical)
@@ -54,11 +60,7 @@ def gower_columns(query: np.ndarray, reference: np.ndarray, categorical: Sequenc
         if w.shape != (d,) or not np.isfinite(w).all() or (w < 0).any() or w.sum() == 0:
             raise ValueError(f"weights must be {d} finite non-negative numbers, not all zero")
     if ranges is None:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)  # an all-missing column has no range: 0 below
-            high = np.fmax(np.nanmax(query, axis=0), np.nanmax(reference, axis=0))
-            low = np.fmin(np.nanmin(query, axis=0), np.nanmin(reference, axis=0))
-        span = np.nan_to_num(high - low, nan=0.0)
+        span = np.asarray(data_span(), dtype=np.float64)
     else:
         span = np.asarray(ranges, dtype=np.float64)
         if span.shape != (d,) or not np.isfinite(span[~is_cat]).all() or (span[~is_cat] < 0).any():
@@ -67,6 +69,15 @@ def gower_columns(query: np.ndarray, reference: np.ndarray, categorical: Sequenc
     positive = (~is_cat) & (span > 0)
     inv_range[positive] = 1.0 / span[positive]
     return is_cat, inv_range, w
+
+
+def host_span(query: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """Per column, max - min of the non-missing values of both matrices (0 where a column has none)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # an all-missing column has no range: 0 below
+        high = np.fmax(np.nanmax(query, axis=0), np.nanmax(reference, axis=0))
+        low = np.fmin(np.nanmin(query, axis=0), np.nanmin(reference, axis=0))
+    return np.nan_to_num(high - low, nan=0.0)
 
 
 @njit(nogil=True, cache=True)
@@ -116,7 +127,7 @@ def knn_gower_cpu(query: np.ndarray, reference: np.ndarray, k: int, exclude_self
     """Exact Gower k-NN of two validated float matrices (NaN allowed as missing; see module docstring)."""
     q = np.ascontiguousarray(query, dtype=np.float64)
     r = q if reference is query else np.ascontiguousarray(reference, dtype=np.float64)
-    is_cat, inv_range, w = gower_columns(q, r, categorical, ranges, weights)
+    is_cat, inv_range, w = gower_columns(q.shape[1], categorical, ranges, weights, lambda: host_span(q, r))
     out_d = np.empty((q.shape[0], k), np.float32)
     out_i = np.empty((q.shape[0], k), np.int64)
     _gower_knn(q, r, is_cat, inv_range, w, k, exclude_self, out_d, out_i)

@@ -22,7 +22,7 @@ import numpy as np
 from numba import cuda, float32, float64, int64
 
 from .knn_cpu import EXTRA_CANDIDATES
-from .validation import check_shapes, nonfinite_error
+from .validation import check_device_dtype, check_shapes, nonfinite_error
 
 TPB = 128
 SMEM_FLOATS = 8192  # 32 KiB of static shared memory per block for the reference tile
@@ -187,8 +187,7 @@ def knn_euclidean_cuda(query: Any, reference: Any, k: int, exclude_self: bool) -
     r = q if reference is query else _as_device_array(reference)
     check_shapes(q.shape, r.shape, k, exclude_self)
     for name, x in (("query", q), ("reference", r)):
-        if x.dtype not in (np.float32, np.float64):
-            raise ValueError(f"{name} on the GPU must be float32 or float64, got {x.dtype}")
+        check_device_dtype(x.dtype, name)
     n, d = q.shape
     m = r.shape[0]
     if d > SMEM_FLOATS:

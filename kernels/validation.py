@@ -45,3 +45,14 @@ def nonfinite_error(name: str) -> ValueError:
 def check_finite(a: np.ndarray, name: str) -> None:
     if not np.isfinite(a).all():
         raise nonfinite_error(name)
+
+
+def infinite_error(name: str) -> ValueError:
+    """Gower accepts NaN (missing) but not infinities, on the CPU and the GPU alike."""
+    return ValueError(f"{name} contains infinite values (for Gower, mark missing values as NaN)")
+
+
+def check_device_dtype(dtype: Any, name: str) -> None:
+    """The CUDA kernels read float32 or float64 (convert codes on the device first, e.g. ``x.astype``)."""
+    if dtype not in (np.float32, np.float64):
+        raise ValueError(f"{name} on the GPU must be float32 or float64, got {dtype}")

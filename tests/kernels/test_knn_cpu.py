@@ -5,7 +5,7 @@ from hypothesis import given, settings, strategies as st
 from hypothesis.extra import numpy as hnp
 
 from knn_reference import brute_force_knn
-from hpcsynth.kernels import nearest_neighbours
+from hpcsynth.kernels import knn_cpu, nearest_neighbours
 
 
 def assert_exact(query, reference, k, exclude_self=False):
@@ -116,3 +116,27 @@ def test_distances_float32_cannot_separate_fall_back_to_an_exact_search():
     query = np.zeros((1, 2))
     d, i = nearest_neighbours(query, reference, k=2)
     np.testing.assert_array_equal(i, [[499, 498]])
+
+
+@pytest.mark.parametrize("use_mkl", [True, False])
+def test_mkl_and_numpy_products_are_both_exact(rng, monkeypatch, use_mkl):
+    """The candidate pass runs MKL's sgemm where torch ships it, else numpy's BLAS: both must be exact, through
+    the 64-wide mask scan (tiles of 512 columns), its tails (1,100 = 2 x 512 + 76) and exclude_self."""
+    monkeypatch.setattr(knn_cpu, "USE_MKL", use_mkl)
+    q = rng.standard_normal((300, 32)).astype(np.float32)
+    r = rng.standard_normal((1100, 32)).astype(np.float32)
+    assert_exact(q, r, k=3)
+    x = np.concatenate([r, r[:40]])
+    d, i = assert_exact(x, x, k=2, exclude_self=True)
+    np.testing.assert_array_equal(i[1100:, 0], np.arange(40))
+
+
+def test_mkl_sgemm_is_found_where_torch_ships_it():
+    """On x86-64 Linux, torch's wheels export MKL's sgemm_; if a torch release stops doing so, the candidate
+    pass silently halves its speed, so say so here."""
+    import importlib.util
+    import platform
+
+    if importlib.util.find_spec("torch") is None or platform.system() != "Linux" or platform.machine() != "x86_64":
+        pytest.skip("MKL comes with torch's x86-64 Linux wheels")
+    assert all(knn_cpu._mkl())
