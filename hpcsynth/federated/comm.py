@@ -43,6 +43,13 @@ class Communicator:
     def _allreduce(self, buffer: np.ndarray, op: str) -> None:
         raise NotImplementedError
 
+    def weighted_sum(self, buffer: np.ndarray, weight: float) -> np.ndarray:
+        """`buffer` <- the sum over ranks of `weight` * `buffer`, in place (each rank its own weight); returned.
+        The aggregation of every averaging strategy. Here the weighting is its own pass before an Allreduce;
+        `MPIComm` fuses it into a node-local shared-memory reduction."""
+        np.multiply(buffer, weight, out=buffer)
+        return self.Allreduce(buffer, "sum")
+
     def allgather(self, obj: Any) -> list:
         """Every rank's small object, in rank order (control messages only)."""
         raise NotImplementedError
@@ -100,7 +107,8 @@ class SoloComm(Communicator):
 class MPIComm(Communicator):
     """An mpi4py communicator (COMM_WORLD by default)."""
 
-    def __init__(self, mpi_comm: Any = None) -> None:
+    def __init__(self, mpi_comm: Any = None, node_comm: Any = None) -> None:
+        """`node_comm`: the ranks that share memory with this one (default: MPI's shared-memory split)."""
         super().__init__()
         from mpi4py import MPI
 
@@ -109,9 +117,25 @@ class MPIComm(Communicator):
         self.rank = self._comm.Get_rank()
         self.size = self._comm.Get_size()
         self._ops = {"sum": MPI.SUM, "min": MPI.MIN, "max": MPI.MAX}
+        self._node_comm = node_comm
+        self._shared: SharedReduction | None = None
 
     def _allreduce(self, buffer: np.ndarray, op: str) -> None:
         self._comm.Allreduce(self._MPI.IN_PLACE, buffer, op=self._ops[op])
+
+    def weighted_sum(self, buffer: np.ndarray, weight: float) -> np.ndarray:
+        """Through `SharedReduction` where every node holds the same number of ranks (collective), else as the
+        base class does."""
+        if self._shared is None:
+            node = self._node_comm if self._node_comm is not None else \
+                self._comm.Split_type(self._MPI.COMM_TYPE_SHARED, key=self.rank)
+            self._shared = SharedReduction(self._comm, node) if len(set(self._comm.allgather(node.Get_size()))) == 1 \
+                else False
+        if not self._shared or not buffer.flags.c_contiguous or buffer.dtype not in (np.float32, np.float64):
+            return super().weighted_sum(buffer, weight)
+        self.bytes_reduced += buffer.nbytes
+        self._shared.weighted_sum(buffer, weight)
+        return buffer
 
     def allgather(self, obj: Any) -> list:
         return self._comm.allgather(obj)
@@ -166,3 +190,65 @@ def local_size() -> int:
         if value.isdigit():
             return int(value)
     return 1
+
+
+class SharedReduction:
+    """A weighted Allreduce whose weighting costs nothing: the ranks of a node reduce through shared memory.
+
+    Each rank writes ``weight * buffer`` into its own segment of a shared window (the weighting fused with the
+    copy in), sums its 1/K chunk over the K segments of its node, and, across nodes, Allreduces that chunk with
+    the ranks of the same node-local rank elsewhere; then every rank copies the K reduced chunks back. That is
+    about five passes over the buffer per rank, against about eight for an Allreduce through MPI's shared-memory
+    cells plus one for the weighting, and the sum is taken in the same (node-local rank) order on every rank, so
+    all ranks end bit-identical. Windows are kept per buffer size and dtype, and freed at exit."""
+
+    def __init__(self, comm: Any, node: Any) -> None:
+        import atexit
+
+        self.node, self.local, self.width = node, node.Get_rank(), node.Get_size()
+        self.across = comm.Split(self.local, key=comm.Get_rank()) if comm.Get_size() > self.width else None
+        self.windows: dict[tuple[int, str], tuple[Any, list[np.ndarray]]] = {}
+        atexit.register(self.free)
+
+    def _segments(self, n: int, dtype: np.dtype) -> list[np.ndarray]:
+        """Every node-local rank's segment of the window for `n` values of `dtype` (collective on the node)."""
+        key = (n, dtype.str)
+        if key not in self.windows:
+            from mpi4py import MPI
+
+            win = MPI.Win.Allocate_shared(n * dtype.itemsize, dtype.itemsize, comm=self.node)
+            win.Lock_all()
+            segments = [np.frombuffer(win.Shared_query(k)[0], dtype=dtype, count=n) for k in range(self.width)]
+            self.windows[key] = (win, segments)
+        return self.windows[key][1]
+
+    def _sync(self) -> None:
+        """Every rank's writes to the window visible to every other rank of the node."""
+        win = next(iter(self.windows.values()))[0]
+        win.Sync()
+        self.node.Barrier()
+        win.Sync()
+
+    def weighted_sum(self, buffer: np.ndarray, weight: float) -> None:
+        segments = self._segments(buffer.size, buffer.dtype)
+        bounds = np.linspace(0, buffer.size, self.width + 1).astype(np.int64)
+        np.multiply(buffer, weight, out=segments[self.local])
+        self._sync()
+        mine = segments[self.local][bounds[self.local]:bounds[self.local + 1]]
+        for k in range(self.width):
+            if k != self.local:
+                np.add(mine, segments[k][bounds[self.local]:bounds[self.local + 1]], out=mine)
+        if self.across is not None:
+            from mpi4py import MPI
+
+            self.across.Allreduce(MPI.IN_PLACE, mine, op=MPI.SUM)
+        self._sync()
+        for k in range(self.width):
+            buffer[bounds[k]:bounds[k + 1]] = segments[k][bounds[k]:bounds[k + 1]]
+        self._sync()  # nobody overwrites a segment another rank is still copying from
+
+    def free(self) -> None:
+        for win, _ in self.windows.values():
+            win.Unlock_all()
+            win.Free()
+        self.windows.clear()

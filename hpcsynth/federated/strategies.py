@@ -92,6 +92,9 @@ class Strategy:
             if self.masks is not None:
                 self.masks.sum(tensor, comm, weight)
                 return
+            if tensor.device.type == "cpu":
+                comm.weighted_sum(tensor.numpy(), weight)
+                return
             tensor.mul_(weight)
             _reduce_tensor(tensor, comm)
 

@@ -34,3 +34,16 @@ def test_no_rank_sends_its_rows(mpirun, write_job):
     assert result.returncode == 0, result.stdout + result.stderr
     for rank in range(3):
         assert f"rank {rank}: " in result.stdout and "rows found: 0" in result.stdout
+
+
+def test_one_process_weighted_sum_is_the_weighting():
+    buffer = np.array([1.0, -2.0, 4.0], dtype=np.float32)
+    comm = SoloComm()
+    assert comm.weighted_sum(buffer, 0.5) is buffer and buffer.tolist() == [0.5, -1.0, 2.0]
+    assert comm.bytes_reduced == 12
+
+
+@pytest.mark.mpi
+def test_the_shared_memory_weighted_sum_equals_weighting_and_allreduce_on_one_and_two_nodes(mpirun):
+    result = mpirun(4, [sys.executable, str(PROGRAM.with_name("weighted_sum.py"))], timeout=120)
+    assert result.returncode == 0 and "SAME" in result.stdout, result.stderr

@@ -24,6 +24,10 @@ class RecordingComm(MPIComm):
         self.sent.append(buffer.copy())
         super()._allreduce(buffer, op)
 
+    def weighted_sum(self, buffer, weight):
+        self.sent.append(buffer * weight)  # what this rank puts into the shared reduction
+        return super().weighted_sum(buffer, weight)
+
     def allgather(self, obj):
         self.sent.append(obj)
         return super().allgather(obj)
