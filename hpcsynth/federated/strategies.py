@@ -14,8 +14,9 @@ centralized  the pooled upper bound. In one process it trains on the pooled rows
              to its size, and the gradients are averaged with one Allreduce weighted by those shares, which is
              the gradient of the pooled batch, without a row leaving its site.
 isolated     the lower bound: every site trains alone and nothing is exchanged.
-fedavg       McMahan et al. (AISTATS 2017): local epochs, then one Allreduce of the parameter buffer per round,
-             weighted by site size: theta = sum_k (n_k / N) theta_k.
+fedavg       McMahan et al. (AISTATS 2017): local epochs, then one weighted sum of the parameter buffer per
+             round, theta = sum_k (n_k / N) theta_k (`Communicator.weighted_sum`: on a node, a shared-memory
+             reduction with the weighting fused in; across nodes, an Allreduce of each node's share).
 fedprox      Li et al. (MLSys 2020): FedAvg whose local objective adds the proximal term
              mu/2 ||theta - theta_global||^2, which keeps sites with different data near the global model.
 fedopt       Reddi et al. (ICLR 2021), FedAdam: the averaged change of a round is a pseudo-gradient for a
