@@ -7,11 +7,13 @@ the discrete columns SDV is told about are the ones hpcsynth's schema calls cate
 
 Seconds per epoch (wall, and CPU time, which a machine shared with other jobs disturbs less) are the median
 over the epochs of the training loop alone (SDV's per-epoch progress loop is
-timed through its tqdm hook, hpcsynth's through `local_update`), so the one-off transform fit is reported apart.
-Quality is SDMetrics' `QualityReport` score (column shapes and pair trends) of as many synthetic rows as real
-ones. The last line is the speed ratio (SDV seconds per epoch / hpcsynth seconds per epoch).
+timed through its tqdm hook, hpcsynth's through `local_update`), so the one-off transform fit is reported apart
+(`other s`), and so is hpcsynth's one-off torch.compile of its training steps (`compile s`: the first call of
+each compiled step, inside the first epoch; `--compile off` trains eagerly). Quality is SDMetrics'
+`QualityReport` score (column shapes and pair trends) of as many synthetic rows as real ones. The last lines are
+the speed ratios (SDV seconds per epoch / hpcsynth seconds per epoch).
 
-    python benchmarks/train_speed.py [--epochs 100] [--threads 1] [--patients 4427]
+    python benchmarks/train_speed.py [--epochs 100] [--threads 1] [--patients 4427] [--compile on|auto|off]
 """
 from __future__ import annotations
 
@@ -75,17 +77,20 @@ def run_sdv(kind: str, frame, discrete, epochs: int) -> tuple[list[float], float
     return [(b[0] - a[0], b[1] - a[1]) for a, b in zip(stamps[:-1], stamps[1:])], total, model
 
 
-def run_hpcsynth(kind: str, frame, discrete, epochs: int) -> tuple[list[float], float, object]:
-    """Train hpcsynth's model; per-epoch times from its `local_update` (one call per epoch in `fit`)."""
+def run_hpcsynth(kind: str, frame, discrete, epochs: int, compile: str = "on") -> tuple[list[float], float, object]:
+    """Train hpcsynth's model; per-epoch times from its `local_update` (one call per epoch in `fit`). Both train
+    with bfloat16 matrix products where the CPU has them (`precision="auto"`, CTGAN's default)."""
     from hpcsynth.data.mds import MDS_METADATA
     from hpcsynth.models import CTGAN, TVAE
 
     if kind == "ctgan":
         model = CTGAN(epochs=epochs, batch_size=500, embedding_dim=128, generator_dim=(256, 256),
-                      discriminator_dim=(256, 256), pac=10, categorical=MDS_METADATA["categorical"], device="cpu")
+                      discriminator_dim=(256, 256), pac=10, categorical=MDS_METADATA["categorical"], device="cpu",
+                      precision="auto", compile=compile)
     else:
         model = TVAE(epochs=epochs, batch_size=500, latent_dim=128, hidden=(128, 128), lr=1e-3, weight_decay=1e-5,
-                     loss_factor=2.0, categorical=MDS_METADATA["categorical"], device="cpu")
+                     loss_factor=2.0, categorical=MDS_METADATA["categorical"], device="cpu", precision="auto",
+                     compile=compile)
     durations: list[tuple[float, float]] = []
     update = model.local_update
 
@@ -101,7 +106,7 @@ def run_hpcsynth(kind: str, frame, discrete, epochs: int) -> tuple[list[float], 
     return durations, time.perf_counter() - start, model
 
 
-def child(run: str, epochs: int, threads: int, patients: int) -> dict:
+def child(run: str, epochs: int, threads: int, patients: int, compile: str) -> dict:
     """One model in this process: train, sample, score; a JSON line for the parent."""
     import numpy as np
     import torch
@@ -111,11 +116,15 @@ def child(run: str, epochs: int, threads: int, patients: int) -> dict:
     torch.manual_seed(0)
     frame, discrete = cohort(patients)
     library, kind = run.split("-")
-    trainer = run_sdv if library == "sdv" else run_hpcsynth
-    durations, total, model = trainer(kind, frame, discrete, epochs)
+    if library == "sdv":
+        durations, total, model = run_sdv(kind, frame, discrete, epochs)
+    else:
+        durations, total, model = run_hpcsynth(kind, frame, discrete, epochs, compile)
     synthetic = model.sample(len(frame))
     wall, cpu = np.median(np.array(durations), axis=0)
-    extra = {"precision": "bf16" if getattr(model, "bf16_", False) else "fp32"}
+    extra = {"precision": "bf16" if getattr(model, "bf16_", False) else "fp32",
+             "compile_s": getattr(model, "compile_s_", 0.0),
+             "compiled": any(getattr(f, "compiled", False) for f in getattr(model, "_compiled", {}).values())}
     return {"run": run, "rows": len(frame), "epochs": len(durations), "s_per_epoch": float(wall),
             "cpu_s_per_epoch": float(cpu), "fit_s": total, "outside_epochs_s": total - sum(d[0] for d in durations),
             "quality": quality(frame, synthetic, discrete), **extra}
@@ -126,28 +135,33 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=100)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--patients", type=int, default=4427)
+    parser.add_argument("--compile", choices=("on", "auto", "off"), default="on",
+                        help="hpcsynth's torch.compile of its training steps (on: whatever the epochs)")
     parser.add_argument("--child", choices=RUNS, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        print(json.dumps(child(args.child, args.epochs, args.threads, args.patients)))
+        print(json.dumps(child(args.child, args.epochs, args.threads, args.patients, args.compile)))
         return
     load = os.getloadavg()[0]
     print(f"# {time.strftime('%Y-%m-%d %H:%M')}  {platform.machine()}  {os.cpu_count()} CPUs  torch threads "
-          f"{args.threads}  epochs {args.epochs}  load average {load:.1f}")
+          f"{args.threads}  epochs {args.epochs}  hpcsynth compile {args.compile}  load average {load:.1f}")
     results = {}
     for run in RUNS:
         env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
         out = subprocess.run([sys.executable, __file__, "--child", run, "--epochs", str(args.epochs), "--threads",
-                              str(args.threads), "--patients", str(args.patients)],
+                              str(args.threads), "--patients", str(args.patients), "--compile", args.compile],
                              capture_output=True, text=True, env=env, check=True)
         results[run] = json.loads(out.stdout.strip().splitlines()[-1])
+    print(f"# load average at the end {os.getloadavg()[0]:.1f}")
     first = results[RUNS[0]]
     print(f"MDS cohort, complete cases: {first['rows']} rows; batch 500; CTGAN 128 + (256, 256) / (256, 256), "
           f"pac 10; TVAE 128 latent, (128, 128)")
-    print(f"{'model':16s} {'s/epoch':>8s} {'cpu s/ep':>9s} {'fit s':>7s} {'other s':>8s} {'quality':>8s}  precision")
+    print(f"{'model':16s} {'s/epoch':>8s} {'cpu s/ep':>9s} {'fit s':>7s} {'other s':>8s} {'compile s':>9s} "
+          f"{'quality':>8s}  precision")
     for run, r in results.items():
+        mode = ", compiled" if r["compiled"] else ""
         print(f"{run:16s} {r['s_per_epoch']:8.4f} {r['cpu_s_per_epoch']:9.4f} {r['fit_s']:7.1f} "
-              f"{r['outside_epochs_s']:8.1f} {r['quality']:8.4f}  {r['precision']}")
+              f"{r['outside_epochs_s']:8.1f} {r['compile_s']:9.1f} {r['quality']:8.4f}  {r['precision']}{mode}")
     ratios = {}
     for kind in ("ctgan", "tvae"):
         sdv, ours = results[f"sdv-{kind}"], results[f"hpcsynth-{kind}"]
@@ -156,6 +170,8 @@ def main() -> None:
               f"quality {ours['quality']:.4f} vs SDV {sdv['quality']:.4f} ({ours['quality'] - sdv['quality']:+.4f})")
     print(f"speed ratio (SDV s/epoch / hpcsynth s/epoch, wall; target >= 5): CTGAN {ratios['ctgan'][0]:.1f}  "
           f"TVAE {ratios['tvae'][0]:.1f}")
+    print(f"speed ratio in CPU time (steadier on a shared machine; target >= 5): CTGAN {ratios['ctgan'][1]:.1f}  "
+          f"TVAE {ratios['tvae'][1]:.1f}")
 
 
 if __name__ == "__main__":

@@ -14,10 +14,19 @@ Federated (what the round loop and the strategies use, and all they use):
     local_state() / load_local_state()  what stays on the site (optimiser moments), for checkpoints
 
 Same seed, same machine: identical samples.
+
+Speed: a family may train through torch.compile (`compile`: `auto`, the default, compiles on a CPU when the
+run is long enough to pay back the seconds to a minute that compiling takes once; `on`; `off`). What is
+compiled is one function per training step that computes the loss and writes its gradient into the flat
+gradient buffer (`_gradient_function`): forward and backward in one graph, without autograd's bookkeeping
+between them. Its random draws come in as arguments or from ATen's generators, so a compiled step computes what
+the eager step computes, up to rounding, and the same seed still gives the same samples.
 """
 from __future__ import annotations
 
+import functools
 import io
+import time
 from typing import Callable
 
 import numpy as np
@@ -58,16 +67,54 @@ def use_bf16(precision: str, device: torch.device) -> bool:
     return device.type == "cpu" and torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
 
 
+def compile_available(device: torch.device) -> bool:
+    """Whether torch.compile can build this device's kernels here: on a CPU, inductor needs a C++ compiler."""
+    return device.type == "cpu" and _cpp_compiler_found()
+
+
+@functools.lru_cache(maxsize=None)
+def _cpp_compiler_found() -> bool:
+    try:
+        from torch._inductor.cpp_builder import get_cpp_compiler
+
+        get_cpp_compiler()
+    except Exception:  # no compiler, or an inductor without this helper
+        return False
+    return True
+
+
+def use_compile(compile: str | bool, device: torch.device, steps: int, min_steps: int) -> bool:
+    """Whether to train through torch.compile'd step functions. `on`/True and `off`/False decide; `auto` compiles
+    on a CPU with a C++ compiler when the training ahead is `min_steps` steps or more (compiling takes seconds to
+    a minute once, and saves a fixed time per step, so only long runs pay it back)."""
+    mode = {True: "on", False: "off"}.get(compile, compile)
+    if mode not in ("auto", "on", "off"):
+        raise ValueError(f"compile: expected auto, on or off, got {compile!r}")
+    if mode == "off":
+        return False
+    if mode == "on":
+        return True
+    return steps >= min_steps and compile_available(device)
+
+
+# inductor options of the compiled step functions: random numbers from ATen's generators (inductor's own CPU
+# generator draws one number at a time, several times slower)
+COMPILE_OPTIONS = {"fallback_random": True}
+
+
 class Generator:
     """Shared machinery: device, flat parameters, batching, the fit loop, sampling and decoding."""
 
     _SAMPLE, _TRAIN = 1, 2
     default_numeric = "quantile"  # the numeric transform a family trains best on (TableTransformer's `numeric`)
+    # families whose training loss, `_train_loss(batch, loss_noise(n))`, torch.compile takes (see `compile`)
+    compilable = False
+    compile_min_steps = 5000  # `compile="auto"` compiles from this many training steps ahead (fit) or taken
 
     def __init__(self, epochs: int = 300, batch_size: int = 500, lr: float = 1e-3, weight_decay: float = 1e-5,
                  optimizer: str = "adam", device: str = "auto", seed: int = 0, categorical: list[str] = (),
                  time: str | None = None, event: str | None = None, progress: bool = False,
-                 numeric: str | None = None, precision: str = "fp32") -> None:
+                 numeric: str | None = None, precision: str = "fp32", compile: str | bool = "auto") -> None:
         self.epochs = epochs
         self.batch_size = batch_size
         self.lr = lr
@@ -81,6 +128,7 @@ class Generator:
         self.progress = progress
         self.numeric = numeric
         self.precision = precision
+        self.compile = compile
 
     # -- what each family provides -----------------------------------------------------------------------
     def _build(self, spans: list[tuple[str, int]]) -> list[torch.nn.Module]:
@@ -107,6 +155,7 @@ class Generator:
         transformer = self.make_transformer().fit(frame)
         self.setup(transformer)
         data = self.to_device(transformer.encode(frame))
+        self.planned_steps_ = self.epochs * self.steps_per_epoch(len(data))
         epochs = range(self.epochs)
         if self.progress:
             from tqdm import tqdm
@@ -142,6 +191,9 @@ class Generator:
         self._order, self._cursor = None, 0
         self.privacy_ = None
         self.bf16_ = use_bf16(self.precision, self.device_)
+        use_compile(self.compile, self.device_, 0, 1)  # validates the option early
+        self.planned_steps_, self.steps_taken_, self.compile_s_ = 0, 0, 0.0
+        self._compiled = {}
         return self
 
     def _make_optimizer(self) -> torch.optim.Optimizer:
@@ -190,8 +242,8 @@ class Generator:
             m.train()
         size = min(batch_size or self.batch_size, data.shape[0])
         total, counted = 0.0, 0
+        self.steps_taken_ += steps
         for _ in range(steps):
-            self.flat_.zero_grad()
             loss, rows = self._gradient(data, size)
             if grad_hook is not None:
                 grad_hook(self.flat_.grad, rows)
@@ -208,15 +260,60 @@ class Generator:
         of a Poisson sample plus Gaussian noise."""
         if self.privacy_ is not None:
             return self.privacy_.gradient(data)
-        with self._autocast():
-            loss = self.loss(self._next_batch(data, size))
-        loss.backward()
-        self.flat_.check_bound()
+        if self.compilable:  # the draws outside, so that the loss is a pure function torch.compile can take
+            batch = self._next_batch(self._train_rows(data), size)
+            loss = self._gradient_function("loss", self._autocast_loss, self.modules_)(
+                batch, self.loss_noise(batch.shape[0]))
+        else:
+            self.flat_.zero_grad()
+            with self._autocast():
+                loss = self.loss(self._next_batch(data, size))
+            loss.backward()
+            self.flat_.check_bound()
         return float(loss.detach()), size
 
     def _autocast(self) -> torch.autocast:
         """bfloat16 matrix products over the float32 flat buffer when `precision` asks for them (`bf16_`)."""
         return torch.autocast(self.device_.type, dtype=torch.bfloat16, enabled=self.bf16_)
+
+    def _train_rows(self, data: torch.Tensor) -> torch.Tensor:
+        """The rows a compilable family's training batches are drawn from (`data`, or a copy it laid out once)."""
+        return data
+
+    def _train_loss(self, batch: torch.Tensor, *draws: torch.Tensor) -> torch.Tensor:
+        """A compilable family's loss of a batch of `_train_rows` rows and its draws (`loss_noise`)."""
+        return self.loss(batch, *draws)
+
+    def _autocast_loss(self, *args: torch.Tensor) -> torch.Tensor:
+        with self._autocast():
+            return self._train_loss(*args)
+
+    def _gradient_function(self, key: str, loss: Callable, modules: list[torch.nn.Module]) -> Callable:
+        """A function of one training step's inputs that writes the gradient of `loss(*inputs)` with respect to
+        `modules`' parameters into their (consecutive) part of the flat gradient buffer and returns the loss.
+
+        Eager (`compile` off, or `auto` for a short run): zero that part, then autograd's backward pass. Compiled:
+        the value and the gradient in one pure function (`torch.func.grad_and_value` over the parameters), which
+        torch.compile turns into one graph, forward and backward, that writes the gradient in place: no autograd
+        graph, no accumulation into a zeroed buffer. It is compiled once per model and kept (static shapes: a
+        training batch has the same shape every step); the wall time of its first call, where the compiling
+        happens, goes to `compile_s_`."""
+        function = self._compiled.get(key)
+        if function is not None and (function.compiled or not self._compile_now()):
+            return function
+        params = [p for m in modules for p in m.parameters()]
+        start = (params[0].data_ptr() - self.flat_.data.data_ptr()) // self.flat_.data.element_size()
+        region = self.flat_.grad[start:start + sum(p.numel() for p in params)]
+        if self._compile_now():
+            function = _CompiledGradient(self, loss, params, region)
+        else:
+            function = _EagerGradient(self.flat_, loss, region)
+        self._compiled[key] = function
+        return function
+
+    def _compile_now(self) -> bool:
+        return use_compile(self.compile, self.device_, max(self.planned_steps_, self.steps_taken_),
+                           self.compile_min_steps)
 
     supports_privacy = False
 
@@ -247,3 +344,69 @@ class Generator:
         self._order, self._cursor = state["order"], state["cursor"]
         if self.privacy_ is not None and state.get("privacy") is not None:
             self.privacy_.load_state(state["privacy"])
+
+
+class _EagerGradient:
+    """A training step's gradient by autograd: zero the networks' part of the gradient buffer, backward."""
+
+    compiled = False
+
+    def __init__(self, flat: FlatParameters, loss: Callable, region: torch.Tensor) -> None:
+        self.flat, self.loss, self.region = flat, loss, region
+
+    def __call__(self, *inputs: torch.Tensor) -> torch.Tensor:
+        self.region.zero_()
+        value = self.loss(*inputs)
+        value.backward()
+        self.flat.check_bound()
+        return value.detach()
+
+
+class _CompiledGradient:
+    """A training step's value and gradient as one torch.compile'd function (see `_gradient_function`)."""
+
+    compiled = True
+
+    def __init__(self, model: Generator, loss: Callable, params: list[torch.Tensor], region: torch.Tensor) -> None:
+        from torch.func import functional_call, grad_and_value
+
+        container = _Call(model.modules_, loss)
+        names = {id(p): name for name, p in container.named_parameters()}
+        order = [(names[id(p)], p.numel(), p.requires_grad) for p in params]
+        trainable = {name: p for p, (name, _, grad) in zip(params, order) if grad}
+        # the other tensors go in as arguments too: a function under a grad transform may update only its
+        # arguments in place (BatchNorm's running statistics)
+        others = {name: t for name, t in [*container.named_parameters(), *container.named_buffers()]
+                  if name not in trainable}
+
+        def gradient(*inputs: torch.Tensor) -> torch.Tensor:
+            with torch.no_grad():
+                grads, value = grad_and_value(lambda tr, ot: functional_call(container, {**tr, **ot}, inputs))(
+                    trainable, others)
+                region.copy_(torch.cat([grads[name].reshape(-1) if grad else region.new_zeros(n)
+                                        for name, n, grad in order]))
+            return value
+
+        self.model, self.first = model, True
+        self.function = torch.compile(gradient, dynamic=False, options=dict(COMPILE_OPTIONS))
+
+    def __call__(self, *inputs: torch.Tensor) -> torch.Tensor:
+        if not self.first:
+            return self.function(*inputs)
+        start = time.perf_counter()
+        value = self.function(*inputs)
+        self.model.compile_s_ += time.perf_counter() - start
+        self.first = False
+        return value
+
+
+class _Call(torch.nn.Module):
+    """`function` as a module over the networks `parts`, so that torch.func can swap in their parameters."""
+
+    def __init__(self, parts: list[torch.nn.Module], function: Callable) -> None:
+        super().__init__()
+        self.parts = torch.nn.ModuleList(parts)
+        object.__setattr__(self, "function", function)
+
+    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
+        return self.function(*inputs)

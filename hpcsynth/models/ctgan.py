@@ -18,7 +18,12 @@ What is hpcsynth's, for speed (benchmarks/train_speed.py) and for federation:
   row and discrete column, never levels x levels); the networks work in a column order where softmax blocks of
   equal width are adjacent, so the Gumbel-softmax of all blocks is one batched softmax per distinct width; the
   conditional loss is one gather of each row's chosen block; the critic scores real, fake and interpolated
-  packs in one forward pass; matrix products run in bfloat16 where the hardware has it (`precision`);
+  packs in one forward pass, whose conditional half (the same for the three) it computes once, and the
+  gradient penalty's input gradient is written out (`_Critic.scores`), so a critic step is a first-order graph
+  with no double backward; matrix products run in bfloat16 where the hardware has it (`precision`);
+* each step (critic, generator) is a function of tensors whose random draws (noise, levels, rows, dropout)
+  come in as arguments or from ATen's generators, so `compile` can turn it, forward and backward, into one
+  torch.compile'd graph (`Generator._gradient_function`; compiled and eager steps compute the same gradient);
 * within-mode values are output linearly (the `("gaussian", 1)` span; see mode_specific.py), not through tanh;
 * the critic and generator parameters are one flat buffer, so FedAvg exchanges both in one Allreduce; each has
   its own Adam over its views of that buffer;
@@ -72,27 +77,71 @@ def _generator(width_in: int, hidden: list[int], width_out: int) -> nn.Sequentia
     return nn.Sequential(*layers, nn.Linear(width_in, width_out))
 
 
-def _critic(width_in: int, hidden: list[int]) -> nn.Sequential:
-    layers: list[nn.Module] = []
-    for h in hidden:
-        layers += [nn.Linear(width_in, h), nn.LeakyReLU(0.2), _Dropout(0.5)]
-        width_in = h
-    return nn.Sequential(*layers, nn.Linear(width_in, 1))
+class _Critic(nn.Module):
+    """Xu et al.'s critic on PacGAN packs: (Linear, LeakyReLU 0.2, Dropout 0.5) per hidden layer, then a Linear
+    to one score.
 
+    A pack's input is its rows' values then their conditional vectors (`data`: packs x pac * width, `cond`:
+    packs x pac * levels), an order of the inputs that lets the first layer split into a data product and a
+    conditional product: the real, fake and interpolated packs of a critic step share their conditional
+    vectors, so that product is computed once for the three, and no pack is ever concatenated.
 
-class _Dropout(nn.Module):
-    """Dropout with a float32 uniform mask: `torch.bernoulli_` on bfloat16 activations takes a slow scalar path
-    on CPU (over 1 ms for a 150 x 256 batch); this is the same distribution in a few vectorised operations."""
+    `scores(..., tail)` also returns the gradient of the last `tail` packs' scores with respect to their inputs,
+    written out as the chain rule gives it (W_1^T D_1 W_2^T D_2 ... w_out, with D_i the LeakyReLU slopes times
+    the dropout factors of layer i): the gradient penalty's double backward becomes an ordinary first-order
+    graph of the same function (the slopes are piecewise constant, so autograd's double backward treats them as
+    constants too), which torch.compile can take whole."""
 
-    def __init__(self, p: float) -> None:
+    def __init__(self, data_width: int, cond_width: int, hidden: list[int], slope: float = 0.2,
+                 p: float = 0.5) -> None:
         super().__init__()
-        self.p = p
+        sizes = [data_width + cond_width, *hidden, 1]
+        first = nn.Linear(sizes[0], sizes[1])  # initialised as one layer over the whole pack
+        self.weight_data = nn.Parameter(first.weight.data[:, :data_width].clone())
+        self.weight_cond = nn.Parameter(first.weight.data[:, data_width:].clone())
+        self.bias = nn.Parameter(first.bias.data.clone())
+        self.rest = nn.ModuleList(nn.Linear(a, b) for a, b in zip(sizes[1:-1], sizes[2:]))
+        self.hidden = list(hidden)
+        self.slope, self.p = slope, p
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def keep_masks(self, rows: int, device: torch.device) -> list[torch.Tensor] | None:
+        """Dropout's factors for `rows` packs, one (rows, width) float tensor per hidden layer: 0, or 1 / (1 - p)
+        with probability 1 - p (None outside training). Drawn outside the scores, so that a compiled caller
+        needs no random numbers of its own."""
         if not self.training:
-            return x
-        keep = torch.rand(x.shape, device=x.device) >= self.p
-        return x * keep * (1.0 / (1.0 - self.p))
+            return None
+        return [torch.rand((rows, width), device=device).ge_(self.p).mul_(1.0 / (1.0 - self.p))
+                for width in self.hidden]
+
+    def forward(self, data: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        return self.scores(data, cond, keep=self.keep_masks(data.shape[0], data.device))[0]
+
+    def scores(self, data: torch.Tensor, cond: torch.Tensor, tail: int = 0, keep: list[torch.Tensor] | None = None
+               ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor] | None]:
+        """The scores of the packs `data` (a whole number of groups of `cond`'s packs, every group conditioned
+        on `cond`) under the dropout factors `keep`, and, when `tail`, the gradient of the last `tail` packs'
+        scores with respect to their data and conditional inputs."""
+        a = F.linear(data, self.weight_data)
+        shared = F.linear(cond, self.weight_cond, self.bias) if cond.shape[1] else self.bias.expand(cond.shape[0], -1)
+        a = (a.view(-1, *shared.shape) + shared).view(a.shape)
+        factors = []
+        for i, layer in enumerate(self.rest):
+            # LeakyReLU then dropout multiply each unit by one factor: its slope (from the sign: a float, where
+            # a comparison would leave a boolean tensor, which compiled CPU kernels load and store slowly),
+            # times the dropout factor in training
+            d = torch.sign(a.detach().float()) * (0.5 * (1.0 - self.slope)) + 0.5 * (1.0 + self.slope)
+            if keep is not None:
+                d = d * keep[i]
+            a = layer(a * d)
+            factors.append(d[-tail:] if tail else None)
+        if not tail:
+            return a, None
+        if not factors:
+            return a, (self.weight_data.expand(tail, -1), self.weight_cond.expand(tail, -1))
+        g = self.rest[-1].weight * factors[-1]
+        for layer, d in zip(reversed(self.rest[:-1]), reversed(factors[:-1])):
+            g = (g @ layer.weight) * d
+        return a, (g @ self.weight_data, g @ self.weight_cond)
 
 
 def _share_running_statistics(module: nn.Module) -> None:
@@ -167,6 +216,8 @@ class CTGAN(Generator):
 
     default_numeric = "mode_specific"
 
+    compile_min_steps = 4000  # `compile="auto"`: a step saves about 6 ms compiled (MDS cohort, one CPU thread)
+
     def __init__(self, epochs: int = 300, batch_size: int = 500, embedding_dim: int = 128,
                  generator_dim: list[int] = (256, 256), discriminator_dim: list[int] = (256, 256),
                  generator_lr: float = 2e-4, generator_decay: float = 1e-6, discriminator_lr: float = 2e-4,
@@ -191,24 +242,27 @@ class CTGAN(Generator):
         cond = int(self.level_column_.numel())
         self.generator_ = _generator(self.embedding_dim + cond, list(self.generator_dim), self.width_)
         _share_running_statistics(self.generator_)
-        self.critic_ = _critic((self.width_ + cond) * self.pac, list(self.discriminator_dim))
+        self.critic_ = _Critic(self.width_ * self.pac, cond * self.pac, list(self.discriminator_dim))
         return [self.generator_, self.critic_]
 
     def _layout(self, spans: list[tuple[str, int]]) -> None:
         """Index tensors for the vectorised hot path, from the transformer's spans and its discrete columns."""
         self.width_ = sum(w for _, w in spans)
-        # the networks' column order: Gaussian columns, then softmax blocks grouped by width
+        # the networks' column order: Gaussian columns, then softmax blocks grouped by width, each group
+        # level-major (all its blocks' first levels, then their second levels, ...), so that the softmax of every
+        # block of a group is one reduction over the levels of a (rows, width, blocks) view, contiguous in blocks
         gaussian, blocks, start = [], {}, 0
         for kind, width in spans:
             if kind == "gaussian":
                 gaussian.append(start)
             else:
-                blocks.setdefault(width, []).extend(range(start, start + width))
+                blocks.setdefault(width, []).append(start)
             start += width
-        self.perm_ = torch.tensor(gaussian + [j for w in sorted(blocks) for j in blocks[w]], dtype=torch.long)
+        self.perm_ = torch.tensor(gaussian + [s + j for w in sorted(blocks) for j in range(w) for s in blocks[w]],
+                                  dtype=torch.long)
         self.inv_perm_ = torch.argsort(self.perm_)
         self.n_gaussian_ = len(gaussian)
-        self.softmax_groups_ = [(w, len(blocks[w]) // w) for w in sorted(blocks)]
+        self.softmax_groups_ = [(w, len(blocks[w])) for w in sorted(blocks)]
         # the discrete columns the conditional vector covers: every categorical (and binary) column
         starts, widths, counts, start = [], [], [], 0
         self.block_of_column_ = {}
@@ -225,9 +279,12 @@ class CTGAN(Generator):
         self.level_column_ = torch.repeat_interleave(torch.arange(len(widths)), self.block_width_)
         self.level_counts_ = torch.cat(counts) if counts else torch.zeros(0, dtype=torch.float64)
         steps = torch.arange(int(self.block_width_.max()) if widths else 1)
-        self.block_pad_ = steps[None, :] >= self.block_width_[:, None]  # (columns, widest block)
-        index = self.block_start_[:, None] + torch.where(self.block_pad_, 0, steps[None, :])
+        pad = steps[None, :] >= self.block_width_[:, None]  # (columns, widest block)
+        index = self.block_start_[:, None] + torch.where(pad, 0, steps[None, :])
         self.block_index_ = self.inv_perm_[index]  # in the networks' column order
+        # -inf on the padding of narrower blocks (added, not masked: no boolean tensor in the compiled graphs,
+        # whose boolean loads and stores inductor vectorises poorly on CPU)
+        self.block_pad_ = torch.zeros(pad.shape).masked_fill_(pad, -torch.inf)
 
     def setup(self, transformer, stream: int = 0, local_rank: int = 0) -> "CTGAN":
         super().setup(transformer, stream, local_rank)
@@ -238,6 +295,7 @@ class CTGAN(Generator):
         self.original_levels_ = (_LevelSampler(self.level_counts_, self.level_column_, n_columns)
                                  if n_columns else None)
         self._rows_for, self._data, self._rows_index, self._levels = None, None, None, None
+        self._generator_size = sum(p.numel() for p in self.generator_.parameters())
         return self
 
     def _make_optimizer(self) -> _Optimisers:
@@ -259,8 +317,8 @@ class CTGAN(Generator):
         z = (logits - torch.log(-torch.log(u))) / self.tau
         parts, offset = [raw[:, :start]], 0
         for width, count in self.softmax_groups_:
-            block = z[:, offset:offset + width * count].reshape(n, count, width)
-            parts.append(torch.softmax(block, dim=2).reshape(n, width * count))
+            block = z[:, offset:offset + width * count].reshape(n, width, count)
+            parts.append(torch.softmax(block, dim=1).reshape(n, width * count))
             offset += width * count
         return torch.cat(parts, dim=1)
 
@@ -272,8 +330,9 @@ class CTGAN(Generator):
     def _condition_loss(self, raw: torch.Tensor, levels: torch.Tensor) -> torch.Tensor:
         """Mean cross-entropy of each row's conditioned block against its conditioned level (Xu et al.)."""
         column = self.level_column_[levels]
-        logits = raw.gather(1, self.block_index_[column]).masked_fill(self.block_pad_[column], -torch.inf)
-        return F.cross_entropy(logits, levels - self.level_offset_[column])
+        logits = raw.gather(1, self.block_index_[column]) + self.block_pad_[column]
+        chosen = logits.gather(1, (levels - self.level_offset_[column])[:, None])[:, 0]
+        return (torch.logsumexp(logits, dim=1) - chosen).mean()
 
     def _row_index(self, data: torch.Tensor) -> _RowIndex | None:
         """The by-level index of `data`'s rows (built once per data tensor, from its one-hot blocks)."""
@@ -301,74 +360,81 @@ class CTGAN(Generator):
             m.train()
         share = min(batch_size or self.batch_size, data.shape[0])
         size = max(self.pac, -(-share // self.pac) * self.pac)
+        packs = size // self.pac
         rows = self._row_index(data)
         cond = torch.zeros((size, int(self.level_column_.numel())), device=self.device_)
         noise = torch.empty((size, self.embedding_dim), device=self.device_)
         critic_params = list(self.critic_.parameters())
         g_total = torch.zeros((), device=self.device_)
+        self.steps_taken_ += steps
+        critic_gradient = self._gradient_function("critic", self._critic_loss, [self.critic_])
+        generator_gradient = self._gradient_function("generator", self._generator_loss, [self.generator_])
         devices = [self.device_] if self.device_.type == "cuda" else []
         with torch.random.fork_rng(devices=devices):
             seed = torch.randint(2**62, (1,), generator=self.train_generator_, device=self.device_)
             torch.manual_seed(int(seed))
             for _ in range(steps):
                 for _ in range(self.discriminator_steps):
-                    self._critic_step(data, rows, size, share, cond, noise, grad_hook)
+                    levels = self._draw(size, cond, noise)
+                    if levels is None:
+                        real = torch.randint(data.shape[0], (size,), device=self.device_)
+                    else:
+                        real = rows.sample(levels)
+                    critic_gradient(noise, cond, self._data, real, self.critic_.keep_masks(3 * packs, self.device_))
+                    self._step(self.optimizer_.critic, share, grad_hook)
                 for p in critic_params:
                     p.requires_grad_(False)
-                g_total += self._generator_step(size, share, cond, noise, grad_hook)
+                levels = self._draw(size, cond, noise)
+                g_total += generator_gradient(noise, cond, levels, self.critic_.keep_masks(packs, self.device_))
+                self._step(self.optimizer_.generator, share, grad_hook)
                 for p in critic_params:
                     p.requires_grad_(True)
         return float(g_total) / max(steps, 1)
 
-    def _draw(self, size: int, cond: torch.Tensor, noise: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor]:
-        """Levels for a batch (training-by-sampling) and the generator's input (noise, conditional vector)."""
+    def _draw(self, size: int, cond: torch.Tensor, noise: torch.Tensor) -> torch.Tensor | None:
+        """A batch's noise and levels (training-by-sampling; None without discrete columns), and their
+        conditional vectors in `cond`."""
         noise.normal_()
         if cond.shape[1] == 0:
-            return None, noise
+            return None
         levels = self._levels.sample(size)
-        return levels, torch.cat([noise, self._condition(levels, cond)], dim=1)
+        self._condition(levels, cond)
+        return levels
 
-    def _critic_step(self, data, rows, size, share, cond, noise, grad_hook) -> None:
-        """One WGAN-GP critic update: fake, real and interpolated packs scored in one forward pass."""
-        levels, inputs = self._draw(size, cond, noise)
+    def _critic_loss(self, noise: torch.Tensor, cond: torch.Tensor, data: torch.Tensor, rows: torch.Tensor,
+                     keep: list[torch.Tensor] | None) -> torch.Tensor:
+        """The WGAN-GP critic loss of one batch (the generator's `noise` and `cond`, the real `data[rows]`
+        drawn with the same levels): fake, real and interpolated packs scored in one pass, which also gives
+        the gradient penalty's input gradient."""
+        packs = noise.shape[0] // self.pac
         with torch.no_grad(), self._autocast():
-            fake = self._activate(self.generator_(inputs)).float()
-        if levels is None:
-            real = self._data[torch.randint(data.shape[0], (size,), device=self.device_)]
-            fake_in, real_in = fake, real
-        else:
-            real = self._data[rows.sample(levels)]
-            fake_in, real_in = torch.cat([fake, cond], dim=1), torch.cat([real, cond], dim=1)
-        packs = size // self.pac
-        fake_in, real_in = fake_in.reshape(packs, -1), real_in.reshape(packs, -1)
-        alpha = torch.rand((packs, 1), device=self.device_)
-        mixed = (alpha * real_in + (1.0 - alpha) * fake_in).requires_grad_(True)
+            fake = self._activate(self.generator_(torch.cat([noise, cond], dim=1))).float()
+        fake, real = fake.reshape(packs, -1), data[rows].reshape(packs, -1)
+        alpha = torch.rand((packs, 1), device=noise.device)
+        mixed = alpha * real + (1.0 - alpha) * fake
+        shared = cond.reshape(packs, self.pac * cond.shape[1])  # the packs' conditional vectors
         with self._autocast():
-            scores = self.critic_(torch.cat([real_in, fake_in, mixed], dim=0)).float().view(3, packs)
-        gradient = torch.autograd.grad(scores[2].sum(), mixed, create_graph=True)[0]
-        penalty = ((gradient.norm(2, dim=1) - 1.0) ** 2).mean() * self.gp_lambda
-        loss = scores[1].mean() - scores[0].mean() + penalty
-        self._step(loss, self.optimizer_.critic, share, grad_hook)
+            scores, (by_data, by_cond) = self.critic_.scores(torch.cat([real, fake, mixed], dim=0), shared,
+                                                              tail=packs, keep=keep)
+        scores = scores.float().view(3, packs)
+        norm = (by_data.float().square().sum(dim=1) + by_cond.float().square().sum(dim=1)).sqrt()
+        penalty = ((norm - 1.0) ** 2).mean() * self.gp_lambda
+        return scores[1].mean() - scores[0].mean() + penalty
 
-    def _generator_step(self, size, share, cond, noise, grad_hook) -> torch.Tensor:
-        """One generator update: fool the critic and produce the conditioned levels."""
-        levels, inputs = self._draw(size, cond, noise)
+    def _generator_loss(self, noise: torch.Tensor, cond: torch.Tensor, levels: torch.Tensor | None,
+                        keep: list[torch.Tensor] | None) -> torch.Tensor:
+        """The generator loss of one batch: fool the critic and produce the conditioned levels."""
+        packs = noise.shape[0] // self.pac
         with self._autocast():
-            raw = self.generator_(inputs).float()
+            raw = self.generator_(torch.cat([noise, cond], dim=1)).float()
             fake = self._activate(raw)
-            if levels is None:
-                loss = -self.critic_(fake.reshape(size // self.pac, -1)).float().mean()
-            else:
-                packed = torch.cat([fake, cond], dim=1).reshape(size // self.pac, -1)
-                loss = -self.critic_(packed).float().mean() + self._condition_loss(raw, levels)
-        self._step(loss, self.optimizer_.generator, share, grad_hook)
-        return loss.detach()
+            shared = cond.reshape(packs, self.pac * cond.shape[1])
+            loss = -self.critic_.scores(fake.reshape(packs, -1), shared, keep=keep)[0].float().mean()
+        return loss if levels is None else loss + self._condition_loss(raw, levels)
 
-    def _step(self, loss: torch.Tensor, optimizer: torch.optim.Optimizer, share: int,
-              grad_hook: GradHook | None) -> None:
-        self.flat_.zero_grad()
-        loss.backward()
-        self.flat_.check_bound()
+    def _step(self, optimizer: torch.optim.Optimizer, share: int, grad_hook: GradHook | None) -> None:
+        """The update of one network from its part of the gradient buffer (the other part is left as it is;
+        the other network's optimiser never reads it here)."""
         if grad_hook is not None:
             grad_hook(self.flat_.grad, share)
         optimizer.step()

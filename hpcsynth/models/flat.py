@@ -40,5 +40,7 @@ class FlatParameters:
         start = self.grad.data_ptr()
         end = start + self.grad.numel() * self.grad.element_size()
         for p in self.params:
+            if p.numel() == 0:  # holds nothing (autograd may hand it a fresh empty gradient)
+                continue
             if p.grad is None or not start <= p.grad.data_ptr() < end:
                 raise RuntimeError("a gradient left the flat buffer; do not call optimizer.zero_grad(set_to_none=True)")

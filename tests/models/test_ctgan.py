@@ -13,7 +13,7 @@ from hpcsynth.data.mds import MDS_METADATA, simulate_mds
 from hpcsynth.data.mode_specific import ModeSpecificTransform
 from hpcsynth.models import CTGAN
 from hpcsynth.models.conditions import balanced_sample
-from hpcsynth.models.ctgan import _LevelSampler, _RowIndex
+from hpcsynth.models.ctgan import _Critic, _LevelSampler, _RowIndex
 
 SMALL = dict(batch_size=100, embedding_dim=16, generator_dim=[32, 32], discriminator_dim=[32, 32], seed=1,
              categorical=MDS_METADATA["categorical"], time="os_months", event="os_event")
@@ -154,3 +154,84 @@ def test_hpcsynth_run_trains_ctgan_under_every_strategy(mpirun, write_job, tmp_p
         with h5py.File(tmp_path / f"run-{strategy}.h5", "r") as f:
             assert f["rounds"].shape[0] == 2
             assert len(f["synthetic/pooled"]["age"]) > 0
+
+
+def test_the_gradient_penalty_gradient_is_autograds_double_backward():
+    # the critic writes out the input gradient of its scores; the penalty built on it must have the value and
+    # the parameter gradients of the penalty on autograd's input gradient (double backward), dropout included
+    torch.manual_seed(0)
+    packs = 6
+    for hidden, cond_width in (([16, 8], 5), ([8], 0)):
+        critic = _Critic(12, cond_width, hidden)
+        data, cond = torch.randn(3 * packs, 12), torch.randn(packs, cond_width)
+        keep = critic.keep_masks(3 * packs, torch.device("cpu"))
+        scores, (by_data, by_cond) = critic.scores(data, cond, tail=packs, keep=keep)
+        penalty = ((torch.cat([by_data, by_cond], 1).norm(dim=1) - 1) ** 2).mean() + scores.mean()
+        # the reference: one Linear over each pack's [data, conditional vector], LeakyReLU, dropout factors
+        full = torch.cat([data, cond.repeat(3, 1)], 1).requires_grad_(True)
+        h = torch.nn.functional.linear(full, torch.cat([critic.weight_data, critic.weight_cond], 1), critic.bias)
+        for mask, layer in zip(keep, critic.rest):
+            h = layer(torch.nn.functional.leaky_relu(h, 0.2) * mask)
+        gradient = torch.autograd.grad(h[-packs:].sum(), full, create_graph=True)[0][-packs:]
+        reference = ((gradient.norm(dim=1) - 1) ** 2).mean() + h.mean()
+        assert torch.allclose(scores, h, atol=1e-6)
+        assert torch.allclose(torch.cat([by_data, by_cond], 1), gradient, atol=1e-6)
+        params = [p for p in critic.parameters() if p.numel()]
+        for ours, theirs in zip(torch.autograd.grad(penalty, params), torch.autograd.grad(reference, params)):
+            assert torch.allclose(ours, theirs, atol=1e-6)
+
+
+def test_compile_auto_leaves_short_runs_eager_and_rejects_unknown_values(cohort, fitted):
+    assert fitted.compile == "auto" and fitted.compile_s_ == 0.0
+    assert not any(f.compiled for f in fitted._compiled.values())
+    with pytest.raises(ValueError, match="compile"):
+        CTGAN(epochs=1, compile="sometimes", **SMALL).fit(cohort)
+
+
+def test_a_compiled_step_computes_the_eager_step_and_training_stays_reproducible(cohort):
+    # one compiled model (its two steps compile once, in fit): resumed from the same state it trains to the same
+    # parameters; and the same inputs through its steps (one graph each, forward and backward) and through the
+    # eager steps (autograd) give the same loss, gradient and BatchNorm statistics
+    compiled = CTGAN(epochs=1, compile="on", precision="fp32", **SMALL).fit(cohort)
+    assert all(f.compiled for f in compiled._compiled.values()) and compiled.compile_s_ > 0
+    data = compiled.to_device(compiled.transformer_.encode(cohort))
+    blob, params = compiled.local_state(), compiled.shared_parameters().clone()
+    compiled.local_update(data, 2)
+    after = compiled.shared_parameters().clone()
+    with torch.no_grad():
+        compiled.shared_parameters().copy_(params)
+    compiled.load_local_state(blob)
+    compiled.local_update(data, 2)
+    assert torch.equal(compiled.shared_parameters(), after)
+
+    eager = CTGAN(epochs=1, compile="off", precision="fp32", **SMALL)
+    eager.setup(compiled.transformer_)
+    with torch.no_grad():
+        eager.shared_parameters().copy_(compiled.shared_parameters())
+    size, packs = 100, 10
+    cond, noise = torch.zeros((size, eager.level_column_.numel())), torch.empty((size, eager.embedding_dim))
+    eager._row_index(data)
+    torch.manual_seed(5)
+    levels = eager._draw(size, cond, noise)
+    rows = eager._rows_index.sample(levels)
+    keep_critic, keep_generator = eager.critic_.keep_masks(3 * packs, "cpu"), eager.critic_.keep_masks(packs, "cpu")
+    steps = (("critic", "_critic_loss", "critic_", (noise, cond, None, rows, keep_critic)),
+             ("generator", "_generator_loss", "generator_", (noise, cond, levels, keep_generator)))
+    for model in (eager, compiled):
+        for m in model.modules_:
+            m.train()
+    for key, loss, network, inputs in steps:
+        results = []
+        for model in (eager, compiled):
+            args = tuple(model._data if x is None else x for x in inputs)
+            function = model._gradient_function(key, getattr(model, loss), [getattr(model, network)])
+            torch.manual_seed(7)  # the Gumbel noise and the interpolation weights
+            results.append((float(function(*args)), model.shared_gradients().clone(),
+                            model.shared_parameters().clone()))
+            for p in model.critic_.parameters():
+                p.requires_grad_(key != "critic")
+        (loss_e, grad_e, params_e), (loss_c, grad_c, params_c) = results
+        region = slice(eager._generator_size, None) if key == "critic" else slice(None, eager._generator_size)
+        assert loss_c == pytest.approx(loss_e, rel=1e-5)
+        assert torch.allclose(grad_c[region], grad_e[region], atol=1e-5, rtol=1e-4)
+        assert torch.allclose(params_c, params_e, atol=1e-6)  # BatchNorm's running statistics moved alike

@@ -33,3 +33,13 @@ def test_a_rebound_gradient_is_detected():
     net(torch.ones(1, 3)).sum().backward()
     with pytest.raises(RuntimeError, match="left the flat buffer"):
         flat.check_bound()
+
+
+@pytest.mark.filterwarnings("ignore:Initializing zero-element tensors")
+def test_an_empty_parameter_is_no_rebound_gradient():
+    # a layer over zero inputs (CTGAN's critic on a table without discrete columns) has an empty weight
+    net = nn.Linear(0, 2)
+    flat = FlatParameters(list(net.parameters()))
+    net(torch.ones(3, 0)).sum().backward()
+    flat.check_bound()
+    assert torch.equal(flat.grad, torch.full((2,), 3.0))
