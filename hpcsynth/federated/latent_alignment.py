@@ -50,7 +50,7 @@ class LatentAlignment(FedAvg):
         self.model, self.data, self.comm = model, data, comm
         self.decoder_start = sum(p.numel() for p in model.encoder_.parameters())
 
-    def begin_round(self, params: torch.Tensor) -> None:
+    def begin_round(self, params: torch.Tensor, trainable: torch.Tensor | None = None) -> None:
         """Pool the latent moments of every site's rows and set them as this round's alignment target."""
         with torch.no_grad():
             means, _ = self.model.encoder_(self.data)

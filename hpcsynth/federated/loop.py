@@ -73,7 +73,7 @@ def train_rounds(model: Generator, data: torch.Tensor, strategy: Strategy, comm:
         if _budget_exhausted(model, steps, comm):
             break
         comm_seconds, bytes_before, t0 = 0.0, comm.bytes_reduced, time.perf_counter()
-        strategy.begin_round(model.shared_parameters())
+        strategy.begin_round(model.shared_parameters(), model.trainable_mask())
         loss = model.local_update(data, steps, strategy.batch_rows, grad_hook=reduce_gradients)
         t1 = time.perf_counter()
         comm.barrier()

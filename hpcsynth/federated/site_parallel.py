@@ -43,8 +43,8 @@ class SiteParallel(Strategy):
         """The same on every rank of a site: passes over the site's rows, not the shard's."""
         return local_epochs * max(1, -(-self.site_rows // self.site_batch))
 
-    def begin_round(self, params: torch.Tensor) -> None:
-        self.inner.begin_round(params)
+    def begin_round(self, params: torch.Tensor, trainable: torch.Tensor | None = None) -> None:
+        self.inner.begin_round(params, trainable)
 
     def on_gradients(self, grad: torch.Tensor, rows: int, comm: Communicator) -> None:
         with torch.no_grad():

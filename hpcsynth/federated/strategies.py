@@ -5,7 +5,7 @@ A strategy sees the model only through two flat buffers (parameters and gradient
     setup(n_rows, batch_size, comm)  once, before training: the weights (a site's share of the rows)
     batch_rows                       how many rows this site puts in each step's batch
     steps_per_round(local_epochs)    how many optimiser steps a round has on this site
-    begin_round(params)              at the start of every round, with the parameters the round starts from
+    begin_round(params, trainable)   at the start of every round, with the parameters the round starts from
     on_gradients(grad, rows, comm)   after every backward pass, before the optimiser step
     aggregate(params, comm)          at the end of every round
 
@@ -70,7 +70,9 @@ class Strategy:
     def steps_per_round(self, local_epochs: int) -> int:
         return local_epochs * max(1, -(-self.n_rows // self.batch_rows))
 
-    def begin_round(self, params: torch.Tensor) -> None:
+    def begin_round(self, params: torch.Tensor, trainable: torch.Tensor | None = None) -> None:
+        """Called before each round's local work; `trainable` marks the entries of `params` that gradient
+        descent trains (the rest are statistics, e.g. BatchNorm's running moments), None when all are."""
         return None
 
     def on_gradients(self, grad: torch.Tensor, rows: int, comm: Communicator) -> None:
@@ -162,7 +164,7 @@ class FedProx(FedAvg):
         super().__init__(secure_aggregation)
         self.mu = mu
 
-    def begin_round(self, params: torch.Tensor) -> None:
+    def begin_round(self, params: torch.Tensor, trainable: torch.Tensor | None = None) -> None:
         self.params = params
         self.anchor = params.detach().clone()
         self.difference = torch.empty_like(self.anchor)
@@ -199,20 +201,29 @@ class FedOpt(FedAvg):
     def load_state(self, state: dict) -> None:
         self.m, self.v = state["m"], state["v"]
 
-    def begin_round(self, params: torch.Tensor) -> None:
+    def begin_round(self, params: torch.Tensor, trainable: torch.Tensor | None = None) -> None:
         self.anchor = params.detach().clone()
+        self.statistics = None if trainable is None or bool(trainable.all()) else ~trainable
         if self.m is None:
             self.m, self.v = torch.zeros_like(self.anchor), torch.zeros_like(self.anchor)
 
     def aggregate(self, params: torch.Tensor, comm: Communicator) -> None:
+        """The server step on what gradient descent trains; statistics (BatchNorm's running moments) take the
+        plain average, as they are not a model that a pseudo-gradient could move."""
         super().aggregate(params, comm)
-        b1, b2 = self.betas
         with torch.no_grad():
-            delta = params.sub_(self.anchor)  # the buffer holds delta, then the denominator, then the step
-            self.m.mul_(b1).add_(delta, alpha=1 - b1)
-            self.v.mul_(b2).addcmul_(delta, delta, value=1 - b2)
-            torch.sqrt(self.v, out=params).add_(self.tau)
-            torch.div(self.m, params, out=params).mul_(self.server_lr).add_(self.anchor)
+            averaged = params[self.statistics] if self.statistics is not None else None
+            self._server_step(params)
+            if averaged is not None:
+                params[self.statistics] = averaged
+
+    def _server_step(self, params: torch.Tensor) -> None:
+        b1, b2 = self.betas
+        delta = params.sub_(self.anchor)  # the buffer holds delta, then the denominator, then the step
+        self.m.mul_(b1).add_(delta, alpha=1 - b1)
+        self.v.mul_(b2).addcmul_(delta, delta, value=1 - b2)
+        torch.sqrt(self.v, out=params).add_(self.tau)
+        torch.div(self.m, params, out=params).mul_(self.server_lr).add_(self.anchor)
 
 
 STRATEGIES = {cls.name: cls for cls in (Centralized, Isolated, FedAvg, FedProx, FedOpt)}

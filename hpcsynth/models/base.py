@@ -10,6 +10,7 @@ Federated (what the round loop and the strategies use, and all they use):
     shared_parameters() -> Tensor       the parameters every site exchanges, one flat buffer (a view: writing
                                         it changes the model)
     shared_gradients() -> Tensor        the matching flat gradient buffer (data-parallel training)
+    trainable_mask() -> Tensor          which entries of that buffer gradient descent trains (not statistics)
     local_update(data, steps, ...)      `steps` optimiser steps on this site's encoded rows
     local_state() / load_local_state()  what stays on the site (optimiser moments), for checkpoints
 
@@ -185,7 +186,9 @@ class Generator:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.seed)
             self.modules_ = [m.to(self.device_) for m in self._build(transformer.spans)]
-        self.flat_ = FlatParameters([p for m in self.modules_ for p in m.parameters()])
+        params = [p for m in self.modules_ for p in m.parameters()]
+        self.flat_ = FlatParameters(params)
+        self.trainable_ = torch.cat([torch.full((p.numel(),), p.requires_grad) for p in params]).to(self.device_)
         self.optimizer_ = self._make_optimizer()
         self.train_generator_ = seeded_generator(self.seed, stream, self._TRAIN, device=self.device_)
         self._order, self._cursor = None, 0
@@ -213,6 +216,11 @@ class Generator:
 
     def shared_gradients(self) -> torch.Tensor:
         return self.flat_.grad
+
+    def trainable_mask(self) -> torch.Tensor:
+        """Which entries of the shared buffer gradient descent trains: False for statistics kept there as
+        gradient-free parameters (CTGAN's BatchNorm running moments), which strategies average as they are."""
+        return self.trainable_
 
     def to_device(self, matrix: np.ndarray) -> torch.Tensor:
         return torch.as_tensor(matrix, dtype=torch.float32, device=self.device_)

@@ -104,6 +104,25 @@ def test_fedopt_server_step_equals_a_hand_computed_adam_step_on_the_delta():
                                        rtol=1e-6, atol=1e-7)
 
 
+def test_fedopt_averages_statistics_and_steps_only_what_gradient_descent_trains():
+    """BatchNorm running moments live in the shared buffer but are no model: they take the plain average."""
+    import torch
+
+    from hpcsynth.federated.comm import SoloComm
+    from hpcsynth.federated.strategies import make_strategy
+
+    strategy = make_strategy("fedopt", {"server_lr": 0.03})
+    strategy.setup(10, 10, SoloComm())
+    params = torch.tensor([0.5, -1.0, 2.0, 1.0])
+    trainable = torch.tensor([True, True, False, False])
+    strategy.begin_round(params, trainable)
+    params.add_(torch.tensor([0.1, -0.2, -0.7, 0.35]))
+    strategy.aggregate(params, SoloComm())
+    assert params[2:].tolist() == pytest.approx([1.3, 1.35])  # the average (one site: its own values)
+    assert params[:2].tolist() == pytest.approx([0.5 + 0.03 * 0.1 * 0.1 / (0.01 + 1e-3),
+                                                 -1.0 - 0.03 * 0.1 * 0.2 / (0.02 + 1e-3)], rel=1e-5)
+
+
 @pytest.mark.mpi
 @pytest.mark.slow
 def test_fedprox_fedopt_and_centralized_run_end_to_end_with_secure_aggregation(mpirun, write_job, tmp_path):
