@@ -107,6 +107,7 @@ class ModelConfig:
     discriminator_steps: Optional[int] = None
     pac: Optional[int] = None
     precision: Optional[str] = None
+    compile: Optional[Union[bool, str]] = None  # auto (long CPU runs) | on | off (YAML's true/false too): torch.compile
     # vae_bgm (hpcsynth.models.vae_bgm): components of the latent mixture prior
     n_components: Optional[int] = None
     # any family: the numeric transform (quantile, or mode_specific as CTGAN's default)
@@ -319,6 +320,8 @@ def _check_ctgan(m: ModelConfig) -> None:
     for key in ("generator_decay", "discriminator_decay"):
         _require(getattr(m, key) is None or getattr(m, key) >= 0, f"model.{key}: must be non-negative, got {getattr(m, key)}")
     _require(m.precision in (None, "auto", "bf16", "fp32"), f"model.precision: expected auto, bf16 or fp32, got {m.precision!r}")
+    _require(m.compile in (None, True, False, "auto", "on", "off"),
+             f"model.compile: expected auto, on or off, got {m.compile!r}")
     _require(m.numeric in (None, "quantile", "mode_specific"),
              f"model.numeric: expected quantile or mode_specific, got {m.numeric!r}")
 
