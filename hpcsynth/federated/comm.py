@@ -131,7 +131,8 @@ class MPIComm(Communicator):
                 self._comm.Split_type(self._MPI.COMM_TYPE_SHARED, key=self.rank)
             self._shared = SharedReduction(self._comm, node) if len(set(self._comm.allgather(node.Get_size()))) == 1 \
                 else False
-        if not self._shared or not buffer.flags.c_contiguous or buffer.dtype not in (np.float32, np.float64):
+        if not self._shared or not buffer.flags.c_contiguous or buffer.dtype not in (np.float32, np.float64) \
+                or not self._shared.fits(buffer):
             return super().weighted_sum(buffer, weight)
         self.bytes_reduced += buffer.nbytes
         self._shared.weighted_sum(buffer, weight)
@@ -208,7 +209,22 @@ class SharedReduction:
         self.node, self.local, self.width = node, node.Get_rank(), node.Get_size()
         self.across = comm.Split(self.local, key=comm.Get_rank()) if comm.Get_size() > self.width else None
         self.windows: dict[tuple[int, str], tuple[Any, list[np.ndarray]]] = {}
+        self.fitting: dict[tuple[int, str], bool] = {}
         atexit.register(self.free)
+
+    def fits(self, buffer: np.ndarray) -> bool:
+        """Whether the node's shared memory holds a window for `buffer` with room to spare (collective on the
+        node; the first rank decides, from the free space of /dev/shm, which a container may keep small)."""
+        key = (buffer.size, buffer.dtype.str)
+        if key not in self.fitting:
+            need = buffer.nbytes * self.width
+            try:
+                stat = os.statvfs("/dev/shm") if self.local == 0 else None
+                free = stat.f_bavail * stat.f_frsize if stat else 0
+            except OSError:  # no /dev/shm to measure: MPI chooses its own backing, trust it
+                free = 2 * need
+            self.fitting[key] = bool(self.node.bcast(free >= 2 * need if self.local == 0 else None, root=0))
+        return self.fitting[key]
 
     def _segments(self, n: int, dtype: np.dtype) -> list[np.ndarray]:
         """Every node-local rank's segment of the window for `n` values of `dtype` (collective on the node)."""
