@@ -3,7 +3,6 @@
 The simulator replaces ``numba.cuda`` for the whole process once ``NUMBA_ENABLE_CUDASIM=1`` is set before the
 import, so those checks run in a child process and leave this one's CPU kernels alone.
 """
-import inspect
 import textwrap
 
 import numpy as np
@@ -12,7 +11,7 @@ from numba import boolean, cuda, float32, float64, int32, int64
 
 from hpcsynth.kernels import knn_cuda
 
-from cuda_simulator import run_simulated
+from cuda_simulator import cuda_kernels, hopper_ptx, run_simulated
 
 SIMULATED_CHECKS = textwrap.dedent("""
     import numpy as np
@@ -75,16 +74,14 @@ SIGNATURES = {
 
 
 def test_every_cuda_kernel_has_a_ptx_signature_here():
-    kernels = {name for name, obj in inspect.getmembers(knn_cuda)
-               if type(obj).__name__ == "CUDADispatcher"}
+    kernels = cuda_kernels(knn_cuda)
     assert kernels == set(SIGNATURES)
     assert {k.py_func.__name__ for k in knn_cuda.KERNELS} == kernels
 
 
 @pytest.mark.parametrize("name, signature", [(n, s) for n, sigs in SIGNATURES.items() for s in sigs])
 def test_cuda_kernel_compiles_to_ptx_for_hopper(name, signature):
-    ptx, _ = cuda.compile_ptx(getattr(knn_cuda, name).py_func, signature, cc=(9, 0))
-    assert ".target sm_90" in ptx
+    hopper_ptx(knn_cuda, name, signature)  # asserts the Hopper target
 
 
 @pytest.mark.skipif(not cuda.is_available(), reason="needs a CUDA GPU")

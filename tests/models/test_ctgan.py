@@ -15,6 +15,8 @@ from hpcsynth.models import CTGAN
 from hpcsynth.models.conditions import balanced_sample
 from hpcsynth.models.ctgan import _Critic, _LevelSampler, _RowIndex
 
+from model_support import assert_local_state_resumes
+
 SMALL = dict(batch_size=100, embedding_dim=16, generator_dim=[32, 32], discriminator_dim=[32, 32], seed=1,
              categorical=MDS_METADATA["categorical"], time="os_months", event="os_event")
 
@@ -130,15 +132,7 @@ def test_shared_parameters_hold_both_networks_and_the_batchnorm_statistics(fitte
 
 def test_local_state_restores_both_optimisers(cohort):
     model = CTGAN(epochs=1, **SMALL).fit(cohort)
-    blob, params = model.local_state(), model.shared_parameters().clone()
-    data = model.to_device(model.transformer_.encode(cohort))
-    model.local_update(data, 3)
-    after = model.shared_parameters().clone()
-    with torch.no_grad():
-        model.shared_parameters().copy_(params)
-    model.load_local_state(blob)
-    model.local_update(data, 3)
-    assert torch.equal(model.shared_parameters(), after)
+    assert_local_state_resumes(model, model.to_device(model.transformer_.encode(cohort)), 3)
 
 
 @pytest.mark.mpi
@@ -195,14 +189,7 @@ def test_a_compiled_step_computes_the_eager_step_and_training_stays_reproducible
     compiled = CTGAN(epochs=1, compile="on", precision="fp32", **SMALL).fit(cohort)
     assert all(f.compiled for f in compiled._compiled.values()) and compiled.compile_s_ > 0
     data = compiled.to_device(compiled.transformer_.encode(cohort))
-    blob, params = compiled.local_state(), compiled.shared_parameters().clone()
-    compiled.local_update(data, 2)
-    after = compiled.shared_parameters().clone()
-    with torch.no_grad():
-        compiled.shared_parameters().copy_(params)
-    compiled.load_local_state(blob)
-    compiled.local_update(data, 2)
-    assert torch.equal(compiled.shared_parameters(), after)
+    assert_local_state_resumes(compiled, data, 2)
 
     eager = CTGAN(epochs=1, compile="off", precision="fp32", **SMALL)
     eager.setup(compiled.transformer_)

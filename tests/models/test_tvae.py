@@ -7,6 +7,8 @@ import torch
 from hpcsynth.data.mds import MDS_METADATA, simulate_mds
 from hpcsynth.models import TVAE
 
+from model_support import assert_local_state_resumes
+
 
 @pytest.fixture(scope="module")
 def cohort():
@@ -72,15 +74,7 @@ def test_shared_parameters_are_the_models_parameters(fitted):
 def test_local_state_restores_the_optimiser(cohort, fitted):
     model = TVAE(epochs=2, batch_size=200, hidden=[64, 64], latent_dim=16, seed=1)
     model.fit(cohort)
-    blob, params = model.local_state(), model.shared_parameters().clone()
-    data = model.to_device(model.transformer_.encode(cohort))
-    model.local_update(data, 3)
-    after_a = model.shared_parameters().clone()
-    with torch.no_grad():
-        model.shared_parameters().copy_(params)
-    model.load_local_state(blob)
-    model.local_update(data, 3)
-    assert torch.equal(model.shared_parameters(), after_a)
+    assert_local_state_resumes(model, model.to_device(model.transformer_.encode(cohort)), 3)
 
 
 def test_the_loss_is_the_per_column_loss(fitted, cohort):
