@@ -16,18 +16,27 @@ Federated (what the round loop and the strategies use, and all they use):
 
 Same seed, same machine: identical samples.
 
+In `fit` an epoch is one pass over the rows, its last batch the rows left (SDV's and PyTorch's DataLoader's
+epoch); federated steps always take whole batches (`_next_batch`).
+
 Speed: a family may train through torch.compile (`compile`: `auto`, the default, compiles on a CPU when the
 run is long enough to pay back the seconds to a minute that compiling takes once; `on`; `off`). What is
 compiled is one function per training step that computes the loss and writes its gradient into the flat
 gradient buffer (`_gradient_function`): forward and backward in one graph, without autograd's bookkeeping
-between them. Its random draws come in as arguments or from ATen's generators, so a compiled step computes what
-the eager step computes, up to rounding, and the same seed still gives the same samples.
+between them. When nothing runs between the gradient and the optimiser (no gradient hook, no privacy) and the
+optimiser is Adam, the step's update goes into the same graph (`_CompiledAdamStep`), which is then called
+without dynamo's guard checks (see `_Compiled`). Its random draws come in as arguments or from ATen's
+generators, so a compiled step computes what the eager step computes, up to rounding, and the same seed still
+gives the same samples.
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import io
+import math
 import time
+import types
 from typing import Callable
 
 import numpy as np
@@ -99,8 +108,9 @@ def use_compile(compile: str | bool, device: torch.device, steps: int, min_steps
 
 
 # inductor options of the compiled step functions: random numbers from ATen's generators (inductor's own CPU
-# generator draws one number at a time, several times slower)
-COMPILE_OPTIONS = {"fallback_random": True}
+# generator draws one number at a time, several times slower), and the code that calls the kernels in C++
+# rather than Python (a step of small tensors saves about a tenth of its time)
+COMPILE_OPTIONS = {"fallback_random": True, "cpp_wrapper": True}
 
 
 class Generator:
@@ -162,7 +172,11 @@ class Generator:
             from tqdm import tqdm
 
             epochs = tqdm(epochs, desc=type(self).__name__, unit="epoch")
-        self.losses_ = [self.local_update(data, self.steps_per_epoch(len(data))) for _ in epochs]
+        self._whole_passes = True
+        try:
+            self.losses_ = [self.local_update(data, self.steps_per_epoch(len(data))) for _ in epochs]
+        finally:
+            self._whole_passes = False
         self.finish(data)
         return self
 
@@ -190,8 +204,9 @@ class Generator:
         self.flat_ = FlatParameters(params)
         self.trainable_ = torch.cat([torch.full((p.numel(),), p.requires_grad) for p in params]).to(self.device_)
         self.optimizer_ = self._make_optimizer()
+        self._fused_adam = self.compilable and self.optimizer == "adam" and bool(self.trainable_.all())
         self.train_generator_ = seeded_generator(self.seed, stream, self._TRAIN, device=self.device_)
-        self._order, self._cursor = None, 0
+        self._order, self._cursor, self._whole_passes = None, 0, False
         self.privacy_ = None
         self.bf16_ = use_bf16(self.precision, self.device_)
         use_compile(self.compile, self.device_, 0, 1)  # validates the option early
@@ -229,11 +244,15 @@ class Generator:
         return max(1, -(-n_rows // (batch_size or self.batch_size)))
 
     def _next_batch(self, data: torch.Tensor, size: int) -> torch.Tensor:
-        """The next `size` rows of a shuffled pass over `data`; a batch as large as the data is the data, in order."""
+        """The next `size` rows of a shuffled pass over `data`; a batch as large as the data is the data, in order.
+
+        In `fit` an epoch is one whole pass, its last batch the rows left (as SDV's models and PyTorch's
+        DataLoader count an epoch). Federated steps always take `size` rows, starting a new pass when too few
+        are left, because the strategies weigh every site's gradient by a fixed batch size."""
         n = data.shape[0]
         if size >= n:
             return data
-        if self._order is None or self._cursor + size > n:
+        if self._order is None or self._cursor >= n or (self._cursor + size > n and not self._whole_passes):
             self._order = torch.randperm(n, generator=self.train_generator_, device=self.device_)
             self._cursor = 0
         idx = self._order[self._cursor:self._cursor + size]
@@ -245,21 +264,42 @@ class Generator:
         """Train `steps` optimiser steps on this site's rows; return the mean loss.
 
         `grad_hook(flat_grad, batch_rows)` runs between backward and the step: the data-parallel strategy
-        averages the gradient buffer across ranks there."""
+        averages the gradient buffer across ranks there. A compiled family under Adam with nothing between its
+        gradient and its update (no hook, no privacy) takes all three in one compiled call (`_CompiledAdamStep`)."""
         for m in self.modules_:
             m.train()
         size = min(batch_size or self.batch_size, data.shape[0])
         total, counted = 0.0, 0
         self.steps_taken_ += steps
-        for _ in range(steps):
-            loss, rows = self._gradient(data, size)
-            if grad_hook is not None:
-                grad_hook(self.flat_.grad, rows)
-            self.optimizer_.step()
-            self._after_step()
-            if loss == loss:  # a private step on an empty Poisson sample has no loss to report
-                total, counted = total + loss, counted + 1
+        fused = grad_hook is None and self.privacy_ is None and self._fused_adam and self._compile_now()
+        step = self._fused_step() if fused else functools.partial(self._hooked_step, grad_hook=grad_hook)
+        with step.unguarded() if fused else contextlib.nullcontext():
+            for _ in range(steps):
+                loss, rows = step(data, size)
+                self._after_step()
+                if loss == loss:  # a private step on an empty Poisson sample has no loss to report
+                    total, counted = total + loss, counted + 1
         return total / max(counted, 1)
+
+    def _hooked_step(self, data: torch.Tensor, size: int, grad_hook: GradHook | None) -> tuple[float, float]:
+        """One optimiser step: the gradient, the hook, the update; return the batch loss and the rows it stands
+        for."""
+        loss, rows = self._gradient(data, size)
+        if grad_hook is not None:
+            grad_hook(self.flat_.grad, rows)
+        self.optimizer_.step()
+        return loss, rows
+
+    def _fused_step(self) -> "_CompiledAdamStep":
+        step = self._compiled.get("step")
+        if step is None:
+            step = self._compiled["step"] = _CompiledAdamStep(self)
+        return step
+
+    def _compile_key(self) -> tuple:
+        """The Python state, besides the shapes of its inputs, that a family's compiled loss depends on (see
+        `_CompiledAdamStep.unguarded`): a change of it compiles anew."""
+        return ()
 
     def _gradient(self, data: torch.Tensor, size: int) -> tuple[float, float]:
         """Fill the flat gradient for one step; return the batch loss and the rows it stands for.
@@ -274,11 +314,12 @@ class Generator:
                 batch, self.loss_noise(batch.shape[0]))
         else:
             self.flat_.zero_grad()
+            batch = self._next_batch(data, size)
             with self._autocast():
-                loss = self.loss(self._next_batch(data, size))
+                loss = self.loss(batch)
             loss.backward()
             self.flat_.check_bound()
-        return float(loss.detach()), size
+        return float(loss.detach()), batch.shape[0]
 
     def _autocast(self) -> torch.autocast:
         """bfloat16 matrix products over the float32 flat buffer when `precision` asks for them (`bf16_`)."""
@@ -370,10 +411,54 @@ class _EagerGradient:
         return value.detach()
 
 
-class _CompiledGradient:
-    """A training step's value and gradient as one torch.compile'd function (see `_gradient_function`)."""
+def _shapes(inputs: tuple | list) -> tuple:
+    """The shapes of a call's tensors, lists of tensors kept as lists (CTGAN's dropout masks), other values as
+    they are (None where a draw has nothing to give)."""
+    return tuple(tuple(x.shape) if isinstance(x, torch.Tensor) else _shapes(x) if isinstance(x, (list, tuple))
+                 else x for x in inputs)
+
+
+class _Compiled:
+    """A torch.compile'd training function over the networks' parameters, which go in as arguments (closed-over
+    modules would make every call check guards on each of them).
+
+    It compiles once per key, the shapes of its inputs and `_key()` (the Python state the function reads, such
+    as `Generator._compile_key`): an epoch's short last batch is a second key. Each key gets a copy of the
+    function with its own code object, because dynamo keeps its graphs per code object and tries their guards in
+    turn: two keys on one code would cost every step of the second the failed guards of the first. So each copy
+    has one graph, which `_CompiledAdamStep.unguarded` can then call without checking guards at all. The wall
+    time of the first call per key, where the compiling happens, goes to `compile_s_`."""
 
     compiled = True
+
+    def __init__(self, model: Generator, function: Callable) -> None:
+        self.model, self.function, self.by_key = model, function, {}
+
+    def _arguments(self) -> tuple:
+        """The tensors that go in ahead of the inputs."""
+        return ()
+
+    def _key(self) -> tuple:
+        return self.model._compile_key()
+
+    def __call__(self, *inputs: torch.Tensor) -> torch.Tensor:
+        key = (_shapes(inputs), self._key())
+        compiled = self.by_key.get(key)
+        if compiled is not None:
+            return compiled(*self._arguments(), *inputs)
+        f = self.function
+        copy = types.FunctionType(f.__code__.replace(), f.__globals__, f.__name__, f.__defaults__, f.__closure__)
+        compiled = torch.compile(copy, dynamic=False, options=dict(COMPILE_OPTIONS))
+        start = time.perf_counter()
+        with torch.compiler.set_stance("default"):  # compiling, with guards, even inside `unguarded`
+            value = compiled(*self._arguments(), *inputs)
+        self.model.compile_s_ += time.perf_counter() - start
+        self.by_key[key] = compiled
+        return value
+
+
+class _CompiledGradient(_Compiled):
+    """A training step's value and gradient as one torch.compile'd function (see `_gradient_function`)."""
 
     def __init__(self, model: Generator, loss: Callable, params: list[torch.Tensor], region: torch.Tensor) -> None:
         from torch.func import functional_call, grad_and_value
@@ -387,25 +472,89 @@ class _CompiledGradient:
         others = {name: t for name, t in [*container.named_parameters(), *container.named_buffers()]
                   if name not in trainable}
 
-        def gradient(*inputs: torch.Tensor) -> torch.Tensor:
+        def gradient(trainable_values: list[torch.Tensor], other_values: list[torch.Tensor],
+                     *inputs: torch.Tensor) -> torch.Tensor:
             with torch.no_grad():
                 grads, value = grad_and_value(lambda tr, ot: functional_call(container, {**tr, **ot}, inputs))(
-                    trainable, others)
+                    dict(zip(trainable, trainable_values)), dict(zip(others, other_values)))
                 region.copy_(torch.cat([grads[name].reshape(-1) if grad else region.new_zeros(n)
                                         for name, n, grad in order]))
             return value
 
-        self.model, self.first = model, True
-        self.function = torch.compile(gradient, dynamic=False, options=dict(COMPILE_OPTIONS))
+        super().__init__(model, gradient)
+        self.arguments = (list(trainable.values()), list(others.values()))
 
-    def __call__(self, *inputs: torch.Tensor) -> torch.Tensor:
-        if not self.first:
-            return self.function(*inputs)
-        start = time.perf_counter()
-        value = self.function(*inputs)
-        self.model.compile_s_ += time.perf_counter() - start
-        self.first = False
-        return value
+    def _arguments(self) -> tuple:
+        return self.arguments
+
+
+class _CompiledAdamStep(_Compiled):
+    """A whole training step as one torch.compile'd function: the loss, its gradient (also written to the flat
+    gradient buffer) and Adam's update of the flat parameter buffer, for a family whose parameters all train.
+    The update is torch.optim.Adam's (L2 weight decay, bias corrections) on that optimiser's own state, read
+    anew at every step (loading a checkpoint replaces it), so a checkpoint and an eager step see the same
+    moments; it saves the optimiser's per-step Python and kernels. `step(data, size)` draws the next batch and
+    its noise, steps, and returns the loss and the batch rows."""
+
+    def __init__(self, model: Generator) -> None:
+        from torch.func import functional_call, grad_and_value
+
+        container = _Call(model.modules_, model._autocast_loss)
+        names, shapes = zip(*[(name, p.shape) for name, p in container.named_parameters()])
+        sizes = [shape.numel() for shape in shapes]
+        optimizer, flat_grad = model.optimizer_, model.flat_.grad
+
+        def step(data: torch.Tensor, exp_avg: torch.Tensor, exp_avg_sq: torch.Tensor, count: torch.Tensor,
+                 corrections: torch.Tensor, *inputs: torch.Tensor) -> torch.Tensor:
+            group = optimizer.param_groups[0]  # its constants are part of the key (`_key`)
+            (beta1, beta2), eps, decay = group["betas"], group["eps"], group["weight_decay"]
+            with torch.no_grad():
+                params = {name: t.view(shape) for name, t, shape in zip(names, data.split(sizes), shapes)}
+                grads, value = grad_and_value(lambda p: functional_call(container, p, inputs))(params)
+                gradient = torch.cat([grads[name].reshape(-1) for name in names])
+                flat_grad.copy_(gradient)
+                gradient = gradient + decay * data
+                count.add_(1)
+                exp_avg.lerp_(gradient, 1 - beta1)
+                exp_avg_sq.mul_(beta2).addcmul_(gradient, gradient, value=1 - beta2)
+                data.sub_(exp_avg / (exp_avg_sq.sqrt() / corrections[1] + eps) * corrections[0])
+            return value
+
+        super().__init__(model, step)
+
+    def _state(self) -> dict:
+        """Adam's state of the flat buffer, made as torch.optim.Adam's first step makes it when there is none."""
+        model = self.model
+        state = model.optimizer_.state[model.optimizer_.param_groups[0]["params"][0]]
+        if not state:
+            state.update(step=torch.zeros((), dtype=torch.float32, device=model.device_),
+                         exp_avg=torch.zeros_like(model.flat_.data), exp_avg_sq=torch.zeros_like(model.flat_.data))
+        return state
+
+    def _arguments(self) -> tuple:
+        state = self._state()
+        return self.model.flat_.data, state["exp_avg"], state["exp_avg_sq"], state["step"]
+
+    def _key(self) -> tuple:
+        group = self.model.optimizer_.param_groups[0]
+        return self.model._compile_key(), tuple(group["betas"]), group["eps"], group["weight_decay"]
+
+    def __call__(self, data: torch.Tensor, size: int) -> tuple[float, int]:
+        """The bias corrections of this step go in as a tensor, computed here once (in the compiled loop they
+        would be recomputed, powers and all, for every vector of parameters); the learning rate with them, so
+        that a schedule needs no new compile."""
+        model = self.model
+        batch = model._next_batch(model._train_rows(data), size)
+        group = model.optimizer_.param_groups[0]
+        (beta1, beta2), t = group["betas"], float(self._state()["step"]) + 1
+        corrections = torch.tensor([group["lr"] / (1 - beta1**t), math.sqrt(1 - beta2**t)])
+        return float(super().__call__(corrections, batch, model.loss_noise(batch.shape[0]))), batch.shape[0]
+
+    def unguarded(self) -> contextlib.AbstractContextManager:
+        """A context for a run of steps in which dynamo checks no guards. Each compiled copy of the step has one
+        graph, for one key (see `_Compiled`), and checking its several hundred guards (one per module attribute
+        the loss reads) would cost every step about a twentieth of its time."""
+        return torch.compiler.set_stance("default", skip_guard_eval_unsafe=True)
 
 
 class _Call(torch.nn.Module):

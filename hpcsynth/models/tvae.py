@@ -14,11 +14,17 @@ levels) and numeric values get the learned sigma as noise, as SDV does.
 
 For speed (benchmarks/train_speed.py) the networks work in a column order of their own (`_layout`: Gaussian
 columns first, softmax blocks grouped by width), so the loss is a handful of operations on contiguous slices
-whatever the number of columns; training draws its batches from a copy of the data in that order. The
-reparameterisation draw comes in as an argument (`loss_noise`), so a training step is a pure function that
-`compile` can turn into one torch.compile'd graph, forward and backward (`Generator._gradient_function`).
+whatever the number of columns; training draws its batches from a copy of the data in that order. In training
+the decoder's last layer writes its outputs transposed (`_Decoder.columns`: one row per output column, each
+softmax level a contiguous run over the batch) and the log-sum-exp of a block goes level by level
+(`_levels_logsumexp`), which torch.compile vectorises along the batch; the hidden layers add their bias apart
+from the product (`_affine`), which it fuses into the ReLU. The reparameterisation draw comes in as an argument
+(`loss_noise`), so a training step is a pure function that `compile` turns into one torch.compile'd graph,
+forward, backward and Adam's update (`Generator.local_update`).
 """
 from __future__ import annotations
+
+import functools
 
 import torch
 from torch import nn
@@ -33,6 +39,31 @@ def _mlp(sizes: list[int]) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
+def _affine(x: torch.Tensor, layer: nn.Linear) -> torch.Tensor:
+    """`layer(x)` with the bias added apart from the product. Under bfloat16 autocast the bias then goes in
+    in float32, and torch.compile fuses it into the activation that follows: a bfloat16 `addmm` with a broadcast
+    bias is a copy and a slower product on the CPU."""
+    return torch.mm(x, layer.weight.t()) + layer.bias
+
+
+def _run(layers: nn.Sequential, x: torch.Tensor) -> torch.Tensor:
+    """`layers(x)` for a stack of Linear and ReLU layers, through `_affine`."""
+    for layer in layers:
+        x = _run(layer, x) if isinstance(layer, nn.Sequential) else (
+            _affine(x, layer) if isinstance(layer, nn.Linear) else layer(x))
+    return x
+
+
+def _levels_logsumexp(logits: torch.Tensor) -> torch.Tensor:
+    """The log-sum-exp over the first (levels) dimension of a (levels, m) tensor, written level by level so that
+    torch.compile vectorises it along m (its `logsumexp` over a short leading dimension compiles to a scalar loop
+    on the CPU, several times slower). The shift by the maximum is detached: it leaves the value and the
+    gradient unchanged."""
+    levels = logits.unbind(0)
+    top = functools.reduce(torch.maximum, levels).detach()
+    return torch.log(sum(torch.exp(level - top) for level in levels)) + top
+
+
 class _Encoder(nn.Module):
     """The hidden layers, then one product for the latent mean and log-variance together. It reads the columns
     in the networks' order (`_layout`): `forward(x)` takes encoded rows as they are and reorders them,
@@ -45,12 +76,14 @@ class _Encoder(nn.Module):
         self.order = order
 
     def forward(self, x: torch.Tensor, ordered: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-        mu, logvar = self.head(self.body(x if ordered else x[:, self.order])).chunk(2, dim=1)
+        mu, logvar = _affine(_run(self.body, x if ordered else x[:, self.order]), self.head).chunk(2, dim=1)
         return mu, logvar
 
 
 class _Decoder(nn.Module):
-    """Outputs in the loss's column order (`_layout`), with one learned scale per Gaussian column."""
+    """Outputs in the loss's column order (`_layout`), with one learned scale per Gaussian column.
+    `forward(z)` gives rows; `columns(z)` the same outputs transposed, one row per output column, which is the
+    layout the loss reads fastest (each softmax level a contiguous run over the batch)."""
 
     def __init__(self, latent: int, hidden: list[int], width: int, n_gaussian: int) -> None:
         super().__init__()
@@ -58,7 +91,11 @@ class _Decoder(nn.Module):
         self.sigma = nn.Parameter(torch.ones(n_gaussian) * 0.1)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return self.body(z)
+        return _run(self.body, z)
+
+    def columns(self, z: torch.Tensor) -> torch.Tensor:
+        hidden, out = self.body
+        return torch.mm(out.weight, _run(hidden, z).t()) + out.bias[:, None]
 
 
 def _span_indices(spans: list[tuple[str, int]]) -> tuple[torch.Tensor, list[torch.Tensor]]:
@@ -78,8 +115,8 @@ def _layout(spans: list[tuple[str, int]]) -> tuple[torch.Tensor, int, list[tuple
     """The networks' column order, which makes the loss a few operations on contiguous slices however many
     columns there are: the Gaussian columns first, then the softmax blocks grouped by width, each group level-
     major (all its blocks' first levels, then all their second levels, ...), so the log-sum-exp of every block of
-    a group is one reduction over the levels of a (rows, width, blocks) view. Returns that order (position ->
-    encoded column), the number of Gaussian columns and (width, blocks) per group."""
+    a group is one reduction over the levels of a (width, blocks x rows) view of the transposed outputs. Returns
+    that order (position -> encoded column), the number of Gaussian columns and (width, blocks) per group."""
     gaussian, groups, start = [], {}, 0
     for kind, width in spans:
         if kind == "gaussian":
@@ -104,6 +141,7 @@ class TVAE(Generator):
     def _build(self, spans: list[tuple[str, int]]) -> list[nn.Module]:
         width = sum(w for _, w in spans)
         order, self.n_gaussian_, self.softmax_groups_ = _layout(spans)
+        self.part_sizes_ = [self.n_gaussian_] + [w * c for w, c in self.softmax_groups_]
         self.order_, self.inv_order_ = order.to(self.device_), torch.argsort(order).to(self.device_)
         self.latent_target_ = None  # (mean, variance, weight) when a strategy aligns latent spaces
         self.encoder_ = _Encoder(width, list(self.hidden), self.latent_dim, self.order_)
@@ -135,24 +173,28 @@ class TVAE(Generator):
         return self._ordered_loss(batch, noise)
 
     def _ordered_loss(self, x: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
-        """The loss of rows `x` with their columns in the networks' order."""
+        """The loss of rows `x` with their columns in the networks' order. The reconstruction term reads the
+        decoder's outputs and the rows transposed (`_Decoder.columns`), split into the Gaussian part and one part
+        per softmax group, so every term is a vectorised pass over contiguous memory."""
         mu, logvar = self.encoder_(x, ordered=True)
         std = torch.exp(0.5 * logvar)
-        recon = self.decoder_(noise * std + mu).float()
-        n, g = x.shape[0], self.n_gaussian_
-        s = self.decoder_.sigma
-        reconstruction = (((x[:, :g] - recon[:, :g]) ** 2).sum(0) * (0.5 / s**2)).sum() + torch.log(s).sum() * n
+        outputs = self.decoder_.columns(noise * std + mu).float().split(self.part_sizes_)
+        targets = x.t().split(self.part_sizes_)
+        n, s = x.shape[0], self.decoder_.sigma
+        reconstruction = (((targets[0] - outputs[0]) ** 2).sum(1) * (0.5 / s**2)).sum() + torch.log(s).sum() * n
         # the cross-entropy of every softmax block against its one-hot target: the log-sum-exp of its logits
         # less the target's logit
-        reconstruction = reconstruction - (x[:, g:] * recon[:, g:]).sum()
-        start = g
-        for width, count in self.softmax_groups_:
-            logits = recon[:, start:start + width * count].reshape(n, width, count)
-            reconstruction = reconstruction + torch.logsumexp(logits, dim=1).sum()
-            start += width * count
+        for (width, count), logits, target in zip(self.softmax_groups_, outputs[1:], targets[1:]):
+            reconstruction = (reconstruction + _levels_logsumexp(logits.reshape(width, count * n)).sum()
+                              - (target * logits).sum())
         mu, logvar, std = mu.float(), logvar.float(), std.float()
         kl = -0.5 * torch.sum(1 + logvar - mu**2 - std * std)
         return (self.loss_factor * reconstruction + kl) / n + self._alignment(mu)
+
+    def _compile_key(self) -> tuple:
+        """Whether the loss has the latent-alignment penalty, and its weight (the targets are tensors a compiled
+        loss reads anew at every call)."""
+        return (None,) if self.latent_target_ is None else (self.latent_target_[2],)
 
     def _alignment(self, mu: torch.Tensor) -> torch.Tensor:
         """The latent-alignment penalty: the batch's latent moments against the pooled ones (0 without)."""

@@ -119,3 +119,50 @@ def test_a_compiled_step_computes_the_eager_step(cohort):
               for model in (eager, compiled)]
     assert losses[1] == pytest.approx(losses[0], rel=1e-5)
     assert torch.allclose(compiled.shared_gradients(), eager.shared_gradients(), atol=1e-4, rtol=1e-4)
+
+
+def test_the_fused_compiled_step_is_adams_step(cohort):
+    # compiled, a step is one graph: loss, gradient and torch.optim.Adam's update on the optimiser's own state
+    options = dict(epochs=3, batch_size=200, hidden=[64, 64], latent_dim=16, seed=1, precision="fp32",
+                   categorical=MDS_METADATA["categorical"])
+    fused, eager = TVAE(compile="on", **options).fit(cohort), TVAE(compile="off", **options).fit(cohort)
+    assert "step" in fused._compiled and "step" not in eager._compiled
+    assert fused.losses_ == pytest.approx(eager.losses_, rel=1e-5)
+    assert torch.allclose(fused.shared_parameters(), eager.shared_parameters(), atol=1e-4)
+    ours, theirs = (m.optimizer_.state_dict()["state"][0] for m in (fused, eager))
+    assert float(ours["step"]) == float(theirs["step"]) == 3 * 4  # 800 rows in passes of 200
+    assert torch.allclose(ours["exp_avg"], theirs["exp_avg"], atol=1e-3)
+    # a checkpoint's moments replace the optimiser's state; the fused step must read the loaded ones
+    assert_local_state_resumes(fused, fused.to_device(fused.transformer_.encode(cohort)), 3)
+
+
+def test_an_epoch_of_fit_is_one_pass_over_the_rows(cohort):
+    # as SDV and PyTorch's DataLoader count epochs: every row once, the last batch the rows left; federated
+    # steps (local_update outside fit) keep whole batches
+    model = TVAE(epochs=2, batch_size=300, hidden=[16], latent_dim=4, compile="off")
+    batches, draw = [], model._next_batch
+    model._next_batch = lambda data, size: batches.append(draw(data, size)) or batches[-1]
+    model.fit(cohort)
+    assert [len(b) for b in batches] == [300, 300, 200] * 2
+    data = model.to_device(model.transformer_.encode(cohort))
+    assert len(torch.unique(torch.cat(batches[:3]), dim=0)) == len(torch.unique(data, dim=0))
+    batches.clear()
+    model.local_update(data, 4)
+    assert [len(b) for b in batches] == [300] * 4
+
+
+def test_the_compiled_step_follows_what_its_loss_reads(cohort):
+    # the compiled step checks no guards; a change of the latent-alignment target must still reach its loss
+    model = TVAE(epochs=1, batch_size=200, hidden=[32], latent_dim=8, seed=2, precision="fp32", compile="on",
+                 categorical=MDS_METADATA["categorical"]).fit(cohort)
+    data = model.to_device(model.transformer_.encode(cohort))
+    model.latent_target_ = (torch.full((8,), 3.0), torch.ones(8), 0.5)
+    for _ in range(2):  # the second time with new target tensors of the same shape
+        rng, position = model.train_generator_.get_state(), (model._order, model._cursor)
+        with torch.no_grad():
+            batch = model._next_batch(model._train_rows(data), 200)
+            expected = float(model._train_loss(batch, model.loss_noise(200)))
+        model.train_generator_.set_state(rng)
+        model._order, model._cursor = position
+        assert model.local_update(data, 1) == pytest.approx(expected, rel=1e-5)
+        model.latent_target_ = (torch.full((8,), -1.0), torch.full((8,), 2.0), 0.5)
