@@ -55,6 +55,7 @@ from torch.nn import functional as F
 from hpcsynth.data.transforms import CategoricalTransform
 from hpcsynth.models.base import GradHook, Generator, seeded_generator
 from hpcsynth.models.conditions import condition_codes
+from hpcsynth.models.layout import column_order
 
 
 class _Residual(nn.Module):
@@ -248,21 +249,10 @@ class CTGAN(Generator):
     def _layout(self, spans: list[tuple[str, int]]) -> None:
         """Index tensors for the vectorised hot path, from the transformer's spans and its discrete columns."""
         self.width_ = sum(w for _, w in spans)
-        # the networks' column order: Gaussian columns, then softmax blocks grouped by width, each group
-        # level-major (all its blocks' first levels, then their second levels, ...), so that the softmax of every
-        # block of a group is one reduction over the levels of a (rows, width, blocks) view, contiguous in blocks
-        gaussian, blocks, start = [], {}, 0
-        for kind, width in spans:
-            if kind == "gaussian":
-                gaussian.append(start)
-            else:
-                blocks.setdefault(width, []).append(start)
-            start += width
-        self.perm_ = torch.tensor(gaussian + [s + j for w in sorted(blocks) for j in range(w) for s in blocks[w]],
-                                  dtype=torch.long)
+        # the networks' column order (`column_order`), so that the softmax of every block of a group is one
+        # reduction over the levels of a (rows, width, blocks) view, contiguous in blocks
+        self.perm_, self.n_gaussian_, self.softmax_groups_ = column_order(spans)
         self.inv_perm_ = torch.argsort(self.perm_)
-        self.n_gaussian_ = len(gaussian)
-        self.softmax_groups_ = [(w, len(blocks[w])) for w in sorted(blocks)]
         # the discrete columns the conditional vector covers: every categorical (and binary) column
         starts, widths, counts, start = [], [], [], 0
         self.block_of_column_ = {}

@@ -52,7 +52,8 @@ from torch.nn import functional as F
 
 from hpcsynth.models.base import Generator, seeded_generator
 from hpcsynth.models.conditions import condition_codes
-from hpcsynth.models.tvae import _mlp, _span_indices
+from hpcsynth.models.layout import span_indices
+from hpcsynth.models.tvae import _mlp
 
 _Z_MAX = float(ndtri(1 - 1e-6))  # the shared quantile transform's normal scores lie in [-_Z_MAX, _Z_MAX]
 
@@ -129,7 +130,7 @@ class TabDDPM(Generator):
 
     def _build(self, spans: list[tuple[str, int]]) -> list[nn.Module]:
         width = sum(w for _, w in spans)
-        gaussian, groups = _span_indices(spans)
+        gaussian, groups = span_indices(spans)
         self.gaussian_ = gaussian.to(self.device_)
         self.softmax_groups_ = [g.to(self.device_) for g in groups]
         self.n_categorical_ = sum(g.shape[0] for g in groups)

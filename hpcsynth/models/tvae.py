@@ -12,7 +12,7 @@ one pooled step.
 At sampling time categorical blocks are drawn from the softmax (SDV takes the argmax, which erases rare
 levels) and numeric values get the learned sigma as noise, as SDV does.
 
-For speed (benchmarks/train_speed.py) the networks work in a column order of their own (`_layout`: Gaussian
+For speed (benchmarks/train_speed.py) the networks work in a column order of their own (`column_order`: Gaussian
 columns first, softmax blocks grouped by width), so the loss is a handful of operations on contiguous slices
 whatever the number of columns; training draws its batches from a copy of the data in that order. In training
 the decoder's last layer writes its outputs transposed (`_Decoder.columns`: one row per output column, each
@@ -30,6 +30,7 @@ import torch
 from torch import nn
 
 from hpcsynth.models.base import Generator
+from hpcsynth.models.layout import column_order
 
 
 def _mlp(sizes: list[int]) -> nn.Sequential:
@@ -66,7 +67,7 @@ def _levels_logsumexp(logits: torch.Tensor) -> torch.Tensor:
 
 class _Encoder(nn.Module):
     """The hidden layers, then one product for the latent mean and log-variance together. It reads the columns
-    in the networks' order (`_layout`): `forward(x)` takes encoded rows as they are and reorders them,
+    in the networks' order (`column_order`): `forward(x)` takes encoded rows as they are and reorders them,
     `forward(x, ordered=True)` rows already in that order (training keeps a reordered copy of its data)."""
 
     def __init__(self, width: int, hidden: list[int], latent: int, order: torch.Tensor) -> None:
@@ -81,7 +82,7 @@ class _Encoder(nn.Module):
 
 
 class _Decoder(nn.Module):
-    """Outputs in the loss's column order (`_layout`), with one learned scale per Gaussian column.
+    """Outputs in the loss's column order (`column_order`), with one learned scale per Gaussian column.
     `forward(z)` gives rows; `columns(z)` the same outputs transposed, one row per output column, which is the
     layout the loss reads fastest (each softmax level a contiguous run over the batch)."""
 
@@ -98,36 +99,6 @@ class _Decoder(nn.Module):
         return torch.mm(out.weight, _run(hidden, z).t()) + out.bias[:, None]
 
 
-def _span_indices(spans: list[tuple[str, int]]) -> tuple[torch.Tensor, list[torch.Tensor]]:
-    """Column indices of the Gaussian outputs, and of the softmax blocks grouped by width (one (k, width)
-    index tensor per width), so the loss is a handful of batched operations however many columns there are."""
-    gaussian, groups, start = [], {}, 0
-    for kind, width in spans:
-        if kind == "gaussian":
-            gaussian.append(start)
-        else:
-            groups.setdefault(width, []).append(list(range(start, start + width)))
-        start += width
-    return torch.tensor(gaussian, dtype=torch.long), [torch.tensor(g, dtype=torch.long) for g in groups.values()]
-
-
-def _layout(spans: list[tuple[str, int]]) -> tuple[torch.Tensor, int, list[tuple[int, int]]]:
-    """The networks' column order, which makes the loss a few operations on contiguous slices however many
-    columns there are: the Gaussian columns first, then the softmax blocks grouped by width, each group level-
-    major (all its blocks' first levels, then all their second levels, ...), so the log-sum-exp of every block of
-    a group is one reduction over the levels of a (width, blocks x rows) view of the transposed outputs. Returns
-    that order (position -> encoded column), the number of Gaussian columns and (width, blocks) per group."""
-    gaussian, groups, start = [], {}, 0
-    for kind, width in spans:
-        if kind == "gaussian":
-            gaussian.append(start)
-        else:
-            groups.setdefault(width, []).append(start)
-        start += width
-    order = gaussian + [s + j for w in sorted(groups) for j in range(w) for s in groups[w]]
-    return torch.tensor(order, dtype=torch.long), len(gaussian), [(w, len(groups[w])) for w in sorted(groups)]
-
-
 class TVAE(Generator):
     """Tabular VAE. `TVAE(epochs=300).fit(df).sample(1000)` in one process; federated through the protocol."""
 
@@ -140,7 +111,7 @@ class TVAE(Generator):
 
     def _build(self, spans: list[tuple[str, int]]) -> list[nn.Module]:
         width = sum(w for _, w in spans)
-        order, self.n_gaussian_, self.softmax_groups_ = _layout(spans)
+        order, self.n_gaussian_, self.softmax_groups_ = column_order(spans)
         self.part_sizes_ = [self.n_gaussian_] + [w * c for w, c in self.softmax_groups_]
         self.order_, self.inv_order_ = order.to(self.device_), torch.argsort(order).to(self.device_)
         self.latent_target_ = None  # (mean, variance, weight) when a strategy aligns latent spaces
