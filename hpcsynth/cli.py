@@ -30,8 +30,9 @@ def _fail(message: str, code: int, comm=None, report: bool = True, agreed: bool 
         sys.stderr.write(f"hpcsynth: error: {message}\n")
         sys.stderr.flush()
     if comm is not None and comm.size > 1 and not agreed:
-        if not report:
-            time.sleep(0.5)
+        # the abort tears the job down, and with it a report the launcher has not yet forwarded: the reporting
+        # rank waits a moment first, the silent ones longer, so that its abort (and its exit code) comes first
+        time.sleep(0.2 if report else 0.5)
         comm.abort(code)
     sys.exit(code)
 
