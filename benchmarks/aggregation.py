@@ -6,7 +6,7 @@ sizes; the reference is `MPI.COMM_WORLD.Allreduce(IN_PLACE, buffer, SUM)` on a f
 same size. `secure` is the same aggregation with `secure_aggregation` (fixed-point encoding, pairwise AES-CTR
 masks, an Allreduce of 8 bytes per parameter, decoding). `(weighting alone)` times an in-place multiply by the
 site's weight: the pass a weighted average would add to a plain Allreduce, which FedAvg's shared-memory reduction
-(`hpcsynth.federated.comm.SharedReduction`) fuses into its copy into the shared window instead. Methods alternate
+(`hpcsynth.comm.SharedReduction`) fuses into its copy into the shared window instead. Methods alternate
 within each repeat, each timing starts after a barrier and ends when the slowest rank is done (the order rotates
 between repeats); the table gives the median over repeats.
 The last line is the ratio of FedAvg's time to the bare Allreduce's (the larger of the two sizes' ratios;
@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from mpi4py import MPI
 
-from hpcsynth.federated.comm import MPIComm, local_size
+from hpcsynth.comm import MPIComm, local_size
 from hpcsynth.federated.strategies import make_strategy
 
 SIZES = (1 << 20, 1 << 24)

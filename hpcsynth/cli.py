@@ -105,7 +105,7 @@ def cmd_run(args: argparse.Namespace) -> None:
         cfg.output = args.out
     if args.no_progress:
         cfg.progress = False
-    from hpcsynth.federated.comm import world
+    from hpcsynth.comm import world
     from hpcsynth.federated.preemption import StopRequest
     from hpcsynth.jobs.train import main
 
@@ -121,7 +121,7 @@ def cmd_run(args: argparse.Namespace) -> None:
 
 def cmd_shift(args: argparse.Namespace) -> None:
     cfg = _load(args.config)
-    from hpcsynth.federated.comm import world
+    from hpcsynth.comm import world
     from hpcsynth.jobs.shift import main
 
     comm = world()
@@ -224,7 +224,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     """Score a run (or every run of a comparison) against real rows, update its /evaluation, write the report.
     Under `mpiexec -n K` each rank scores its own site's held-out rows (federated evaluation)."""
     from hpcsynth.evaluate.runs import evaluate_file, summary_table
-    from hpcsynth.federated.comm import world
+    from hpcsynth.comm import world
 
     comm = world()
     try:

@@ -17,7 +17,9 @@ from typing import Any, Optional, Union
 
 import yaml
 
+from hpcsynth.messages import ConfigError
 from hpcsynth.data.cohorts import COHORTS
+from hpcsynth.data.declaration import DataConfig, PartitionConfig
 from hpcsynth.data.partition import KINDS as PARTITION_KINDS
 
 STRATEGIES = ("centralized", "isolated", "fedavg", "fedprox", "fedopt", "sd_sharing", "latent_alignment")
@@ -26,48 +28,6 @@ BAYESNET_STRUCTURES = ("chow_liu", "bic")
 DP_NOISES = ("laplace", "gaussian")
 BUILTIN_DATASETS = tuple(COHORTS)
 COLUMN_KINDS = ("binary", "integer", "continuous", "categorical", "datetime")
-
-
-class ConfigError(ValueError):
-    """A configuration problem; the message names the file and the key."""
-
-
-@dataclass
-class PartitionConfig:
-    """How one table is split into simulated sites (see hpcsynth.data.partition)."""
-
-    kind: str = "iid"
-    column: Optional[str] = None
-    alpha: float = 0.5
-    n_sites: Optional[int] = None
-
-
-@dataclass
-class DataConfig:
-    """Where the rows come from and how they split into sites.
-
-    Exactly one of `builtin`, `path` (one table, split by `site_column`) or `sites` (one file per site,
-    site k read by rank k) is given.
-    """
-
-    builtin: Optional[str] = None
-    path: Optional[str] = None
-    sites: Optional[list[str]] = None
-    site_column: Optional[str] = None
-    n_sites: Optional[int] = None
-    n_patients: int = 4427
-    holdout: float = 0.2
-    partition: Optional[PartitionConfig] = None
-    id: list[str] = field(default_factory=list)
-    categorical: list[str] = field(default_factory=list)
-    kinds: dict[str, str] = field(default_factory=dict)
-    time: Optional[str] = None
-    event: Optional[str] = None
-    target: Optional[str] = None
-    # public facts about columns, not learnt from the rows: a numeric column's range [low, high] (values are
-    # clipped into it), a categorical column's levels; with a privacy budget they spend nothing
-    bounds: dict[str, list[float]] = field(default_factory=dict)
-    levels: dict[str, list[Union[float, str]]] = field(default_factory=dict)
 
 
 @dataclass

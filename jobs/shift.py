@@ -14,7 +14,7 @@ from hpcsynth.config import RunConfig
 from hpcsynth.data.shift import ShiftReport, column_counts
 from hpcsynth.data.sources import count_sites, load_site
 from hpcsynth.data.transformer import TableTransformer
-from hpcsynth.federated.comm import Communicator
+from hpcsynth.comm import Communicator
 from hpcsynth.io.runfile import write_shift
 
 

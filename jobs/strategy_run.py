@@ -20,7 +20,7 @@ from hpcsynth.data.sources import SiteData
 from hpcsynth.data.transformer import TableTransformer
 from hpcsynth.evaluate.fidelity import fidelity
 from hpcsynth.evaluate.privacy import dcr
-from hpcsynth.federated.comm import Communicator, SoloComm, local_rank, local_size
+from hpcsynth.comm import Communicator, SoloComm, local_rank, local_size
 from hpcsynth.federated.counts import fit_counts
 from hpcsynth.federated.loop import RoundRecord, train_rounds
 from hpcsynth.federated.preemption import StopRequest

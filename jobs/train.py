@@ -16,7 +16,7 @@ from typing import Callable
 from hpcsynth.config import ConfigError, RunConfig
 from hpcsynth.data.schema import DataError
 from hpcsynth.data.sources import SiteData, count_sites, load_site
-from hpcsynth.federated.comm import Communicator
+from hpcsynth.comm import Communicator
 from hpcsynth.federated.preemption import StopRequest
 
 

@@ -25,7 +25,7 @@ import pandas as pd
 
 from hpcsynth.data.schema import ColumnSpec, DataError
 from hpcsynth.data.transforms import NumericTransform, _softmax_sample
-from hpcsynth.federated.comm import Communicator
+from hpcsynth.comm import Communicator
 from hpcsynth.federated.em import FederatedBGM
 
 MAX_MODES = 10

@@ -41,7 +41,7 @@ import numpy as np
 from scipy.special import ndtri
 
 from hpcsynth.data.schema import ColumnSpec, DataError
-from hpcsynth.federated.comm import Communicator
+from hpcsynth.comm import Communicator
 
 PRIVATE_GRID_BINS = 64
 FALSE_BUCKET = 0.01

@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import pandas as pd
 
-from hpcsynth.federated.comm import Communicator
+from hpcsynth.comm import Communicator
 
 KINDS = ("binary", "integer", "continuous", "categorical", "datetime")
 ROLES = ("feature", "time", "event", "target")

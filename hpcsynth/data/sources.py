@@ -19,7 +19,8 @@ import h5py
 import numpy as np
 import pandas as pd
 
-from hpcsynth.config import ConfigError, DataConfig
+from hpcsynth.data.declaration import DataConfig
+from hpcsynth.messages import ConfigError
 from hpcsynth.data.cohorts import COHORTS, load_cohort
 from hpcsynth.data.partition import Partition, assign_sites
 from hpcsynth.data.schema import DataError

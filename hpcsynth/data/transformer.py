@@ -16,7 +16,7 @@ from hpcsynth.data.mode_specific import ModeSpecificTransform
 from hpcsynth.data.private_stats import StatisticsBudget, StatisticsNoise
 from hpcsynth.data.schema import ColumnSpec, DataError, infer_schema
 from hpcsynth.data.transforms import CategoricalTransform, NumericTransform, transform_for
-from hpcsynth.federated.comm import Communicator, SoloComm
+from hpcsynth.comm import Communicator, SoloComm
 from hpcsynth.messages import warn
 
 

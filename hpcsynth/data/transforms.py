@@ -24,7 +24,7 @@ from scipy.special import ndtr, ndtri
 
 from hpcsynth.data.private_stats import PRIVATE_GRID_BINS, StatisticsNoise, private_levels, private_range
 from hpcsynth.data.schema import ColumnSpec, DataError
-from hpcsynth.federated.comm import Communicator
+from hpcsynth.comm import Communicator
 
 GRID_BINS = 4096
 _TAIL_SCALE = 100.0

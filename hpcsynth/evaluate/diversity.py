@@ -25,7 +25,7 @@ import pandas as pd
 from hpcsynth.data.transformer import TableTransformer
 from hpcsynth.data.transforms import CategoricalTransform
 from hpcsynth.evaluate.pooling import summed
-from hpcsynth.federated.comm import Communicator
+from hpcsynth.comm import Communicator
 from hpcsynth.kernels import nearest_neighbours
 
 N_ALPHAS = 30

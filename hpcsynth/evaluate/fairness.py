@@ -19,7 +19,7 @@ import pandas as pd
 from hpcsynth.data.transformer import TableTransformer
 from hpcsynth.evaluate.fidelity import column_scores
 from hpcsynth.evaluate.pooling import weighted_mean
-from hpcsynth.federated.comm import Communicator
+from hpcsynth.comm import Communicator
 
 AGE_BANDS = ((None, 60, "age<60"), (60, 70, "age 60-69"), (70, 80, "age 70-79"), (80, None, "age>=80"))
 

@@ -17,7 +17,7 @@ import pandas as pd
 
 from hpcsynth.data.transformer import TableTransformer
 from hpcsynth.data.transforms import CategoricalTransform
-from hpcsynth.federated.comm import Communicator
+from hpcsynth.comm import Communicator
 
 
 def _present(values: pd.Series) -> np.ndarray:

@@ -20,7 +20,7 @@ import pandas as pd
 from scipy.stats import fisher_exact
 
 from hpcsynth.evaluate.pooling import summed
-from hpcsynth.federated.comm import Communicator
+from hpcsynth.comm import Communicator
 
 
 @dataclass

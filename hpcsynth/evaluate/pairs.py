@@ -29,7 +29,7 @@ import pandas as pd
 from hpcsynth.data.transformer import TableTransformer
 from hpcsynth.data.transforms import CategoricalTransform
 from hpcsynth.evaluate.pooling import summed
-from hpcsynth.federated.comm import Communicator
+from hpcsynth.comm import Communicator
 
 N_BINS = 10
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from hpcsynth.federated.comm import Communicator
+from hpcsynth.comm import Communicator
 
 
 def summed(values: np.ndarray, comm: Communicator) -> np.ndarray:

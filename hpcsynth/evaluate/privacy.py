@@ -20,7 +20,7 @@ from scipy.special import ndtr
 
 from hpcsynth.data.transformer import TableTransformer
 from hpcsynth.data.transforms import NumericTransform
-from hpcsynth.federated.comm import Communicator
+from hpcsynth.comm import Communicator
 from hpcsynth.kernels import nearest_neighbours
 
 

@@ -28,7 +28,7 @@ from hpcsynth.data.sources import Declarations, SiteData, load_site, prepare, re
 from hpcsynth.data.transformer import TableTransformer
 from hpcsynth.evaluate.report import RunSection, write_report
 from hpcsynth.evaluate.suite import EvalSpec, Evaluation, evaluate
-from hpcsynth.federated.comm import Communicator
+from hpcsynth.comm import Communicator
 from hpcsynth.io.runfile import read_table as read_stored
 
 

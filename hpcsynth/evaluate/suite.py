@@ -32,7 +32,7 @@ from hpcsynth.evaluate.pooling import weighted_mean
 from hpcsynth.evaluate.privacy import privacy_features
 from hpcsynth.evaluate.survival import CoxComparison, KMComparison, c_index_scores, compare_cox, compare_km
 from hpcsynth.evaluate.utility import compare_fits, fit_predict
-from hpcsynth.federated.comm import Communicator
+from hpcsynth.comm import Communicator
 
 MDS_COX = ("age", "ipssr_score", "SF3B1", "TP53", "ASXL1", "RUNX1")
 MDS_SENSITIVE = ("TP53",)

@@ -23,7 +23,7 @@ import pandas as pd
 from scipy.stats import chi2
 
 from hpcsynth.evaluate.pooling import summed, weighted_mean
-from hpcsynth.federated.comm import Communicator
+from hpcsynth.comm import Communicator
 
 N_INTERVALS = 200
 

@@ -14,7 +14,7 @@ from typing import Callable
 
 import numpy as np
 
-from hpcsynth.federated.comm import Communicator, SoloComm
+from hpcsynth.comm import Communicator, SoloComm
 from hpcsynth.federated.loop import RoundRecord
 from hpcsynth.federated.strategies import Strategy
 

@@ -26,7 +26,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.special import digamma
 
-from hpcsynth.federated.comm import Communicator, SoloComm
+from hpcsynth.comm import Communicator, SoloComm
 
 
 def moment_stats(x: np.ndarray) -> np.ndarray:

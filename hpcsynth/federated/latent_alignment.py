@@ -20,7 +20,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from hpcsynth.federated.comm import Communicator
+from hpcsynth.comm import Communicator
 from hpcsynth.federated.secure import PairwiseMasks
 from hpcsynth.federated.strategies import FedAvg
 

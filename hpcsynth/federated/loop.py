@@ -14,7 +14,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from hpcsynth.federated.comm import Communicator
+from hpcsynth.comm import Communicator
 from hpcsynth.federated.preemption import Interrupted, StopRequest
 from hpcsynth.federated.strategies import Strategy
 from hpcsynth.models.base import Generator

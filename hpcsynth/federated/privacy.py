@@ -26,7 +26,7 @@ import torch
 from torch import nn
 from torch.func import functional_call, grad, vmap
 
-from hpcsynth.config import ConfigError
+from hpcsynth.messages import ConfigError
 
 
 class BudgetError(ConfigError):

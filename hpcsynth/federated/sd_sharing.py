@@ -17,7 +17,7 @@ from typing import Callable
 import pandas as pd
 import torch
 
-from hpcsynth.federated.comm import Communicator, SoloComm, local_rank
+from hpcsynth.comm import Communicator, SoloComm, local_rank
 from hpcsynth.federated.loop import RoundRecord, train_rounds
 from hpcsynth.federated.preemption import StopRequest
 from hpcsynth.federated.strategies import Centralized, Isolated, Strategy

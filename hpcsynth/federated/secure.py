@@ -33,7 +33,7 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from hpcsynth.federated.comm import Communicator
+from hpcsynth.comm import Communicator
 
 SCALE_BITS = 24
 _CHUNK = 1 << 17  # values per pass (1 MiB of uint64): encoding and masking stay in cache

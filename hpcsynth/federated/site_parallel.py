@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from hpcsynth.federated.comm import Communicator
+from hpcsynth.comm import Communicator
 from hpcsynth.federated.strategies import Strategy, _reduce_tensor
 
 

@@ -33,7 +33,7 @@ from typing import Any, Mapping
 import numpy as np
 import torch
 
-from hpcsynth.federated.comm import Communicator
+from hpcsynth.comm import Communicator
 from hpcsynth.federated.secure import PairwiseMasks
 
 

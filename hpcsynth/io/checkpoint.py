@@ -16,7 +16,7 @@ import h5py
 import numpy as np
 import torch
 
-from hpcsynth.config import ConfigError
+from hpcsynth.messages import ConfigError
 from hpcsynth.federated.loop import RoundRecord
 
 

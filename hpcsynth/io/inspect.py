@@ -6,7 +6,7 @@ from pathlib import Path
 import h5py
 import pandas as pd
 
-from hpcsynth.config import ConfigError
+from hpcsynth.messages import ConfigError
 from hpcsynth.io.runfile import read_table
 
 

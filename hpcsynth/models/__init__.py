@@ -10,8 +10,7 @@ from hpcsynth.models.ddpm import TabDDPM
 from hpcsynth.models.tvae import TVAE
 from hpcsynth.models.vae_bgm import VAEBGM
 
-MODELS: dict[str, type] = {"tvae": TVAE, "ctgan": CTGAN, "vae_bgm": VAEBGM, "ddpm": TabDDPM}
-MODELS["bayesnet"] = BayesianNetwork  # count-based: trained by `fit_counts`, not by rounds (jobs/strategy_run.py)
+MODELS: dict[str, type] = {cls.name: cls for cls in (TVAE, CTGAN, VAEBGM, TabDDPM, BayesianNetwork)}
 
 
 def _accepted(cls: type) -> set[str]:

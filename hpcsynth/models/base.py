@@ -117,6 +117,11 @@ class Generator:
     """Shared machinery: device, flat parameters, batching, the fit loop, sampling and decoding."""
 
     _SAMPLE, _TRAIN = 1, 2
+    # what the family is, declared for the registry and for config validation (never found with hasattr):
+    name: str = "generator"  # the job file's model.name
+    trains_by = "gradients"  # "gradients" (rounds of local steps) or "counts" (one exact exchange of counts)
+    has_latent = False  # an encoder and a decoder: latent-space strategies apply
+    dp_sgd = False  # DP-SGD covers every release the family makes from real rows
     default_numeric = "quantile"  # the numeric transform a family trains best on (TableTransformer's `numeric`)
     # families whose training loss, `_train_loss(batch, loss_noise(n))`, torch.compile takes (see `compile`)
     compilable = False

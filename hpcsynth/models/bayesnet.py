@@ -56,7 +56,7 @@ from scipy.special import ndtr, ndtri
 from hpcsynth.config import BAYESNET_STRUCTURES as STRUCTURES, DP_NOISES as NOISES
 from hpcsynth.data.transformer import TableTransformer
 from hpcsynth.data.transforms import CategoricalTransform, NumericTransform
-from hpcsynth.federated.comm import Communicator, SoloComm
+from hpcsynth.comm import Communicator, SoloComm
 from hpcsynth.models.conditions import condition_codes
 
 _U_EPS = 1e-6
@@ -179,6 +179,10 @@ class BayesianNetwork:
     process; federated (and exact) through `fit_counts(data, comm)`."""
 
     _SAMPLE, _NOISE = 1, 3
+    name = "bayesnet"
+    trains_by = "counts"
+    has_latent = False
+    dp_sgd = False
     default_numeric = "quantile"  # the table transform the training job fits for this family
 
     def __init__(self, n_bins: int = 10, structure: str = "chow_liu", max_parents: int = 2, prior: float = 1.0,

@@ -216,6 +216,7 @@ class CTGAN(Generator):
     protocol; `sample(n, conditions={"column": level})` conditions the generator on a discrete level."""
 
     default_numeric = "mode_specific"
+    name = "ctgan"
 
     compile_min_steps = 4000  # `compile="auto"`: a step saves about 6 ms compiled (MDS cohort, one CPU thread)
 

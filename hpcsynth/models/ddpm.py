@@ -119,6 +119,9 @@ def _log_posterior(x_t: torch.Tensor, log_x0: torch.Tensor, alpha: torch.Tensor,
 class TabDDPM(Generator):
     """Tabular diffusion. `TabDDPM(epochs=300).fit(df).sample(1000, conditions={"os_event": 1})`."""
 
+    name = "ddpm"
+    dp_sgd = True
+
     def __init__(self, epochs: int = 300, batch_size: int = 500, hidden: list[int] = (256, 256),
                  time_dim: int = 128, diffusion_steps: int = 1000, sample_steps: int | None = None,
                  **kwargs) -> None:

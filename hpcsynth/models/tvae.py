@@ -102,6 +102,10 @@ class _Decoder(nn.Module):
 class TVAE(Generator):
     """Tabular VAE. `TVAE(epochs=300).fit(df).sample(1000)` in one process; federated through the protocol."""
 
+    name = "tvae"
+    has_latent = True
+    dp_sgd = True
+
     def __init__(self, epochs: int = 300, batch_size: int = 500, hidden: list[int] = (128, 128),
                  latent_dim: int = 128, loss_factor: float = 2.0, **kwargs) -> None:
         super().__init__(epochs=epochs, batch_size=batch_size, **kwargs)

@@ -17,13 +17,16 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from hpcsynth.federated.comm import Communicator, SoloComm
+from hpcsynth.comm import Communicator, SoloComm
 from hpcsynth.federated.em import FederatedBGM
 from hpcsynth.models.tvae import TVAE
 
 
 class VAEBGM(TVAE):
     """TVAE training; a Bayesian Gaussian mixture over the latent means as the sampling prior."""
+
+    name = "vae_bgm"
+    dp_sgd = False  # its sampling prior is fitted on the exact latent means of the real rows
 
     def __init__(self, epochs: int = 300, batch_size: int = 500, n_components: int = 10, **kwargs) -> None:
         super().__init__(epochs=epochs, batch_size=batch_size, **kwargs)

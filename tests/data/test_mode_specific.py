@@ -11,7 +11,7 @@ from hypothesis import given, settings, strategies as st
 from hpcsynth.data.mode_specific import ModeSpecificTransform
 from hpcsynth.data.schema import ColumnSpec
 from hpcsynth.data.transformer import TableTransformer
-from hpcsynth.federated.comm import SoloComm
+from hpcsynth.comm import SoloComm
 
 PROGRAM = Path(__file__).parents[1] / "federated" / "programs" / "mode_specific_fit.py"
 RNG = np.random.default_rng(0)

@@ -4,7 +4,7 @@ import pandas as pd
 import pytest
 
 from hpcsynth.data.schema import DataError, infer_kind, infer_schema, merge_kinds
-from hpcsynth.federated.comm import SoloComm
+from hpcsynth.comm import SoloComm
 
 
 @pytest.mark.parametrize("values, kind", [

@@ -7,7 +7,7 @@ from hypothesis import given, settings, strategies as st
 
 from hpcsynth.data.schema import ColumnSpec, DataError
 from hpcsynth.data.transforms import GRID_BINS, CategoricalTransform, NumericTransform
-from hpcsynth.federated.comm import SoloComm
+from hpcsynth.comm import SoloComm
 
 RNG = np.random.default_rng(0)
 

@@ -6,7 +6,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from hpcsynth.federated.comm import Communicator
+from hpcsynth.comm import Communicator
 
 
 class SplitComm(Communicator):

@@ -7,7 +7,7 @@ from sklearn.neighbors import NearestNeighbors
 
 from hpcsynth.data.transformer import TableTransformer
 from hpcsynth.evaluate.diversity import alpha_beta_authenticity, category_coverage
-from hpcsynth.federated.comm import SoloComm
+from hpcsynth.comm import SoloComm
 
 
 def _reference(X, Y, n=30):

@@ -7,7 +7,7 @@ import pytest
 from hpcsynth.data.transformer import TableTransformer
 from hpcsynth.evaluate.fairness import fairness, subgroups
 from hpcsynth.evaluate.fidelity import column_scores
-from hpcsynth.federated.comm import SoloComm
+from hpcsynth.comm import SoloComm
 
 
 def test_age_bands_and_sex_levels():

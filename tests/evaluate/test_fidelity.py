@@ -6,7 +6,7 @@ from scipy.stats import ks_2samp
 
 from hpcsynth.data.transformer import TableTransformer
 from hpcsynth.evaluate.fidelity import column_scores, fidelity, ks_counts, ks_from_counts
-from hpcsynth.federated.comm import SoloComm
+from hpcsynth.comm import SoloComm
 
 RNG = np.random.default_rng(0)
 

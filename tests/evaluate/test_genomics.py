@@ -5,7 +5,7 @@ import pytest
 from scipy.stats.contingency import odds_ratio
 
 from hpcsynth.evaluate.genomics import compare_genomics, log_odds_ratio, mutation_counts
-from hpcsynth.federated.comm import SoloComm
+from hpcsynth.comm import SoloComm
 
 
 def _genes(n, seed, exclusive):

@@ -6,7 +6,7 @@ import pytest
 from hpcsynth.data.transformer import TableTransformer
 from hpcsynth.evaluate.fidelity import column_scores
 from hpcsynth.evaluate.pairs import pair_trends
-from hpcsynth.federated.comm import SoloComm
+from hpcsynth.comm import SoloComm
 
 
 def _table(seed: int, n: int) -> pd.DataFrame:

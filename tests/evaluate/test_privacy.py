@@ -4,7 +4,7 @@ import pandas as pd
 
 from hpcsynth.data.transformer import TableTransformer
 from hpcsynth.evaluate.privacy import dcr, privacy_features
-from hpcsynth.federated.comm import SoloComm
+from hpcsynth.comm import SoloComm
 
 RNG = np.random.default_rng(0)
 

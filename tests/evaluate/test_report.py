@@ -11,7 +11,7 @@ import pytest
 
 from hpcsynth.evaluate.report import RunSection, write_report
 from hpcsynth.evaluate.suite import evaluate
-from hpcsynth.federated.comm import SoloComm
+from hpcsynth.comm import SoloComm
 
 # 1 comparison plot + per run: marginals, KM, correlation, genomics, DCR, fairness, rounds
 EXPECTED_IMAGES = 1 + 2 * 7

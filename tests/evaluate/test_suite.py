@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from hpcsynth.evaluate.suite import DIRECTIONS, EvalSpec, evaluate
-from hpcsynth.federated.comm import SoloComm
+from hpcsynth.comm import SoloComm
 
 EXACT = ("column_shapes", "column_pair_trends", "quality", "category_coverage", "rare_category_coverage",
          "km_max_gap", "km_group_max_gap", "km_logrank_p", "gene_frequency_similarity", "co_mutation_agreement",

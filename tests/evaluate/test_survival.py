@@ -7,7 +7,7 @@ from lifelines.statistics import logrank_test
 
 from hpcsynth.evaluate.survival import (c_index, compare_cox, compare_km, event_counts, km_from_counts,
                                         logrank_from_counts, time_grid)
-from hpcsynth.federated.comm import SoloComm
+from hpcsynth.comm import SoloComm
 
 
 def _cohort(n, seed, scale=20.0):

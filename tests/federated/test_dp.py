@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from hpcsynth.data.transformer import TableTransformer
-from hpcsynth.federated.comm import SoloComm
+from hpcsynth.comm import SoloComm
 from hpcsynth.federated.loop import train_rounds
 from hpcsynth.federated.privacy import BudgetError, Clipper, GaussianNoise, PhiloxNoise, calibrate, make_dpsgd
 from hpcsynth.kernels import gaussian_noise

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from sklearn.mixture import BayesianGaussianMixture
 
-from hpcsynth.federated.comm import Communicator
+from hpcsynth.comm import Communicator
 from hpcsynth.federated.em import FederatedBGM, moment_stats
 
 RNG = np.random.default_rng(7)

@@ -33,7 +33,7 @@ def test_the_site_models_finish_before_they_sample_for_the_shared_phase():
     """VAE-BGM samples from a prior fitted after training (`finish`): the first phase's site models fit theirs
     before generating the rows they share (they used to sample without one and fail)."""
     from hpcsynth.data.mds import simulate_mds
-    from hpcsynth.federated.comm import SoloComm
+    from hpcsynth.comm import SoloComm
     from hpcsynth.models.vae_bgm import VAEBGM
 
     frame = simulate_mds(n_patients=120, seed=1).drop(columns=["patient_id", "site"])

@@ -8,7 +8,7 @@ import torch
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from scipy import stats
 
-from hpcsynth.federated.comm import SoloComm
+from hpcsynth.comm import SoloComm
 from hpcsynth.federated.secure import PairwiseMasks, pair_seeds, public_bytes
 
 STEP = 2.0 ** -24

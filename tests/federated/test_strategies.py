@@ -48,7 +48,7 @@ def _tiny_tvae():
 def test_fedprox_gradient_equals_autograd_of_the_penalised_loss():
     import torch
 
-    from hpcsynth.federated.comm import SoloComm
+    from hpcsynth.comm import SoloComm
     from hpcsynth.federated.strategies import make_strategy
 
     model, data = _tiny_tvae()
@@ -79,7 +79,7 @@ def test_fedopt_server_step_equals_a_hand_computed_adam_step_on_the_delta():
     import numpy as np
     import torch
 
-    from hpcsynth.federated.comm import SoloComm
+    from hpcsynth.comm import SoloComm
     from hpcsynth.federated.strategies import FedOpt, make_strategy
 
     lr, (b1, b2), tau = 0.03, FedOpt.betas, FedOpt.tau
@@ -108,7 +108,7 @@ def test_fedopt_averages_statistics_and_steps_only_what_gradient_descent_trains(
     """BatchNorm running moments live in the shared buffer but are no model: they take the plain average."""
     import torch
 
-    from hpcsynth.federated.comm import SoloComm
+    from hpcsynth.comm import SoloComm
     from hpcsynth.federated.strategies import make_strategy
 
     strategy = make_strategy("fedopt", {"server_lr": 0.03})

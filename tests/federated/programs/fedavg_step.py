@@ -7,7 +7,7 @@ import pandas as pd
 import torch
 
 from hpcsynth.data.transformer import TableTransformer
-from hpcsynth.federated.comm import MPIComm
+from hpcsynth.comm import MPIComm
 from hpcsynth.federated.loop import train_rounds
 from hpcsynth.federated.strategies import make_strategy
 from hpcsynth.models import TVAE

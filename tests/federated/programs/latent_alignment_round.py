@@ -5,7 +5,7 @@ import torch
 
 from fedavg_step import site_rows
 from hpcsynth.data.transformer import TableTransformer
-from hpcsynth.federated.comm import MPIComm
+from hpcsynth.comm import MPIComm
 from hpcsynth.federated.latent_alignment import LatentAlignment
 from hpcsynth.federated.loop import train_rounds
 from hpcsynth.models import TVAE

@@ -5,7 +5,7 @@ import pandas as pd
 
 from hpcsynth.data.mode_specific import ModeSpecificTransform
 from hpcsynth.data.schema import ColumnSpec
-from hpcsynth.federated.comm import MPIComm, SoloComm
+from hpcsynth.comm import MPIComm, SoloComm
 
 
 def site_values(k: int) -> pd.Series:

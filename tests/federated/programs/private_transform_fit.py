@@ -7,7 +7,7 @@ import numpy as np
 from hpcsynth.data.mds import simulate_mds
 from hpcsynth.data.private_stats import StatisticsBudget
 from hpcsynth.data.transformer import TableTransformer
-from hpcsynth.federated.comm import MPIComm
+from hpcsynth.comm import MPIComm
 
 
 def main() -> None:

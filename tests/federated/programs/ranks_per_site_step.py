@@ -6,7 +6,7 @@ import numpy as np
 import torch
 
 from hpcsynth.data.transformer import TableTransformer
-from hpcsynth.federated.comm import MPIComm
+from hpcsynth.comm import MPIComm
 from hpcsynth.federated.loop import train_rounds
 from hpcsynth.federated.site_parallel import SiteParallel
 from hpcsynth.federated.strategies import make_strategy

@@ -4,7 +4,7 @@ repeated calls; every rank ends bit-identical; prints SAME."""
 import numpy as np
 from mpi4py import MPI
 
-from hpcsynth.federated.comm import Communicator, MPIComm
+from hpcsynth.comm import Communicator, MPIComm
 
 
 def check(comm: MPIComm, label: str) -> None:

@@ -6,7 +6,7 @@ import sys
 import numpy as np
 import pandas as pd
 
-from hpcsynth.federated.comm import MPIComm, SoloComm
+from hpcsynth.comm import MPIComm, SoloComm
 from hpcsynth.models import BayesianNetwork
 
 SIZES = (400, 250, 550)

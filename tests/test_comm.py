@@ -5,7 +5,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from hpcsynth.federated.comm import SoloComm
+from hpcsynth.comm import SoloComm
 
 PROGRAM = Path(__file__).with_name("programs") / "record_payloads.py"
 

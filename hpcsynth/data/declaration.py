@@ -1,0 +1,45 @@
+"""The job file's `data:` section: where a job's rows come from, how they split into sites, and what the user
+declares about the columns. It lives in the data layer because the loaders read it; `hpcsynth.config` parses
+and validates it with the rest of the job file."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional, Union
+
+
+@dataclass
+class PartitionConfig:
+    """How one table is split into simulated sites (see hpcsynth.data.partition)."""
+
+    kind: str = "iid"
+    column: Optional[str] = None
+    alpha: float = 0.5
+    n_sites: Optional[int] = None
+
+
+@dataclass
+class DataConfig:
+    """Where the rows come from and how they split into sites.
+
+    Exactly one of `builtin`, `path` (one table, split by `site_column`) or `sites` (one file per site,
+    site k read by rank k) is given.
+    """
+
+    builtin: Optional[str] = None
+    path: Optional[str] = None
+    sites: Optional[list[str]] = None
+    site_column: Optional[str] = None
+    n_sites: Optional[int] = None
+    n_patients: int = 4427
+    holdout: float = 0.2
+    partition: Optional[PartitionConfig] = None
+    id: list[str] = field(default_factory=list)
+    categorical: list[str] = field(default_factory=list)
+    kinds: dict[str, str] = field(default_factory=dict)
+    time: Optional[str] = None
+    event: Optional[str] = None
+    target: Optional[str] = None
+    # public facts about columns, not learnt from the rows: a numeric column's range [low, high] (values are
+    # clipped into it), a categorical column's levels; with a privacy budget they spend nothing
+    bounds: dict[str, list[float]] = field(default_factory=dict)
+    levels: dict[str, list[Union[float, str]]] = field(default_factory=dict)
