@@ -313,7 +313,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def fixed_threads() -> None:
+    """Same seed, same machine, same samples: MKL's dynamic threading may run a product on fewer threads than
+    asked when it judges the machine busy, which changes the summation order and so the last bits of a training
+    step. The command fixes it before anything loads MKL, where the user has not chosen."""
+    os.environ.setdefault("MKL_DYNAMIC", "FALSE")
+
+
 def main(argv: list[str] | None = None) -> None:
+    fixed_threads()
     args = build_parser().parse_args(argv)
     if args.command == "datasets" and args.action == "export" and not args.out:
         _fail("datasets export: --out is required", 2)

@@ -21,11 +21,10 @@ from hpcsynth.messages import ConfigError
 from hpcsynth.data.cohorts import COHORTS
 from hpcsynth.data.declaration import DataConfig, PartitionConfig
 from hpcsynth.data.partition import KINDS as PARTITION_KINDS
+from hpcsynth.models.bayesnet import NOISES as DP_NOISES, STRUCTURES as BAYESNET_STRUCTURES
 
 STRATEGIES = ("centralized", "isolated", "fedavg", "fedprox", "fedopt", "sd_sharing", "latent_alignment")
 MODELS = ("tvae", "ctgan", "vae_bgm", "bayesnet", "ddpm")
-BAYESNET_STRUCTURES = ("chow_liu", "bic")
-DP_NOISES = ("laplace", "gaussian")
 BUILTIN_DATASETS = tuple(COHORTS)
 COLUMN_KINDS = ("binary", "integer", "continuous", "categorical", "datetime")
 

@@ -5,6 +5,8 @@ file or option fails in about a second, on every rank, instead of after the impo
 """
 from __future__ import annotations
 
+import dataclasses
+
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -184,7 +186,7 @@ def run_strategy(cfg: RunConfig, name: str, site: SiteData, transformer: TableTr
     per_site = cfg.federation.ranks_per_site if comm.size > 1 else 1
     if per_site > 1 and name != "centralized":  # centralized is data-parallel over every rank already
         strategy = SiteParallel(strategy, comm.split(comm.rank // per_site))
-    model = make_model(cfg.model, cfg.seed, cfg.federation.rounds * cfg.local_epochs)
+    model = make_model(dataclasses.asdict(cfg.model), cfg.seed, cfg.federation.rounds * cfg.local_epochs)
     model.setup(transformer, stream=comm.rank, local_rank=local_rank())
     data = model.to_device(transformer.encode(site.train))
     if cfg.privacy is not None:
@@ -210,7 +212,7 @@ def run_strategy(cfg: RunConfig, name: str, site: SiteData, transformer: TableTr
         fit_counts(model, data, strategy, comm, on_round=tick)
     elif phased:
         model = strategy.train(model, data, comm, cfg.federation.rounds, cfg.local_epochs, cfg.model.batch_size,
-                               checkpointing, lambda: make_model(cfg.model, cfg.seed, cfg.federation.rounds *
+                               checkpointing, lambda: make_model(dataclasses.asdict(cfg.model), cfg.seed, cfg.federation.rounds *
                                                                  cfg.local_epochs), stop)
     else:
         train_rounds(model, data, strategy, comm, cfg.federation.rounds, cfg.local_epochs, cfg.model.batch_size,

@@ -10,6 +10,8 @@ import yaml
 
 from mpi_support import REPO, apply_overrides, mpiexec_path
 
+os.environ.setdefault("MKL_DYNAMIC", "FALSE")  # as the command sets it: seeded in-process fits repeat exactly
+
 
 @pytest.fixture
 def mpirun():

@@ -11,6 +11,8 @@ Sizes are tiny (200 patients, two rounds, one-layer networks) so the whole matri
 """
 from __future__ import annotations
 
+import dataclasses
+
 import itertools
 import json
 import math
@@ -120,7 +122,7 @@ def fresh_model(job: dict, transformer: TableTransformer):
     from hpcsynth.models import make_model
 
     cfg = from_dict(job)
-    return make_model(cfg.model, cfg.seed, cfg.federation.rounds * cfg.local_epochs).setup(transformer)
+    return make_model(dataclasses.asdict(cfg.model), cfg.seed, cfg.federation.rounds * cfg.local_epochs).setup(transformer)
 
 
 def open_run(model_job, model: str, strategy: str):

@@ -1,8 +1,7 @@
 """The generators, one module each, behind one protocol (`hpcsynth.models.base.Generator`)."""
-import dataclasses
 import inspect
+from typing import Any, Mapping
 
-from hpcsynth.config import ModelConfig
 from hpcsynth.models.base import Generator
 from hpcsynth.models.bayesnet import BayesianNetwork
 from hpcsynth.models.ctgan import CTGAN
@@ -22,11 +21,11 @@ def _accepted(cls: type) -> set[str]:
     return names
 
 
-def make_model(cfg: ModelConfig, seed: int, epochs: int) -> Generator | BayesianNetwork:
-    """The generator a job's `model:` section names, with the job's seed; each family takes the options of
-    the section that its constructor accepts (so `model:` can hold one family's hyperparameters)."""
-    cls = MODELS[cfg.name]
-    options = {k: v for k, v in dataclasses.asdict(cfg).items() if k in _accepted(cls) and v is not None}
+def make_model(options: Mapping[str, Any], seed: int, epochs: int) -> Generator | BayesianNetwork:
+    """The generator `options["name"]` names (a job's `model:` section as a mapping), with the job's seed; each
+    family takes the options that its constructor accepts (so `model:` can hold one family's hyperparameters)."""
+    cls = MODELS[options["name"]]
+    options = {k: v for k, v in options.items() if k in _accepted(cls) and v is not None}
     options["seed"] = seed
     if "epochs" in _accepted(cls):  # families that train by epochs (not the count-based Bayesian network)
         options["epochs"] = epochs

@@ -53,12 +53,13 @@ import pandas as pd
 import torch
 from scipy.special import ndtr, ndtri
 
-from hpcsynth.config import BAYESNET_STRUCTURES as STRUCTURES, DP_NOISES as NOISES
 from hpcsynth.data.transformer import TableTransformer
 from hpcsynth.data.transforms import CategoricalTransform, NumericTransform
 from hpcsynth.comm import Communicator, SoloComm
 from hpcsynth.models.conditions import condition_codes
 
+STRUCTURES = ("chow_liu", "bic")  # how the network's structure is learnt
+NOISES = ("laplace", "gaussian")  # PrivBayes-style noise on the counts
 _U_EPS = 1e-6
 
 
