@@ -32,7 +32,7 @@ def _one_process(cfg: RunConfig) -> tuple[ShiftReport, TableTransformer]:
     sites = [load_site(cfg.data, k if n_sites > 1 else None, n_sites, cfg.seed) for k in range(n_sites)]
     d = sites[0].declared
     pooled = pd.concat([s.train for s in sites], ignore_index=True)
-    transformer = TableTransformer(d.categorical, d.time, d.event, kinds=d.kinds, target=d.target).fit(pooled)
+    transformer = TableTransformer.declared(d).fit(pooled)
     counts = [column_counts(s.train, transformer) for s in sites]
     return ShiftReport.from_counts(transformer.columns, counts, d.target or d.event), transformer
 
@@ -44,8 +44,7 @@ def main(cfg: RunConfig, comm: Communicator, out: str | None = None) -> ShiftRep
 
         site = agree(lambda: load_site(cfg.data, comm.rank, comm.size, cfg.seed), comm)
         d = site.declared
-        transformer = TableTransformer(d.categorical, d.time, d.event, kinds=d.kinds, target=d.target)
-        transformer.fit(site.train, comm)
+        transformer = TableTransformer.declared(d).fit(site.train, comm)
         report = shift_report(site.train, transformer, d.target or d.event, comm)
     else:
         report, transformer = _one_process(cfg)

@@ -168,9 +168,7 @@ def fit_transformer(site: SiteData, numeric: str, comm: Communicator,
                     privacy: StatisticsBudget | None = None) -> TableTransformer:
     """The shared transform, fitted from merged statistics of every site's training rows (collective); with
     `privacy`, every site noises its own statistics."""
-    d = site.declared
-    return TableTransformer(d.categorical, d.time, d.event, numeric=numeric, kinds=d.kinds, target=d.target,
-                            bounds=d.bounds, levels=d.levels).fit(site.train, comm, privacy)
+    return TableTransformer.declared(site.declared, numeric).fit(site.train, comm, privacy)
 
 
 def run_strategy(cfg: RunConfig, name: str, site: SiteData, transformer: TableTransformer,

@@ -1,5 +1,5 @@
-"""The job file's `data:` section: where a job's rows come from, how they split into sites, and what the user
-declares about the columns. It lives in the data layer because the loaders read it; `hpcsynth.config` parses
+"""The job file's `data:` section (where a job's rows come from, how they split into sites) and the column
+declarations that the config or a named cohort makes. It lives in the data layer because the loaders read it; `hpcsynth.config` parses
 and validates it with the rest of the job file."""
 from __future__ import annotations
 
@@ -43,3 +43,18 @@ class DataConfig:
     # clipped into it), a categorical column's levels; with a privacy budget they spend nothing
     bounds: dict[str, list[float]] = field(default_factory=dict)
     levels: dict[str, list[Union[float, str]]] = field(default_factory=dict)
+
+
+@dataclass
+class Declarations:
+    """What the config (or a named cohort) says about the columns."""
+
+    categorical: list[str] = field(default_factory=list)
+    kinds: dict[str, str] = field(default_factory=dict)
+    time: str | None = None
+    event: str | None = None
+    target: str | None = None
+    id_columns: list[str] = field(default_factory=list)
+    site_column: str | None = None
+    bounds: dict[str, list[float]] = field(default_factory=dict)
+    levels: dict[str, list] = field(default_factory=dict)

@@ -19,27 +19,12 @@ import h5py
 import numpy as np
 import pandas as pd
 
-from hpcsynth.data.declaration import DataConfig
+from hpcsynth.data.declaration import DataConfig, Declarations
 from hpcsynth.messages import ConfigError
 from hpcsynth.data.cohorts import COHORTS, load_cohort
 from hpcsynth.data.partition import Partition, assign_sites
 from hpcsynth.data.schema import DataError
 from hpcsynth.messages import warn
-
-
-@dataclass
-class Declarations:
-    """What the config (or a named cohort) says about the columns."""
-
-    categorical: list[str] = field(default_factory=list)
-    kinds: dict[str, str] = field(default_factory=dict)
-    time: str | None = None
-    event: str | None = None
-    target: str | None = None
-    id_columns: list[str] = field(default_factory=list)
-    site_column: str | None = None
-    bounds: dict[str, list[float]] = field(default_factory=dict)
-    levels: dict[str, list] = field(default_factory=dict)
 
 
 @dataclass

@@ -12,6 +12,7 @@ import json
 import numpy as np
 import pandas as pd
 
+from hpcsynth.data.declaration import Declarations
 from hpcsynth.data.mode_specific import ModeSpecificTransform
 from hpcsynth.data.private_stats import StatisticsBudget, StatisticsNoise
 from hpcsynth.data.schema import ColumnSpec, DataError, infer_schema
@@ -40,6 +41,14 @@ class TableTransformer:
         self.target = target
         self.bounds = {k: (float(v[0]), float(v[1])) for k, v in (bounds or {}).items()}
         self.levels = {k: list(v) for k, v in (levels or {}).items()}
+
+    @classmethod
+    def declared(cls, declarations: Declarations, numeric: str = "quantile") -> "TableTransformer":
+        """The unfitted transform of a source's declared columns: the one way a job, the shift report and the
+        evaluation build it, so that all of them encode alike."""
+        d = declarations
+        return cls(d.categorical, d.time, d.event, numeric=numeric, kinds=d.kinds, target=d.target,
+                   bounds=d.bounds, levels=d.levels)
 
     def fit(self, frame: pd.DataFrame, comm: Communicator | None = None,
             privacy: StatisticsBudget | None = None) -> "TableTransformer":

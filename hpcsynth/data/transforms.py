@@ -219,7 +219,7 @@ class CategoricalTransform:
             return {float(v) for v in present.unique()}
         return {str(v) for v in present.unique()}
 
-    def _codes(self, values: pd.Series) -> np.ndarray:
+    def codes(self, values: pd.Series) -> np.ndarray:
         """Codes on the shared label order; missing (and levels unseen at fit time) map to the last code.
 
         Vectorised (a sorted search for numbers, pandas' categorical coding for text): a million rows take
@@ -237,7 +237,7 @@ class CategoricalTransform:
 
     def fit_stats(self, values: pd.Series) -> np.ndarray:
         """Counts of each shared level, then of missing values, at this site."""
-        return np.bincount(self._codes(values), minlength=len(self.labels_) + 1).astype(np.float64)
+        return np.bincount(self.codes(values), minlength=len(self.labels_) + 1).astype(np.float64)
 
     def finish(self, counts: np.ndarray) -> None:
         self.counts_ = counts
@@ -253,7 +253,7 @@ class CategoricalTransform:
 
     def encode(self, values: pd.Series) -> np.ndarray:
         block = np.zeros((len(values), self.width), dtype=np.float32)
-        codes = np.minimum(self._codes(values), self.width - 1)
+        codes = np.minimum(self.codes(values), self.width - 1)
         block[np.arange(len(values)), codes] = 1.0
         return block
 

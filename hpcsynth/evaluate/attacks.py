@@ -92,13 +92,13 @@ def attribute_inference(synthetic: pd.DataFrame, train: pd.DataFrame, holdout: p
     if not isinstance(t, CategoricalTransform):
         raise ValueError(f"attribute inference needs a categorical sensitive column, {sensitive!r} is numeric")
     reference = privacy_features(synthetic, transformer, exclude=(sensitive,))
-    guesses = t._codes(synthetic[sensitive])
+    guesses = t.codes(synthetic[sensitive])
 
     def accuracy(frame: pd.DataFrame) -> float:
         if frame.empty:
             return float("nan")
         idx = nearest_neighbours(privacy_features(frame, transformer, exclude=(sensitive,)), reference, k=1)[1][:, 0]
-        return float(np.mean(guesses[idx] == t._codes(frame[sensitive])))
+        return float(np.mean(guesses[idx] == t.codes(frame[sensitive])))
 
     on_train, on_holdout = accuracy(train), accuracy(holdout)
     return {"accuracy": on_train, "gain": on_train - on_holdout}
@@ -110,7 +110,7 @@ def _classes(frame: pd.DataFrame, transformer: TableTransformer, quasi: list[str
     for name in quasi:
         t = transformer.transform_of(name)
         if isinstance(t, CategoricalTransform):
-            keys.append(t._codes(frame[name]))
+            keys.append(t.codes(frame[name]))
         else:
             x = pd.to_numeric(frame[name], errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
             edges = np.linspace(t.min_, t.max_, N_QI_BINS + 1)[1:-1]
@@ -122,12 +122,12 @@ def anonymity(synthetic: pd.DataFrame, train: pd.DataFrame, transformer: TableTr
               sensitive: str) -> dict[str, float]:
     """k-anonymity and l-diversity of the synthetic table, and the homogeneity-attack risk for training rows."""
     t = transformer.transform_of(sensitive)
-    syn_classes, syn_values = _classes(synthetic, transformer, quasi), t._codes(synthetic[sensitive])
+    syn_classes, syn_values = _classes(synthetic, transformer, quasi), t.codes(synthetic[sensitive])
     table = pd.DataFrame({"cls": syn_classes.to_numpy(), "s": syn_values})
     sizes = table.groupby("cls").size()
     distinct = table.groupby("cls")["s"].nunique()
     only = table.groupby("cls")["s"].first()[distinct == 1].to_dict()
     train_classes = _classes(train, transformer, quasi).to_numpy()
-    exposed = [only.get(c, -1) == v for c, v in zip(train_classes, t._codes(train[sensitive]))]
+    exposed = [only.get(c, -1) == v for c, v in zip(train_classes, t.codes(train[sensitive]))]
     return {"k_anonymity": float(sizes.min()), "l_diversity": float(distinct.min()),
             "homogeneity_risk": float(np.mean(exposed)) if exposed else float("nan")}

@@ -20,7 +20,7 @@ def feature_matrix(frame: pd.DataFrame, transformer: TableTransformer, columns: 
     for name in columns:
         t = transformer.transform_of(name)
         if isinstance(t, CategoricalTransform):
-            blocks.append(t._codes(frame[name]).astype(np.float64))
+            blocks.append(t.codes(frame[name]).astype(np.float64))
             categorical.append(True)
         else:
             blocks.append(pd.to_numeric(frame[name], errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan))

@@ -104,7 +104,7 @@ def _codes(frame: pd.DataFrame, transformer: TableTransformer, edges: dict[str, 
     for t in transformer.transforms_:
         name = t.spec.name
         if isinstance(t, CategoricalTransform):
-            codes[name] = t._codes(frame[name])
+            codes[name] = t.codes(frame[name])
         else:
             codes[name] = np.digitize(_numbers(frame, name), edges[name]).astype(np.int64)
     return codes

@@ -81,9 +81,7 @@ def real_rows(path: Path, real: str | None, comm: Communicator) -> RealRows:
 
 def scoring_transformer(rows: RealRows, comm: Communicator) -> TableTransformer:
     """The quantile transform the job scored with, fitted from merged statistics of the training rows."""
-    d = rows.declared
-    return TableTransformer(d.categorical, d.time, d.event, numeric="quantile", kinds=d.kinds,
-                            target=d.target).fit(rows.train, comm)
+    return TableTransformer.declared(rows.declared).fit(rows.train, comm)
 
 
 def write_evaluation(path: str | Path, scores: dict[str, float], directions: dict[str, str],

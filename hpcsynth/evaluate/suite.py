@@ -212,7 +212,7 @@ def _evaluate(synthetic: pd.DataFrame, train: pd.DataFrame, holdout: pd.DataFram
         local.update(compare_fits(fitted, fit_predict(train, holdout, transformer, spec.target, features, spec.seed)))
         if fitted is not None and fitted[2].size == 2:
             missing = len(transformer.transform_of(spec.target).labels_)
-            kept = transformer.transform_of(spec.target)._codes(holdout[spec.target]) != missing
+            kept = transformer.transform_of(spec.target).codes(holdout[spec.target]) != missing
             predictions = (kept, fitted[0] == fitted[2][1], fitted[1][:, 1])
     scores.update(weighted_mean(local, float(len(holdout)), comm))
 

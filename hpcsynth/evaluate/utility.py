@@ -48,7 +48,7 @@ def target_codes(frame: pd.DataFrame, transformer: TableTransformer, target: str
     t = transformer.transform_of(target)
     if not isinstance(t, CategoricalTransform):
         raise ValueError(f"utility target {target!r} must be categorical or binary")
-    return t._codes(frame[target])
+    return t.codes(frame[target])
 
 
 def fit_predict(train: pd.DataFrame, test: pd.DataFrame, transformer: TableTransformer, target: str,

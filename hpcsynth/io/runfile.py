@@ -111,7 +111,7 @@ def write_table(group: h5py.Group, frame: pd.DataFrame, transformer: TableTransf
     for t in transformer.transforms_:
         values = frame[t.spec.name]
         if isinstance(t, CategoricalTransform):
-            codes = t._codes(values)
+            codes = t.codes(values)
             codes = np.where(codes == len(t.labels_), -1, codes)
             ds = group.create_dataset(t.spec.name, data=codes.astype(np.int64))
             ds.attrs["labels"] = json.dumps(t.labels_)

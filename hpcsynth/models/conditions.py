@@ -28,7 +28,7 @@ def condition_codes(transformer: TableTransformer, conditions: dict[str, Any] | 
         if not isinstance(transform, CategoricalTransform):
             raise ValueError(f"conditions: column {name!r} is numeric; only categorical and binary columns "
                              f"can be conditioned on")
-        code = int(transform._codes(pd.Series([value], dtype=object))[0])
+        code = int(transform.codes(pd.Series([value], dtype=object))[0])
         if code >= transform.width or (code == len(transform.labels_) and not pd.isna(value)):
             raise ValueError(f"conditions: {name!r} has no level {value!r} (levels: {transform.labels_})")
         codes[index] = code
