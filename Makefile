@@ -1,4 +1,4 @@
-# The README's commands. `make demo` and `make test` each set everything up first (idempotent).
+# The README's commands. `make demo`, `make test` and `make lint` each set everything up first (idempotent).
 #   VENV=path         where the virtual environment lives (default .venv at the repository root)
 #   TORCH=spec        the PyTorch requirement installed first (pinned so a CPU machine gets no CUDA build)
 #   TORCH_INDEX=url   an extra index for that PyTorch wheel (for example your site's CPU-wheel mirror)
@@ -23,11 +23,11 @@ EXTRAS := test
 MPI4PY_FLAGS := --no-binary=mpi4py
 endif
 
-.PHONY: setup demo test bench clean
+.PHONY: setup demo test lint bench clean
 
 setup: $(STAMP)
 
-$(STAMP): setup.py
+$(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -q $(if $(TORCH_INDEX),--extra-index-url $(TORCH_INDEX)) "$(TORCH)"
 	$(PIP) install -q $(MPI4PY_FLAGS) -e ".[$(EXTRAS)]"
@@ -41,9 +41,12 @@ demo: $(STAMP)
 test: $(STAMP)
 	PATH="$(abspath $(VENV))/bin:$$PATH" $(PY) -m pytest $(PYTEST_ARGS)
 
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+
 bench: $(STAMP)
 	$(PIP) install -q -e ".[$(EXTRAS),bench]"
 	PATH="$(abspath $(VENV))/bin:$$PATH" $(PY) benchmarks/run_all.py
 
 clean:
-	rm -rf runs .pytest_cache build *.egg-info
+	rm -rf runs .pytest_cache .ruff_cache build dist *.egg-info
