@@ -1,63 +1,19 @@
 """The `hpcsynth` command: run, shift, evaluate, inspect, export, datasets, submit, status, scale.
 
-Errors are one line on stderr and a non-zero exit on every rank. A configuration error is the same on every
-rank, so rank 0 alone reports it; any other failure is reported by the rank it happened on, which then aborts
-the whole MPI job, so no rank is ever left waiting in a collective for a partner that died.
+Each subcommand parses its options and calls a plain function of the layers below (`hpcsynth.launch.run_job`
+for `run`); errors are one line on stderr and a non-zero exit on every rank (see `hpcsynth.launch`).
 """
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-import time
 from pathlib import Path
 
-from hpcsynth.config import ConfigError
+from hpcsynth.launch import collectively, fail, fixed_threads, load_job, run_job
+from hpcsynth.messages import ConfigError
 
 
-def _env_rank() -> int:
-    """The launcher's rank before MPI starts (so a bad config is reported once without initialising MPI)."""
-    for var in ("PMI_RANK", "PMIX_RANK", "OMPI_COMM_WORLD_RANK", "SLURM_PROCID"):
-        if os.environ.get(var, "").isdigit():
-            return int(os.environ[var])
-    return 0
-
-
-def _fail(message: str, code: int, comm=None, report: bool = True, agreed: bool = False) -> None:
-    """Print the error (where `report`) and stop. A failure every rank `agreed` on exits normally everywhere;
-    any other failure under MPI aborts the job, so ranks still inside a collective are stopped too."""
-    if report:
-        sys.stderr.write(f"hpcsynth: error: {message}\n")
-        sys.stderr.flush()
-    if comm is not None and comm.size > 1 and not agreed:
-        # the abort tears the job down, and with it a report the launcher has not yet forwarded: the reporting
-        # rank waits a moment first, the silent ones longer, so that its abort (and its exit code) comes first
-        time.sleep(0.2 if report else 0.5)
-        comm.abort(code)
-    sys.exit(code)
-
-
-def _progress_bar(cfg, comm):
-    """A tqdm bar on rank 0 over all rounds of all strategies, drawn from the first finished round on (so a job
-    that fails while reading its data shows only the error); None elsewhere."""
-    if not (comm.is_root and cfg.progress):
-        return None
-    from tqdm import tqdm
-
-    bars = []
-
-    def update(name, record) -> None:
-        if not bars:
-            bars.append(tqdm(total=cfg.federation.rounds * len(cfg.strategies), unit="round", file=sys.stderr))
-        bars[0].set_description(f"{name} round {record.round + 1}/{cfg.federation.rounds}")
-        bars[0].set_postfix(loss=f"{record.loss:.3f}")
-        bars[0].update(1)
-
-    update.close = lambda: bars and bars[0].close()
-    return update
-
-
-def _print_results(results) -> None:
+def _print_results(results: list) -> None:
     header = f"{'strategy':<17} {'fidelity':>9} {'DCR p5 syn':>11} {'DCR p5 hold':>12} {'wall s':>8}"
     print(header)
     print("-" * len(header))
@@ -69,63 +25,21 @@ def _print_results(results) -> None:
         print(f"run file: {r.path}")
 
 
-def _load(path: str):
-    """The job file, validated; a bad one is reported once (rank 0) before MPI starts, and every rank exits 2."""
-    from hpcsynth.config import load
-
-    try:
-        return load(path)
-    except ConfigError as err:
-        _fail(str(err), 2, report=_env_rank() == 0)
-
-
-def _collectively(comm, work):
-    """Run `work()` on every rank: an interruption exits 3 everywhere after the same checkpoint; a configuration
-    error (the same everywhere) is reported by rank 0; any other failure by the rank it happened on (once when
-    all ranks agreed on it), and every rank stops."""
-    from hpcsynth.federated.preemption import INTERRUPTED_EXIT_CODE, Interrupted
-
-    try:
-        return work()
-    except Interrupted as err:
-        if comm.is_root:
-            sys.stderr.write(f"\nhpcsynth: {err}\n")
-        sys.exit(INTERRUPTED_EXIT_CODE)
-    except ConfigError as err:
-        _fail(str(err), 2, comm, report=comm.is_root)
-    except Exception as err:
-        everywhere = getattr(err, "everywhere", False)
-        where = f"rank {comm.rank}: " if comm.size > 1 and not everywhere else ""
-        _fail(f"{where}{err or type(err).__name__}", 1, comm, report=comm.is_root or not everywhere, agreed=everywhere)
-
-
 def cmd_run(args: argparse.Namespace) -> None:
-    cfg = _load(args.config)
-    if args.out:
-        cfg.output = args.out
-    if args.no_progress:
-        cfg.progress = False
     from hpcsynth.comm import world
-    from hpcsynth.federated.preemption import StopRequest
-    from hpcsynth.jobs.train import main
 
-    comm = world()
-    bar = _progress_bar(cfg, comm)
-    stop = StopRequest().install()
-    results = _collectively(comm, lambda: main(cfg, comm, progress=bar, resume=args.resume, stop=stop))
-    if bar:
-        bar.close()
-    if comm.is_root:
+    results = run_job(args.config, out=args.out, resume=args.resume, progress=not args.no_progress)
+    if world().is_root:
         _print_results(results)
 
 
 def cmd_shift(args: argparse.Namespace) -> None:
-    cfg = _load(args.config)
+    cfg = load_job(args.config)
     from hpcsynth.comm import world
     from hpcsynth.jobs.shift import main
 
     comm = world()
-    _collectively(comm, lambda: main(cfg, comm, out=args.out))
+    collectively(comm, lambda: main(cfg, comm, out=args.out))
 
 
 def cmd_inspect(args: argparse.Namespace) -> None:
@@ -159,13 +73,21 @@ def cmd_datasets(args: argparse.Namespace) -> None:
 
 def cmd_submit(args: argparse.Namespace) -> None:
     """Print the job id only, so that `JOB=$(hpcsynth submit ...)` works; the array's job files and the
-    rendered script go to --folder."""
-    from hpcsynth.submit import check_ranks, expand_grid, spec_from_args, submit_sbatch
+    rendered script go to --folder. --dry-run writes and prints the script --sbatch would submit, and submits
+    nothing."""
+    from hpcsynth.submit import check_ranks, expand_grid, sbatch_command, spec_from_args, submit_sbatch, write_script
 
+    if args.dry_run and not args.sbatch:
+        raise ConfigError("submit: --dry-run shows the script --sbatch would submit; add --sbatch")
     spec = spec_from_args(args)
     folder = Path(args.folder)
     configs = expand_grid(Path(args.config), args.array, folder) if args.array else [Path(args.config)]
     check_ranks(configs, spec)
+    if args.dry_run:
+        script = write_script(spec, folder)
+        print(script.read_text(encoding="utf-8"), end="")
+        print(f"hpcsynth: not submitted; to submit: {' '.join(sbatch_command(script, configs))}", file=sys.stderr)
+        return
     if args.sbatch:
         job_id = submit_sbatch(spec, configs, folder)
     else:
@@ -197,7 +119,7 @@ def cmd_status(args: argparse.Namespace) -> None:
         states = job_states(args.job)
         show(states)
     if not states:
-        _fail(f"status: job {args.job} is unknown to SLURM", 2)
+        fail(f"status: job {args.job} is unknown to SLURM", 2)
     if args.wait and any(s.state != "COMPLETED" for s in states):
         sys.exit(1)
 
@@ -223,7 +145,8 @@ def cmd_scale(args: argparse.Namespace) -> None:
 def cmd_evaluate(args: argparse.Namespace) -> None:
     """Score a run (or every run of a comparison) against real rows, update its /evaluation, write the report.
     Under `mpiexec -n K` each rank scores its own site's held-out rows (federated evaluation)."""
-    from hpcsynth.evaluate.runs import evaluate_file, summary_table
+    from hpcsynth.evaluate.report import summary_table
+    from hpcsynth.jobs.evaluate import evaluate_file
     from hpcsynth.comm import world
 
     comm = world()
@@ -231,9 +154,9 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         columns = {k: v.split(",") for k, v in (("quasi", args.quasi), ("sensitive", args.sensitive)) if v}
         sections = evaluate_file(args.run, args.real, args.out, comm, columns)
     except ConfigError as err:
-        _fail(str(err), 2, comm, report=comm.is_root, agreed=True)
+        fail(str(err), 2, comm, report=comm.is_root, agreed=True)
     except Exception as err:
-        _fail(f"{f'rank {comm.rank}: ' if comm.size > 1 else ''}{err or type(err).__name__}", 1, comm)
+        fail(f"{f'rank {comm.rank}: ' if comm.size > 1 else ''}{err or type(err).__name__}", 1, comm)
     if comm.is_root:
         print(summary_table(sections))
         print(f"report: {args.out or Path(args.run).with_suffix('.html')}")
@@ -281,7 +204,9 @@ def build_parser() -> argparse.ArgumentParser:
     sbm.add_argument("--array", action="append", default=[], metavar="KEY=V1,V2",
                      help="a job array over these values of a job-file key (repeat for a grid), "
                           "e.g. federation.strategy=isolated,fedavg")
-    sbm.add_argument("--sbatch", action="store_true", help="render slurm/cpu.sbatch or gpu.sbatch and run sbatch")
+    sbm.add_argument("--sbatch", action="store_true",
+                     help="fill in the cpu.sbatch or gpu.sbatch template (slurm/ in a checkout) and run sbatch")
+    sbm.add_argument("--dry-run", action="store_true", help="with --sbatch: write and print the script, submit nothing")
     sbm.add_argument("--folder", default="runs/slurm", help="where job files, scripts and logs go")
     sbm.set_defaults(func=cmd_submit)
     sts = sub.add_parser("status", help="the state of a SLURM job (or this user's queue)")
@@ -313,22 +238,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def fixed_threads() -> None:
-    """Same seed, same machine, same samples: MKL's dynamic threading may run a product on fewer threads than
-    asked when it judges the machine busy, which changes the summation order and so the last bits of a training
-    step. The command fixes it before anything loads MKL, where the user has not chosen."""
-    os.environ.setdefault("MKL_DYNAMIC", "FALSE")
-
-
 def main(argv: list[str] | None = None) -> None:
     fixed_threads()
     args = build_parser().parse_args(argv)
     if args.command == "datasets" and args.action == "export" and not args.out:
-        _fail("datasets export: --out is required", 2)
+        fail("datasets export: --out is required", 2)
     try:
         args.func(args)
     except (ConfigError, ValueError, OSError) as err:
-        _fail(str(err), 2)
+        fail(str(err), 2)
 
 
 if __name__ == "__main__":

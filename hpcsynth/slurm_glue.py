@@ -2,28 +2,32 @@
 
 A Python workflow (a notebook, a sweep) wants job objects it can wait on, cancel and ask for their state;
 submitit gives those. Every task of the job is one rank: submitit starts them with `srun --mpi=pmi2` (the
-PMI the mpich wheel speaks) and each runs `hpcsynth run --resume CONFIG` in its own process. The job is
-requeueable and the call always resumes, so a preempted or timed-out job continues from its checkpoint.
-Job states come from `sacct`; on a cluster without accounting put `slurm/bin` (a stand-in `sacct` that
-answers from `scontrol`) first on PATH.
+PMI the mpich wheel speaks) and each calls `hpcsynth.launch.run_job(config, resume=True)` in its own process.
+The job is requeueable and the call always resumes, so a preempted or timed-out job continues from its
+checkpoint. Job states come from `sacct`; on a cluster without accounting put `slurm/bin` (a stand-in `sacct`
+that answers from `scontrol`) first on PATH.
 """
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import submitit
 
+from hpcsynth.launch import fixed_threads, run_job
 from hpcsynth.submit import JobSpec
+
+if TYPE_CHECKING:
+    from hpcsynth.jobs.strategy_run import StrategyResult
 
 
 class SiteRun(submitit.helpers.Checkpointable):
-    """What every task runs. `Checkpointable`: when submitit hears of a timeout or preemption it requeues this
-    same call, and `--resume` makes the call continue from the run's last checkpoint."""
+    """What every task runs: `run_job` on one job file, resuming. `Checkpointable`: when submitit hears of a
+    timeout or preemption it requeues this same call, which continues from the run's last checkpoint."""
 
-    def __call__(self, config: str) -> None:
-        from hpcsynth.cli import main
-
-        main(["run", "--resume", "--no-progress", config])
+    def __call__(self, config: str) -> list[StrategyResult]:
+        fixed_threads()
+        return run_job(config, resume=True, progress=False)
 
 
 def executor(spec: JobSpec, folder: Path) -> submitit.SlurmExecutor:

@@ -1,11 +1,10 @@
 """Submitting hpcsynth jobs to SLURM: a thin typed layer over `sbatch`, plus plain functions.
 
-`JobSpec` is the only type: the resources of one job (or of every task of an array). Everything else is a
-function: `render` fills the directives of a template in `slurm/` (the templates work as written with
-`sbatch`; rendering only writes the chosen values into their `#SBATCH` lines, so the script kept next to
-the job says exactly what was asked for), `expand_grid` turns `--array KEY=V1,V2` into one job file per
-combination, `submit_sbatch` submits a rendered script, and `job_states`/`wait` follow a job through
-`scontrol` (which works without an accounting database) and `sacct` (which remembers jobs longer).
+`JobSpec` is the only type: the resources of one job (or of every task of an array). `render` fills the
+directives of a template (package data of `hpcsynth.slurm`, `slurm/` in a checkout; they work as written with
+`sbatch`, and rendering only writes the chosen values into their `#SBATCH` lines), `expand_grid` turns
+`--array KEY=V1,V2` into one job file per combination, `submit_sbatch` submits a rendered script, and
+`job_states`/`wait` follow a job through `scontrol` (no accounting database needed) and `sacct`.
 Submission through submitit lives in `hpcsynth.slurm_glue`, so this module needs nothing but SLURM.
 """
 from __future__ import annotations
@@ -16,14 +15,17 @@ import re
 import shutil
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 
 import yaml
 
-from hpcsynth.config import ConfigError, load
+from hpcsynth.config import load
+from hpcsynth.messages import ConfigError
 
-SLURM_DIR = Path(__file__).resolve().parents[1] / "slurm"
+TEMPLATES = "hpcsynth.slurm"
 TERMINAL = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "PREEMPTED", "OUT_OF_MEMORY",
             "BOOT_FAIL", "DEADLINE"}
 
@@ -50,9 +52,9 @@ class JobSpec:
         return self.nodes * self.ntasks_per_node
 
     @property
-    def template(self) -> Path:
-        """The GPU template (one rank per GPU) when GPUs are asked for, else the CPU one."""
-        return SLURM_DIR / ("gpu.sbatch" if self.gpus_per_task else "cpu.sbatch")
+    def template(self) -> str:
+        """The name of the GPU template (one rank per GPU) when GPUs are asked for, else the CPU one's."""
+        return "gpu.sbatch" if self.gpus_per_task else "cpu.sbatch"
 
     def directives(self) -> dict[str, str]:
         """The `#SBATCH --key=value` settings this spec fixes; the template keeps its other defaults."""
@@ -66,12 +68,21 @@ class JobSpec:
             chosen["partition"] = self.partition
         return chosen
 
+    def script(self) -> str:
+        """The template with this spec's directives: the batch script `submit_sbatch` submits."""
+        return render(template_text(self.template), self.directives())
+
+
+def template_text(name: str) -> str:
+    """The text of an installed sbatch template (`cpu.sbatch`, `gpu.sbatch`)."""
+    return resources.files(TEMPLATES).joinpath(name).read_text(encoding="utf-8")
+
 
 def add_job_options(parser: argparse.ArgumentParser, ntasks_default: int | None, ntasks_help: str) -> None:
     """The resource options `hpcsynth submit` and `hpcsynth scale --slurm` share (named as sbatch names them)."""
     parser.add_argument("--nodes", type=int, default=1, help="nodes (default 1)")
     parser.add_argument("--ntasks-per-node", type=int, default=ntasks_default, help=ntasks_help)
-    parser.add_argument("--gpus-per-task", type=int, default=0, help="GPUs per rank: uses slurm/gpu.sbatch")
+    parser.add_argument("--gpus-per-task", type=int, default=0, help="GPUs per rank: uses the gpu.sbatch template")
     parser.add_argument("--cpus-per-task", type=int, help="cores per rank (default: the template's)")
     parser.add_argument("--partition", help="SLURM partition (default: the cluster's)")
     parser.add_argument("--time", default="01:00:00", help="time limit, SLURM format (default 01:00:00)")
@@ -145,17 +156,28 @@ def expand_grid(config: Path, assignments: list[str], folder: Path) -> list[Path
     return paths
 
 
-def submit_sbatch(spec: JobSpec, configs: list[Path], folder: Path) -> str:
-    """Render the template for `spec`, submit it with `sbatch` (an array when several job files are given:
-    task i runs the i-th) and return the job id; the rendered script is kept as `folder/<name>-<id>.sbatch`."""
-    if shutil.which("sbatch") is None:
-        raise OSError("sbatch not found: run on a SLURM login node (or start slurm/local-cluster.sh)")
+def sbatch_command(script: Path, configs: list[Path]) -> list[str]:
+    """The `sbatch` call for a script and its job files: an array when there are several (task i runs the
+    i-th)."""
+    array = [f"--array=0-{len(configs) - 1}"] if len(configs) > 1 else []
+    return ["sbatch", "--parsable", *array, str(script), *map(str, configs)]
+
+
+def write_script(spec: JobSpec, folder: Path) -> Path:
+    """Write the rendered template for `spec` as `folder/<job name>.sbatch`; return its path."""
     folder.mkdir(parents=True, exist_ok=True)
     script = folder / f"{spec.job_name}.sbatch"
-    script.write_text(render(spec.template.read_text(encoding="utf-8"), spec.directives()), encoding="utf-8")
-    array = [f"--array=0-{len(configs) - 1}"] if len(configs) > 1 else []
-    done = subprocess.run(["sbatch", "--parsable", *array, str(script), *map(str, configs)],
-                          capture_output=True, text=True)
+    script.write_text(spec.script(), encoding="utf-8")
+    return script
+
+
+def submit_sbatch(spec: JobSpec, configs: list[Path], folder: Path) -> str:
+    """Render the template for `spec`, submit it with `sbatch` and return the job id; the rendered script is
+    kept as `folder/<name>-<id>.sbatch`."""
+    if shutil.which("sbatch") is None:
+        raise OSError("sbatch not found: run on a SLURM login node (or start slurm/local-cluster.sh)")
+    script = write_script(spec, folder)
+    done = subprocess.run(sbatch_command(script, configs), capture_output=True, text=True)
     if done.returncode != 0:
         raise OSError(f"sbatch refused the job: {done.stderr.strip()}")
     job_id = done.stdout.strip().split(";")[0]
@@ -211,7 +233,8 @@ def job_states(job_id: str) -> list[JobState]:
     return states
 
 
-def wait(job_id: str, timeout: float | None = None, poll: float = 1.0, on_change=None) -> list[JobState]:
+def wait(job_id: str, timeout: float | None = None, poll: float = 1.0,
+         on_change: Callable[[list[JobState]], None] | None = None) -> list[JobState]:
     """Poll until every task of the job has finished; return the final states. `on_change(states)` is called
     whenever they change (`hpcsynth status --wait` prints them); TimeoutError after `timeout` seconds."""
     deadline = None if timeout is None else time.monotonic() + timeout

@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 import subprocess
+import sys
 
 import pytest
 import yaml
 
 from hpcsynth.config import ConfigError, load
-from hpcsynth.submit import SLURM_DIR, JobSpec, expand_grid, render
+from hpcsynth.submit import JobSpec, expand_grid, render, template_text
+from mpi_support import REPO
 
 
 def _directives(text: str) -> list[str]:
@@ -15,7 +17,7 @@ def _directives(text: str) -> list[str]:
 
 
 def test_render_replaces_the_chosen_directives_adds_missing_ones_and_keeps_the_rest():
-    template = (SLURM_DIR / "cpu.sbatch").read_text()
+    template = template_text("cpu.sbatch")
     spec = JobSpec(nodes=2, ntasks_per_node=4, partition="short", time="00:30:00", job_name="study")
     text = render(template, spec.directives())
     lines = _directives(text)
@@ -30,16 +32,39 @@ def test_render_replaces_the_chosen_directives_adds_missing_ones_and_keeps_the_r
 
 def test_gpu_jobs_use_the_gpu_template_with_one_rank_per_gpu():
     spec = JobSpec(nodes=2, ntasks_per_node=4, gpus_per_task=1)
-    assert spec.template.name == "gpu.sbatch" and spec.ranks == 8
-    lines = _directives(render(spec.template.read_text(), spec.directives()))
+    assert spec.template == "gpu.sbatch" and spec.ranks == 8
+    lines = _directives(spec.script())
     assert "#SBATCH --gpus-per-task=1" in lines and "#SBATCH --ntasks-per-node=4" in lines
-    assert JobSpec().template.name == "cpu.sbatch"
+    assert JobSpec().template == "cpu.sbatch"
+
+
+@pytest.mark.parametrize("name", ["cpu.sbatch", "gpu.sbatch"])
+def test_the_packaged_templates_are_the_checkouts_slurm_files(name):
+    assert template_text(name) == (REPO / "slurm" / name).read_text()
 
 
 @pytest.mark.parametrize("name", ["cpu.sbatch", "gpu.sbatch", "local-cluster.sh"])
 def test_the_slurm_scripts_are_valid_bash(name):
-    done = subprocess.run(["bash", "-n", str(SLURM_DIR / name)], capture_output=True, text=True)
+    done = subprocess.run(["bash", "-n", str(REPO / "slurm" / name)], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
+
+
+def test_a_dry_run_writes_and_prints_the_rendered_script_and_submits_nothing(write_job, tmp_path):
+    job = write_job({"data.n_sites": 2})
+    done = subprocess.run([sys.executable, "-m", "hpcsynth.cli", "submit", str(job), "--ntasks-per-node", "2",
+                           "--sbatch", "--dry-run", "--folder", str(tmp_path / "slurm")],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == JobSpec(ntasks_per_node=2).script()
+    assert (tmp_path / "slurm" / "hpcsynth.sbatch").read_text() == done.stdout
+    assert f"not submitted; to submit: sbatch --parsable {tmp_path / 'slurm' / 'hpcsynth.sbatch'} {job}" \
+        in done.stderr
+
+
+def test_a_dry_run_without_sbatch_is_refused(write_job):
+    done = subprocess.run([sys.executable, "-m", "hpcsynth.cli", "submit", str(write_job()), "--dry-run"],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and "--dry-run shows the script --sbatch would submit" in done.stderr
 
 
 def test_a_job_spec_refuses_impossible_sizes():
