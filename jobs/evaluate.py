@@ -2,14 +2,10 @@
 write them into the run file's `/evaluation` and write the HTML report.
 
 The real rows come from `--real FILE` (it replaces the held-out rows) or are regenerated from the job's own
-configuration stored in `/config`: the same sources, seed and hold-out split give the same training and held-out
-rows. Under `mpiexec -n K` (K the run's number of sites) rank k loads only site k's rows and the evaluation is
-federated (`hpcsynth.evaluate.suite`); in one process every site's rows are loaded (each site exactly as its
-rank loaded it), which gives the pooled figures. The two agree exactly on every count-based score (shapes, pair
-trends, coverage, Kaplan-Meier, genomics, subgroup fidelity); the others are pooled in one process and
-site-weighted under MPI, e.g. DCR is to the union of all sites' training rows in one process (the stricter
-check) and to the site's own training rows under MPI. The run file is rewritten atomically: a copy is updated and
-renamed over the original, so a reader never sees a half-written `/evaluation`.
+configuration stored in `/config`: the same sources, seed and split give the same training and held-out rows,
+and `data.builtin` names the cohort whose columns the evaluation looks at. Under `mpiexec -n K` (K the run's
+sites) rank k loads only site k's rows and the evaluation is federated; in one process every site's rows are
+loaded, which gives the pooled figures (`docs/notes/evaluate.md`). The run file is rewritten atomically.
 """
 from __future__ import annotations
 
@@ -23,18 +19,35 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from hpcsynth.comm import Communicator
 from hpcsynth.config import ConfigError, from_dict
+from hpcsynth.data.cohorts import COHORTS, Cohort
 from hpcsynth.data.sources import Declarations, SiteData, load_site, prepare, read_table
 from hpcsynth.data.transformer import TableTransformer
 from hpcsynth.evaluate.report import RunSection, write_report
 from hpcsynth.evaluate.suite import EvalSpec, Evaluation, evaluate
-from hpcsynth.comm import Communicator
 from hpcsynth.io.runfile import read_table as read_stored
 
 
 @dataclass
 class RealRows:
-    """This rank's real rows: training and held-out rows, the site of each held-out row, and the declarations."""
+    """This rank's real rows and what the run's configuration says about them.
+
+    Parameters
+    ----------
+    train, holdout : DataFrame
+        This rank's training and held-out rows (one process: every site's).
+    site : ndarray
+        The site of every held-out row.
+    n_sites : int
+        The run's number of sites.
+    declared : Declarations
+        The data declarations (categories, survival columns, ids).
+    seed : int
+        The run's seed.
+    cohort : Cohort or None
+        The named cohort of `data.builtin`, whose columns the evaluation looks at.
+    """
 
     train: pd.DataFrame
     holdout: pd.DataFrame
@@ -42,6 +55,7 @@ class RealRows:
     n_sites: int
     declared: Declarations
     seed: int
+    cohort: Cohort | None = None
 
 
 def run_files(path: str | Path) -> list[tuple[str, Path]]:
@@ -76,7 +90,7 @@ def real_rows(path: Path, real: str | None, comm: Communicator) -> RealRows:
         holdout = prepare(read_table(real), sites[0].declared, str(real))
         holdout = holdout if comm.is_root else holdout.iloc[:0]
         site = np.zeros(len(holdout), dtype=int)
-    return RealRows(train, holdout, site, max(ranks, 1), sites[0].declared, cfg.seed)
+    return RealRows(train, holdout, site, max(ranks, 1), sites[0].declared, cfg.seed, COHORTS.get(cfg.data.builtin))
 
 
 def scoring_transformer(rows: RealRows, comm: Communicator) -> TableTransformer:
@@ -121,7 +135,7 @@ def evaluate_run(path: Path, real: str | None, comm: Communicator, columns: dict
     transformer = scoring_transformer(rows, comm)
     with h5py.File(path, "r") as f:
         synthetic = read_stored(f["synthetic"]["pooled"])
-    spec = replace(EvalSpec.default(transformer, seed=rows.seed), **(columns or {}))
+    spec = replace(EvalSpec.default(transformer, rows.cohort, rows.seed), **(columns or {}))
     missing = [c for key in ("quasi", "sensitive") for c in getattr(spec, key) if c not in transformer.columns]
     if missing:
         raise ConfigError(f"{path}: column {missing[0]!r} (--quasi/--sensitive) not in the run's schema")
@@ -139,17 +153,4 @@ def evaluate_file(path: str | Path, real: str | None, out: str | Path | None, co
         report = Path(out) if out else Path(path).with_suffix(".html")
         write_report(report, sections, f"hpcsynth evaluation: {Path(path).name}")
     return sections
-
-
-SUMMARY = ("quality", "csf", "gsf", "detection_auroc", "tstr_auroc", "trtr_auroc", "km_max_gap",
-           "dcr_ratio", "membership_auroc", "fairness_fidelity_min")
-
-
-def summary_table(sections: list[RunSection]) -> str:
-    """One row per strategy, the headline scores, and a line saying which direction is better."""
-    frame = pd.DataFrame([{"strategy": s.name, **{k: s.evaluation.scores.get(k, np.nan) for k in SUMMARY}}
-                          for s in sections])
-    directions = sections[0].evaluation.directions if sections else {}
-    legend = ", ".join(f"{k} {'+' if directions.get(k, 'higher') == 'higher' else '-'}" for k in SUMMARY)
-    return frame.to_string(index=False, float_format=lambda x: f"{x:.4f}") + f"\n(+ higher / - lower is better: {legend})"
 

@@ -1,9 +1,9 @@
 """Named cohorts: the built-in MDS simulator and real public survival cohorts shipped by well-kept packages.
 
 Nothing is downloaded at run time: scikit-survival and lifelines carry these tables in their wheels. Each entry
-declares what a biostatistician would otherwise have to say in the config: the survival time and event columns,
-the columns that are categories although stored as numbers, the id columns (dropped, never synthesised) and,
-where the study had several centres, the natural site column.
+declares what a biostatistician would otherwise have to say in the config (survival columns, categories stored
+as numbers, id columns, the natural site column) and what the evaluation should look at (genes, Cox covariates,
+risk groups, sensitive columns, quasi-identifiers; `hpcsynth.evaluate.suite.EvalSpec.default`).
 
 | name     | rows  | source                                                                 | time / event      |
 | mds      | 4,427 | hpcsynth's simulator (hpcsynth.data.mds), 3 sites                      | os_months/os_event |
@@ -16,16 +16,46 @@ where the study had several centres, the natural site column.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
 import pandas as pd
 
+from hpcsynth.data.mds import MDS_GENES
+
 
 @dataclass(frozen=True)
 class Cohort:
-    """A named table and its declarations."""
+    """A named table, its declarations and what its evaluation looks at.
+
+    Parameters
+    ----------
+    description : str
+        One line for `hpcsynth datasets`.
+    load : callable
+        Returns the table (the simulator takes n_patients, n_sites and seed).
+    time, event : str
+        The survival time and the 0/1 event column.
+    categorical : tuple of str
+        Columns that are categories although stored as numbers.
+    id_columns : tuple of str
+        Identifiers: dropped, never synthesised.
+    site_column : str or None
+        The natural site of every row, where the study had several centres.
+    simulated : bool
+        True for hpcsynth's own simulator (sized by the job), False for a fixed public table.
+    genes : tuple of str
+        The mutation flags the genomic scores compare (empty: binary columns named like gene symbols).
+    cox_covariates : tuple of str
+        The key covariates of the Cox comparison (empty: the first numeric features).
+    risk_groups : str or None
+        The column whose levels get their own Kaplan-Meier curves (None: overall curve only).
+    sensitive : tuple of str
+        The attribute-inference target (empty: the event).
+    quasi_identifiers : tuple of str
+        What an attacker is assumed to know (empty: age and sex where present).
+    """
 
     description: str
     load: Callable[..., pd.DataFrame]
@@ -35,7 +65,11 @@ class Cohort:
     id_columns: tuple[str, ...] = ()
     site_column: str | None = None
     simulated: bool = False
-    extra: dict = field(default_factory=dict)
+    genes: tuple[str, ...] = ()
+    cox_covariates: tuple[str, ...] = ()
+    risk_groups: str | None = None
+    sensitive: tuple[str, ...] = ()
+    quasi_identifiers: tuple[str, ...] = ()
 
 
 def _sksurv(loader: str, time: str, event: str) -> Callable[[], pd.DataFrame]:
@@ -83,7 +117,9 @@ _ACTG175_CATEGORIES = ("hemo", "homo", "drugs", "oprior", "z30", "zprior", "race
 COHORTS: dict[str, Cohort] = {
     "mds": Cohort("simulated multi-site myelodysplastic-syndromes cohort (hpcsynth.data.mds)", _mds,
                   "os_months", "os_event", ("sex", "cyto_risk", "ipssr_category"), ("patient_id",), "site",
-                  simulated=True),
+                  simulated=True, genes=MDS_GENES,
+                  cox_covariates=("age", "ipssr_score", "SF3B1", "TP53", "ASXL1", "RUNX1"),
+                  risk_groups="ipssr_category", sensitive=("TP53",)),
     "flchain": Cohort("serum free light chain and mortality, Olmsted County (scikit-survival)",
                       _sksurv("load_flchain", "futime", "death"), "futime", "death",
                       ("chapter", "flc.grp", "mgus", "sample.yr", "sex")),

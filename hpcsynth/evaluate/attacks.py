@@ -29,7 +29,7 @@ import pandas as pd
 
 from hpcsynth.data.transformer import TableTransformer
 from hpcsynth.data.transforms import CategoricalTransform
-from hpcsynth.evaluate.privacy import privacy_features
+from hpcsynth.evaluate.privacy import dcr_scores, privacy_features
 from hpcsynth.kernels import nearest_neighbours
 
 N_QI_BINS = 10
@@ -61,11 +61,8 @@ def distance_scores(parts: list[Distances]) -> dict[str, float]:
     held = np.concatenate([p.holdout for p in parts]).astype(np.float64)
     with np.errstate(invalid="ignore", divide="ignore"):
         nndr = np.where(second > 0, syn / second, 1.0)
-    scores = {"dcr_synthetic_p5": float(np.percentile(syn, 5)), "exact_match_rate": float(np.mean(syn == 0.0)),
-              "nndr_p5": float(np.percentile(nndr, 5)), "nndr_median": float(np.median(nndr))}
+    scores = {**dcr_scores(syn, held), "nndr_p5": float(np.percentile(nndr, 5)), "nndr_median": float(np.median(nndr))}
     if held.size:
-        scores["dcr_holdout_p5"] = float(np.percentile(held, 5))
-        scores["dcr_ratio"] = scores["dcr_synthetic_p5"] / max(scores["dcr_holdout_p5"], 1e-12)
         scores["dcr_closer_than_holdout_median"] = float(np.mean(syn < np.median(held)))
     return scores
 

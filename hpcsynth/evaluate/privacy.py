@@ -55,11 +55,15 @@ def dcr(synthetic: pd.DataFrame, train: pd.DataFrame, holdout: pd.DataFrame, tra
     gathered = comm.gather((syn, held))
     if gathered is None:
         return None
-    syn_all = np.concatenate([g[0] for g in gathered])
-    held_all = np.concatenate([g[1] for g in gathered])
-    result = {"dcr_synthetic_p5": float(np.percentile(syn_all, 5)),
-              "exact_match_rate": float(np.mean(syn_all == 0.0))}
-    if held_all.size:
-        result["dcr_holdout_p5"] = float(np.percentile(held_all, 5))
+    return dcr_scores(np.concatenate([g[0] for g in gathered]), np.concatenate([g[1] for g in gathered]))
+
+
+def dcr_scores(synthetic: np.ndarray, holdout: np.ndarray) -> dict[str, float]:
+    """5th percentiles of the synthetic and held-out distances to the training rows, their ratio, and the share
+    of synthetic rows that copy a training row (distance 0); without held-out distances, the synthetic ones only."""
+    result = {"dcr_synthetic_p5": float(np.percentile(synthetic, 5)),
+              "exact_match_rate": float(np.mean(synthetic == 0.0))}
+    if holdout.size:
+        result["dcr_holdout_p5"] = float(np.percentile(holdout, 5))
         result["dcr_ratio"] = result["dcr_synthetic_p5"] / max(result["dcr_holdout_p5"], 1e-12)
     return result

@@ -16,9 +16,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from hpcsynth.evaluate.metrics import headline, metric
 from hpcsynth.evaluate.suite import Evaluation
 
-HEADLINE = ("quality", "csf", "gsf", "detection_auroc", "tstr_trtr_auroc_ratio", "dcr_ratio", "membership_auroc")
 STYLE = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;color:#222}
 table{border-collapse:collapse;font-size:0.9em}td,th{padding:2px 10px;border-bottom:1px solid #ddd;text-align:right}
 th:first-child,td:first-child{text-align:left}img{max-width:100%;display:block;margin:0.5em 0}
@@ -27,7 +27,17 @@ h2{border-bottom:2px solid #345;padding-bottom:4px;margin-top:2em}.note{color:#5
 
 @dataclass
 class RunSection:
-    """One run to report: its name (strategy), its evaluation and its per-round table (or None)."""
+    """One run to report.
+
+    Parameters
+    ----------
+    name : str
+        The strategy (the section's title).
+    evaluation : Evaluation
+        Its scores and the parts the report draws.
+    rounds : DataFrame or None
+        The run file's `/rounds` table, for the training curves.
+    """
 
     name: str
     evaluation: Evaluation
@@ -170,16 +180,17 @@ def rounds_figure(rounds: pd.DataFrame):
 
 
 def comparison_figure(sections: list[RunSection]):
-    keys = [k for k in HEADLINE if any(k in s.evaluation.scores for s in sections)]
+    keys = [k for k in headline() if any(k in s.evaluation.scores for s in sections)]
     fig, axes = _figure(1, 1, 1.3 * len(keys) + 2, 3.2)
     ax = axes[0, 0]
     width = 0.8 / len(sections)
     for k, section in enumerate(sections):
         values = [section.evaluation.scores.get(key, np.nan) for key in keys]
         ax.bar(np.arange(len(keys)) + k * width, values, width, label=section.name)
-    ax.set_xticks(np.arange(len(keys)) + 0.4 - width / 2, keys, fontsize=8, rotation=20)
+    labels = [f"{k} {metric(k).sign}" for k in keys]
+    ax.set_xticks(np.arange(len(keys)) + 0.4 - width / 2, labels, fontsize=8, rotation=20)
     ax.legend(fontsize=8)
-    ax.set_title("strategies compared (see the table for directions)", fontsize=9)
+    ax.set_title("strategies compared (+ higher / - lower is better)", fontsize=9)
     return fig
 
 
@@ -234,3 +245,12 @@ def write_report(path: str | Path, sections: list[RunSection], title: str) -> Pa
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_text(text, encoding="utf-8")
     return target
+
+
+def summary_table(sections: list[RunSection]) -> str:
+    """One row per strategy with the headline scores, and a line saying which direction is better."""
+    keys = headline()
+    frame = pd.DataFrame([{"strategy": s.name, **{k: s.evaluation.scores.get(k, np.nan) for k in keys}}
+                          for s in sections])
+    legend = ", ".join(f"{k} {metric(k).sign}" for k in keys)
+    return frame.to_string(index=False, float_format=lambda x: f"{x:.4f}") + f"\n(+ higher / - lower is better: {legend})"

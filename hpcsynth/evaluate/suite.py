@@ -1,66 +1,66 @@
-"""The whole evaluation of one synthetic table: every score, its direction, and what the report draws.
+"""The whole evaluation of one synthetic table: the registered parts, run in order, each adding its scores.
 
-`evaluate` is collective: under MPI every rank passes the same synthetic table with its own site's training
-and held-out rows, and only counts and scores cross sites (exact where the metric is a function of counts,
-weighted by site size where it needs rows; see `hpcsynth.evaluate.pooling` and each module). In one process it
-takes every site's rows at once and every figure is the pooled one.
+`evaluate` is collective: under MPI every rank passes the same synthetic table with its own site's training and
+held-out rows, and only counts and scores cross sites, each score as `hpcsynth.evaluate.metrics` declares it
+(exact from counts, or site-weighted). In one process it takes every site's rows and gives the pooled figures.
 
-`EvalSpec.default` picks the columns each part needs from the schema: the survival time and event, the risk
-groups (IPSS-R category for MDS), the genes (the MDS driver genes, else binary columns named like gene symbols),
-the key Cox covariates, the utility target (the declared target, else the event), the sensitive columns and
-the quasi-identifiers of the privacy attacks.
+A part is a function of a `Context` registered with `@part(<metric names>)`; it runs when the columns its
+metrics need are known (`EvalSpec`, whose defaults come from the cohort's definition, else from the schema). A
+`local` part returns this site's values and the suite weighs them across sites as the metrics declare.
 """
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from typing import Callable
 
 import numpy as np
 import pandas as pd
 
+from hpcsynth.comm import Communicator
+from hpcsynth.data.cohorts import Cohort
 from hpcsynth.data.transformer import TableTransformer
 from hpcsynth.data.transforms import CategoricalTransform
 from hpcsynth.evaluate import attacks, composite
 from hpcsynth.evaluate.detection import detection_auroc
 from hpcsynth.evaluate.diversity import alpha_beta_authenticity, category_coverage
 from hpcsynth.evaluate.fairness import FairnessTable, fairness
-from hpcsynth.evaluate.fidelity import column_scores
+from hpcsynth.evaluate.fidelity import column_scores, wasserstein
 from hpcsynth.evaluate.genomics import GenomicComparison, compare_genomics
 from hpcsynth.evaluate.marginals import Marginal, marginals
+from hpcsynth.evaluate.metrics import METRICS, Direction, Pooling, Role, directions, metric
 from hpcsynth.evaluate.pairs import PairTrends, pair_trends
 from hpcsynth.evaluate.pooling import weighted_mean
 from hpcsynth.evaluate.privacy import privacy_features
-from hpcsynth.evaluate.survival import CoxComparison, KMComparison, c_index_scores, compare_cox, compare_km
+from hpcsynth.evaluate.survival import CoxComparison, KMComparison, c_index, compare_cox, compare_km
 from hpcsynth.evaluate.utility import compare_fits, fit_predict
-from hpcsynth.comm import Communicator
-
-MDS_COX = ("age", "ipssr_score", "SF3B1", "TP53", "ASXL1", "RUNX1")
-MDS_SENSITIVE = ("TP53",)
-RISK_GROUPS = ("ipssr_category",)
-
-DIRECTIONS = {
-    "fidelity": "higher", "column_shapes": "higher", "column_pair_trends": "higher", "quality": "higher",
-    "wasserstein": "lower", "detection_auroc": "lower", "alpha_precision": "higher", "beta_recall": "higher",
-    "authenticity": "higher", "category_coverage": "higher", "rare_category_coverage": "higher",
-    "km_max_gap": "lower", "km_group_max_gap": "lower", "km_group_mean_gap": "lower", "km_logrank_p": "higher",
-    "cox_hr_in_ci": "higher", "cox_log_hr_mae": "lower", "cindex_tstr": "higher", "cindex_trtr": "higher",
-    "gene_frequency_similarity": "higher", "gene_frequency_mae": "lower", "co_mutation_agreement": "higher",
-    "co_mutation_log_or_mae": "lower", "csf": "higher", "gsf": "higher",
-    "tstr_auroc": "higher", "tstr_balanced_accuracy": "higher", "tstr_g_mean": "higher",
-    "trtr_auroc": "higher", "trtr_balanced_accuracy": "higher", "trtr_g_mean": "higher",
-    "tstr_trtr_auroc_ratio": "higher",
-    "dcr_synthetic_p5": "higher", "dcr_holdout_p5": "higher", "dcr_ratio": "higher",
-    "dcr_closer_than_holdout_median": "lower", "exact_match_rate": "lower", "nndr_p5": "higher",
-    "nndr_median": "higher", "membership_auroc": "lower", "attribute_inference_accuracy": "lower",
-    "attribute_inference_gain": "lower", "k_anonymity": "higher", "l_diversity": "higher",
-    "homogeneity_risk": "lower", "fairness_fidelity_min": "higher", "fairness_fidelity_gap": "lower",
-    "fairness_utility_min": "higher", "fairness_utility_gap": "lower", "wall_s": "lower",
-}
 
 
 @dataclass
 class EvalSpec:
-    """Which columns each part of the evaluation uses (None or empty: that part is skipped)."""
+    """Which columns each part of the evaluation uses (None or empty: the parts that need it are skipped).
+
+    Parameters
+    ----------
+    time, event : str or None
+        The survival time and event columns.
+    risk_group : str or None
+        The column whose levels get their own Kaplan-Meier curves.
+    genes : list of str
+        Mutation flags for the genomic scores (at least two).
+    cox : list of str
+        Covariates of the Cox comparison and the C-index.
+    target : str or None
+        The outcome of the utility classifiers (TSTR/TRTR).
+    sensitive : list of str
+        The attribute-inference target (the first one is attacked).
+    quasi : list of str
+        What the attacker knows, for k-anonymity, l-diversity and the homogeneity attack.
+    sex, age : str or None
+        The columns that define the fairness subgroups.
+    seed : int
+        Seed of the classifiers.
+    """
 
     time: str | None = None
     event: str | None = None
@@ -75,32 +75,66 @@ class EvalSpec:
     seed: int = 0
 
     @classmethod
-    def default(cls, transformer: TableTransformer, seed: int = 0) -> "EvalSpec":
+    def default(cls, transformer: TableTransformer, cohort: Cohort | None = None, seed: int = 0) -> EvalSpec:
+        """The columns a named cohort declares, else the schema's: binary features named like gene symbols, the
+        first five numeric features for Cox, the event as sensitive column, age and sex as quasi-identifiers."""
         columns = transformer.columns
+
+        def declared(names: tuple[str, ...]) -> list[str]:
+            return [c for c in names if c in columns]
+
         binary = [s.name for s in transformer.schema_ if s.kind == "binary" and s.role == "feature"]
-        genes = [c for c in binary if re.fullmatch(r"[A-Z][A-Z0-9]{1,9}", c)]
         numeric_valued = [s.name for s, t in zip(transformer.schema_, transformer.transforms_) if s.role == "feature"
                           and (not isinstance(t, CategoricalTransform) or t.numeric_)]
-        mds_cox = [c for c in MDS_COX if c in columns]
-        cox = mds_cox if len(mds_cox) >= 3 else numeric_valued[:5]
         categorical = [s.name for s in transformer.schema_ if s.kind in ("binary", "categorical")]
-        sensitive = [c for c in MDS_SENSITIVE if c in columns] or [c for c in [transformer.event] if c]
+        genes = declared(cohort.genes) if cohort and cohort.genes else \
+            [c for c in binary if re.fullmatch(r"[A-Z][A-Z0-9]{1,9}", c)]
+        cox = declared(cohort.cox_covariates) if cohort else []
+        cox = cox if len(cox) >= 3 else numeric_valued[:5]
+        sensitive = (declared(cohort.sensitive) if cohort else []) or [c for c in [transformer.event] if c]
         sex = next((c for c in columns if c.lower() in ("sex", "gender") and c in categorical), None)
         age = next((c for c in columns if c.lower() == "age" and c not in categorical), None)
-        quasi = [c for c in (age, sex) if c] or [c for c in columns if c not in sensitive][:2]
-        return cls(transformer.time, transformer.event, next((c for c in RISK_GROUPS if c in columns), None),
-                   genes, cox if transformer.time else [], transformer.target or transformer.event,
-                   sensitive, quasi, sex, age, seed)
+        quasi = (declared(cohort.quasi_identifiers) if cohort else []) or [c for c in (age, sex) if c] or \
+            [c for c in columns if c not in sensitive][:2]
+        risk_group = cohort.risk_groups if cohort and cohort.risk_groups in columns else None
+        return cls(transformer.time, transformer.event, risk_group, genes, cox if transformer.time else [],
+                   transformer.target or transformer.event, sensitive, quasi, sex, age, seed)
+
+    def roles(self, n_sites: int) -> set[Role]:
+        """The roles (`hpcsynth.evaluate.metrics.Role`) this spec can serve."""
+        known = {"time": self.time, "event": self.event, "risk_group": self.risk_group,
+                 "genes": len(self.genes) >= 2, "cox": self.cox, "target": self.target,
+                 "sensitive": self.sensitive, "quasi": self.quasi,
+                 "subgroups": self.sex or self.age or n_sites > 1}
+        return {role for role, value in known.items() if value}
 
 
 @dataclass
 class Evaluation:
-    """Scores (with directions), names (worst subgroups), and the parts the report draws."""
+    """Scores (in the registry's order), notes (worst subgroups) and the parts the report draws.
 
-    scores: dict[str, float]
-    notes: dict[str, str]
-    shapes: dict[str, float]
-    pairs: PairTrends
+    Parameters
+    ----------
+    scores : dict
+        Every score, keyed by its name in `hpcsynth.evaluate.metrics.METRICS`.
+    notes : dict
+        Names that go with a score, e.g. the worst subgroup.
+    shapes : dict
+        The shape score of every column.
+    pairs : PairTrends or None
+        Pair scores and correlation matrices.
+    km, cox, genomics, fairness
+        The survival, genomic and subgroup comparisons (None when skipped).
+    distances : list
+        Every site's distances (`hpcsynth.evaluate.attacks.Distances`), on rank 0.
+    marginals : list of Marginal
+        Real and synthetic histograms of every column.
+    """
+
+    scores: dict[str, float] = field(default_factory=dict)
+    notes: dict[str, str] = field(default_factory=dict)
+    shapes: dict[str, float] = field(default_factory=dict)
+    pairs: PairTrends | None = None
     km: KMComparison | None = None
     cox: CoxComparison | None = None
     genomics: GenomicComparison | None = None
@@ -109,13 +143,15 @@ class Evaluation:
     marginals: list[Marginal] = field(default_factory=list)
 
     @property
-    def directions(self) -> dict[str, str]:
-        return {k: DIRECTIONS.get(k, "higher") for k in self.scores}
+    def directions(self) -> dict[str, Direction]:
+        return directions(self.scores)
 
     def curves(self) -> dict[str, np.ndarray]:
         """The report's curves as plain arrays, for the run file's `/evaluation/curves` (paths as keys)."""
-        out = {"pairs/columns": np.array(self.pairs.columns, dtype="S"), "pairs/real_corr": self.pairs.real_corr,
-               "pairs/synthetic_corr": self.pairs.synthetic_corr}
+        out = {}
+        if self.pairs is not None:
+            out.update({"pairs/columns": np.array(self.pairs.columns, dtype="S"), "pairs/real_corr": self.pairs.real_corr,
+                        "pairs/synthetic_corr": self.pairs.synthetic_corr})
         if self.km is not None:
             out["km/grid"] = self.km.grid
             for group in self.km.real:
@@ -129,42 +165,197 @@ class Evaluation:
         return out
 
 
-def _mean_of(values: dict, keep) -> float:
+@dataclass
+class Context:
+    """What a part reads: this rank's tables, the shared transform, the columns, and what earlier parts left."""
+
+    synthetic: pd.DataFrame
+    train: pd.DataFrame
+    holdout: pd.DataFrame
+    transformer: TableTransformer
+    comm: Communicator
+    spec: EvalSpec
+    site: np.ndarray
+    n_sites: int
+    result: Evaluation = field(default_factory=Evaluation)
+    predictions: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+
+    @property
+    def scores(self) -> dict[str, float]:
+        return self.result.scores
+
+
+@dataclass(frozen=True)
+class Part:
+    """A registered function computing some metrics (see `part`)."""
+
+    compute: Callable[[Context], dict[str, float]]
+    metrics: tuple[str, ...]
+    needs: frozenset[str]
+    local: bool
+
+
+PARTS: list[Part] = []
+_WEIGHTS = {Pooling.HOLDOUT: lambda ctx: len(ctx.holdout), Pooling.TRAIN: lambda ctx: len(ctx.train)}
+
+
+def part(*names: str, local: bool = False) -> Callable[[Callable[[Context], dict[str, float]]], Callable]:
+    """Register the decorated function as computing the declared metrics `names`, in evaluation order. It runs
+    when the roles every one of its metrics needs are known. `local`: it returns this site's values, and each is
+    averaged over sites with the weight its pooling declares (held-out or training rows)."""
+    declared = [metric(name) for name in names]
+    if local and any(m.pooling not in _WEIGHTS for m in declared):
+        raise ValueError(f"a local part returns site-weighted metrics only: {names}")
+
+    def register(compute: Callable[[Context], dict[str, float]]) -> Callable[[Context], dict[str, float]]:
+        needs = frozenset.intersection(*(frozenset(m.needs) for m in declared))
+        PARTS.append(Part(compute, names, needs, local))
+        return compute
+
+    return register
+
+
+def _mean_of(values: dict, keep: Callable) -> float:
     chosen = [v for k, v in values.items() if keep(k) and np.isfinite(v)]
     return float(np.mean(chosen)) if chosen else float("nan")
 
 
-def _wasserstein(synthetic: pd.DataFrame, holdout: pd.DataFrame, transformer: TableTransformer) -> float:
-    """Mean over numeric columns of the 1-Wasserstein distance divided by the column's shared range."""
-    from scipy.stats import wasserstein_distance
-
-    out = []
-    for t in transformer.transforms_:
-        if isinstance(t, CategoricalTransform):
-            continue
-        a = pd.to_numeric(synthetic[t.spec.name], errors="coerce").dropna().to_numpy(dtype=np.float64)
-        b = pd.to_numeric(holdout[t.spec.name], errors="coerce").dropna().to_numpy(dtype=np.float64)
-        if a.size and b.size:
-            out.append(wasserstein_distance(a, b) / max(t.max_ - t.min_, 1e-12))
-    return float(np.mean(out)) if out else float("nan")
+@part("column_shapes", "column_pair_trends", "quality")
+def _shapes_and_pairs(ctx: Context) -> dict[str, float]:
+    r = ctx.result
+    r.shapes = column_scores(ctx.synthetic, ctx.holdout, ctx.transformer, ctx.comm)
+    r.pairs = pair_trends(ctx.synthetic, ctx.holdout, ctx.transformer, ctx.comm)
+    r.marginals = marginals(ctx.synthetic, ctx.holdout, ctx.transformer, ctx.comm)
+    shapes = float(np.mean(list(r.shapes.values())))
+    return {"column_shapes": shapes, "column_pair_trends": r.pairs.score, "quality": (shapes + r.pairs.score) / 2}
 
 
-def _survival(synthetic: pd.DataFrame, train: pd.DataFrame, holdout: pd.DataFrame, transformer: TableTransformer,
-              spec: EvalSpec, comm: Communicator, scores: dict[str, float]) -> tuple[KMComparison, CoxComparison | None]:
-    """Kaplan-Meier (overall, per risk group), Cox and C-index parts; adds their scores to `scores`."""
-    t_max = transformer.transform_of(spec.time).max_
-    levels = list(transformer.transform_of(spec.risk_group).labels_) if spec.risk_group else []
-    km = compare_km(synthetic, holdout, spec.time, spec.event, t_max, comm, spec.risk_group, levels)
-    group_gaps = [km.gaps[g] for g in levels if np.isfinite(km.gaps[g])]
-    scores.update({"km_max_gap": km.gaps["all"], "km_logrank_p": km.logrank_p["all"],
-                   "km_group_max_gap": max(group_gaps) if group_gaps else float("nan"),
-                   "km_group_mean_gap": float(np.mean(group_gaps)) if group_gaps else float("nan")})
-    cox = None
-    if spec.cox:
-        cox = compare_cox(synthetic, holdout, spec.cox, spec.time, spec.event, comm)
-        scores.update(cox.scores())
-        scores.update(c_index_scores(synthetic, train, holdout, spec.cox, spec.time, spec.event, comm))
-    return km, cox
+@part("category_coverage", "rare_category_coverage")
+def _coverage(ctx: Context) -> dict[str, float]:
+    return category_coverage(ctx.synthetic, ctx.holdout, ctx.transformer, ctx.comm)
+
+
+@part("wasserstein", "detection_auroc", local=True)
+def _distinguishability(ctx: Context) -> dict[str, float]:
+    return {"wasserstein": wasserstein(ctx.synthetic, ctx.holdout, ctx.transformer),
+            "detection_auroc": detection_auroc(ctx.synthetic, ctx.holdout, ctx.transformer, ctx.spec.seed)}
+
+
+@part("alpha_precision", "beta_recall", "authenticity", local=True)
+def _diversity(ctx: Context) -> dict[str, float]:
+    return alpha_beta_authenticity(privacy_features(ctx.train, ctx.transformer),
+                                   privacy_features(ctx.synthetic, ctx.transformer))
+
+
+@part("membership_auroc", local=True)
+def _membership(ctx: Context) -> dict[str, float]:
+    return {"membership_auroc": attacks.membership_auroc(ctx.synthetic, ctx.train, ctx.holdout, ctx.transformer,
+                                                         ctx.spec.seed)}
+
+
+@part("attribute_inference_accuracy", "attribute_inference_gain", local=True)
+def _attribute_inference(ctx: Context) -> dict[str, float]:
+    inference = attacks.attribute_inference(ctx.synthetic, ctx.train, ctx.holdout, ctx.transformer,
+                                            ctx.spec.sensitive[0])
+    return {"attribute_inference_accuracy": inference["accuracy"], "attribute_inference_gain": inference["gain"]}
+
+
+@part("k_anonymity", "l_diversity", "homogeneity_risk", local=True)
+def _anonymity(ctx: Context) -> dict[str, float]:
+    return attacks.anonymity(ctx.synthetic, ctx.train, ctx.transformer, ctx.spec.quasi, ctx.spec.sensitive[0])
+
+
+@part(*(f"{way}_{score}" for way in ("tstr", "trtr") for score in ("auroc", "balanced_accuracy", "g_mean")),
+      "tstr_trtr_auroc_ratio", local=True)
+def _utility(ctx: Context) -> dict[str, float]:
+    """TSTR against TRTR; keeps the TSTR model's binary predictions for the fairness part."""
+    target, t = ctx.spec.target, ctx.transformer
+    features = [c for c in t.columns if c not in (target, ctx.spec.time)]
+    fitted = fit_predict(ctx.synthetic, ctx.holdout, t, target, features, ctx.spec.seed)
+    if fitted is not None and fitted[2].size == 2:
+        kept = t.transform_of(target).codes(ctx.holdout[target]) != len(t.transform_of(target).labels_)
+        ctx.predictions = (kept, fitted[0] == fitted[2][1], fitted[1][:, 1])
+    return compare_fits(fitted, fit_predict(ctx.train, ctx.holdout, t, target, features, ctx.spec.seed))
+
+
+@part("dcr_synthetic_p5", "dcr_holdout_p5", "dcr_ratio", "dcr_closer_than_holdout_median", "exact_match_rate",
+      "nndr_p5", "nndr_median")
+def _distances(ctx: Context) -> dict[str, float]:
+    parts = ctx.comm.gather(attacks.site_distances(ctx.synthetic, ctx.train, ctx.holdout, ctx.transformer))
+    ctx.result.distances = parts or []
+    return ctx.comm.bcast(attacks.distance_scores(parts) if parts is not None else None)
+
+
+@part("km_max_gap", "km_logrank_p", "km_group_max_gap", "km_group_mean_gap")
+def _kaplan_meier(ctx: Context) -> dict[str, float]:
+    """Overall and per risk group; a group's gap is NaN where it has no rows."""
+    spec, t = ctx.spec, ctx.transformer
+    levels = list(t.transform_of(spec.risk_group).labels_) if spec.risk_group else []
+    km = compare_km(ctx.synthetic, ctx.holdout, spec.time, spec.event, t.transform_of(spec.time).max_, ctx.comm,
+                    spec.risk_group, levels)
+    ctx.result.km = km
+    if km.worst_group is not None:
+        ctx.result.notes["km_worst_group"] = km.worst_group
+    gaps = [km.gaps[g] for g in levels if np.isfinite(km.gaps[g])]
+    return {"km_max_gap": km.gaps["all"], "km_logrank_p": km.logrank_p["all"],
+            "km_group_max_gap": max(gaps) if gaps else float("nan"),
+            "km_group_mean_gap": float(np.mean(gaps)) if gaps else float("nan")}
+
+
+@part("cox_hr_in_ci", "cox_log_hr_mae")
+def _cox(ctx: Context) -> dict[str, float]:
+    spec = ctx.spec
+    ctx.result.cox = compare_cox(ctx.synthetic, ctx.holdout, spec.cox, spec.time, spec.event, ctx.comm)
+    return ctx.result.cox.scores()
+
+
+@part("cindex_tstr", "cindex_trtr", local=True)
+def _c_index(ctx: Context) -> dict[str, float]:
+    spec = ctx.spec
+    return {"cindex_tstr": c_index(ctx.synthetic, ctx.holdout, spec.cox, spec.time, spec.event),
+            "cindex_trtr": c_index(ctx.train, ctx.holdout, spec.cox, spec.time, spec.event)}
+
+
+@part("gene_frequency_similarity", "gene_frequency_mae", "co_mutation_agreement", "co_mutation_log_or_mae")
+def _genomics(ctx: Context) -> dict[str, float]:
+    ctx.result.genomics = compare_genomics(ctx.synthetic, ctx.holdout, ctx.spec.genes, ctx.comm)
+    return ctx.result.genomics.scores()
+
+
+@part("fairness_fidelity_min", "fairness_fidelity_gap", "fairness_utility_min", "fairness_utility_gap")
+def _fairness(ctx: Context) -> dict[str, float]:
+    ctx.result.fairness = fairness(ctx.synthetic, ctx.holdout, ctx.transformer, ctx.comm, ctx.spec.sex,
+                                   ctx.spec.age, ctx.site, ctx.n_sites, ctx.predictions)
+    scores, notes = ctx.result.fairness.scores()
+    ctx.result.notes.update(notes)
+    return scores
+
+
+@part("csf")
+def _csf(ctx: Context) -> dict[str, float]:
+    genes, s = set(ctx.spec.genes), ctx.scores
+    return {"csf": composite.csf(_mean_of(ctx.result.shapes, lambda c: c not in genes),
+                                 _mean_of(ctx.result.pairs.scores, lambda p: p[0] not in genes and p[1] not in genes),
+                                 s.get("km_max_gap", np.nan), s.get("km_group_mean_gap", np.nan),
+                                 s.get("cox_hr_in_ci", np.nan))}
+
+
+@part("gsf")
+def _gsf(ctx: Context) -> dict[str, float]:
+    genes, s = set(ctx.spec.genes), ctx.scores
+    return {"gsf": composite.gsf(s["gene_frequency_similarity"],
+                                 _mean_of(ctx.result.pairs.scores, lambda p: p[0] in genes and p[1] in genes),
+                                 s["co_mutation_agreement"])}
+
+
+def _pooled(ctx: Context, local: dict[str, float]) -> dict[str, float]:
+    """This site's values averaged over sites, each with the weight its metric's pooling declares."""
+    out = {}
+    for pooling, weight in _WEIGHTS.items():
+        mine = {k: v for k, v in local.items() if METRICS[k].pooling is pooling}
+        if mine:
+            out.update(weighted_mean(mine, float(weight(ctx)), ctx.comm))
+    return out
 
 
 def evaluate(synthetic: pd.DataFrame, train: pd.DataFrame, holdout: pd.DataFrame, transformer: TableTransformer,
@@ -177,71 +368,18 @@ def evaluate(synthetic: pd.DataFrame, train: pd.DataFrame, holdout: pd.DataFrame
     default of a thread per core made each small fit a hundred times slower from threads waiting on each other."""
     from threadpoolctl import threadpool_limits
 
-    with threadpool_limits(limits=1, user_api="openmp"):
-        return _evaluate(synthetic, train, holdout, transformer, comm, spec, site, n_sites)
-
-
-def _evaluate(synthetic: pd.DataFrame, train: pd.DataFrame, holdout: pd.DataFrame, transformer: TableTransformer,
-             comm: Communicator, spec: EvalSpec | None = None, site: np.ndarray | None = None,
-             n_sites: int = 1) -> Evaluation:
     spec = spec or EvalSpec.default(transformer)
     site = np.full(len(holdout), comm.rank) if site is None else site
-    genes = set(spec.genes)
-    shapes = column_scores(synthetic, holdout, transformer, comm)
-    pairs = pair_trends(synthetic, holdout, transformer, comm)
-    scores = {"column_shapes": float(np.mean(list(shapes.values()))), "column_pair_trends": pairs.score}
-    scores["quality"] = (scores["column_shapes"] + scores["column_pair_trends"]) / 2
-    scores.update(category_coverage(synthetic, holdout, transformer, comm))
-    result = Evaluation(scores, {}, shapes, pairs, marginals=marginals(synthetic, holdout, transformer, comm))
-
-    local = {"wasserstein": _wasserstein(synthetic, holdout, transformer),
-             "detection_auroc": detection_auroc(synthetic, holdout, transformer, spec.seed)}
-    on_train = alpha_beta_authenticity(privacy_features(train, transformer), privacy_features(synthetic, transformer))
-    on_train["membership_auroc"] = attacks.membership_auroc(synthetic, train, holdout, transformer, spec.seed)
-    for column in spec.sensitive[:1]:
-        inference = attacks.attribute_inference(synthetic, train, holdout, transformer, column)
-        on_train.update({"attribute_inference_accuracy": inference["accuracy"],
-                         "attribute_inference_gain": inference["gain"]})
-        if spec.quasi:
-            on_train.update(attacks.anonymity(synthetic, train, transformer, spec.quasi, column))
-    scores.update(weighted_mean(on_train, float(len(train)), comm))  # about training patients: their weight
-    predictions = None
-    if spec.target:
-        features = [c for c in transformer.columns if c not in (spec.target, spec.time)]
-        fitted = fit_predict(synthetic, holdout, transformer, spec.target, features, spec.seed)
-        local.update(compare_fits(fitted, fit_predict(train, holdout, transformer, spec.target, features, spec.seed)))
-        if fitted is not None and fitted[2].size == 2:
-            missing = len(transformer.transform_of(spec.target).labels_)
-            kept = transformer.transform_of(spec.target).codes(holdout[spec.target]) != missing
-            predictions = (kept, fitted[0] == fitted[2][1], fitted[1][:, 1])
-    scores.update(weighted_mean(local, float(len(holdout)), comm))
-
-    parts = comm.gather(attacks.site_distances(synthetic, train, holdout, transformer))
-    result.distances = parts or []
-    scores.update(comm.bcast(attacks.distance_scores(parts) if parts is not None else None))
-
-    if spec.time and spec.event:
-        result.km, result.cox = _survival(synthetic, train, holdout, transformer, spec, comm, scores)
-    if len(spec.genes) >= 2:
-        result.genomics = compare_genomics(synthetic, holdout, spec.genes, comm)
-        scores.update(result.genomics.scores())
-    if spec.sex or spec.age or n_sites > 1:
-        result.fairness = fairness(synthetic, holdout, transformer, comm, spec.sex, spec.age, site, n_sites, predictions)
-        fair, notes = result.fairness.scores()
-        scores.update(fair)
-        result.notes.update(notes)
-    if result.km is not None and result.km.worst_group is not None:
-        result.notes["km_worst_group"] = result.km.worst_group
-
-    def clinical(column: str) -> bool:
-        return column not in genes
-
-    scores["csf"] = composite.csf(_mean_of(shapes, clinical),
-                                  _mean_of(pairs.scores, lambda p: clinical(p[0]) and clinical(p[1])),
-                                  scores.get("km_max_gap", np.nan), scores.get("km_group_mean_gap", np.nan),
-                                  scores.get("cox_hr_in_ci", np.nan))
-    if result.genomics is not None:
-        scores["gsf"] = composite.gsf(scores["gene_frequency_similarity"],
-                                      _mean_of(pairs.scores, lambda p: p[0] in genes and p[1] in genes),
-                                      scores["co_mutation_agreement"])
-    return result
+    ctx = Context(synthetic, train, holdout, transformer, comm, spec, site, n_sites)
+    roles = spec.roles(n_sites)
+    with threadpool_limits(limits=1, user_api="openmp"):
+        for p in PARTS:
+            if not p.needs <= roles:
+                continue
+            scores = p.compute(ctx)
+            unknown = set(scores) - set(p.metrics)
+            if unknown:
+                raise ValueError(f"{p.compute.__name__} returned undeclared scores {sorted(unknown)}")
+            ctx.scores.update(_pooled(ctx, scores) if p.local else scores)
+    ctx.result.scores = {k: ctx.scores[k] for k in METRICS if k in ctx.scores}
+    return ctx.result

@@ -6,7 +6,7 @@ import sys
 import h5py
 import pytest
 
-from hpcsynth.evaluate.suite import DIRECTIONS
+from hpcsynth.evaluate.metrics import METRICS
 
 CLI = [sys.executable, "-m", "hpcsynth.cli"]
 
@@ -26,7 +26,7 @@ def test_evaluate_a_run_file_in_one_process_and_with_real_rows_from_a_file(write
     assert "csf" in done.stdout and f"report: {tmp_path / 'run.html'}" in done.stdout
     scores, directions, notes = _scores(run)
     assert {"fidelity", "wall_s", "csf", "gsf", "detection_auroc", "membership_auroc", "cindex_tstr"} <= set(scores)
-    assert all(directions[k] == DIRECTIONS[k] for k in scores) and "km_worst_group" in notes
+    assert all(directions[k] == METRICS[k].direction for k in scores) and "km_worst_group" in notes
     with h5py.File(run, "r") as f:
         curves = f["evaluation/curves"]
         assert curves["km/real/all"].shape == curves["km/grid"].shape and "SF3B1" in curves["genes/names"][()].astype(str)
