@@ -1,22 +1,11 @@
 """Exact k-nearest neighbours under the Gower distance, for mixed clinical tables stored as codes.
 
-Definition (Gower 1971, with per-column weights). For rows ``x`` and ``y`` over columns ``c``::
-
-    s_c = |x_c - y_c| / range_c     numeric column   (0 when range_c == 0)
-    s_c = 0 if x_c == y_c else 1    categorical column (integer codes; no one-hot expansion)
-    d(x, y) = sum_c w_c delta_c s_c / sum_c w_c delta_c
-
-``delta_c`` is 0 when either value is missing (NaN anywhere, or a negative code in a categorical column, the
-pandas ``.cat.codes`` convention) and 1 otherwise, so missing values drop out and the remaining weights are
-renormalised. A pair with no comparable column gets distance 1, the largest possible, so it ranks last
-instead of poisoning the ordering with NaN. ``range_c`` defaults to max - min over query and reference
-together (non-missing values), which keeps every ``s_c`` in [0, 1]; pass ``ranges`` explicitly to compare
-several runs on one scale (e.g. the real data's ranges for every synthetic table).
-
-Everything is computed in float64, so the result is exact with ties broken by the lower index. The kernel
-streams reference tiles past blocks of query rows (parallel over query blocks), so memory stays
-``O((N + M) D)``. CUDA arrays run :mod:`hpcsynth.kernels.gower_cuda`, which evaluates the same expression in
-the same column order and returns the same distances and indices; both validate the options with
+Numeric columns count ``|x - y| / range``, categorical ones (integer codes, no one-hot expansion) 0 or 1;
+missing values (NaN, or a negative code) drop out and the remaining weights are renormalised (the definition
+is in :func:`knn_gower_cpu`). Everything is computed in float64, so the result is exact with ties broken by the
+lower index. The kernel streams reference tiles past blocks of query rows (parallel over query blocks), so
+memory stays ``O((N + M) D)``. CUDA arrays run :mod:`hpcsynth.kernels.gower_cuda`, which evaluates the same
+expression in the same column order and returns the same distances and indices; both validate the options with
 :func:`gower_columns`.
 """
 from __future__ import annotations
@@ -124,7 +113,20 @@ def _gower_knn(q, r, is_cat, inv_range, w, k, exclude_self, out_d, out_i):
 def knn_gower_cpu(query: np.ndarray, reference: np.ndarray, k: int, exclude_self: bool,
                   categorical: Any = None, ranges: Any = None, weights: Any = None
                   ) -> tuple[np.ndarray, np.ndarray]:
-    """Exact Gower k-NN of two validated float matrices (NaN allowed as missing; see module docstring)."""
+    """Exact Gower k-NN of two validated float matrices (NaN allowed as missing).
+
+    Definition (Gower 1971, with per-column weights). For rows ``x`` and ``y`` over columns ``c``::
+
+        s_c = |x_c - y_c| / range_c     numeric column   (0 when range_c == 0)
+        s_c = 0 if x_c == y_c else 1    categorical column (integer codes)
+        d(x, y) = sum_c w_c delta_c s_c / sum_c w_c delta_c
+
+    ``delta_c`` is 0 when either value is missing (NaN anywhere, or a negative code in a categorical column,
+    the pandas ``.cat.codes`` convention) and 1 otherwise. A pair with no comparable column gets distance 1,
+    the largest possible, so it ranks last instead of poisoning the ordering with NaN. ``range_c`` defaults to
+    max - min over query and reference together (non-missing values), which keeps every ``s_c`` in [0, 1];
+    pass ``ranges`` explicitly to compare several runs on one scale (e.g. the real data's ranges for every
+    synthetic table)."""
     q = np.ascontiguousarray(query, dtype=np.float64)
     r = q if reference is query else np.ascontiguousarray(reference, dtype=np.float64)
     is_cat, inv_range, w = gower_columns(q.shape[1], categorical, ranges, weights, lambda: host_span(q, r))

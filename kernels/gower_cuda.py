@@ -1,26 +1,12 @@
 """Exact Gower k-nearest neighbours on a CUDA device: the same arithmetic as :mod:`hpcsynth.kernels.gower`, so
 the GPU returns the CPU's distances and indices bit for bit.
 
-* ``_column_stats_kernel``: per column, the smallest and largest non-missing value (float64 atomics, one per
-  thread and column), and a flag for infinities. It gives the default ranges without copying data to the host;
-  the per-column options (categorical flags, inverse ranges, weights) are then validated and computed on the
-  host by :func:`hpcsynth.kernels.gower.gower_columns`, shared with the CPU path.
-* ``_gower_topk_kernel``: one thread per query row (read from a transposed float64 copy, so a warp's loads
-  coalesce); each block stages a tile of reference rows in shared memory (``SMEM_DOUBLES`` float64 values)
-  and every thread streams the tile against its row, keeping a sorted top-k by ``(distance, index)``. Memory
-  stays ``O((N + M) D + N k)``: the N x M matrix never exists. The reference may be cut into ``n_split``
-  chunks (grid dimension y) so that a few queries still fill the device.
-* ``_merge_kernel``: merges each row's per-chunk lists under the same tie rule, and casts to float32.
-
-Exactness. Each pair's distance is the CPU's float64 expression, column by column in the same order. NVVM
-contracts ``num + w * s`` into a fused multiply-add by default (Numba offers no switch), which rounds once
-instead of twice and would move the last bit; writing the product as ``w * s + 0.0`` keeps the rounded
-product (``fma(w, s, +0) == w * s`` for these non-negative terms) and leaves a plain add for the sum. The PTX
-test checks that every float64 FMA left in the kernel adds zero.
-
-The kernels call no device functions (not even ``min``, whose CUDA overload is one; ``|x - y|`` is written
-out): ``compile_ptx`` can then build them without a GPU, which is how the tests prove they still compile for
-Hopper (cc 9.0).
+``_column_stats_kernel`` finds the default column ranges on the device; ``_gower_topk_kernel`` streams tiles
+of reference rows past one thread per query row and keeps a sorted top-k by ``(distance, index)`` (memory
+``O((N + M) D + N k)``); ``_merge_kernel`` merges the per-chunk lists. Each pair's distance is the CPU's
+float64 expression, column by column in the same order, with NVVM's fused multiply-adds kept from moving the
+last bit (see :func:`_gower_topk_kernel`). The kernels call no device functions (not even ``min``, whose CUDA
+overload is one), so ``compile_ptx`` builds them without a GPU: the tests compile them for Hopper (cc 9.0).
 """
 from __future__ import annotations
 
@@ -42,7 +28,9 @@ _NO_INDEX = np.iinfo(np.int64).max
 
 @cuda.jit
 def _column_stats_kernel(x, low, high, bad):
-    """Fold ``STATS_ROWS`` rows of one column into ``low``/``high`` (NaN skipped); set ``bad[0]`` on +-inf."""
+    """Fold ``STATS_ROWS`` rows of one column into ``low``/``high`` (NaN skipped); set ``bad[0]`` on +-inf.
+    Float64 atomics, one per thread and column: the default ranges without copying data to the host (the
+    per-column options are then validated on the host by :func:`hpcsynth.kernels.gower.gower_columns`)."""
     t = cuda.grid(1)
     n, d = x.shape
     c = t % d
@@ -76,7 +64,15 @@ def _transpose_f64_kernel(x, out):
 
 @cuda.jit
 def _gower_topk_kernel(q_t, r, is_cat, inv_range, w, exclude_self, tile_rows, best_d, best_i):
-    """Per query row and reference chunk, the k smallest Gower distances (float64, sorted) and their indices."""
+    """Per query row and reference chunk, the k smallest Gower distances (float64, sorted) and their indices.
+
+    One thread per query row (read from a transposed float64 copy, so a warp's loads coalesce); each block
+    stages a tile of reference rows in shared memory (``SMEM_DOUBLES`` float64 values) and every thread streams
+    the tile against its row. The reference may be cut into ``n_split`` chunks (grid dimension y) so that a few
+    queries still fill the device. NVVM contracts ``num + w * s`` into a fused multiply-add by default (Numba
+    offers no switch), which rounds once instead of twice and would move the last bit; writing the product as
+    ``w * s + 0.0`` keeps the rounded product (``fma(w, s, +0) == w * s`` for these non-negative terms) and
+    leaves a plain add for the sum. The PTX test checks that every float64 FMA left in the kernel adds zero."""
     tile = cuda.shared.array(SMEM_DOUBLES, float64)
     d = q_t.shape[0]
     n = q_t.shape[1]

@@ -1,38 +1,10 @@
 """Exact Euclidean k-nearest neighbours on the CPU: a fast float32 candidate pass, then a certified float64 re-rank.
 
-Why two passes. The fast way to get squared distances is the expansion ``|r|^2 - 2 q.r (+ |q|^2)``, because the
-``q.r`` part is a matrix product that BLAS runs near the machine's peak. In float32 that expansion loses digits
-to cancellation, so on its own it would misorder close neighbours. So:
-
-1. **Candidate pass** (float32, tiled). Query rows are processed in blocks; for each block, one
-   single-threaded ``sgemm`` per tile (``TILE_ELEMENTS`` values, 1 MiB, so it stays in L2) computes
-   ``-2 q.r``, and a vectorised scan adds ``|r|^2`` and keeps, per query row, the ``C = k + EXTRA_CANDIDATES``
-   smallest values. Blocks run in parallel (Numba ``prange``), so memory is ``O((N + M) D + N C)``: the full
-   N x M matrix never exists. The ``sgemm`` is MKL's where torch ships it (see :func:`_mkl`), else numpy's
-   BLAS.
-2. **Exact re-rank** (float64). The candidates' distances are recomputed exactly from the original values
-   and sorted by ``(distance, index)``, which is the tie rule.
-3. **Certificate.** A rigorous bound on the float32 error (see :func:`_rerank_and_certify`) tells whether any
-   row that was *not* a candidate could be closer than the k-th re-ranked one. Where it could (only near
-   exact ties, e.g. duplicated rows), that query row is redone by a float64 brute-force scan. So the answer
-   equals a float64 reference always, not just usually.
-
-Both matrices are centred on the reference mean before the float32 pass: that shrinks the norms, hence the
-cancellation error, hence the number of rows that need the fallback, and costs one pass over the data.
-
-Where the time goes (N = M = 20,000, D = 32, k = 2, one core of the Sapphire Rapids development VM). The
-products are 25.6 GFLOP: numpy's OpenBLAS ``sgemm`` runs these thin (K = 32) 512 x 512 tiles at about 100
-GFLOP/s per core, MKL at about 200, the core's AVX-512 float32 peak, so MKL is used where torch provides it
-(:func:`_mkl`). The scan then costs as much as the product if written plainly: a row that holds any value
-below its threshold was looped over value by value, and early tiles have many such rows. So the scan tests
-64 values at a time (:func:`_below_mask64`) and visits only the set bits: about 2 us per query row over the
-whole reference instead of 6. Measured and not kept: bfloat16 products on AMX. MKL's ``gemm_bf16bf16f32`` is
-no faster than its ``sgemm`` at K = 32 (writing the float32 output bounds a thin product); a hand-written
-AMX tile kernel took 45-90 us per 512 x 512 x 32 tile against MKL's 85-110 us in the same runs, but
-bfloat16's rounding widens the certificate's error bound from about 2e-5 to about 3% of the k-th squared
-distance, so with C = 6 the certificate fails (float64 brute force) on 3% of random-normal rows, and on
-clustered or near-duplicate data on far more; the hi/lo bfloat16 split that restores a float32-grade bound
-(K = 96) ran no faster than MKL.
+The float32 expansion ``|r|^2 - 2 q.r`` runs near the BLAS peak but loses digits to cancellation, so it only
+proposes ``k + EXTRA_CANDIDATES`` candidates per query row; they are re-ranked exactly in float64, and a bound
+on the float32 error certifies that no other row could be closer (where it cannot, near exact ties, the row is
+redone by float64 brute force). So the answer always equals a float64 reference. The steps are in
+:func:`knn_euclidean_cpu`; measurements and the alternatives tried (bfloat16 on AMX) in benchmarks/README.md.
 """
 from __future__ import annotations
 
@@ -322,7 +294,22 @@ def _n_split(n_query: int, n_ref: int, n_threads: int, tile_q: int, tile_r: int)
 
 def knn_euclidean_cpu(query: np.ndarray, reference: np.ndarray, k: int,
                       exclude_self: bool) -> tuple[np.ndarray, np.ndarray]:
-    """Exact Euclidean k-NN of validated, finite, C-contiguous 2-D float arrays (see module docstring)."""
+    """Exact Euclidean k-NN of validated, finite, C-contiguous 2-D float arrays.
+
+    1. **Candidate pass** (float32, tiled). Query rows are processed in blocks; for each block, one
+       single-threaded ``sgemm`` per tile (``TILE_ELEMENTS`` values, 1 MiB, so it stays in L2) computes
+       ``-2 q.r``, and a vectorised scan (64 values at a time, :func:`_below_mask64`) adds ``|r|^2`` and keeps,
+       per query row, the ``C = k + EXTRA_CANDIDATES`` smallest values. Blocks run in parallel (Numba
+       ``prange``), so memory is ``O((N + M) D + N C)``: the full N x M matrix never exists. The ``sgemm`` is
+       MKL's where torch ships it (see :func:`_mkl`), else numpy's BLAS.
+    2. **Exact re-rank** (float64). The candidates' distances are recomputed exactly from the original values
+       and sorted by ``(distance, index)``, which is the tie rule.
+    3. **Certificate.** A rigorous bound on the float32 error (see :func:`_rerank_and_certify`) tells whether
+       any row that was *not* a candidate could be closer than the k-th re-ranked one. Where it could (only
+       near exact ties, e.g. duplicated rows), that query row is redone by a float64 brute-force scan.
+
+    Both matrices are centred on the reference mean before the float32 pass: that shrinks the norms, hence the
+    cancellation error, hence the number of rows that need the fallback, and costs one pass over the data."""
     n, m = query.shape[0], reference.shape[0]
     mean = reference.mean(axis=0, dtype=np.float64)
     qc = _centre_cast(query, mean, -2.0)

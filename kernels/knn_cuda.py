@@ -1,17 +1,11 @@
 """Exact Euclidean k-nearest neighbours on a CUDA device: the same candidate / re-rank / certificate scheme as
 :mod:`hpcsynth.kernels.knn_cpu`, with the data staying on the GPU throughout.
 
-* ``_candidates_kernel``: one thread per query row; each block stages a tile of reference rows in shared
-  memory (``SMEM_FLOATS`` floats, so ``SMEM_FLOATS // d`` rows per tile), and every thread of the block
-  streams the tile against its own query row. Distances are float32 *direct differences* (not the
-  ``|r|^2 - 2 q.r`` expansion): on a GPU the extra subtraction is cheap and the error becomes relative,
-  ``|s - e| <= (d + 3) u e``, so far fewer rows need the fallback. The reference may be cut into
-  ``n_split`` chunks (grid dimension y) so that a few queries still fill the device.
-* ``_rerank_kernel``: one thread per query row recomputes its candidates in float64, certifies them, and
-  brute-forces the row in float64 if the certificate fails.
-
-The kernels call no device functions (not even ``min``, whose CUDA overload is one): ``compile_ptx`` can then
-build them without a GPU, which is how the tests prove they still compile for Hopper (cc 9.0).
+``_candidates_kernel`` keeps each query row's float32 candidates (from direct differences, see there);
+``_rerank_kernel`` recomputes them in float64, certifies them, and brute-forces the row in float64 where the
+certificate fails. The kernels call no device functions (not even ``min``, whose CUDA overload is one):
+``compile_ptx`` can then build them without a GPU, which is how the tests prove they still compile for Hopper
+(cc 9.0).
 """
 from __future__ import annotations
 
@@ -54,7 +48,14 @@ def _transpose_f32_kernel(x, out):
 
 @cuda.jit
 def _candidates_kernel(q_t, r, vals, idxs, exclude_self):
-    """Per query row and reference chunk, the ``C`` smallest float32 squared distances (sorted) and indices."""
+    """Per query row and reference chunk, the ``C`` smallest float32 squared distances (sorted) and indices.
+
+    One thread per query row; each block stages a tile of reference rows in shared memory (``SMEM_FLOATS``
+    floats, so ``SMEM_FLOATS // d`` rows per tile), and every thread of the block streams the tile against its
+    own query row. Distances are float32 *direct differences* (not the ``|r|^2 - 2 q.r`` expansion): on a GPU
+    the extra subtraction is cheap and the error becomes relative, ``|s - e| <= (d + 3) u e``, so far fewer
+    rows need the fallback. The reference may be cut into ``n_split`` chunks (grid dimension y) so that a few
+    queries still fill the device."""
     tile = cuda.shared.array(SMEM_FLOATS, float32)
     d = q_t.shape[0]
     n = q_t.shape[1]

@@ -1,27 +1,10 @@
 """Counter-based Gaussian noise: Philox-4x32-10 (Salmon et al., SC 2011) and Box-Muller, one source for CPU and GPU.
 
-Why counter-based. Noise for element ``i`` of step ``s`` on rank ``r`` is a pure function of
-``(seed, rank, step, i)``: no generator state to save, so a resumed job continues the stream exactly, every
-thread computes its own elements in any order, and the CPU and the GPU produce the same numbers.
-
-The stream. Key ``(seed mod 2^32, seed >> 32)``; counter ``(b mod 2^32, b >> 32, step, rank)`` for block
-``b = i // 4``. The block's four 32-bit words ``(x0, x1, x2, x3)`` give two Box-Muller pairs, elements
-``4b, 4b+1`` from ``(x0, x1)`` and ``4b+2, 4b+3`` from ``(x2, x3)``:
-``z = sqrt(-2 ln u1) (cos 2 pi u2, sin 2 pi u2)`` with ``u1 = (2 x + 1) / 2^33`` in ``(0, 1)`` (never 0, so
-``|z| <= 6.77``) and ``u2`` the top 24 bits of the second word (2^24 directions on the circle).
-
-Why the arithmetic looks the way it does. Bit-identical float32 on both targets needs operations that round
-the same everywhere. The integer mixing is exact (uint64 holding 32-bit words, products below 2^64). For the
-floats, libm and libdevice differ in ``log``/``cos`` and CUDA contracts ``a * b + c`` into a fused
-multiply-add, which rounds once instead of twice. So ``log``, ``sin`` and ``cos`` are our own polynomials,
-and every product has float32 operands computed in float64: such a product is exact (48 bits), so fused or
-not, ``a * b + c`` rounds once, to float64, then explicitly to float32. Only ``+``, ``-``, ``*``, ``/`` and
-``sqrt`` remain, which IEEE 754 rounds correctly on both targets (Numba's CUDA target without ``fastmath``
-uses ``div.rn`` and ``sqrt.rn``). The polynomials are accurate to a few float32 units in the last place,
-far below anything a statistical test or the privacy analysis can see.
-
-The functions are plain Python compiled by :func:`build` for a target (``numba.njit`` or
-``numba.cuda.jit(device=True)``), so the two targets cannot drift apart.
+Noise for element ``i`` of step ``s`` on rank ``r`` is a pure function of ``(seed, rank, step, i)``: no
+generator state to save, so a resumed job continues the stream exactly, every thread computes its own elements
+in any order, and the CPU and the GPU produce the same numbers, bit for bit. The functions are plain Python
+compiled by :func:`build` for a target (``numba.njit`` or ``numba.cuda.jit(device=True)``), so the two targets
+cannot drift apart. :class:`Stream` defines the stream; :func:`build` says why the arithmetic looks as it does.
 """
 from __future__ import annotations
 
@@ -73,7 +56,13 @@ def _mad(a, b, c):
 
 
 class Stream(NamedTuple):
-    """The generator's pieces compiled for one target (see :func:`build`)."""
+    """The generator's pieces compiled for one target (see :func:`build`).
+
+    The stream: key ``(seed mod 2^32, seed >> 32)``; counter ``(b mod 2^32, b >> 32, step, rank)`` for block
+    ``b = i // 4``. The block's four 32-bit words ``(x0, x1, x2, x3)`` give two Box-Muller pairs, elements
+    ``4b, 4b+1`` from ``(x0, x1)`` and ``4b+2, 4b+3`` from ``(x2, x3)``:
+    ``z = sqrt(-2 ln u1) (cos 2 pi u2, sin 2 pi u2)`` with ``u1 = (2 x + 1) / 2^33`` in ``(0, 1)`` (never 0, so
+    ``|z| <= 6.77``) and ``u2`` the top 24 bits of the second word (2^24 directions on the circle)."""
 
     philox: Callable  # (c0, c1, c2, c3, k0, k1) -> four uint64 words
     mad: Callable  # (a, b, c) -> float32(a * b + c), a and b float32
@@ -88,7 +77,17 @@ def build(jit: Callable) -> Stream:
     cos1), mad(r1, sin1))`` with ``r0, r1`` the radii of words 0 and 2 and the directions of words 1 and 3;
     a target may also combine the pieces itself in that way (the CPU kernel does, in vectorisable stages).
     The helpers are closures over the target's own compiled ``_mad`` and ``philox4x32_10``, so one source
-    serves both targets."""
+    serves both targets.
+
+    Why the arithmetic looks the way it does: bit-identical float32 on both targets needs operations that
+    round the same everywhere. The integer mixing is exact (uint64 holding 32-bit words, products below 2^64).
+    For the floats, libm and libdevice differ in ``log``/``cos`` and CUDA contracts ``a * b + c`` into a fused
+    multiply-add, which rounds once instead of twice. So ``log``, ``sin`` and ``cos`` are our own polynomials,
+    and every product has float32 operands computed in float64: such a product is exact (48 bits), so fused
+    or not, ``a * b + c`` rounds once, to float64, then explicitly to float32. Only ``+``, ``-``, ``*``, ``/``
+    and ``sqrt`` remain, which IEEE 754 rounds correctly on both targets (Numba's CUDA target without
+    ``fastmath`` uses ``div.rn`` and ``sqrt.rn``). The polynomials are accurate to a few float32 units in the
+    last place, far below anything a statistical test or the privacy analysis can see."""
     mad, philox = jit(_mad), jit(philox4x32_10)
 
     @jit
