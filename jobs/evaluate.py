@@ -80,7 +80,8 @@ def real_rows(path: Path, real: str | None, comm: Communicator) -> RealRows:
         ranks = len([k for k in f["synthetic"] if k.startswith("site_")])
     cfg = from_dict(yaml.safe_load(text), source=f"{path}:/config", text=text)
     if comm.size > 1 and comm.size != ranks:
-        raise ConfigError(f"{path}: the run had {ranks} sites; evaluate it under `mpiexec -n {ranks}` or in one process")
+        raise ConfigError(f"{path}: the run had {ranks} sites; evaluate it under `mpiexec -n {ranks}` or in one "
+                          "process")
     indices = [comm.rank] if comm.size > 1 else ([None] if ranks == 1 else list(range(ranks)))
     sites: list[SiteData] = [load_site(cfg.data, k, n_sites, cfg.seed) for k in indices]
     train = pd.concat([s.train for s in sites], ignore_index=True)

@@ -3,21 +3,13 @@
 Nothing is downloaded at run time: scikit-survival and lifelines carry these tables in their wheels. Each entry
 declares what a biostatistician would otherwise have to say in the config (survival columns, categories stored
 as numbers, id columns, the natural site column) and what the evaluation should look at (genes, Cox covariates,
-risk groups, sensitive columns, quasi-identifiers; `hpcsynth.evaluate.suite.EvalSpec.default`).
-
-| name     | rows  | source                                                                 | time / event      |
-| mds      | 4,427 | hpcsynth's simulator (hpcsynth.data.mds), 3 sites                      | os_months/os_event |
-| flchain  | 7,874 | Dispenzieri et al. 2012, serum free light chains (scikit-survival)     | futime / death     |
-| whas500  |   500 | Worcester Heart Attack Study, Hosmer & Lemeshow 2008 (scikit-survival) | lenfol / fstat     |
-| gbsg2    |   686 | German Breast Cancer Study Group 2, Schumacher et al. 1994 (sksurv)    | time / cens        |
-| actg320  | 1,151 | AIDS Clinical Trials Group 320, Hammer et al. 1997 (scikit-survival)   | time / censor      |
-| actg175  | 2,139 | AIDS Clinical Trials Group 175, Hammer et al. 1996 (lifelines)         | days / cens        |
-| lung     |   228 | NCCTG advanced lung cancer, Loprinzi et al. 1994 (lifelines), 18 sites | time / status      |
+risk groups, sensitive columns, quasi-identifiers; `hpcsynth.evaluate.suite.EvalSpec.default`). The cohorts and
+their sources are listed in docs/datasets.md.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 import pandas as pd

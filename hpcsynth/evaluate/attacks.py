@@ -1,24 +1,14 @@
 """Privacy attacks on the released table, beyond DCR: NNDR, membership and attribute inference, k-anonymity.
 
-Every distance is an exact nearest-neighbour distance from `hpcsynth.kernels` in the shared space of
-`hpcsynth.evaluate.privacy.privacy_features`. Per site k, with its training rows T_k and held-out rows H_k:
-* DCR (Zhao et al. 2021): synthetic-to-T_k distances against H_k-to-T_k distances; the 5th percentiles, and the
-  share of synthetic rows closer to T_k than the median held-out row is (0.5 when synthetic rows are as far as
-  fresh patients; more means the generator pulls towards its training patients). Exact-match rate: distance 0.
-* NNDR: nearest over second-nearest training distance of each synthetic row; near 0 means a synthetic row sits
-  on one patient rather than between several (the privacy measure of the SAFE validation framework).
-* Membership inference (distance-based, Hilprecht et al. 2019; SynthCity's DCR-based attack): the attacker
-  scores a record by minus its distance to the nearest synthetic row; AUROC over equal numbers of training
-  (members) and held-out rows (non-members). 0.5: membership cannot be told.
-* Attribute inference (Stadler et al. 2022): an attacker who knows every other column of a patient takes the
-  sensitive value of the nearest synthetic row. Accuracy on training rows against held-out rows: the gain is
-  what the release leaks beyond what the population statistics already tell.
-* k-anonymity, l-diversity and the homogeneity attack (Sweeney 2002; Machanavajjhala et al. 2007) on declared
-  quasi-identifiers (numbers cut into 10 equal bins over the shared range): the smallest equivalence class of
-  the synthetic table, its fewest distinct sensitive values, and the share of training patients whose class in
-  the synthetic table holds one sensitive value only, and that value is theirs.
-Distances are gathered on rank 0 for the pooled percentiles (distances, not rows); the other scores are
-averaged over sites weighted by training rows (`hpcsynth.evaluate.pooling`).
+Distances are exact nearest-neighbour distances (`hpcsynth.kernels`) in the space of
+`hpcsynth.evaluate.privacy.privacy_features`. Per site, with its training rows T and held-out rows H:
+* DCR and the share of synthetic rows closer to T than the median held-out row (0.5: as far as fresh patients);
+* NNDR: nearest over second-nearest training distance (near 0: a synthetic row sits on one patient);
+* membership inference: AUROC of minus the distance to the nearest synthetic row, T against H (0.5: safe);
+* attribute inference: the nearest synthetic row's sensitive value, accuracy on T and its gain over H;
+* k-anonymity, l-diversity and the homogeneity attack on declared quasi-identifiers (numbers in 10 bins).
+Distances are gathered on rank 0 for pooled percentiles; the other scores are site-weighted by training rows.
+References and choices: docs/notes/evaluate.md.
 """
 from __future__ import annotations
 

@@ -1,22 +1,11 @@
 """Composite scores: Clinical Synthetic Fidelity (CSF) and Genomic Synthetic Fidelity (GSF), each in [0, 1].
 
-D'Amico et al. (JCO Clinical Cancer Informatics 2023; the SAFE synthetic validation framework of the
-GenoMed4All and Synthema consortia) summarise a synthetic MDS cohort by a clinical and a genomic fidelity; the
-federated study of 4,427 patients reports CSF 0.942 and GSF 0.902 after five rounds. Their exact weighting is
-not published with the figures, so hpcsynth defines both as plain means of parts that are each in [0, 1],
-1 = indistinguishable from the real cohort, so the two can be read on the same scale:
-
-    CSF = mean( shape score of the clinical columns           (1 - KS / 1 - TV, every non-gene column)
-                pair-trend score among the clinical columns   (correlation / contingency similarity)
-                1 - largest Kaplan-Meier gap, all patients
-                1 - mean largest Kaplan-Meier gap over the risk groups
-                share of key Cox hazard ratios whose synthetic value lies in the real 95% interval )
-    GSF = mean( gene frequency similarity                     (Bray-Curtis: 1 - sum|f_r - f_s| / sum(f_r + f_s))
-                pair-trend score among the genes              (contingency similarity of every gene pair)
-                co-mutation agreement                         (pairs significant in real data, Fisher p < 0.05,
-                                                               whose synthetic log odds ratio has the same sign) )
-A part that cannot be computed (no survival columns, no genes) is left out of the mean; with no part the
-score is NaN.
+After D'Amico et al. (JCO CCI 2023), whose weighting is unpublished, both are plain means of parts in [0, 1]
+(1 = indistinguishable from the real cohort):
+    CSF = mean(clinical shapes, clinical pair trends, 1 - KM gap, 1 - mean risk-group KM gap, Cox HRs in CI)
+    GSF = mean(gene frequency similarity, gene pair trends, co-mutation agreement)
+A part that cannot be computed (no survival columns, no genes) is left out; with no part the score is NaN.
+The parts are defined in docs/notes/evaluate.md.
 """
 from __future__ import annotations
 

@@ -1,31 +1,20 @@
 """Diversity and mode collapse: alpha-precision, beta-recall, authenticity (Alaa et al. 2022), rare categories.
 
-Alaa, van Breugel, Saveliev & van der Schaar, "How faithful is your synthetic data?" (ICML 2022) score a
-generator on three axes in a shared feature space (here the rank-scaled, one-hot space of
-`hpcsynth.evaluate.privacy.privacy_features`, not a learned one-class embedding):
-* alpha-precision: for alpha in [0, 1], the share of synthetic rows inside the ball around the real centre that
-  holds a share alpha of the real rows; a faithful generator gives alpha at every alpha. The score is
-  1 - sum|curve - alpha| / sum(alpha) (the integrated deviation, SynthCity's `AlphaPrecision` formula).
-* beta-recall: the share of real rows that have a synthetic row nearer than their own nearest real neighbour,
-  with that synthetic row inside the synthetic beta-support; low recall is mode collapse. Same integral.
-* authenticity: the share of synthetic rows farther from their nearest real row than that real row is from its
-  own nearest real neighbour (the corrected form of the paper's rule, as in SynthCity): 1.0 means no row copies
-  a patient.
-Real rows are the site's training rows (the authors' setting: authenticity is about the data the generator
-saw); across sites the three are averaged weighted by training rows.
-
-Rare-category coverage asks whether rare real levels (share below 5%) appear at all among the synthetic rows,
-the first thing mode collapse removes; it comes from summed category counts and is exact.
+The three scores of Alaa et al. (ICML 2022) in the space of `hpcsynth.evaluate.privacy.privacy_features`:
+alpha-precision (synthetic rows where the real ones are dense), beta-recall (real rows the synthetic ones cover;
+low is mode collapse), authenticity (synthetic rows that copy no patient). Real rows are the site's training
+rows; across sites the scores are weighted by training rows. Rare-category coverage (do real levels under 5%
+appear at all) comes from summed category counts and is exact. Definitions: docs/notes/evaluate.md.
 """
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
 
+from hpcsynth.comm import Communicator
 from hpcsynth.data.transformer import TableTransformer
 from hpcsynth.data.transforms import CategoricalTransform
 from hpcsynth.evaluate.pooling import summed
-from hpcsynth.comm import Communicator
 from hpcsynth.kernels import nearest_neighbours
 
 N_ALPHAS = 30
@@ -58,7 +47,8 @@ def alpha_beta_authenticity(real: np.ndarray, synthetic: np.ndarray, n_alphas: i
 
 def category_counts(frame: pd.DataFrame, transformer: TableTransformer) -> np.ndarray:
     """Counts of every level (missing excluded) of every categorical column, concatenated: summable."""
-    parts = [t.fit_stats(frame[t.spec.name])[:-1] for t in transformer.transforms_ if isinstance(t, CategoricalTransform)]
+    parts = [t.fit_stats(frame[t.spec.name])[:-1] for t in transformer.transforms_
+             if isinstance(t, CategoricalTransform)]
     return np.concatenate(parts) if parts else np.empty(0)
 
 

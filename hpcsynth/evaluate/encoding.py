@@ -14,7 +14,8 @@ from hpcsynth.data.transformer import TableTransformer
 from hpcsynth.data.transforms import CategoricalTransform
 
 
-def feature_matrix(frame: pd.DataFrame, transformer: TableTransformer, columns: list[str]) -> tuple[np.ndarray, np.ndarray]:
+def feature_matrix(frame: pd.DataFrame, transformer: TableTransformer,
+                   columns: list[str]) -> tuple[np.ndarray, np.ndarray]:
     """(matrix, categorical mask) of `columns`; category codes with missing as the last code."""
     blocks, categorical = [], []
     for name in columns:
@@ -32,5 +33,5 @@ def classifier(categorical: np.ndarray, seed: int = 0):
     """scikit-learn's histogram gradient boosting, small and seeded: seconds on thousands of rows."""
     from sklearn.ensemble import HistGradientBoostingClassifier
 
-    return HistGradientBoostingClassifier(max_iter=60, max_leaf_nodes=15, learning_rate=0.1, categorical_features=categorical,
-                                          random_state=seed)
+    return HistGradientBoostingClassifier(max_iter=60, max_leaf_nodes=15, learning_rate=0.1,
+                                          categorical_features=categorical, random_state=seed)

@@ -16,10 +16,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from hpcsynth.comm import Communicator
 from hpcsynth.data.transformer import TableTransformer
 from hpcsynth.evaluate.fidelity import column_scores
 from hpcsynth.evaluate.pooling import weighted_mean
-from hpcsynth.comm import Communicator
 
 AGE_BANDS = ((None, 60, "age<60"), (60, 70, "age 60-69"), (70, 80, "age 70-79"), (80, None, "age>=80"))
 

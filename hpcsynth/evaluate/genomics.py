@@ -19,8 +19,8 @@ import numpy as np
 import pandas as pd
 from scipy.stats import fisher_exact
 
-from hpcsynth.evaluate.pooling import summed
 from hpcsynth.comm import Communicator
+from hpcsynth.evaluate.pooling import summed
 
 
 @dataclass
@@ -46,7 +46,8 @@ class GenomicComparison:
             mae = float(np.abs(self.real_log_or - self.synthetic_log_or)[significant].mean())
         else:
             agreement, mae = float("nan"), float("nan")
-        return {"gene_frequency_similarity": freq, "gene_frequency_mae": float(np.abs(self.real_freq - self.synthetic_freq).mean()),
+        return {"gene_frequency_similarity": freq,
+                "gene_frequency_mae": float(np.abs(self.real_freq - self.synthetic_freq).mean()),
                 "co_mutation_agreement": agreement, "co_mutation_log_or_mae": mae}
 
 

@@ -10,10 +10,10 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from hpcsynth.comm import Communicator
 from hpcsynth.data.transformer import TableTransformer
 from hpcsynth.data.transforms import CategoricalTransform
 from hpcsynth.evaluate.pooling import summed
-from hpcsynth.comm import Communicator
 
 N_BINS = 30
 
@@ -37,7 +37,8 @@ def _counts(frame: pd.DataFrame, transformer: TableTransformer) -> tuple[np.ndar
             parts.append(t.fit_stats(values))
             layout.append((t.spec.name, None, [str(v) for v in t.labels_] + ["missing"]))
         else:
-            edges = np.linspace(t.min_, t.max_, N_BINS + 1) if t.max_ > t.min_ else np.array([t.min_ - 0.5, t.min_ + 0.5])
+            edges = np.linspace(t.min_, t.max_, N_BINS + 1) if t.max_ > t.min_ else \
+                np.array([t.min_ - 0.5, t.min_ + 0.5])
             x = pd.to_numeric(values, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
             x = np.clip(x[np.isfinite(x)], edges[0], edges[-1])
             parts.append(np.histogram(x, bins=edges)[0].astype(np.float64))

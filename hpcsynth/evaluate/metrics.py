@@ -6,9 +6,10 @@ compute it in a function that `hpcsynth.evaluate.suite` registers with `@part("y
 """
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import Enum
-from typing import Iterable, Literal
+from typing import Literal
 
 Direction = Literal["higher", "lower"]
 Role = Literal["time", "event", "risk_group", "genes", "cox", "target", "sensitive", "quasi", "subgroups"]
@@ -122,7 +123,8 @@ declare(  # privacy (hpcsynth.evaluate.privacy, attacks)
     Metric("membership_auroc", "lower", T, headline=True),
     Metric("attribute_inference_accuracy", "lower", T, ("sensitive",)),
     Metric("attribute_inference_gain", "lower", T, ("sensitive",)),
-    Metric("k_anonymity", "higher", T, ("sensitive", "quasi")), Metric("l_diversity", "higher", T, ("sensitive", "quasi")),
+    Metric("k_anonymity", "higher", T, ("sensitive", "quasi")),
+    Metric("l_diversity", "higher", T, ("sensitive", "quasi")),
     Metric("homogeneity_risk", "lower", T, ("sensitive", "quasi")))
 declare(  # fairness (hpcsynth.evaluate.fairness)
     Metric("fairness_fidelity_min", "higher", C, ("subgroups",), headline=True),

@@ -1,22 +1,10 @@
 """Pair trends: does the synthetic table keep how columns move together? (SDMetrics' Quality Report).
 
-SDMetrics' `ColumnPairTrends` property (Quality Report, single table) scores every pair of columns:
-* two numeric columns: correlation similarity, 1 - |r_real - r_syn| / 2 with Pearson's r over the rows where
-  both are present;
-* any other pair: contingency similarity, 1 - total variation distance between the two joint frequency tables,
-  where a numeric column is first cut into 10 equal-width bins spanning *its own table's* range
-  (`np.histogram_bin_edges`, then `np.digitize`: a missing value lands in bin 11, as does the maximum, exactly as
-  SDMetrics does) and a missing category is a level of its own.
-The property is the mean over pairs; SDMetrics' overall quality is the mean of it and of the column shapes.
-SDMetrics 0.32 counts by default only the pairs whose real association is strong (|r| > 0.5, Cramer's V > 0.3);
-hpcsynth scores every pair (thresholds 0, SDMetrics' classic report, the figure SDV papers quote) unless
-`min_correlation` / `min_association` say otherwise, and then it equals SDMetrics' default too.
-
-Both parts are exact from summable statistics, so the held-out rows never leave their site: Pearson's r from
-the pairwise-complete sums (n, sum x, sum y, sum x^2, sum y^2, sum xy; centred on the shared transform's minimum
-to keep the sums well conditioned), the real bin edges from the pooled minimum and maximum (one min and one max
-reduction), and the joint tables from summed counts. Synthetic rows are public within the consortium, so their
-statistics are computed where they are.
+Every pair of columns is scored as SDMetrics' `ColumnPairTrends` does: two numeric columns by correlation
+similarity, 1 - |r_real - r_syn| / 2; any other pair by contingency similarity, 1 - total variation distance of
+the joint tables (numbers in 10 equal-width bins). Every pair counts unless `min_correlation` /
+`min_association` say otherwise (then it equals SDMetrics' default). Both parts are exact from summable
+statistics, so the held-out rows never leave their site. Details: docs/notes/evaluate.md.
 """
 from __future__ import annotations
 
@@ -26,10 +14,10 @@ from itertools import combinations
 import numpy as np
 import pandas as pd
 
+from hpcsynth.comm import Communicator
 from hpcsynth.data.transformer import TableTransformer
 from hpcsynth.data.transforms import CategoricalTransform
 from hpcsynth.evaluate.pooling import summed
-from hpcsynth.comm import Communicator
 
 N_BINS = 10
 

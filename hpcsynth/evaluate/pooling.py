@@ -1,6 +1,6 @@
-"""How per-site results become consortium figures without moving rows (issue 7, item 8).
+"""How per-site results become consortium figures without moving rows.
 
-Two ways, and every score says which one it took:
+Two ways; every score declares its own in `hpcsynth.evaluate.metrics`:
 
 * **exact** (`summed`): the metric is a function of counts or sums (category counts, joint counts, moments,
   counts of events and patients at risk on a shared time grid). Each site computes its own, one `Allreduce`

@@ -1,16 +1,10 @@
 """Distance to closest record (DCR): are synthetic rows closer to the training patients than new patients are?
 
-Rows are compared in one shared feature space: each numeric column at its rank scale in [0, 1] (the shared
-quantile transform's CDF, so a heavy tail does not dominate), each categorical (and each missingness flag) as
-one-hot scaled by 1/sqrt(2) so that a mismatch costs exactly 1, like a full-range numeric difference. Distances come from hpcsynth's exact
-nearest-neighbour kernels.
-
-Per site k, with its own training rows T_k and held-out rows H_k (both stay on the site):
-    synthetic DCR  distance of every released synthetic row to its closest row of T_k
-    holdout DCR    distance of every row of H_k to its closest row of T_k
-Only the distances travel (gathered on rank 0). If the synthetic rows' 5th percentile is not below the
-held-out rows' 5th percentile, the generator does not place rows nearer the training patients than fresh
-patients from the same hospitals lie: the usual reading of DCR (Zhao et al. 2021; SynthCity).
+Rows are compared in one shared space: numbers at their rank scale in [0, 1], categories one-hot scaled so that
+a mismatch costs 1 (`privacy_features`); distances come from the exact nearest-neighbour kernels. Per site k:
+the distance of every synthetic row, and of every held-out row of k, to the closest training row of k. Only the
+distances travel (gathered on rank 0). If the synthetic 5th percentile is not below the held-out one, the
+generator places rows no nearer the training patients than fresh patients lie (Zhao et al. 2021; SynthCity).
 """
 from __future__ import annotations
 
@@ -18,9 +12,9 @@ import numpy as np
 import pandas as pd
 from scipy.special import ndtr
 
+from hpcsynth.comm import Communicator
 from hpcsynth.data.transformer import TableTransformer
 from hpcsynth.data.transforms import NumericTransform
-from hpcsynth.comm import Communicator
 from hpcsynth.kernels import nearest_neighbours
 
 

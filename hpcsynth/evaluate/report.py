@@ -253,4 +253,5 @@ def summary_table(sections: list[RunSection]) -> str:
     frame = pd.DataFrame([{"strategy": s.name, **{k: s.evaluation.scores.get(k, np.nan) for k in keys}}
                           for s in sections])
     legend = ", ".join(f"{k} {metric(k).sign}" for k in keys)
-    return frame.to_string(index=False, float_format=lambda x: f"{x:.4f}") + f"\n(+ higher / - lower is better: {legend})"
+    table = frame.to_string(index=False, float_format=lambda x: f"{x:.4f}")
+    return f"{table}\n(+ higher / - lower is better: {legend})"

@@ -11,8 +11,8 @@ metrics need are known (`EvalSpec`, whose defaults come from the cohort's defini
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -150,18 +150,19 @@ class Evaluation:
         """The report's curves as plain arrays, for the run file's `/evaluation/curves` (paths as keys)."""
         out = {}
         if self.pairs is not None:
-            out.update({"pairs/columns": np.array(self.pairs.columns, dtype="S"), "pairs/real_corr": self.pairs.real_corr,
-                        "pairs/synthetic_corr": self.pairs.synthetic_corr})
+            p = self.pairs
+            out.update({"pairs/columns": np.array(p.columns, dtype="S"), "pairs/real_corr": p.real_corr,
+                        "pairs/synthetic_corr": p.synthetic_corr})
         if self.km is not None:
             out["km/grid"] = self.km.grid
             for group in self.km.real:
                 name = str(group).replace("/", "_")  # a level name must not open an HDF5 subgroup
                 out[f"km/real/{name}"], out[f"km/synthetic/{name}"] = self.km.real[group], self.km.synthetic[group]
         if self.genomics is not None:
-            out.update({"genes/names": np.array(self.genomics.genes, dtype="S"),
-                        "genes/real_freq": self.genomics.real_freq, "genes/synthetic_freq": self.genomics.synthetic_freq,
-                        "genes/real_log_or": self.genomics.real_log_or,
-                        "genes/synthetic_log_or": self.genomics.synthetic_log_or})
+            g = self.genomics
+            out.update({"genes/names": np.array(g.genes, dtype="S"), "genes/real_freq": g.real_freq,
+                        "genes/synthetic_freq": g.synthetic_freq, "genes/real_log_or": g.real_log_or,
+                        "genes/synthetic_log_or": g.synthetic_log_or})
         return out
 
 

@@ -1,18 +1,11 @@
 """Clinical fidelity: do synthetic patients live and die like real ones? (Kaplan-Meier, log-rank, Cox, C-index).
 
-* **Kaplan-Meier** curves, real against synthetic, overall and within each risk group (the IPSS-R category for
-  MDS), and the largest vertical gap between them; a **log-rank** test of equality. Both come from counts of
-  deaths and censorings per interval of a shared time grid (each site counts its own patients; one `Allreduce`),
-  which is the exact Kaplan-Meier estimator and log-rank statistic whenever event times lie on the grid and
-  otherwise groups times within an interval (deaths before censorings, Kaplan-Meier's own tie rule); with 200
-  intervals over the follow-up the difference is below the curves' line width. Checked against lifelines'
-  `KaplanMeierFitter` and `logrank_test` in the tests.
-* **Cox hazard ratios** of key covariates (lifelines' `CoxPHFitter`, complete cases, a small ridge penalty so
-  that a rare flag cannot diverge) fitted on synthetic rows and on real held-out rows. Across sites the real
-  log hazard ratios are combined by fixed-effect inverse-variance meta-analysis (sum of w*beta and of w, w = 1/se^2,
-  summed with `Allreduce`): the standard federated estimate, not the pooled fit, and equal to it in one process.
-* **C-index** of a Cox model trained on synthetic rows and tested on real held-out rows (TSTR) against the same
-  model trained on the site's real training rows (TRTR); across sites, the mean weighted by held-out rows.
+* Kaplan-Meier curves, real against synthetic, overall and per risk group, their largest gap, and a log-rank
+  test: from counts of deaths and censorings on a shared time grid, summed over sites (exact up to the grid).
+* Cox log hazard ratios of key covariates (lifelines) on synthetic and real held-out rows; the real ones are
+  combined over sites by fixed-effect inverse-variance meta-analysis.
+* C-index of a Cox model trained on synthetic rows (TSTR) or on real training rows (TRTR), tested on real
+  held-out rows. Choices and checks: docs/notes/evaluate.md.
 """
 from __future__ import annotations
 
@@ -22,8 +15,8 @@ import numpy as np
 import pandas as pd
 from scipy.stats import chi2
 
-from hpcsynth.evaluate.pooling import summed, weighted_mean
 from hpcsynth.comm import Communicator
+from hpcsynth.evaluate.pooling import summed, weighted_mean
 
 N_INTERVALS = 200
 

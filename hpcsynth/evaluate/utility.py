@@ -72,7 +72,8 @@ def compare_fits(tstr, trtr) -> dict[str, float]:
         values = classification_scores(*fitted) if fitted is not None else \
             {"auroc": float("nan"), "balanced_accuracy": float("nan"), "g_mean": float("nan")}
         scores.update({f"{prefix}_{k}": v for k, v in values.items()})
-    scores["tstr_trtr_auroc_ratio"] = scores["tstr_auroc"] / scores["trtr_auroc"] if scores["trtr_auroc"] > 0 else float("nan")
+    trtr = scores["trtr_auroc"]
+    scores["tstr_trtr_auroc_ratio"] = scores["tstr_auroc"] / trtr if trtr > 0 else float("nan")
     return scores
 
 

@@ -42,3 +42,13 @@ def test_mds_through_the_registry_is_the_simulator():
     frame = load_cohort("mds", n_patients=300, n_sites=2, seed=4)
     assert len(frame) == 300 and set(frame["site"]) == {0, 1}
     assert np.isfinite(frame["os_months"]).all()
+
+
+@pytest.mark.parametrize("name", list(COHORTS))
+def test_the_columns_a_cohort_declares_for_its_evaluation_are_in_its_table(name):
+    cohort = COHORTS[name]
+    frame = load_cohort(name, n_patients=200) if cohort.simulated else load_cohort(name)
+    declared = (*cohort.genes, *cohort.cox_covariates, *cohort.sensitive, *cohort.quasi_identifiers,
+                *([cohort.risk_groups] if cohort.risk_groups else []))
+    assert [c for c in declared if c not in frame.columns] == []
+    assert not cohort.genes or all(set(frame[g].dropna().unique()) <= {0.0, 1.0} for g in cohort.genes)

@@ -1,10 +1,13 @@
-"""Shared fixtures: a communicator that runs K sites as K threads of one process, so federated sums are tested cheaply."""
+"""Shared fixtures: a communicator that runs K sites as K threads of one process, so federated sums are tested
+cheaply."""
 from __future__ import annotations
 
 import threading
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
+import pytest
 
 from hpcsynth.comm import Communicator
 
@@ -65,7 +68,6 @@ class SplitComm(Communicator):
         raise RuntimeError("abort")
 
 
-import pytest
 
 
 @pytest.fixture

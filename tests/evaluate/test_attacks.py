@@ -3,8 +3,7 @@ import numpy as np
 import pandas as pd
 
 from hpcsynth.data.transformer import TableTransformer
-from hpcsynth.evaluate.attacks import (anonymity, attribute_inference, distance_scores, membership_auroc,
-                                       site_distances)
+from hpcsynth.evaluate.attacks import anonymity, attribute_inference, distance_scores, membership_auroc, site_distances
 from hpcsynth.evaluate.privacy import privacy_features
 
 

@@ -4,10 +4,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from hpcsynth.comm import SoloComm
 from hpcsynth.data.transformer import TableTransformer
 from hpcsynth.evaluate.fairness import fairness, subgroups
 from hpcsynth.evaluate.fidelity import column_scores
-from hpcsynth.comm import SoloComm
 
 
 def test_age_bands_and_sex_levels():
@@ -21,7 +21,8 @@ def test_age_bands_and_sex_levels():
 
 def test_the_misrepresented_subgroup_is_named_worst():
     rng = np.random.default_rng(0)
-    real = pd.DataFrame({"age": rng.uniform(40, 90, 800), "sex": rng.choice(["F", "M"], 800), "x": rng.normal(size=800)})
+    real = pd.DataFrame({"age": rng.uniform(40, 90, 800), "sex": rng.choice(["F", "M"], 800),
+                         "x": rng.normal(size=800)})
     synthetic = real.copy()
     synthetic.loc[synthetic["sex"] == "F", "x"] += 2.0  # women's values are wrong
     transformer = TableTransformer(categorical=["sex"]).fit(real)

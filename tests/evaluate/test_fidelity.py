@@ -1,12 +1,13 @@
 """Fidelity from merged counts equals the pooled statistics (scipy's KS, direct total variation)."""
 import numpy as np
 import pandas as pd
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from scipy.stats import ks_2samp
 
+from hpcsynth.comm import SoloComm
 from hpcsynth.data.transformer import TableTransformer
 from hpcsynth.evaluate.fidelity import column_scores, fidelity, ks_counts, ks_from_counts
-from hpcsynth.comm import SoloComm
 
 RNG = np.random.default_rng(0)
 

@@ -3,10 +3,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from hpcsynth.comm import SoloComm
 from hpcsynth.data.transformer import TableTransformer
 from hpcsynth.evaluate.fidelity import column_scores
 from hpcsynth.evaluate.pairs import pair_trends
-from hpcsynth.comm import SoloComm
 
 
 def _table(seed: int, n: int) -> pd.DataFrame:

@@ -2,9 +2,9 @@
 import numpy as np
 import pandas as pd
 
+from hpcsynth.comm import SoloComm
 from hpcsynth.data.transformer import TableTransformer
 from hpcsynth.evaluate.privacy import dcr, privacy_features
-from hpcsynth.comm import SoloComm
 
 RNG = np.random.default_rng(0)
 

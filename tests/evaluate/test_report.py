@@ -9,9 +9,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from hpcsynth.comm import SoloComm
 from hpcsynth.evaluate.report import RunSection, write_report
 from hpcsynth.evaluate.suite import evaluate
-from hpcsynth.comm import SoloComm
 
 # 1 comparison plot + per run: marginals, KM, correlation, genomics, DCR, fairness, rounds
 EXPECTED_IMAGES = 1 + 2 * 7

@@ -29,7 +29,8 @@ def test_evaluate_a_run_file_in_one_process_and_with_real_rows_from_a_file(write
     assert all(directions[k] == METRICS[k].direction for k in scores) and "km_worst_group" in notes
     with h5py.File(run, "r") as f:
         curves = f["evaluation/curves"]
-        assert curves["km/real/all"].shape == curves["km/grid"].shape and "SF3B1" in curves["genes/names"][()].astype(str)
+        assert curves["km/real/all"].shape == curves["km/grid"].shape
+        assert "SF3B1" in curves["genes/names"][()].astype(str)
     assert (tmp_path / "run.html").stat().st_size > 10_000
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".run.h5")]  # no temporary file left
     real = tmp_path / "real.csv"
