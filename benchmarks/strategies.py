@@ -22,7 +22,10 @@ import h5py
 import pandas as pd
 import yaml
 
+from hpcsynth.evaluate.metrics import metric
+
 STRATEGIES = ["centralized", "isolated", "fedavg", "fedprox", "fedopt", "sd_sharing", "latent_alignment"]
+SHOWN = ("fidelity", "dcr_synthetic_p5", "wall_s")  # scores of the job's comparison table
 COHORTS = {
     "mds": {"builtin": "mds"},
     "flchain-by-age": {"builtin": "flchain", "partition": {"kind": "covariate", "column": "age", "n_sites": 3}},
@@ -59,10 +62,11 @@ def main() -> None:
             table["gain_over_isolated"] = table["fidelity"] - low
             table["gap_closed"] = table["gain_over_isolated"] / max(high - low, 1e-9)
             print(f"\n{cohort}")
-            print(table[["fidelity", "gain_over_isolated", "gap_closed", "dcr_synthetic_p5", "wall_s"]]
-                  .round(4).to_string())
+            print(table[["fidelity", "gain_over_isolated", "gap_closed", *SHOWN[1:]]].round(4).to_string())
+            print("(+ higher / - lower is better: " + ", ".join(f"{k} {metric(k).sign}" for k in SHOWN) + ")")
             federated = table.drop(index=["centralized", "isolated"])["fidelity"]
-            best.append((cohort, federated.idxmax(), federated.max(), federated.max() / high))
+            name = federated.idxmax() if metric("fidelity").direction == "higher" else federated.idxmin()
+            best.append((cohort, name, federated[name], federated[name] / high))
     for cohort, name, value, ratio in best:
         print(f"{cohort}: best federated strategy {name} (fidelity {value:.4f}, {ratio:.3f}x centralized)")
 
