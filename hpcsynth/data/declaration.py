@@ -1,6 +1,7 @@
 """The job file's `data:` section (where a job's rows come from, how they split into sites) and the column
-declarations that the config or a named cohort makes. It lives in the data layer because the loaders read it; `hpcsynth.config` parses
-and validates it with the rest of the job file."""
+declarations that the config or a named cohort makes. It lives in the data layer because the loaders read it;
+`hpcsynth.config` parses and validates it with the rest of the job file.
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass, field

@@ -1,66 +1,13 @@
-"""A built-in simulator of a multi-site myelodysplastic-syndromes (MDS) cohort.
+"""A built-in simulator of a multi-site myelodysplastic-syndromes (MDS) registry, for demos, tests and benchmarks.
 
-Why it exists: the federated pipeline needs a realistic, shareable cohort to demonstrate, test and benchmark on,
-with the features that make federated synthetic data hard in practice: mixed column types, survival with
-censoring, correlated driver mutations, missing values that follow how registries record them, and sites that
-differ from one another (non-IID by design). No real patient is behind any row.
-
-Default size and split: 4,427 patients over 3 sites, the setting of published federated synthetic-data work
-on MDS by the Synthema / GenoMed4All consortia (the figure comes from the project brief; we did not find it in
-the abstracts we could reach).
-
-Sources (figures checked against the abstracts, and the IPSS-R table against the MDS Foundation calculator):
-
-[1] Greenberg PL, Tuechler H, Schanz J, et al. Revised International Prognostic Scoring System for
-    myelodysplastic syndromes. Blood 2012;120:2454-2465. The IPSS-R point table and risk-group cut-offs
-    (`ipssr_score`, `ipssr_category`); the shares of the 7,012-patient cohort (very low 19%, low 38%,
-    intermediate 20%, high 13%, very high 10%); median overall survival 8.8, 5.3, 3.0, 1.6, 0.8 years; median
-    time to 25% AML evolution not reached, 10.8, 3.2, 1.4, 0.7 years.
-[2] Schanz J, et al. J Clin Oncol 2012;30:820 (the cytogenetic groups used by [1]): very good 4%, good 72%,
-    intermediate 13%, poor 4%, very poor 7%.
-[3] Papaemmanuil E, et al. Clinical and biological implications of driver mutations in myelodysplastic
-    syndromes. Blood 2013;122:3616-3627. 738 patients, 111 genes: the pairwise structure (splicing genes
-    SF3B1/SRSF2/U2AF1/ZRSR2 mutually exclusive; SRSF2 with TET2, ASXL1, RUNX1, IDH2, STAG2; SF3B1 with DNMT3A;
-    ASXL1 with RUNX1, EZH2, STAG2).
-[4] Haferlach T, et al. Landscape of genetic lesions in 944 patients with myelodysplastic syndromes.
-    Leukemia 2014;28:241-247. TET2, SF3B1, ASXL1, SRSF2, DNMT3A and RUNX1 mutated in more than 10%; many
-    mutations go with higher risk groups and blast elevation.
-[5] Bernard E, et al. Molecular International Prognostic Scoring System for myelodysplastic syndromes
-    (IPSS-M). NEJM Evidence 2022. 2,957 patients, 152 genes: TP53 strongly adverse, SF3B1 favourable, ASXL1,
-    RUNX1, EZH2, SRSF2, U2AF1, STAG2, NRAS, IDH2 adverse for survival and leukaemic transformation.
-[6] Thol F, et al. Blood 2012;119:3211-3218. Splicing mutations mutually exclusive and rarer with complex
-    karyotype or TP53; SRSF2 and ZRSR2 with TET2; U2AF1 with ASXL1; SF3B1 with lower haemoglobin and higher
-    platelets; SRSF2 with thrombocytopenia.
-
-Where the sources differ, the choice made here:
-- Gene frequencies: [3] includes CMML and MDS/MPN, which raise TET2 and SRSF2 (TET2/SRSF2 co-mutation marks
-  CMML), so we use values for MDS proper (`GENE_FREQUENCIES`), inside the ranges of [4] and [5].
-- Risk-group shares and survival: treated single-centre validations of the IPSS-R differ (Mishra et al., Am J
-  Hematol 2013: 14/32/22/18/14%, medians 90/54/34/21/13 months); we follow the untreated development cohort [1].
-- Hazard ratios (adjusted for the IPSS-R group) are single values inside the published ranges: SF3B1 0.7,
-  TP53 3.0 (multi-hit status is not modelled), ASXL1/RUNX1/EZH2/SRSF2/U2AF1/STAG2 1.4 each; age 1.03 per year
-  ([1] found age additive for survival).
-- About 30% progress to AML overall, ordered by the IPSS-R times to AML of [1]; the per-group fractions
-  (`_AML_BY_CATEGORY`) are our choice.
-
-How the cohort is built (vectorised, one latent variable and a sequence of conditionals):
-1. Sites get sizes, a risk shift, an age profile, a gene panel and missingness rates, interpolated from a
-   referral centre (site 0) to a community hospital (the last site).
-2. A latent disease severity `z` (pooled approximately standard normal) drives the cytogenetic group (ordinal
-   cut-points give the exact pooled shares of [2]), TP53 (strongly tied to very poor cytogenetics), one
-   splicing class (mutual exclusion by construction), then the other genes, each a logistic model in `z` and
-   its known partners.
-3. Blood counts and marrow blasts follow `z` and the mutations; the IPSS-R score and group are computed from
-   them with the exact point table.
-4. Survival is Weibull within each IPSS-R group with the mutation and age hazard ratios; administrative
-   censoring at data lock plus random loss to follow-up. AML progression is logistic within each group.
-5. Registry missingness is applied last: untested genes (NaN for the whole site), failed karyotypes (then the
-   IPSS-R is missing too), and a few missing blood counts. Outcomes use the complete values, as in reality.
-
-The logistic intercepts, splicing log-odds and survival scales are solved once on a fixed 100,000-row reference
-draw of the default cohort so that its pooled marginals equal the targets, and then reused: a frame depends
-only on its own seed, and its pooled marginals match the targets up to sampling noise (and up to the site mix
-when `n_sites` is not 3).
+Mixed column types, censored survival, correlated driver mutations, registry missingness and sites that differ
+(a referral centre to a community hospital); no real patient is behind any row. A latent severity drives
+cytogenetics, mutations, blood counts, the IPSS-R and survival; the intercepts are solved once on a fixed
+reference draw so that the pooled marginals equal the published targets. How it is built, and every choice
+made where the sources differ: docs/datasets.md (The built-in MDS cohort). Sources:
+[1] Greenberg et al., Blood 2012;120:2454 (IPSS-R)    [2] Schanz et al., J Clin Oncol 2012;30:820
+[3] Papaemmanuil et al., Blood 2013;122:3616          [4] Haferlach et al., Leukemia 2014;28:241
+[5] Bernard et al., NEJM Evidence 2022 (IPSS-M)       [6] Thol et al., Blood 2012;119:3211
 """
 from __future__ import annotations
 

@@ -1,22 +1,12 @@
 """Mode-specific normalisation (Xu et al., NeurIPS 2019, section 4.2), fitted by federated EM.
 
-A numeric column is modelled as a mixture of Gaussians (a variational Bayesian mixture with a Dirichlet-process
-prior, up to 10 modes, modes under 0.005 of the weight dropped: SDV's settings). A value is encoded as the
-one-hot of its most probable mode and its position within that mode, (x - mu_k) / sigma_k. Multimodal columns
-(a lab value with a normal and a pathological cluster) then become a discrete choice plus a well-behaved
-unimodal number, which GANs learn more easily than one multimodal number.
-
-Two choices differ from SDV and are deliberate:
-* the mode of a value is its most probable one, not a draw from the responsibilities, so `encode` is a pure
-  function (the same rows give the same matrix on every site and in every run);
-* the within-mode value is scaled by sigma_k, not 4 sigma_k squashed by tanh, so the block really is the
-  `("gaussian", 1)` span the generators already model linearly (TVAE and CTGAN alike); decoding clips to the
-  observed range, which is what keeps values in bounds.
-
-The mixture is fitted by `hpcsynth.federated.em.FederatedBGM`: the EM sufficient statistics are summed with
-one Allreduce per iteration, so every site ends with the same modes and no row leaves its site. Missing values
-get the same two-way indicator as in `NumericTransform` (present, missing); a missing row is encoded in the
-heaviest mode at its centre, so every mode block stays one-hot.
+A numeric column is modelled as a mixture of Gaussians (a variational Bayesian mixture, up to 10 modes, modes
+under 0.005 of the weight dropped: SDV's settings). A value is encoded as the one-hot of its most probable mode
+and its position within that mode, (x - mu_k) / sigma_k, so a multimodal column becomes a discrete choice plus
+a well-behaved unimodal number, which GANs learn more easily. The mixture is fitted by
+`hpcsynth.data.mixture.FederatedBGM` (EM statistics summed with one Allreduce per iteration), so every site
+holds the same modes. Missing values get the indicator of `NumericTransform`; a missing row is encoded in the
+heaviest mode at its centre. Where this differs from SDV, and why: docs/notes/data.md.
 """
 from __future__ import annotations
 
@@ -26,7 +16,7 @@ import pandas as pd
 from hpcsynth.data.schema import ColumnSpec, DataError
 from hpcsynth.data.transforms import NumericTransform, _softmax_sample
 from hpcsynth.comm import Communicator
-from hpcsynth.federated.em import FederatedBGM
+from hpcsynth.data.mixture import FederatedBGM
 
 MAX_MODES = 10
 WEIGHT_THRESHOLD = 0.005

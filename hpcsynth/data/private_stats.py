@@ -1,37 +1,13 @@
 """Differentially private release of the statistics that the shared table transform is fitted from.
 
-Why: the transform is fitted from what every site contributes: ranges, histograms, category levels and counts.
-Without noise these are exact functions of each site's rows. A patient with an extreme value fixes a column's
-minimum or maximum, and a category label seen once names a patient. When a run has a privacy budget, each site
-adds Gaussian noise to its own contribution before the Allreduce. Each site is then private with respect to its
-own rows, the same guarantee as its DP-SGD training, and the epsilon is charged to the same accountant.
-
-Mechanisms. Neighbouring tables differ by adding or removing one row. A row adds 1 to exactly one count of
-every release, so every release has L2 sensitivity 1 and is a Gaussian mechanism with noise multiplier ``z``
-(standard deviation ``z`` per count, per site):
-
-* **Histograms** (the quantile map's grid, its missing count, and category counts): counts plus N(0, z^2).
-  Negative merged counts are set to 0. On a private run the grid has `PRIVATE_GRID_BINS` bins instead of 4,096,
-  so the noise, summed along the CDF, stays small against the counts.
-* **Ranges**: a histogram on a public grid (0, then one bucket per doubling of |x| from 1e-3 to 1e9 on each
-  side). The range spans the buckets whose merged noisy count clears a threshold. The threshold is set so that
-  an empty bucket of a column passes with probability at most `FALSE_BUCKET` (1%). The price is a range that
-  can fall short of a sparse tail or reach up to one bucket (twice the value) past it. Public bounds (`data.bounds`) skip
-  this release.
-* **Category levels** (Gaussian partition selection; Korolova et al., WWW 2009; Gopi et al., ICML 2020): a site
-  proposes a level only if its noisy local count clears ``tau = 1 + z * Phi^-1(1 - delta_levels / C)``, for C
-  columns selected this way. A level held by a single patient is released with probability at most
-  ``delta_levels / C``, so at most ``delta_levels`` for the patient in all. The union of the proposals is the
-  shared level set. A level no site releases is coded as missing. A binary column's levels {0, 1} are public
-  by its kind, and `data.levels` declares others.
-
-Not covered: the column names and kinds, which the sites agree on as metadata; declare kinds in `data.kinds`
-so that none is inferred from the rows.
-
-Accounting: the R releases enter Opacus's accountant as one history entry ``(z, 1.0, R)`` (sample rate 1),
-ahead of the DP-SGD steps. ``z`` is calibrated so that the releases alone spend `statistics_share` of the
-epsilon. ``delta_levels = delta / 10`` is set aside from the delta that the accountant is given, whenever the
-statistics are private.
+Ranges, histograms and category levels are exact functions of each site's rows (an extreme value fixes a
+minimum; a label seen once names a patient). With `privacy.statistics_share` above 0 each site adds Gaussian
+noise to its own contribution before the Allreduce, so it is private with respect to its own rows, like its
+DP-SGD training, and the spend is charged to the same accountant. Every release has L2 sensitivity 1:
+histograms are counts plus N(0, z^2) on a coarser grid (`PRIVATE_GRID_BINS`); ranges come from a noisy
+histogram on a public power-of-two grid; category levels by Gaussian partition selection (Korolova et al.
+2009; Gopi et al. 2020), with `delta / 10` set aside. Column names and kinds are metadata, not covered.
+The mechanisms, thresholds and accounting in full: docs/notes/data.md.
 """
 from __future__ import annotations
 

@@ -6,15 +6,9 @@ Each transform follows one protocol:
     finish(merged)     -> the fitted state, identical on every site
     encode(values)     -> float32 block of width `width` for the generator
     decode(block, rng) -> values in the original units and dtype
-Numeric columns need two rounds of statistics (the range, then a histogram on a grid drawn from that range), so
-`fit` runs the protocol once per stage. Missing values get their own indicator in the encoding, so a decoded
-table is missing at the same rate and in the same joint pattern the generator learned.
-
-The quantile transform uses a fixed grid of `GRID_BINS` bins in t = log1p((x - min) / c) with
-c = (max - min) / 100: nearly linear over the lowest percent of the range and logarithmic above it, so heavy
-right tails (platelets, survival times) keep resolution at the bulk. The quantiles it reproduces are exact up to
-one bin: at most 0.12% of the column's range (log(101) / 4096 * 1.01). Merging histograms is a plain sum, so the
-federated fit equals the pooled fit exactly.
+Numeric columns fit in two stages (the range, then a histogram on a `GRID_BINS` grid, log-spaced above the
+bulk), so the federated fit equals the pooled fit with quantiles exact to 0.12% of the range; missing values
+get their own indicator. The grid's derivation: docs/notes/data.md.
 """
 from __future__ import annotations
 

@@ -1,26 +1,8 @@
 """The HDF5 run file: one self-describing file per run, readable with plain h5py or pandas.
 
-Layout (attributes in brackets):
-    /                       [status: complete | partial, kind: run | comparison, strategy, n_sites, created,
-                             hpcsynth_version]
-    /config                 the YAML text of the job [source, and the versions of Python, hpcsynth, torch,
-                             numpy, h5py, mpi4py and the MPI library]
-    /schema/transformer     the fitted shared transformer as JSON (kinds, roles, levels, quantile grids)
-    /schema/<column>        [kind, role] one empty group per column, in table order
-    /synthetic/pooled       one dataset per column [columns: the order, kind]; numerics as float64 (NaN =
-    /synthetic/site_<k>     missing), dates as float64 days since 1970-01-01, categoricals as int64 codes
-                            [labels: JSON list; code -1 = missing]
-    /partition              [kind, column, alpha, seed, sizes] how one table was split into sites, if it was
-    /shift/divergence       (sites, columns) Jensen-Shannon distance of each site to the pooled data
-                            [columns, sizes, label, label_skew, reading] (hpcsynth.data.shift)
-    /rounds                 one row per round: round, loss, wall_s, compute_s, comm_s, bytes_reduced, steps,
-                            epsilon (the largest privacy spent by any site so far; 0 without privacy)
-    /privacy                [epsilon_budget, delta, max_grad_norm, accountant, and per site: noise_multiplier,
-                             sample_rate, epsilon_spent] with differential privacy
-    /checkpoint/params      float32 (models, parameters): one row per site, or one shared row [round]
-    /checkpoint/site_<k>    uint8 bytes of the site's local state (optimiser moments, RNG streams)
-    /evaluation             [one attribute per score] and /evaluation/directions [higher | lower per score]
-    /comparison             (comparison files) one row per strategy; /runs/<strategy> links to its run file
+`/config` (the YAML text and the versions), `/schema`, `/synthetic/pooled` and `/synthetic/site_<k>` (one
+dataset per column; categories as codes with their labels), `/rounds`, `/checkpoint`, `/partition`, `/shift`,
+`/privacy`, `/evaluation`; a comparison file links its runs under `/runs`. The full layout: docs/run-file.md.
 
 Files are written by one rank, to a temporary file in the same folder that is then renamed over the target
 (`os.replace`, atomic on POSIX), so a reader never sees a half-written file and a killed job never leaves a
