@@ -6,7 +6,9 @@ compare strategies or plot scaling. It reads only what every run file has (root 
 """
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 import h5py
 import numpy as np
@@ -14,7 +16,7 @@ import pandas as pd
 import yaml
 
 
-def read_run(path: str | Path) -> dict:
+def read_run(path: str | Path) -> dict[str, Any]:
     """One row: file, status, strategy, sites, seed, model, rounds done, mean per-round timings, scores."""
     with h5py.File(path, "r") as f:
         attrs = f.attrs
@@ -32,7 +34,7 @@ def read_run(path: str | Path) -> dict:
     return row
 
 
-def collect(paths) -> pd.DataFrame:
+def collect(paths: Iterable[str | Path]) -> pd.DataFrame:
     """The rows of `read_run` for every path, in the given order (comparison files are skipped: their runs
     have their own files)."""
     rows = []

@@ -4,23 +4,8 @@ alpha-beta model of the allreduce fitted to the measurements and projected to 1,
 Strong scaling keeps the consortium fixed (`data.n_patients` patients in all, split over p sites); weak scaling
 keeps each site's size fixed (`data.n_patients / ranks[0]` patients per site, so the smallest run is the same
 in both modes). Sites are simulated from the built-in cohort, the only source that can be cut into any number
-of sites. At p = 1 the job runs as one site (`data.n_sites: 1`) under `mpiexec -n 1`.
-
-The model of one allreduce of n bytes over p ranks is Rabenseifner's reduce-scatter + allgather (MPICH's
-choice for large buffers, Thakur et al. 2005):
-
-    t(p, n) = 2 log2(p) alpha + 2 (p - 1) / p n beta
-
-alpha the per-message latency, beta the time per byte (the local reduction is folded into beta). It is fitted
-by non-negative least squares to the measured communication time per allreduce call of every run with p > 1.
-The run files' `comm_s` is everything between the end of a site's local steps and the end of the exchange, so
-the fit also absorbs the wait for the slowest site at the round's barrier: on an oversubscribed machine this
-is most of it, and the projection is then pessimistic about communication.
-
-A projected round at p sites is compute + calls x t(p, n): compute as measured at the smallest p (each site
-on its own hardware: weak) or that divided by p / p0 (strong), `calls` and n from the run files (one call of
-the whole parameter buffer per round for fedavg, one per local step for centralized). It is a projection from
-a few points on one machine, not a measurement.
+of sites. At p = 1 the job runs as one site (`data.n_sites: 1`) under `mpiexec -n 1`. The model is
+`AlphaBeta`; how a round is projected from it is `Projection`.
 """
 from __future__ import annotations
 
@@ -35,9 +20,11 @@ import h5py
 import numpy as np
 import pandas as pd
 import yaml
+from numpy.typing import ArrayLike
 from scipy.optimize import nnls
 
-from hpcsynth.config import ConfigError, load
+from hpcsynth.config import load
+from hpcsynth.messages import ConfigError
 from hpcsynth.submit import JobSpec, submit_sbatch, wait
 
 PROJECT_TO = 1024
@@ -45,17 +32,26 @@ PROJECT_TO = 1024
 
 @dataclass(frozen=True)
 class AlphaBeta:
-    """Allreduce cost t(p, n) = 2 log2(p) alpha + 2 (p-1)/p n beta (seconds; n in bytes)."""
+    """Allreduce cost of n bytes over p ranks, in seconds: Rabenseifner's reduce-scatter + allgather (MPICH's
+    choice for large buffers, Thakur et al. 2005):
+
+        t(p, n) = 2 log2(p) alpha + 2 (p - 1) / p n beta
+
+    alpha the per-message latency, beta the time per byte (the local reduction is folded into beta). `fit`
+    uses the measured communication time per allreduce call of every run with p > 1. The run files' `comm_s`
+    is everything between the end of a site's local steps and the end of the exchange, so the fit also absorbs
+    the wait for the slowest site at the round's barrier: on an oversubscribed machine this is most of it, and
+    the projection is then pessimistic about communication."""
 
     alpha: float
     beta: float
 
-    def __call__(self, p, nbytes):
+    def __call__(self, p: ArrayLike, nbytes: ArrayLike) -> np.ndarray:
         p = np.asarray(p, dtype=float)
         return 2 * np.log2(p) * self.alpha + 2 * (p - 1) / p * np.asarray(nbytes, dtype=float) * self.beta
 
     @classmethod
-    def fit(cls, p, nbytes, seconds) -> "AlphaBeta":
+    def fit(cls, p: ArrayLike, nbytes: ArrayLike, seconds: ArrayLike) -> AlphaBeta:
         """Non-negative least squares over the measured (p, n, t) points with p > 1 (at p = 1 there is no
         exchange); at least one such point is needed."""
         p, nbytes, seconds = (np.asarray(a, dtype=float) for a in (p, nbytes, seconds))
@@ -154,7 +150,12 @@ def measure(paths: list[Path]) -> pd.DataFrame:
 
 @dataclass(frozen=True)
 class Projection:
-    """Round time and efficiency at any rank count, from the smallest run's compute and the fitted model."""
+    """Round time and efficiency at any rank count, from the smallest run's compute and the fitted model.
+
+    A projected round at p sites is compute + calls x t(p, n): compute as measured at the smallest p0 (each
+    site on its own hardware: weak) or that divided by p / p0 (strong), `calls` and n from the run files (one
+    call of the whole parameter buffer per round for fedavg, one per local step for centralized). It is a
+    projection from a few points on one machine, not a measurement."""
 
     mode: str
     model: AlphaBeta
@@ -164,12 +165,12 @@ class Projection:
     calls: int
     nbytes: float
 
-    def round_s(self, p):
+    def round_s(self, p: ArrayLike) -> np.ndarray:
         p = np.asarray(p, dtype=float)
         compute = self.compute0 * (self.p0 / p if self.mode == "strong" else 1.0)
         return compute + self.calls * self.model(p, self.nbytes)
 
-    def efficiency(self, p):
+    def efficiency(self, p: ArrayLike) -> np.ndarray:
         p = np.asarray(p, dtype=float)
         scale = p / self.p0 if self.mode == "strong" else 1.0
         return self.round0 / (scale * self.round_s(p))
@@ -183,6 +184,7 @@ def efficiency(table: pd.DataFrame, mode: str) -> np.ndarray:
 
 
 def project(table: pd.DataFrame, mode: str) -> Projection:
+    """The model fitted to the table's runs, projected from its smallest run and its largest run's buffer."""
     model = AlphaBeta.fit(table["ranks"], table["bytes_per_call"], table["comm_s"] / table["calls"])
     first = table.iloc[0]
     return Projection(mode, model, int(first["ranks"]), float(first["compute_s"]),

@@ -5,7 +5,6 @@ import time
 from pathlib import Path
 
 import h5py
-import numpy as np
 import pandas as pd
 import pytest
 
