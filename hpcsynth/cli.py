@@ -11,6 +11,9 @@ from pathlib import Path
 
 from hpcsynth.launch import collectively, fail, fixed_threads, load_job, run_job
 from hpcsynth.messages import ConfigError
+from hpcsynth.submit import add_job_options
+
+Subcommands = argparse._SubParsersAction  # what `add_subparsers` returns
 
 
 def _print_results(results: list) -> None:
@@ -162,10 +165,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         print(f"report: {args.out or Path(args.run).with_suffix('.html')}")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="hpcsynth", description="Federated synthetic health data: each MPI rank "
-                                     "is a hospital; sites exchange model parameters, never rows.")
-    sub = parser.add_subparsers(dest="command", required=True)
+def _add_run(sub: Subcommands) -> None:
     run = sub.add_parser("run", help="run a job (under `mpiexec -n K` each rank is one site)")
     run.add_argument("config", help="the YAML job file (see jobs/demo.yaml)")
     run.add_argument("--out", help="the run file to write (overrides `output` in the config)")
@@ -174,20 +174,32 @@ def build_parser() -> argparse.ArgumentParser:
                      help="skip strategies already finished and continue an interrupted one from its checkpoint "
                           "(<output>.partial.h5); SIGTERM or SIGUSR1 makes a run checkpoint and exit with code 3")
     run.set_defaults(func=cmd_run)
+
+
+def _add_shift(sub: Subcommands) -> None:
     shift = sub.add_parser("shift", help="measure how far each site is from the pooled data (merged histograms "
                            "only) and say what it means for the strategy")
     shift.add_argument("config", help="the YAML job file")
     shift.add_argument("--out", help="the file to write (default: <output stem>-shift.h5)")
     shift.set_defaults(func=cmd_shift)
+
+
+def _add_inspect(sub: Subcommands) -> None:
     ins = sub.add_parser("inspect", help="print a readable summary of a run file")
     ins.add_argument("run", help="a run file (.h5)")
     ins.set_defaults(func=cmd_inspect)
+
+
+def _add_export(sub: Subcommands) -> None:
     exp = sub.add_parser("export", help="write a synthetic table of a run file as CSV or Parquet")
     exp.add_argument("run", help="a run file (.h5)")
     exp.add_argument("--out", required=True, help="the file to write (.csv or .parquet)")
     exp.add_argument("--site", type=int, help="the table of one site (default: pooled)")
     exp.add_argument("--strategy", help="in a comparison file, which strategy's run (default: the first)")
     exp.set_defaults(func=cmd_export)
+
+
+def _add_datasets(sub: Subcommands) -> None:
     data = sub.add_parser("datasets", help="list or export the named cohorts (the MDS simulator and real ones)")
     data.add_argument("action", choices=["list", "export"])
     data.add_argument("name", nargs="?", default="mds")
@@ -196,8 +208,9 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--n-sites", type=int, default=3, help="mds only: number of sites")
     data.add_argument("--seed", type=int, default=0, help="mds only: the simulator's seed")
     data.set_defaults(func=cmd_datasets)
-    from hpcsynth.submit import add_job_options
 
+
+def _add_submit(sub: Subcommands) -> None:
     sbm = sub.add_parser("submit", help="submit a job to SLURM (through submitit, or sbatch with --sbatch)")
     sbm.add_argument("config", help="the YAML job file")
     add_job_options(sbm, 1, "ranks per node (ranks = nodes x this = the job's sites)")
@@ -209,11 +222,17 @@ def build_parser() -> argparse.ArgumentParser:
     sbm.add_argument("--dry-run", action="store_true", help="with --sbatch: write and print the script, submit nothing")
     sbm.add_argument("--folder", default="runs/slurm", help="where job files, scripts and logs go")
     sbm.set_defaults(func=cmd_submit)
+
+
+def _add_status(sub: Subcommands) -> None:
     sts = sub.add_parser("status", help="the state of a SLURM job (or this user's queue)")
     sts.add_argument("job", nargs="?", help="a job id (an array's id covers all its tasks)")
     sts.add_argument("--wait", action="store_true", help="follow the job until it ends; exit 1 unless completed")
     sts.add_argument("--timeout", type=float, help="with --wait: give up after this many seconds")
     sts.set_defaults(func=cmd_status)
+
+
+def _add_scale(sub: Subcommands) -> None:
     scl = sub.add_parser("scale", help="a strong or weak scaling study with an allreduce model to 1,024 sites")
     scl.add_argument("config", help="the YAML job file (built-in cohort, one strategy)")
     scl.add_argument("--ranks", required=True, help="comma-separated rank counts, e.g. 1,2,4")
@@ -224,6 +243,9 @@ def build_parser() -> argparse.ArgumentParser:
     scl.add_argument("--folder", default="runs/scale", help="job files, run files, table and plot")
     scl.add_argument("--plot", help="the PNG to write (default FOLDER/MODE.png)")
     scl.set_defaults(func=cmd_scale)
+
+
+def _add_evaluate(sub: Subcommands) -> None:
     evl = sub.add_parser("evaluate", help="score a run against real held-out rows (fidelity, survival, genomics, "
                          "utility, privacy, fairness), update its /evaluation and write an HTML report")
     evl.add_argument("run", help="a run or comparison file (.h5)")
@@ -235,6 +257,15 @@ def build_parser() -> argparse.ArgumentParser:
     evl.add_argument("--sensitive", help="sensitive columns for attribute inference and l-diversity, comma-separated "
                      "(default: TP53 in the MDS cohort, else the event)")
     evl.set_defaults(func=cmd_evaluate)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="hpcsynth", description="Federated synthetic health data: each MPI rank "
+                                     "is a hospital; sites exchange model parameters, never rows.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for add in (_add_run, _add_shift, _add_inspect, _add_export, _add_datasets, _add_submit, _add_status,
+                _add_scale, _add_evaluate):
+        add(sub)
     return parser
 
 

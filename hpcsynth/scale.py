@@ -13,7 +13,7 @@ import math
 import os
 import subprocess
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import h5py
@@ -113,9 +113,7 @@ def run_slurm(configs: list[Path], ranks: list[int], spec: JobSpec, folder: Path
         per_node = min(p, spec.ntasks_per_node)
         if p % per_node:
             raise ValueError(f"--ranks: {p} ranks do not fill nodes of {per_node} tasks")
-        sized = JobSpec(nodes=p // per_node, ntasks_per_node=per_node, gpus_per_task=spec.gpus_per_task,
-                        cpus_per_task=spec.cpus_per_task, partition=spec.partition, time=spec.time,
-                        job_name=f"{spec.job_name}-p{p}")
+        sized = replace(spec, nodes=p // per_node, ntasks_per_node=per_node, job_name=f"{spec.job_name}-p{p}")
         jobs.append(submit_sbatch(sized, [path], folder))
     for job_id, p in zip(jobs, ranks):
         failed = [s for s in wait(job_id) if s.state != "COMPLETED"]
