@@ -148,9 +148,9 @@ def cmd_scale(args: argparse.Namespace) -> None:
 def cmd_evaluate(args: argparse.Namespace) -> None:
     """Score a run (or every run of a comparison) against real rows, update its /evaluation, write the report.
     Under `mpiexec -n K` each rank scores its own site's held-out rows (federated evaluation)."""
+    from hpcsynth.comm import world
     from hpcsynth.evaluate.report import summary_table
     from hpcsynth.jobs.evaluate import evaluate_file
-    from hpcsynth.comm import world
 
     comm = world()
     try:
