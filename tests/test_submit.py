@@ -1,6 +1,7 @@
 """The submission layer without a cluster: rendering the templates, the job-file grid of an array, the spec."""
 from __future__ import annotations
 
+import pickle
 import subprocess
 import sys
 
@@ -89,3 +90,15 @@ def test_an_array_grid_with_a_bad_value_fails_before_submission_naming_the_key(w
         expand_grid(write_job(), ["federation.strategy=fedavg,fedavgg"], tmp_path / "grid")
     with pytest.raises(ValueError, match="expected KEY=V1,V2"):
         expand_grid(write_job(), ["seed"], tmp_path / "grid")
+
+
+def test_every_submitit_task_runs_run_job_resuming_and_a_requeue_repeats_the_call(monkeypatch):
+    from hpcsynth import slurm_glue
+
+    calls = []
+    monkeypatch.setattr(slurm_glue, "run_job", lambda config, **options: calls.append((config, options)) or ["r"])
+    task = pickle.loads(pickle.dumps(slurm_glue.SiteRun()))  # submitit sends the callable pickled
+    assert task("job.yaml") == ["r"]
+    assert calls == [("job.yaml", {"resume": True, "progress": False})]
+    requeued = task.checkpoint("job.yaml")
+    assert isinstance(requeued.function, slurm_glue.SiteRun) and requeued.args == ("job.yaml",)
