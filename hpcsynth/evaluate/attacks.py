@@ -27,7 +27,15 @@ N_QI_BINS = 10
 
 @dataclass
 class Distances:
-    """One site's distances: synthetic to training (nearest, second nearest) and held-out to training."""
+    """One site's distances to its closest training rows.
+
+    Parameters
+    ----------
+    synthetic, second : ndarray
+        Of every synthetic row, to its nearest and its second-nearest training row.
+    holdout : ndarray
+        Of every held-out row, to its nearest training row.
+    """
 
     synthetic: np.ndarray
     second: np.ndarray

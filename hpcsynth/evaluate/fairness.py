@@ -40,6 +40,18 @@ def subgroups(frame: pd.DataFrame, sex: str | None, age: str | None, levels: lis
 
 @dataclass
 class FairnessTable:
+    """Fidelity and utility per subgroup (each sex, age band and site).
+
+    Parameters
+    ----------
+    fidelity : dict of str to float
+        Mean column shape score of the subgroup's synthetic rows against its real held-out rows.
+    utility : dict of str to float
+        AUROC of the TSTR model on the subgroup's held-out rows (site-weighted).
+    rows : dict of str to float
+        The subgroup's real held-out rows, over all sites.
+    """
+
     fidelity: dict[str, float] = field(default_factory=dict)
     utility: dict[str, float] = field(default_factory=dict)
     rows: dict[str, float] = field(default_factory=dict)

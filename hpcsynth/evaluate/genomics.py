@@ -25,6 +25,22 @@ from hpcsynth.evaluate.pooling import summed
 
 @dataclass
 class GenomicComparison:
+    """Mutation frequencies and co-mutation log odds ratios, real (pooled over sites) against synthetic.
+
+    Parameters
+    ----------
+    genes : list of str
+        The genes compared.
+    real_freq, synthetic_freq : ndarray
+        The share of tested patients mutated in each gene.
+    pairs : list of (str, str)
+        Every pair of genes, in the order of the log odds ratios.
+    real_log_or, synthetic_log_or : ndarray
+        Log odds ratio of co-mutation of every pair (> 0 co-occurrence, < 0 exclusivity).
+    real_p : ndarray
+        Fisher's exact p-value of every pair in the real rows.
+    """
+
     genes: list[str]
     real_freq: np.ndarray
     synthetic_freq: np.ndarray

@@ -20,7 +20,19 @@ N_BINS = 30
 
 @dataclass
 class Marginal:
-    """One column: bin edges (numbers) or level labels (categories), real and synthetic counts."""
+    """One column's histogram, real against synthetic.
+
+    Parameters
+    ----------
+    name : str
+        The column.
+    edges : ndarray or None
+        Bin edges of a numeric column (None for categories).
+    labels : list of str or None
+        Level labels of a categorical column, "missing" last (None for numbers).
+    real, synthetic : ndarray
+        Counts per bin or level (real: summed over sites).
+    """
 
     name: str
     edges: np.ndarray | None

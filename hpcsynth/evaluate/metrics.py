@@ -16,7 +16,12 @@ Role = Literal["time", "event", "risk_group", "genes", "cox", "target", "sensiti
 
 
 class Pooling(str, Enum):
-    """How per-site results become the consortium's figure (`hpcsynth.evaluate.pooling`)."""
+    """How per-site results become the consortium's figure (`hpcsynth.evaluate.pooling`); each value says it.
+
+    COUNTS is exact (equal to the value on the pooled rows); HOLDOUT, TRAIN and INVERSE_VARIANCE are
+    site-weighted; DISTANCES pools every site's distances on rank 0; MIXED combines exact and site-weighted
+    parts; ROOT is rank 0's own measurement.
+    """
 
     COUNTS = "exact: a function of counts summed over sites"
     HOLDOUT = "site-weighted: mean over sites weighted by held-out rows"

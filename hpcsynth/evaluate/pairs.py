@@ -24,7 +24,19 @@ N_BINS = 10
 
 @dataclass
 class PairTrends:
-    """Per-pair scores and the Pearson correlation matrices (real and synthetic) of the numeric-valued columns."""
+    """Pair trend scores and the correlation matrices the report draws.
+
+    Parameters
+    ----------
+    scores : dict of (str, str) to float
+        The score of every pair of columns.
+    counted : dict of (str, str) to bool
+        Whether the pair counts towards `score` (its real association passes the thresholds).
+    columns : list of str
+        The numeric-valued columns of the correlation matrices.
+    real_corr, synthetic_corr : ndarray
+        Pearson correlation matrices of those columns.
+    """
 
     scores: dict[tuple[str, str], float]
     counted: dict[tuple[str, str], bool]

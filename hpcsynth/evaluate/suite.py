@@ -168,7 +168,27 @@ class Evaluation:
 
 @dataclass
 class Context:
-    """What a part reads: this rank's tables, the shared transform, the columns, and what earlier parts left."""
+    """What a part reads, and what earlier parts left for later ones.
+
+    Parameters
+    ----------
+    synthetic, train, holdout : DataFrame
+        The synthetic table and this rank's training and held-out rows.
+    transformer : TableTransformer
+        The shared (scoring) transform.
+    comm : Communicator
+        The sites; every part is collective.
+    spec : EvalSpec
+        The columns each part uses.
+    site : ndarray
+        The site of every held-out row.
+    n_sites : int
+        The number of sites.
+    result : Evaluation
+        Filled as the parts run: scores so far, and the comparisons the report draws.
+    predictions : tuple of ndarray or None
+        The TSTR model's binary predictions (rows scored, labels, scores), for the fairness part.
+    """
 
     synthetic: pd.DataFrame
     train: pd.DataFrame
@@ -188,7 +208,19 @@ class Context:
 
 @dataclass(frozen=True)
 class Part:
-    """A registered function computing some metrics (see `part`)."""
+    """A registered function and the metrics it computes (made by `part`).
+
+    Parameters
+    ----------
+    compute : callable
+        Context -> {metric name: value}.
+    metrics : tuple of str
+        The declared metrics it returns (no others).
+    needs : frozenset of str
+        The roles it runs with: those every one of its metrics needs.
+    local : bool
+        It returns this site's values, pooled by the suite as each metric's pooling declares.
+    """
 
     compute: Callable[[Context], dict[str, float]]
     metrics: tuple[str, ...]

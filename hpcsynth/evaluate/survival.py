@@ -16,7 +16,7 @@ import pandas as pd
 from scipy.stats import chi2
 
 from hpcsynth.comm import Communicator
-from hpcsynth.evaluate.pooling import summed, weighted_mean
+from hpcsynth.evaluate.pooling import summed
 
 N_INTERVALS = 200
 
@@ -65,6 +65,22 @@ def logrank_from_counts(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
 
 @dataclass
 class KMComparison:
+    """Kaplan-Meier curves, real against synthetic, overall ("all") and per risk group.
+
+    Parameters
+    ----------
+    grid : ndarray
+        The shared time grid.
+    real, synthetic : dict of str to ndarray
+        Survival on the grid per group.
+    gaps : dict of str to float
+        The largest vertical gap between the curves per group (NaN where a group has no rows).
+    logrank_p : dict of str to float
+        The log-rank test's p-value per group.
+    sizes : dict of str to float
+        The real held-out rows of each group, over all sites.
+    """
+
     grid: np.ndarray
     real: dict[str, np.ndarray]
     synthetic: dict[str, np.ndarray]
@@ -74,6 +90,7 @@ class KMComparison:
 
     @property
     def worst_group(self) -> str | None:
+        """The risk group with the largest gap (None without groups)."""
         groups = {g: v for g, v in self.gaps.items() if g != "all" and np.isfinite(v)}
         return max(groups, key=groups.get) if groups else None
 
@@ -122,6 +139,18 @@ def _cox(frame: pd.DataFrame, covariates: list[str], time: str, event: str):
 
 @dataclass
 class CoxComparison:
+    """Cox log hazard ratios, real (inverse-variance pooled over sites) against synthetic.
+
+    Parameters
+    ----------
+    covariates : list of str
+        The covariates of the model.
+    real_log_hr, real_se : ndarray
+        The real log hazard ratios and their standard errors.
+    synthetic_log_hr : ndarray
+        The log hazard ratios fitted on the synthetic rows.
+    """
+
     covariates: list[str]
     real_log_hr: np.ndarray
     real_se: np.ndarray
@@ -175,10 +204,3 @@ def c_index(train: pd.DataFrame, test: pd.DataFrame, covariates: list[str], time
     risk = fit.predict_partial_hazard(data[used]).to_numpy()
     return float(concordance_index(data[time], -risk, data[event]))
 
-
-def c_index_scores(synthetic: pd.DataFrame, train: pd.DataFrame, holdout: pd.DataFrame, covariates: list[str],
-                   time: str, event: str, comm: Communicator) -> dict[str, float]:
-    """C-index TSTR and TRTR on each site's held-out rows, weighted by their number (collective)."""
-    local = {"cindex_tstr": c_index(synthetic, holdout, covariates, time, event),
-             "cindex_trtr": c_index(train, holdout, covariates, time, event)}
-    return weighted_mean(local, float(len(holdout)), comm)
