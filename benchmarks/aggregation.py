@@ -20,14 +20,14 @@ import argparse
 import os
 import platform
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import torch
 from mpi4py import MPI
 
 from hpcsynth.comm import MPIComm, local_size
-from hpcsynth.federated.strategies import make_strategy
+from hpcsynth.federated.registry import make_strategy
 
 SIZES = (1 << 20, 1 << 24)
 
@@ -73,7 +73,8 @@ def main() -> None:
             timed(fn, world)
         order = list(methods)
         for r in range(args.repeats):
-            for name in order[r % len(order):] + order[:r % len(order)]:  # rotate, so no method always follows the same one
+            # rotate, so no method always follows the same one
+            for name in order[r % len(order):] + order[:r % len(order)]:
                 times[name].append(timed(methods[name], world))
             bare[:] = 1.0  # keep the values bounded across repeats
             params.fill_(1.0)

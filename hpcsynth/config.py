@@ -13,18 +13,20 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any, Union
 
 import yaml
 
-from hpcsynth.messages import ConfigError
 from hpcsynth.data.cohorts import COHORTS
 from hpcsynth.data.declaration import DataConfig, PartitionConfig
 from hpcsynth.data.partition import KINDS as PARTITION_KINDS
-from hpcsynth.models.bayesnet import NOISES as DP_NOISES, STRUCTURES as BAYESNET_STRUCTURES
+from hpcsynth.federated.registry import STRATEGIES
+from hpcsynth.federated.wrappers import SecureAggregation, SiteParallel
+from hpcsynth.messages import ConfigError
+from hpcsynth.models import MODELS
+from hpcsynth.models.bayesnet import NOISES as DP_NOISES
+from hpcsynth.models.bayesnet import STRUCTURES as BAYESNET_STRUCTURES
 
-STRATEGIES = ("centralized", "isolated", "fedavg", "fedprox", "fedopt", "sd_sharing", "latent_alignment")
-MODELS = ("tvae", "ctgan", "vae_bgm", "bayesnet", "ddpm")
 BUILTIN_DATASETS = tuple(COHORTS)
 COLUMN_KINDS = ("binary", "integer", "continuous", "categorical", "datetime")
 
@@ -34,56 +36,56 @@ class ModelConfig:
     """The generator and its hyperparameters (sizes as in SDV's TVAE unless said otherwise)."""
 
     name: str = "tvae"
-    epochs: Optional[int] = None
+    epochs: int | None = None
     batch_size: int = 500
-    hidden: Optional[list[int]] = None  # the family's default: TVAE 128-128 (SDV), diffusion 256-256 (TabDDPM)
+    hidden: list[int] | None = None  # the family's default: TVAE 128-128 (SDV), diffusion 256-256 (TabDDPM)
     latent_dim: int = 64
     lr: float = 1e-3
     weight_decay: float = 1e-5
     loss_factor: float = 2.0
     device: str = "auto"
     # bayesnet (hpcsynth.models.bayesnet); epsilon turns on its PrivBayes-style noisy counts
-    n_bins: Optional[int] = None
-    structure: Optional[str] = None
-    max_parents: Optional[int] = None
-    prior: Optional[float] = None
-    epsilon: Optional[float] = None
-    delta: Optional[float] = None
-    noise: Optional[str] = None
+    n_bins: int | None = None
+    structure: str | None = None
+    max_parents: int | None = None
+    prior: float | None = None
+    epsilon: float | None = None
+    delta: float | None = None
+    noise: str | None = None
     # ddpm (hpcsynth.models.ddpm)
-    diffusion_steps: Optional[int] = None
-    sample_steps: Optional[int] = None
-    time_dim: Optional[int] = None
+    diffusion_steps: int | None = None
+    sample_steps: int | None = None
+    time_dim: int | None = None
     # ctgan (hpcsynth.models.ctgan; SDV's defaults when None); it trains with generator_lr and
     # discriminator_lr, not lr
-    embedding_dim: Optional[int] = None
-    generator_dim: Optional[list[int]] = None
-    discriminator_dim: Optional[list[int]] = None
-    generator_lr: Optional[float] = None
-    generator_decay: Optional[float] = None
-    discriminator_lr: Optional[float] = None
-    discriminator_decay: Optional[float] = None
-    discriminator_steps: Optional[int] = None
-    pac: Optional[int] = None
-    precision: Optional[str] = None
-    compile: Optional[Union[bool, str]] = None  # auto (long CPU runs) | on | off (YAML's true/false too): torch.compile
+    embedding_dim: int | None = None
+    generator_dim: list[int] | None = None
+    discriminator_dim: list[int] | None = None
+    generator_lr: float | None = None
+    generator_decay: float | None = None
+    discriminator_lr: float | None = None
+    discriminator_decay: float | None = None
+    discriminator_steps: int | None = None
+    pac: int | None = None
+    precision: str | None = None
+    compile: bool | str | None = None  # auto (long CPU runs) | on | off (YAML's true/false too): torch.compile
     # vae_bgm (hpcsynth.models.vae_bgm): components of the latent mixture prior
-    n_components: Optional[int] = None
+    n_components: int | None = None
     # any family: the numeric transform (quantile, or mode_specific as CTGAN's default)
-    numeric: Optional[str] = None
+    numeric: str | None = None
 
 
 @dataclass
 class FederationConfig:
     """How sites combine: the strategy (or a list of them to compare in one job) and the round schedule."""
 
-    strategy: Union[str, list[str]] = "fedavg"
+    strategy: str | list[str] = "fedavg"
     rounds: int = 5
-    local_epochs: Optional[int] = None
+    local_epochs: int | None = None
     mu: float = 0.01  # fedprox: weight of the proximal term mu/2 ||theta - theta_global||^2
     server_lr: float = 0.01  # fedopt: the server's Adam learning rate
     secure_aggregation: bool = False  # pairwise-masked aggregation (hpcsynth.federated.secure)
-    ranks_per_site: int = 1  # ranks of one site train data-parallel (hpcsynth.federated.site_parallel)
+    ranks_per_site: int = 1  # ranks of one site train data-parallel (hpcsynth.federated.wrappers.SiteParallel)
     alignment_weight: float = 1.0  # latent_alignment: weight of the latent-moment matching penalty
 
 
@@ -102,7 +104,7 @@ class PrivacyConfig:
 class SampleConfig:
     """How many synthetic rows each site generates at the end."""
 
-    n_rows: Optional[int] = None
+    n_rows: int | None = None
 
 
 @dataclass
@@ -113,7 +115,7 @@ class RunConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     federation: FederationConfig = field(default_factory=FederationConfig)
     sample: SampleConfig = field(default_factory=SampleConfig)
-    privacy: Optional[PrivacyConfig] = None
+    privacy: PrivacyConfig | None = None
     seed: int = 0
     output: str = "runs/run.h5"
     progress: bool = True
@@ -207,10 +209,12 @@ def _check_data(d: DataConfig) -> None:
     given = [k for k in ("builtin", "path", "sites") if getattr(d, k) is not None]
     _require(len(given) == 1, f"data: give exactly one of builtin, path or sites (got {', '.join(given) or 'none'})")
     if d.builtin is not None:
-        _require(d.builtin in BUILTIN_DATASETS, f"data.builtin: unknown dataset {d.builtin!r} (known: {', '.join(BUILTIN_DATASETS)})")
+        _require(d.builtin in BUILTIN_DATASETS,
+                 f"data.builtin: unknown dataset {d.builtin!r} (known: {', '.join(BUILTIN_DATASETS)})")
     if d.sites is not None:
         _require(len(d.sites) > 0, "data.sites: give at least one file")
-        _require(d.n_sites in (None, len(d.sites)), f"data.n_sites: {d.n_sites} but data.sites lists {len(d.sites)} files")
+        _require(d.n_sites in (None, len(d.sites)),
+                 f"data.n_sites: {d.n_sites} but data.sites lists {len(d.sites)} files")
     if d.n_sites is not None:
         _require(d.n_sites >= 1, f"data.n_sites: must be at least 1, got {d.n_sites}")
     _require(d.n_patients >= 1, f"data.n_patients: must be at least 1, got {d.n_patients}")
@@ -228,7 +232,8 @@ def _check_data(d: DataConfig) -> None:
 
 
 def _check_partition(p: PartitionConfig, d: DataConfig) -> None:
-    _require(p.kind in PARTITION_KINDS, f"data.partition.kind: unknown partitioner {p.kind!r} (known: {', '.join(PARTITION_KINDS)})")
+    _require(p.kind in PARTITION_KINDS,
+             f"data.partition.kind: unknown partitioner {p.kind!r} (known: {', '.join(PARTITION_KINDS)})")
     _require(d.sites is None, "data.partition: splits one table; it cannot be used with data.sites")
     _require(p.kind not in ("dirichlet", "covariate") or p.column is not None,
              f"data.partition.column: the {p.kind} partitioner needs a column")
@@ -260,7 +265,8 @@ def _check_bayesnet_ddpm(m: ModelConfig) -> None:
         _require(value is None or value >= (2 if key == "n_bins" else 1),
                  f"model.{key}: must be at least {2 if key == 'n_bins' else 1}, got {value}")
     for key in ("prior", "epsilon"):
-        _require(getattr(m, key) is None or getattr(m, key) > 0, f"model.{key}: must be positive, got {getattr(m, key)}")
+        _require(getattr(m, key) is None or getattr(m, key) > 0,
+                 f"model.{key}: must be positive, got {getattr(m, key)}")
     _require(m.delta is None or 0 < m.delta < 1, f"model.delta: must be in (0, 1), got {m.delta}")
     _require(m.structure in (None, *BAYESNET_STRUCTURES),
              f"model.structure: expected one of {', '.join(BAYESNET_STRUCTURES)}, got {m.structure!r}")
@@ -269,16 +275,20 @@ def _check_bayesnet_ddpm(m: ModelConfig) -> None:
 
 def _check_ctgan(m: ModelConfig) -> None:
     for key in ("embedding_dim", "discriminator_steps", "pac"):
-        _require(getattr(m, key) is None or getattr(m, key) >= 1, f"model.{key}: must be at least 1, got {getattr(m, key)}")
+        _require(getattr(m, key) is None or getattr(m, key) >= 1,
+                 f"model.{key}: must be at least 1, got {getattr(m, key)}")
     for key in ("generator_dim", "discriminator_dim"):
         sizes = getattr(m, key)
         _require(sizes is None or (len(sizes) >= 1 and all(h >= 1 for h in sizes)),
                  f"model.{key}: layer sizes must be positive, got {sizes}")
     for key in ("generator_lr", "discriminator_lr"):
-        _require(getattr(m, key) is None or getattr(m, key) > 0, f"model.{key}: must be positive, got {getattr(m, key)}")
+        _require(getattr(m, key) is None or getattr(m, key) > 0,
+                 f"model.{key}: must be positive, got {getattr(m, key)}")
     for key in ("generator_decay", "discriminator_decay"):
-        _require(getattr(m, key) is None or getattr(m, key) >= 0, f"model.{key}: must be non-negative, got {getattr(m, key)}")
-    _require(m.precision in (None, "auto", "bf16", "fp32"), f"model.precision: expected auto, bf16 or fp32, got {m.precision!r}")
+        _require(getattr(m, key) is None or getattr(m, key) >= 0,
+                 f"model.{key}: must be non-negative, got {getattr(m, key)}")
+    _require(m.precision in (None, "auto", "bf16", "fp32"),
+             f"model.precision: expected auto, bf16 or fp32, got {m.precision!r}")
     _require(m.compile in (None, True, False, "auto", "on", "off"),
              f"model.compile: expected auto, on or off, got {m.compile!r}")
     _require(m.numeric in (None, "quantile", "mode_specific"),
@@ -292,7 +302,8 @@ def _check_federation(f: FederationConfig) -> None:
         _require(s in STRATEGIES, f"federation.strategy: unknown strategy {s!r} (known: {', '.join(STRATEGIES)})")
     _require(len(set(strategies)) == len(strategies), f"federation.strategy: listed twice in {strategies}")
     _require(f.rounds >= 1, f"federation.rounds: must be at least 1, got {f.rounds}")
-    _require(f.local_epochs is None or f.local_epochs >= 1, f"federation.local_epochs: must be at least 1, got {f.local_epochs}")
+    _require(f.local_epochs is None or f.local_epochs >= 1,
+             f"federation.local_epochs: must be at least 1, got {f.local_epochs}")
     _require(f.mu >= 0, f"federation.mu: must be non-negative, got {f.mu}")
     _require(f.server_lr > 0, f"federation.server_lr: must be positive, got {f.server_lr}")
 
@@ -305,34 +316,43 @@ def _check_privacy(p: PrivacyConfig) -> None:
     _require(0.0 <= p.statistics_share < 1.0, f"privacy.statistics_share: must be in [0, 1), got {p.statistics_share}")
 
 
-COUNT_STRATEGIES = ("centralized", "isolated", "fedavg")  # the Bayesian network sums or keeps its counts
-LATENT_MODELS = ("tvae", "vae_bgm")  # families with an encoder and a decoder
-DP_SGD_MODELS = ("tvae", "ddpm")  # families whose every release from real rows DP-SGD covers
+def _names(registry: dict[str, type], keep) -> str:
+    """The names in `registry` whose class `keep` accepts, comma-separated (for messages)."""
+    return ", ".join(name for name, cls in registry.items() if keep(cls))
 
 
 def _check_combinations(cfg: RunConfig) -> None:
-    """Model and strategy pairs that do not apply, refused before any work rather than run as something else."""
+    """Model, strategy and option combinations that do not apply, refused before any work rather than run as
+    something else; every rule reads what the generator, the strategy or the wrapper declares."""
     m, f = cfg.model, cfg.federation
+    model = MODELS[m.name]
+    learns = {"counts": "exchanges counts", "gradients": "trains by gradient steps"}[model.trains_by]
     for s in cfg.strategies:
-        _require(m.name != "bayesnet" or s in COUNT_STRATEGIES,
-                 f"federation.strategy: {s} does not apply to model bayesnet, which exchanges counts "
-                 f"(use {', '.join(COUNT_STRATEGIES)})")
-        _require(s != "latent_alignment" or m.name in LATENT_MODELS,
-                 f"federation.strategy: latent_alignment needs an encoder and a decoder ({', '.join(LATENT_MODELS)}), "
-                 f"not {m.name}")
-    _require(not (f.secure_aggregation and m.name == "bayesnet"),
-             "federation.secure_aggregation: masks apply to parameter and gradient buffers; the Bayesian "
-             "network exchanges counts, which are not masked")
+        strategy = STRATEGIES[s]
+        _require(model.trains_by in strategy.trains,
+                 f"federation.strategy: {s} does not apply to model.name {m.name}, which {learns} "
+                 f"(use {_names(STRATEGIES, lambda c: model.trains_by in c.trains)})")
+        _require(not strategy.needs_latent or model.has_latent,
+                 f"federation.strategy: {s} needs an encoder and a decoder "
+                 f"({_names(MODELS, lambda c: c.has_latent)}), not model.name {m.name}")
+        _require(not f.secure_aggregation or strategy.supports_secure_aggregation,
+                 f"federation.secure_aggregation: does not apply to federation.strategy {s}")
+        _require(f.ranks_per_site == 1 or not strategy.site_parallel_gap,
+                 f"federation.ranks_per_site: {f.ranks_per_site} does not apply to federation.strategy {s}: "
+                 f"{strategy.site_parallel_gap}")
+        _require(cfg.privacy is None or not strategy.dp_sgd_gap,
+                 f"privacy: federation.strategy {s} exchanges {strategy.dp_sgd_gap}, which DP-SGD does not cover")
+    _require(not f.secure_aggregation or model.trains_by in SecureAggregation.trains,
+             f"federation.secure_aggregation: masks apply to parameter and gradient buffers; model.name {m.name} "
+             f"{learns}, which are not masked")
     _require(cfg.privacy is None or cfg.privacy.statistics_share == 0 or m.numeric != "mode_specific",
              "model.numeric: mode_specific has no private fit of its mixture; use quantile with privacy "
              "(or privacy.statistics_share: 0)")
-    _require(cfg.privacy is None or m.name in DP_SGD_MODELS,
-             f"privacy: DP-SGD applies to {', '.join(DP_SGD_MODELS)}, not {m.name}"
-             + {"bayesnet": " (its own model.epsilon gives PrivBayes-style noisy counts)",
-                "vae_bgm": " (its sampling prior is fitted on the exact latent means of the real rows)"}.get(m.name, ""))
-    _require(cfg.privacy is None or "latent_alignment" not in cfg.strategies,
-             "privacy: latent_alignment exchanges the exact latent moments of the real rows every round, which "
-             "DP-SGD does not cover")
+    _require(cfg.privacy is None or model.dp_sgd,
+             f"privacy: DP-SGD applies to {_names(MODELS, lambda c: c.dp_sgd)}, not model.name {m.name}"
+             + (" (its own model.epsilon gives noisy counts)" if model.trains_by == "counts" else ""))
+    _require(cfg.privacy is None or f.ranks_per_site == 1 or not SiteParallel.dp_sgd_gap,
+             f"privacy: not available with federation.ranks_per_site > 1 ({SiteParallel.dp_sgd_gap})")
 
 
 def validate(cfg: RunConfig) -> RunConfig:
@@ -340,10 +360,10 @@ def validate(cfg: RunConfig) -> RunConfig:
     _check_data(cfg.data)
     _check_model(cfg.model)
     _check_federation(cfg.federation)
-    _require(cfg.sample.n_rows is None or cfg.sample.n_rows >= 1, f"sample.n_rows: must be at least 1, got {cfg.sample.n_rows}")
+    _require(cfg.sample.n_rows is None or cfg.sample.n_rows >= 1,
+             f"sample.n_rows: must be at least 1, got {cfg.sample.n_rows}")
     if cfg.privacy is not None:
         _check_privacy(cfg.privacy)
-        _require(cfg.federation.ranks_per_site == 1, "privacy: not available with federation.ranks_per_site > 1")
     _require(cfg.federation.ranks_per_site >= 1,
              f"federation.ranks_per_site: must be at least 1, got {cfg.federation.ranks_per_site}")
     _require(bool(cfg.output), "output: must name the run file")
@@ -352,7 +372,8 @@ def validate(cfg: RunConfig) -> RunConfig:
     m, f = cfg.model, cfg.federation
     if m.epochs is not None and f.local_epochs is not None:
         _require(m.epochs == f.rounds * f.local_epochs,
-                 f"model.epochs: {m.epochs} disagrees with federation.rounds x federation.local_epochs = {f.rounds * f.local_epochs}")
+                 f"model.epochs: {m.epochs} disagrees with federation.rounds x federation.local_epochs = "
+                 f"{f.rounds * f.local_epochs}")
     return cfg
 
 

@@ -10,21 +10,13 @@ from pathlib import Path
 
 import pandas as pd
 
+from hpcsynth.comm import Communicator
 from hpcsynth.config import RunConfig
 from hpcsynth.data.shift import ShiftReport, column_counts
 from hpcsynth.data.sources import count_sites, load_site
 from hpcsynth.data.transformer import TableTransformer
-from hpcsynth.comm import Communicator
 from hpcsynth.io.runfile import write_shift
-
-
-def shift_report(train: pd.DataFrame, transformer: TableTransformer, label: str | None,
-                 comm: Communicator) -> ShiftReport | None:
-    """The report on rank 0 (None elsewhere), from every site's histograms (collective)."""
-    gathered = comm.gather(column_counts(train, transformer))
-    if gathered is None:
-        return None
-    return ShiftReport.from_counts(transformer.columns, gathered, label)
+from hpcsynth.jobs.sites import agree, shift_report
 
 
 def _one_process(cfg: RunConfig) -> tuple[ShiftReport, TableTransformer]:
@@ -40,8 +32,6 @@ def _one_process(cfg: RunConfig) -> tuple[ShiftReport, TableTransformer]:
 def main(cfg: RunConfig, comm: Communicator, out: str | None = None) -> ShiftReport | None:
     """Measure the shift; rank 0 prints and writes it (to `out`, default `<output stem>-shift.h5`)."""
     if comm.size > 1:
-        from hpcsynth.jobs.train import agree
-
         site = agree(lambda: load_site(cfg.data, comm.rank, comm.size, cfg.seed), comm)
         d = site.declared
         transformer = TableTransformer.declared(d).fit(site.train, comm)

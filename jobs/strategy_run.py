@@ -6,7 +6,6 @@ file or option fails in about a second, on every rank, instead of after the impo
 from __future__ import annotations
 
 import dataclasses
-
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,28 +14,27 @@ import numpy as np
 import pandas as pd
 import torch
 
+from hpcsynth.comm import Communicator, SoloComm, local_rank, local_size
 from hpcsynth.config import PrivacyConfig, RunConfig
 from hpcsynth.data.private_stats import LEVELS_DELTA_SHARE, StatisticsBudget
 from hpcsynth.data.shift import ShiftReport
 from hpcsynth.data.sources import SiteData
 from hpcsynth.data.transformer import TableTransformer
 from hpcsynth.evaluate.fidelity import fidelity
+from hpcsynth.evaluate.metrics import directions
 from hpcsynth.evaluate.privacy import dcr
-from hpcsynth.comm import Communicator, SoloComm, local_rank, local_size
-from hpcsynth.federated.counts import fit_counts
-from hpcsynth.federated.loop import RoundRecord, train_rounds
+from hpcsynth.federated.loop import train_rounds
 from hpcsynth.federated.preemption import StopRequest
-from hpcsynth.federated.strategies import make_strategy
-from hpcsynth.io.checkpoint import completed_scores, load_checkpoint, pack_state, unpack_state
-from hpcsynth.jobs.shift import shift_report
-from hpcsynth.io.runfile import RunContent, partial_path, write_comparison, write_run
 from hpcsynth.federated.privacy import make_dpsgd
-from hpcsynth.federated.site_parallel import SiteParallel
+from hpcsynth.federated.records import RoundRecord
+from hpcsynth.federated.registry import make_strategy
+from hpcsynth.federated.strategy import Strategy
+from hpcsynth.federated.wrappers import within_site
+from hpcsynth.io.checkpoint import completed_scores, load_checkpoint, pack_state, unpack_state
+from hpcsynth.io.runfile import RunContent, partial_path, write_comparison, write_run
+from hpcsynth.jobs.sites import shift_report
 from hpcsynth.messages import warn
 from hpcsynth.models import MODELS, Generator, make_model
-
-DIRECTIONS = {"fidelity": "higher", "dcr_synthetic_p5": "higher", "dcr_holdout_p5": "higher",
-              "dcr_ratio": "higher", "exact_match_rate": "lower", "wall_s": "lower"}
 
 
 @dataclass
@@ -70,7 +68,7 @@ def set_threads() -> None:
     numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
 
 
-def _checkpoint_writer(cfg: RunConfig, strategy, shares_model: bool, model: Generator,
+def _checkpoint_writer(cfg: RunConfig, strategy: Strategy, shares_model: bool, model: Generator,
                        transformer: TableTransformer, comm: Communicator, n_sites: int, records: list):
     """After every round: gather the parameters (one row per site unless the model is shared) and each site's
     local state (the model's and the strategy's) on rank 0, which writes `<output>.partial.h5` atomically."""
@@ -98,7 +96,7 @@ def _stack_rows(rows: list[np.ndarray]) -> np.ndarray:
     return np.stack([np.pad(r.astype(np.float32), (0, width - r.size), constant_values=np.nan) for r in rows])
 
 
-def _resume(cfg: RunConfig, path: Path, model: Generator, strategy, comm: Communicator, records: list) -> int:
+def _resume(cfg: RunConfig, path: Path, model: Generator, strategy: Strategy, comm: Communicator, records: list) -> int:
     """Restore this rank's model, its state and the strategy's from the partial run file; return the first round
     still to run."""
     ckpt = load_checkpoint(partial_path(path), cfg.text, comm.rank)
@@ -125,7 +123,7 @@ def _statistics_spent(transformer: TableTransformer) -> list[tuple[float, float,
     return [(done["noise_multiplier"], 1.0, done["releases"])] if done else []
 
 
-def _make_private(cfg: RunConfig, model: Generator, strategy, n_rows: int, transformer: TableTransformer,
+def _make_private(cfg: RunConfig, model: Generator, strategy: Strategy, n_rows: int, transformer: TableTransformer,
                   comm: Communicator) -> None:
     """DP-SGD for this site, its noise calibrated so that the transform statistics and the planned steps together
     spend `privacy.epsilon` exactly, drawn from the counter-based stream of (seed, rank, step), whose position a
@@ -180,21 +178,21 @@ def run_strategy(cfg: RunConfig, name: str, site: SiteData, transformer: TableTr
     path = strategy_output(cfg, name)
     if resume and (done := completed_scores(path, cfg.text)) is not None:
         return StrategyResult(name, path, done)
-    strategy = make_strategy(name, vars(cfg.federation))
     per_site = cfg.federation.ranks_per_site if comm.size > 1 else 1
-    if per_site > 1 and name != "centralized":  # centralized is data-parallel over every rank already
-        strategy = SiteParallel(strategy, comm.split(comm.rank // per_site))
-    model = make_model(dataclasses.asdict(cfg.model), cfg.seed, cfg.federation.rounds * cfg.local_epochs)
+    site_comm = comm.split(comm.rank // per_site) if per_site > 1 else SoloComm()  # the ranks of this rank's site
+    strategy = within_site(make_strategy(name, vars(cfg.federation)), site_comm)
+    def fresh() -> Generator:  # every site's generator: the same family and seed
+        return make_model(dataclasses.asdict(cfg.model), cfg.seed, cfg.federation.rounds * cfg.local_epochs)
+
+    model = fresh()
     model.setup(transformer, stream=comm.rank, local_rank=local_rank())
     data = model.to_device(transformer.encode(site.train))
     if cfg.privacy is not None:
         _make_private(cfg, model, strategy, len(site.train), transformer, comm)
-    if hasattr(strategy, "attach"):  # latent_alignment works on the model's latent space
-        strategy.attach(model, data, comm)
+    strategy.attach(model, data, comm)
     records: list[RoundRecord] = []
-    count_based = hasattr(model, "fit_counts")  # the Bayesian network: one exact exchange of counts, no rounds
-    phased = hasattr(strategy, "train")  # sd_sharing: local models, then a shared one on synthetic rows
-    start_round = _resume(cfg, path, model, strategy, comm, records) if resume and not (count_based or phased) else 0
+    by_rounds = model.trains_by == "gradients" and not strategy.phased  # only the round loop checkpoints to resume
+    start_round = _resume(cfg, path, model, strategy, comm, records) if resume and by_rounds else 0
 
     def checkpointing(m: Generator, shared: bool):
         on_round = _checkpoint_writer(cfg, strategy, shared, m, transformer, comm, n_sites, records)
@@ -205,19 +203,16 @@ def run_strategy(cfg: RunConfig, name: str, site: SiteData, transformer: TableTr
 
         return tick
 
-    tick = checkpointing(model, strategy.shares_model)
-    if count_based:  # refitting is deterministic and takes seconds, so a resumed job simply refits
-        fit_counts(model, data, strategy, comm, on_round=tick)
-    elif phased:
+    if model.trains_by == "counts":  # one exact exchange of counts; refitting takes seconds, so a resume refits
+        strategy.fit_counts(model, data, comm, on_round=checkpointing(model, strategy.shares_model))
+    elif strategy.phased:  # e.g. sd_sharing: local models, then a shared one on synthetic rows
         model = strategy.train(model, data, comm, cfg.federation.rounds, cfg.local_epochs, cfg.model.batch_size,
-                               checkpointing, lambda: make_model(dataclasses.asdict(cfg.model), cfg.seed, cfg.federation.rounds *
-                                                                 cfg.local_epochs), stop)
+                               checkpointing, fresh, stop)
     else:
         train_rounds(model, data, strategy, comm, cfg.federation.rounds, cfg.local_epochs, cfg.model.batch_size,
-                     start_round=start_round, on_round=tick, stop=stop)
-    if not count_based:  # one pooled prior where the sites share a model or, aligned, a latent space
-        pooled = strategy.shares_model or hasattr(strategy, "attach")
-        model.finish(model.to_device(transformer.encode(site.train)), comm if pooled else SoloComm())
+                     start_round=start_round, on_round=checkpointing(model, strategy.shares_model), stop=stop)
+    if model.trains_by == "gradients":  # the sampling prior, pooled or per site as the strategy declares
+        strategy.finish(model, model.to_device(transformer.encode(site.train)), comm)
     privacy_spent = _privacy_record(cfg, model, transformer, comm) if cfg.privacy is not None else {}
     leader = comm.rank % per_site == 0  # with several ranks per site, the first samples for the site
     n_rows = (cfg.sample.n_rows or site.site_rows) if leader else 0
@@ -231,7 +226,7 @@ def run_strategy(cfg: RunConfig, name: str, site: SiteData, transformer: TableTr
         content = RunContent(cfg.text, cfg.source, name, n_sites, transformer, rounds=RoundRecord.table(records),
                              synthetic={"pooled": pd.concat(tables, ignore_index=True),
                                         **{f"site_{k}": t for k, t in enumerate(tables)}},
-                             evaluation=scores, directions={k: DIRECTIONS[k] for k in scores},
+                             evaluation=scores, directions=directions(scores),
                              partition=site.partition, shift=shift, privacy=privacy_spent)
         _copy_checkpoint(last, content)
         write_run(path, content)

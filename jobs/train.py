@@ -11,13 +11,12 @@ that links them; rank 0 prints the comparison table.
 """
 from __future__ import annotations
 
-from typing import Callable
-
-from hpcsynth.config import ConfigError, RunConfig
-from hpcsynth.data.schema import DataError
-from hpcsynth.data.sources import SiteData, count_sites, load_site
 from hpcsynth.comm import Communicator
+from hpcsynth.config import ConfigError, RunConfig
+from hpcsynth.data.sources import count_sites, load_site
 from hpcsynth.federated.preemption import StopRequest
+from hpcsynth.federated.registry import STRATEGIES
+from hpcsynth.jobs.sites import agree
 
 
 def plan_sites(cfg: RunConfig, comm: Communicator) -> tuple[int, int | None]:
@@ -35,28 +34,11 @@ def plan_sites(cfg: RunConfig, comm: Communicator) -> tuple[int, int | None]:
                               f"({per_site} per site)")
         return n_sites, comm.rank // per_site
     n_sites = count_sites(cfg.data)
-    federated = [s for s in cfg.strategies if s != "centralized"]
+    federated = [s for s in cfg.strategies if not STRATEGIES[s].data_parallel]  # only those can pool the sites
     if n_sites > 1 and federated:
         raise ConfigError(f"{cfg.source}: federation.strategy {federated[0]} with {n_sites} sites needs one rank "
                           f"per site: run under `mpiexec -n {n_sites}`")
     return n_sites, None
-
-
-def agree(load: Callable[[], SiteData], comm: Communicator) -> SiteData:
-    """Load this site's data, then learn whether every site could (collective): a bad file at one site, or the
-    same problem at every site, becomes one message reported once (by rank 0, naming the first failing site)."""
-    site, problem = None, None
-    try:
-        site = load()
-    except (DataError, ConfigError) as err:
-        problem = str(err)
-    problems = [(rank, p) for rank, p in enumerate(comm.allgather(problem)) if p]
-    if problems:
-        rank, message = problems[0]
-        where = f"rank {rank}: " if comm.size > 1 else ""
-        more = f" (and {len(problems) - 1} other sites)" if len(problems) > 1 else ""
-        raise DataError(f"{where}{message}{more}", everywhere=True)
-    return site
 
 
 def main(cfg: RunConfig, comm: Communicator, progress=None, resume: bool = False,
@@ -69,6 +51,6 @@ def main(cfg: RunConfig, comm: Communicator, progress=None, resume: bool = False
     site = agree(lambda: load_site(cfg.data, site_index, n_sites, cfg.seed), comm)
     if comm.size > 1 and cfg.federation.ranks_per_site > 1:
         site = site.shard(comm.rank % cfg.federation.ranks_per_site, cfg.federation.ranks_per_site)
-    from hpcsynth.jobs.strategy_run import run_all  # PyTorch loads once the data is known to be good
+    from hpcsynth.jobs.strategy_run import run_all  # the training stack loads once the data is good
 
     return run_all(cfg, site, comm, n_sites, progress, resume, stop)

@@ -12,7 +12,6 @@ Sizes are tiny (200 patients, two rounds, one-layer networks) so the whole matri
 from __future__ import annotations
 
 import dataclasses
-
 import itertools
 import json
 import math
@@ -27,13 +26,13 @@ import pandas as pd
 import pytest
 import yaml
 
-from mpi_support import REPO, apply_overrides, mpiexec_path
-
-from hpcsynth.config import STRATEGIES, ConfigError, from_dict
+from hpcsynth.config import ConfigError, from_dict
 from hpcsynth.data.cohorts import load_cohort
 from hpcsynth.data.sources import load_site
 from hpcsynth.data.transformer import TableTransformer
+from hpcsynth.federated.registry import STRATEGIES
 from hpcsynth.io.runfile import partial_path, read_table
+from mpi_support import REPO, apply_overrides, mpiexec_path
 
 RANKS = 2
 SEED = 0
@@ -122,7 +121,8 @@ def fresh_model(job: dict, transformer: TableTransformer):
     from hpcsynth.models import make_model
 
     cfg = from_dict(job)
-    return make_model(dataclasses.asdict(cfg.model), cfg.seed, cfg.federation.rounds * cfg.local_epochs).setup(transformer)
+    model = make_model(dataclasses.asdict(cfg.model), cfg.seed, cfg.federation.rounds * cfg.local_epochs)
+    return model.setup(transformer)
 
 
 def open_run(model_job, model: str, strategy: str):

@@ -12,39 +12,44 @@ what the latent space means:
     pulling every site's aggregate posterior onto the pooled one;
   - the sampling prior is the pooled latent Gaussian N(mean_pooled, var_pooled) (the aggregated prior), the same
     at every site.
-It applies to the VAE families (TVAE, VAE-BGM), whose networks are an encoder followed by a decoder in the flat
-buffer. With `secure_aggregation` both sums (the decoder and the latent moments) go through pairwise masks.
+It applies to generators that declare `has_latent` (TVAE, VAE-BGM: an encoder, then a decoder in the flat buffer).
 """
 from __future__ import annotations
+
+from typing import Any
 
 import numpy as np
 import torch
 
 from hpcsynth.comm import Communicator
-from hpcsynth.federated.secure import PairwiseMasks
 from hpcsynth.federated.strategies import FedAvg
 
 
 class LatentAlignment(FedAvg):
-    """Local encoders; decoder averaged; latent moments matched to the pooled ones; pooled latent prior."""
+    """Local encoders; decoder averaged; latent moments matched to the pooled ones; pooled latent prior.
+
+    Parameters
+    ----------
+    alignment_weight : float, default 1.0
+        Weight of the latent-moment matching penalty (`federation.alignment_weight`).
+    """
 
     name = "latent_alignment"
+    trains = frozenset({"gradients"})
+    needs_latent = True
+    dp_sgd_gap = "the exact latent moments of the real rows every round"
+    site_parallel_gap = ("its penalty is computed on each batch's latent moments, which a site's shards do not "
+                         "reproduce")
     shares_model = False  # the encoders stay per site: checkpoints keep one row of parameters per site
+    pools_prior = True
 
-    def __init__(self, alignment_weight: float = 1.0, secure_aggregation: bool = False) -> None:
-        super().__init__(secure_aggregation=secure_aggregation)
+    def __init__(self, alignment_weight: float = 1.0) -> None:
+        super().__init__()
         self.alignment_weight = alignment_weight
 
-    def setup(self, n_rows: int, batch_size: int, comm: Communicator) -> None:
-        """FedAvg's setup; with secure aggregation the sites agree on masks although each keeps its own model, as
-        the decoder and the latent moments they sum are theirs."""
-        super().setup(n_rows, batch_size, comm)
-        if self.secure_aggregation and comm.size > 1 and self.masks is None:
-            self.masks = PairwiseMasks.agree(comm)
-
-    def attach(self, model, data: torch.Tensor, comm: Communicator) -> None:
+    def attach(self, model: Any, data: torch.Tensor, comm: Communicator) -> None:
         """Bind the model whose latent space is aligned (the job calls this before training)."""
-        if not hasattr(model, "encoder_"):
+        if not model.has_latent:
             raise ValueError(f"federation.strategy: latent_alignment needs a VAE family (tvae, vae_bgm), "
                              f"not {type(model).__name__}")
         self.model, self.data, self.comm = model, data, comm
@@ -56,10 +61,7 @@ class LatentAlignment(FedAvg):
             means, _ = self.model.encoder_(self.data)
         mu = means.double().cpu().numpy()
         stats = np.concatenate([[len(mu)], mu.sum(0), (mu * mu).sum(0)])
-        if self.masks is not None:  # secure aggregation hides each site's moments too
-            self.masks.sum(torch.from_numpy(stats), self.comm)
-        else:
-            self.comm.Allreduce(stats, "sum")
+        self.reducer.weighted_sum(torch.from_numpy(stats), 1.0, self.comm)  # masked too under secure aggregation
         n, d = stats[0], mu.shape[1]
         mean = stats[1:1 + d] / n
         var = np.maximum(stats[1 + d:] / n - mean**2, 1e-6)
@@ -70,4 +72,4 @@ class LatentAlignment(FedAvg):
 
     def aggregate(self, params: torch.Tensor, comm: Communicator) -> None:
         """Average the decoder only: the encoders stay with their sites."""
-        self._weighted_sum(params[self.decoder_start:], self.n_rows / self.total_rows, comm)
+        self.reducer.weighted_sum(params[self.decoder_start:], self.n_rows / self.total_rows, comm)

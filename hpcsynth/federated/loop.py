@@ -8,38 +8,15 @@ mean loss over sites, the wall time split into compute and communication, and th
 from __future__ import annotations
 
 import time
-from dataclasses import astuple, dataclass, fields
-from typing import Callable
+from collections.abc import Callable
 
-import numpy as np
 import torch
 
 from hpcsynth.comm import Communicator
 from hpcsynth.federated.preemption import Interrupted, StopRequest
-from hpcsynth.federated.strategies import Strategy
-from hpcsynth.models.base import Generator
-
-
-@dataclass
-class RoundRecord:
-    """One row of the run file's /rounds table."""
-
-    round: int
-    loss: float
-    wall_s: float
-    compute_s: float
-    comm_s: float
-    bytes_reduced: int
-    steps: int
-    epsilon: float = 0.0
-
-    @classmethod
-    def dtype(cls) -> np.dtype:
-        return np.dtype([(f.name, "<f8" if f.type in ("float", float) else "<i8") for f in fields(cls)])
-
-    @classmethod
-    def table(cls, records: list["RoundRecord"]) -> np.ndarray:
-        return np.array([astuple(r) for r in records], dtype=cls.dtype())
+from hpcsynth.federated.records import RoundRecord
+from hpcsynth.federated.strategy import Strategy
+from hpcsynth.models import Generator
 
 
 def _budget_exhausted(model: Generator, steps: int, comm: Communicator) -> bool:
@@ -58,7 +35,8 @@ def train_rounds(model: Generator, data: torch.Tensor, strategy: Strategy, comm:
 
     When `stop` is raised on any rank, every rank finishes the round, `on_round` checkpoints it, and
     `Interrupted` is raised everywhere."""
-    strategy.setup(int(data.shape[0]), batch_size, comm)
+    n_rows = int(data.shape[0])
+    strategy.setup(n_rows, batch_size, comm)
     steps = strategy.steps_per_round(local_epochs)
     comm_seconds = 0.0
 
@@ -81,8 +59,8 @@ def train_rounds(model: Generator, data: torch.Tensor, strategy: Strategy, comm:
         comm_seconds += time.perf_counter() - t1
         wall = time.perf_counter() - t0
         spent = model.privacy_.accountant.epsilon() if model.privacy_ is not None else 0.0
-        reports = comm.allgather((loss, strategy.n_rows, stop.signal_name if stop else None, spent))
-        mean_loss = sum(l * n for l, n, _, _ in reports) / sum(n for _, n, _, _ in reports)
+        reports = comm.allgather((loss, n_rows, stop.signal_name if stop else None, spent))
+        mean_loss = sum(site_loss * n for site_loss, n, _, _ in reports) / sum(n for _, n, _, _ in reports)
         record = RoundRecord(r, mean_loss, wall, wall - comm_seconds, comm_seconds,
                              comm.bytes_reduced - bytes_before, steps, max(e for *_, e in reports))
         records.append(record)

@@ -6,21 +6,23 @@ ones; the synthetic tables are exchanged (they are the product, never real rows)
 trained on the pooled synthetic rows, data-parallel across the ranks (each rank a shard of the pooled table,
 gradients averaged every step as in `centralized`), so every site ends with the same model. The two phases get
 `rounds` rounds each, and `/rounds` lists them one after the other. With DP-SGD only the first phase touches
-real rows; the second is post-processing, so the shared model reports the site models' privacy spend.
-
-Resuming restarts the strategy from its first phase: its checkpoint mixes per-site and shared models.
+real rows; the second is post-processing, so the shared model reports the site models' privacy spend. With
+several ranks per site the first phase is data-parallel inside each site. Resuming restarts from the first phase.
 """
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
+from typing import Any
 
 import pandas as pd
 import torch
 
-from hpcsynth.comm import Communicator, SoloComm, local_rank
+from hpcsynth.comm import Communicator, local_rank
 from hpcsynth.federated.loop import RoundRecord, train_rounds
 from hpcsynth.federated.preemption import StopRequest
-from hpcsynth.federated.strategies import Centralized, Isolated, Strategy
+from hpcsynth.federated.strategies import Centralized, Isolated
+from hpcsynth.federated.strategy import Checkpointing, Strategy
+from hpcsynth.federated.wrappers import within_site
 
 
 class SDSharing(Strategy):
@@ -28,16 +30,19 @@ class SDSharing(Strategy):
 
     name = "sd_sharing"
     shares_model = True
+    pools_prior = True
+    phased = True
 
-    def train(self, model, data: torch.Tensor, comm: Communicator, rounds: int, local_epochs: int,
-              batch_size: int, checkpointing: Callable[[object, bool], Callable[[RoundRecord], None]],
-              make_model: Callable[[], object], stop: StopRequest | None = None) -> object:
+    def train(self, model: Any, data: torch.Tensor, comm: Communicator, rounds: int, local_epochs: int,
+              batch_size: int, checkpointing: Checkpointing, make_model: Callable[[], Any],
+              stop: StopRequest | None = None) -> Any:
         """Both phases; returns the shared global model (a fresh one from `make_model`, the same seed).
         `checkpointing(model, shared)` gives the per-round callback that checkpoints `model`."""
-        local = train_rounds(model, data, Isolated(), comm, rounds, local_epochs, batch_size,
+        alone = within_site(Isolated(), self.site)
+        local = train_rounds(model, data, alone, comm, rounds, local_epochs, batch_size,
                              on_round=checkpointing(model, False), stop=stop)
         spent = local[-1].epsilon if local else 0.0  # with DP-SGD: the most any site spent in phase 1
-        model.finish(data, SoloComm())  # what a family fits after training, on the site alone (VAE-BGM's prior)
+        alone.finish(model, data, comm)  # what a family fits after training, per site (VAE-BGM's prior)
         pooled = pd.concat(comm.allgather(model.sample(int(data.shape[0]))), ignore_index=True)
         shard = pooled.iloc[comm.rank::comm.size].reset_index(drop=True)
         shared = make_model().setup(model.transformer_, stream=model.stream_, local_rank=local_rank())
@@ -48,8 +53,9 @@ class SDSharing(Strategy):
             record.epsilon = max(record.epsilon, spent)  # training on synthetic rows spends nothing more
             on_round(record)
 
-        train_rounds(shared, shared.to_device(model.transformer_.encode(shard)),
-                     Centralized(secure_aggregation=self.secure_aggregation), comm, rounds, local_epochs, batch_size,
-                     on_round=shifted, stop=stop)
+        pooled_training = Centralized()
+        pooled_training.reducer = self.reducer  # masked too when the sites aggregate securely
+        train_rounds(shared, shared.to_device(model.transformer_.encode(shard)), pooled_training, comm, rounds,
+                     local_epochs, batch_size, on_round=shifted, stop=stop)
         shared.privacy_ = model.privacy_  # post-processing of the private site models: theirs is its privacy record
         return shared

@@ -34,6 +34,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from hpcsynth.comm import Communicator
+from hpcsynth.federated.strategy import Reducer
 
 SCALE_BITS = 24
 _CHUNK = 1 << 17  # values per pass (1 MiB of uint64): encoding and masking stay in cache
@@ -73,7 +74,7 @@ class PairwiseMasks:
         self.bound = 2.0 ** 63 / (self.scale * size)
 
     @classmethod
-    def agree(cls, comm: Communicator) -> "PairwiseMasks":
+    def agree(cls, comm: Communicator) -> PairwiseMasks:
         """One X25519 agreement per pair: fresh key pairs, public keys exchanged with one allgather (collective)."""
         key = X25519PrivateKey.generate()
         publics = comm.allgather(public_bytes(key))
@@ -125,3 +126,21 @@ class PairwiseMasks:
         self.unmask(comm.Allreduce(self.mask(host, weight), "sum"), host)
         if tensor.device.type != "cpu":
             tensor.copy_(torch.from_numpy(host))
+
+
+class MaskedSum(Reducer):
+    """The reducer `SecureAggregation` installs: every weighted sum goes through the pairwise masks (the weighting
+    is folded into the fixed-point encoding, which is a pass over the buffer anyway).
+
+    Parameters
+    ----------
+    masks : PairwiseMasks
+        The masks the ranks agreed on (`PairwiseMasks.agree`).
+    """
+
+    def __init__(self, masks: PairwiseMasks) -> None:
+        self.masks = masks
+
+    def weighted_sum(self, tensor: torch.Tensor, weight: float, comm: Communicator) -> None:
+        with torch.no_grad():
+            self.masks.sum(tensor, comm, weight)

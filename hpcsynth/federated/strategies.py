@@ -1,130 +1,56 @@
-"""Strategies: how the sites' work is combined. Each is one small class with one job (as Flower's `Strategy`);
-the round loop that calls them knows none by name.
+"""The strategies that combine sites by reducing one flat buffer (parameters or gradients).
 
-A strategy sees the model only through two flat buffers (parameters and gradients) and the communicator:
-    setup(n_rows, batch_size, comm)  once, before training: the weights (a site's share of the rows)
-    batch_rows                       how many rows this site puts in each step's batch
-    steps_per_round(local_epochs)    how many optimiser steps a round has on this site
-    begin_round(params, trainable)   at the start of every round, with the parameters the round starts from
-    on_gradients(grad, rows, comm)   after every backward pass, before the optimiser step
-    aggregate(params, comm)          at the end of every round
-
-centralized  the pooled upper bound. In one process it trains on the pooled rows. Across ranks it is
-             synchronous data-parallel SGD: every step each site draws a share of one global batch proportional
-             to its size, and the gradients are averaged with one Allreduce weighted by those shares, which is
-             the gradient of the pooled batch, without a row leaving its site.
+centralized  the pooled upper bound: synchronous data-parallel SGD; every step each site draws a share of one
+             global batch proportional to its size and one size-weighted reduction of the gradients gives the
+             pooled batch's gradient, without a row leaving its site (in one process: the pooled rows).
 isolated     the lower bound: every site trains alone and nothing is exchanged.
-fedavg       McMahan et al. (AISTATS 2017): local epochs, then one weighted sum of the parameter buffer per
-             round, theta = sum_k (n_k / N) theta_k (`Communicator.weighted_sum`: on a node, a shared-memory
-             reduction with the weighting fused in; across nodes, an Allreduce of each node's share).
-fedprox      Li et al. (MLSys 2020): FedAvg whose local objective adds the proximal term
-             mu/2 ||theta - theta_global||^2, which keeps sites with different data near the global model.
-fedopt       Reddi et al. (ICLR 2021), FedAdam: the averaged change of a round is a pseudo-gradient for a
-             server-side Adam step on the global model; every rank takes the same step, so it costs no traffic.
-
-With `secure_aggregation` every reduction (parameters, and the centralized strategy's gradients) goes through
-pairwise masks (hpcsynth.federated.secure): still one Allreduce of one buffer, of uint64 fixed-point values.
+fedavg       McMahan et al. (AISTATS 2017): local epochs, then theta = sum_k (n_k / N) theta_k once per round.
+fedprox      Li et al. (MLSys 2020): FedAvg plus the proximal term mu/2 ||theta - theta_global||^2 locally.
+fedopt       Reddi et al. (ICLR 2021), FedAdam: the round's averaged change is a pseudo-gradient for a server
+             Adam step that every rank takes alike, so it costs no traffic.
 """
 from __future__ import annotations
 
-import inspect
-from typing import Any, Mapping
+from typing import ClassVar
 
 import numpy as np
 import torch
 
 from hpcsynth.comm import Communicator
-from hpcsynth.federated.secure import PairwiseMasks
-
-
-def _reduce_tensor(tensor: torch.Tensor, comm: Communicator) -> None:
-    """Sum a flat tensor across ranks in place; CPU tensors are reduced without a copy."""
-    if tensor.device.type == "cpu":
-        comm.Allreduce(tensor.numpy(), "sum")
-        return
-    host = tensor.detach().cpu().numpy()
-    comm.Allreduce(host, "sum")
-    tensor.copy_(torch.from_numpy(host))
-
-
-class Strategy:
-    """Does nothing: the base of every strategy, and by itself what `isolated` is."""
-
-    name = "strategy"
-    shares_model = False
-
-    def __init__(self, secure_aggregation: bool = False) -> None:
-        self.secure_aggregation = secure_aggregation
-
-    def setup(self, n_rows: int, batch_size: int, comm: Communicator) -> None:
-        self.n_rows = n_rows
-        self.batch_size = batch_size
-        self.total_rows = n_rows
-        masked = self.secure_aggregation and self.shares_model and comm.size > 1
-        self.masks = PairwiseMasks.agree(comm) if masked else None
-
-    @property
-    def batch_rows(self) -> int:
-        return min(self.batch_size, self.n_rows)
-
-    def steps_per_round(self, local_epochs: int) -> int:
-        return local_epochs * max(1, -(-self.n_rows // self.batch_rows))
-
-    def begin_round(self, params: torch.Tensor, trainable: torch.Tensor | None = None) -> None:
-        """Called before each round's local work; `trainable` marks the entries of `params` that gradient
-        descent trains (the rest are statistics, e.g. BatchNorm's running moments), None when all are."""
-        return None
-
-    def on_gradients(self, grad: torch.Tensor, rows: int, comm: Communicator) -> None:
-        return None
-
-    def aggregate(self, params: torch.Tensor, comm: Communicator) -> None:
-        return None
-
-    def state(self) -> dict:
-        """What the strategy itself must keep across a restart (checkpointed with each site's state)."""
-        return {}
-
-    def load_state(self, state: dict) -> None:
-        return None
-
-    def _weighted_sum(self, tensor: torch.Tensor, weight: float, comm: Communicator) -> None:
-        """tensor <- sum over ranks of weight_k * tensor_k, in place: one Allreduce, masked when secure (where
-        the weighting is folded into the fixed-point encoding, which is a pass over the buffer anyway)."""
-        with torch.no_grad():
-            if self.masks is not None:
-                self.masks.sum(tensor, comm, weight)
-                return
-            if tensor.device.type == "cpu":
-                comm.weighted_sum(tensor.numpy(), weight)
-                return
-            tensor.mul_(weight)
-            _reduce_tensor(tensor, comm)
+from hpcsynth.federated.strategy import Strategy
 
 
 class Isolated(Strategy):
+    """Every site trains alone; nothing leaves it (the base's defaults)."""
+
     name = "isolated"
+    trains = frozenset({"gradients", "counts"})
 
 
 class FedAvg(Strategy):
     """Size-weighted parameter averaging, one Allreduce of one buffer per round."""
 
     name = "fedavg"
+    trains = frozenset({"gradients", "counts"})  # counts: summed over the sites, the pooled counts exactly
     shares_model = True
+    pools_prior = True
 
     def setup(self, n_rows: int, batch_size: int, comm: Communicator) -> None:
         super().setup(n_rows, batch_size, comm)
         self.total_rows = int(comm.Allreduce(np.array([float(n_rows)]), "sum")[0])
 
     def aggregate(self, params: torch.Tensor, comm: Communicator) -> None:
-        self._weighted_sum(params, self.n_rows / self.total_rows, comm)
+        self.reducer.weighted_sum(params, self.n_rows / self.total_rows, comm)
 
 
 class Centralized(Strategy):
     """Pooled training: one process with all rows, or data-parallel SGD across ranks (see the module doc)."""
 
     name = "centralized"
+    trains = frozenset({"gradients", "counts"})
+    data_parallel = True
     shares_model = True
+    pools_prior = True
 
     def setup(self, n_rows: int, batch_size: int, comm: Communicator) -> None:
         super().setup(n_rows, batch_size, comm)
@@ -146,7 +72,7 @@ class Centralized(Strategy):
     def on_gradients(self, grad: torch.Tensor, rows: int, comm: Communicator) -> None:
         if self.comm_size == 1:
             return
-        self._weighted_sum(grad, rows / self.global_batch, comm)
+        self.reducer.weighted_sum(grad, rows / self.global_batch, comm)
 
 
 class FedProx(FedAvg):
@@ -156,12 +82,19 @@ class FedProx(FedAvg):
     The term's gradient, mu (theta - theta_global), is added to the flat gradient after each backward pass. That
     is exactly the gradient of the penalised loss, so any optimiser (SGD, Adam with its decay) steps exactly as
     on the penalised objective, for every model family, with no change to the models. Under DP-SGD it is added
-    after clipping and noise: the term does not touch the data, so it costs no privacy. mu = 0 is FedAvg."""
+    after clipping and noise: the term does not touch the data, so it costs no privacy. mu = 0 is FedAvg.
+
+    Parameters
+    ----------
+    mu : float, default 0.01
+        Weight of the proximal term (`federation.mu`).
+    """
 
     name = "fedprox"
+    trains = frozenset({"gradients"})
 
-    def __init__(self, mu: float = 0.01, secure_aggregation: bool = False) -> None:
-        super().__init__(secure_aggregation)
+    def __init__(self, mu: float = 0.01) -> None:
+        super().__init__()
         self.mu = mu
 
     def begin_round(self, params: torch.Tensor, trainable: torch.Tensor | None = None) -> None:
@@ -184,19 +117,27 @@ class FedOpt(FedAvg):
 
     with the paper's b1 = 0.9, b2 = 0.99, tau = 1e-3 and no bias correction. The average is FedAvg's one
     Allreduce; every rank then holds the same delta and takes the same step, so the server needs no rank and
-    no traffic of its own. The moments m and v live on every rank and are checkpointed with it."""
+    no traffic of its own. The moments m and v live on every rank and are checkpointed with it.
+
+    Parameters
+    ----------
+    server_lr : float, default 0.01
+        The server's Adam learning rate (`federation.server_lr`).
+    """
 
     name = "fedopt"
-    betas = (0.9, 0.99)
-    tau = 1e-3
+    trains = frozenset({"gradients"})
+    betas: ClassVar[tuple[float, float]] = (0.9, 0.99)
+    tau: ClassVar[float] = 1e-3
 
-    def __init__(self, server_lr: float = 0.01, secure_aggregation: bool = False) -> None:
-        super().__init__(secure_aggregation)
+    def __init__(self, server_lr: float = 0.01) -> None:
+        super().__init__()
         self.server_lr = server_lr
         self.m: torch.Tensor | None = None
+        self.v: torch.Tensor | None = None
 
     def state(self) -> dict:
-        return {"m": self.m, "v": getattr(self, "v", None)}
+        return {"m": self.m, "v": self.v}
 
     def load_state(self, state: dict) -> None:
         self.m, self.v = state["m"], state["v"]
@@ -224,25 +165,3 @@ class FedOpt(FedAvg):
         self.v.mul_(b2).addcmul_(delta, delta, value=1 - b2)
         torch.sqrt(self.v, out=params).add_(self.tau)
         torch.div(self.m, params, out=params).mul_(self.server_lr).add_(self.anchor)
-
-
-STRATEGIES = {cls.name: cls for cls in (Centralized, Isolated, FedAvg, FedProx, FedOpt)}
-
-
-def all_strategies() -> dict[str, type[Strategy]]:
-    """The classes above and those built on them in modules of their own (imported late: they import this)."""
-    from hpcsynth.federated.latent_alignment import LatentAlignment
-    from hpcsynth.federated.sd_sharing import SDSharing
-
-    return {**STRATEGIES, SDSharing.name: SDSharing, LatentAlignment.name: LatentAlignment}
-
-
-def make_strategy(name: str, options: Mapping[str, Any] | None = None) -> Strategy:
-    """The strategy `name`, given those of `options` (the federation settings, e.g. mu, server_lr,
-    secure_aggregation) that its constructor takes."""
-    try:
-        cls = all_strategies()[name]
-    except KeyError:
-        raise ValueError(f"unknown strategy {name!r} (known: {', '.join(all_strategies())})") from None
-    accepted = inspect.signature(cls).parameters
-    return cls(**{k: v for k, v in (options or {}).items() if k in accepted})

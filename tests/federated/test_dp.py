@@ -8,12 +8,12 @@ import pandas as pd
 import pytest
 import torch
 
-from hpcsynth.data.transformer import TableTransformer
 from hpcsynth.comm import SoloComm
+from hpcsynth.data.transformer import TableTransformer
 from hpcsynth.federated.loop import train_rounds
 from hpcsynth.federated.privacy import BudgetError, Clipper, GaussianNoise, PhiloxNoise, calibrate, make_dpsgd
+from hpcsynth.federated.registry import make_strategy
 from hpcsynth.kernels import gaussian_noise
-from hpcsynth.federated.strategies import make_strategy
 from hpcsynth.models import TVAE, TabDDPM
 
 RNG = np.random.default_rng(0)

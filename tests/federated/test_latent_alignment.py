@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from hpcsynth.federated.latent_alignment import LatentAlignment
-from hpcsynth.federated.strategies import make_strategy
+from hpcsynth.federated.registry import make_strategy
 from hpcsynth.models.bayesnet import BayesianNetwork
 
 PROGRAM = Path(__file__).with_name("programs") / "latent_alignment_round.py"

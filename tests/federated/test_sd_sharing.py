@@ -6,12 +6,12 @@ import h5py
 import numpy as np
 import pytest
 
-from hpcsynth.federated.strategies import make_strategy
+from hpcsynth.federated.registry import make_strategy
 
 
 def test_sd_sharing_is_a_registered_strategy_sharing_one_model():
     strategy = make_strategy("sd_sharing")
-    assert strategy.name == "sd_sharing" and strategy.shares_model and hasattr(strategy, "train")
+    assert strategy.name == "sd_sharing" and strategy.shares_model and strategy.phased
 
 
 @pytest.mark.mpi
@@ -32,8 +32,8 @@ def test_sd_sharing_runs_two_phases_and_shares_the_final_model(mpirun, write_job
 def test_the_site_models_finish_before_they_sample_for_the_shared_phase():
     """VAE-BGM samples from a prior fitted after training (`finish`): the first phase's site models fit theirs
     before generating the rows they share (they used to sample without one and fail)."""
-    from hpcsynth.data.mds import simulate_mds
     from hpcsynth.comm import SoloComm
+    from hpcsynth.data.mds import simulate_mds
     from hpcsynth.models.vae_bgm import VAEBGM
 
     frame = simulate_mds(n_patients=120, seed=1).drop(columns=["patient_id", "site"])

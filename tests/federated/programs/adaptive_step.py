@@ -12,10 +12,11 @@ import numpy as np
 import pandas as pd
 import torch
 
-from hpcsynth.data.transformer import TableTransformer
 from hpcsynth.comm import MPIComm
+from hpcsynth.data.transformer import TableTransformer
 from hpcsynth.federated.loop import train_rounds
-from hpcsynth.federated.strategies import FedOpt, make_strategy
+from hpcsynth.federated.registry import make_strategy
+from hpcsynth.federated.strategies import FedOpt
 from hpcsynth.models import TVAE
 
 SIZES = (40, 25, 55)
