@@ -2,16 +2,7 @@
 
 In the spirit of FedEHR-Gen (arXiv 2605.27892): when hospitals differ, forcing one encoder on all of them (as
 FedAvg does) blurs each site's case mix, while isolated models cannot pool what the sites have in common. Here
-each site keeps its own encoder, which can map its own case mix into the latent space, and the sites agree on
-what the latent space means:
-  - the decoder is averaged across sites every round (size-weighted, one Allreduce of its slice of the flat
-    buffer), so one decoder reads every site's latent codes;
-  - the latent distributions are aligned by matching merged latent statistics: at the start of every round
-    each site sums the first two moments of its rows' latent means, one Allreduce gives the pooled moments, and
-    the local loss adds  weight * (||mean_b - mean_pooled||^2 + ||var_b - var_pooled||^2)  over each batch b,
-    pulling every site's aggregate posterior onto the pooled one;
-  - the sampling prior is the pooled latent Gaussian N(mean_pooled, var_pooled) (the aggregated prior), the same
-    at every site.
+each site keeps its own encoder and the sites agree on what the latent space means (see `LatentAlignment`).
 It applies to generators that declare `has_latent` (TVAE, VAE-BGM: an encoder, then a decoder in the flat buffer).
 """
 from __future__ import annotations
@@ -27,6 +18,15 @@ from hpcsynth.federated.strategies import FedAvg
 
 class LatentAlignment(FedAvg):
     """Local encoders; decoder averaged; latent moments matched to the pooled ones; pooled latent prior.
+
+    - the decoder is averaged across sites every round (size-weighted, one Allreduce of its slice of the flat
+      buffer), so one decoder reads every site's latent codes;
+    - the latent distributions are aligned by matching merged latent statistics: at the start of every round
+      each site sums the first two moments of its rows' latent means, one Allreduce gives the pooled moments, and
+      the local loss adds  weight * (||mean_b - mean_pooled||^2 + ||var_b - var_pooled||^2)  over each batch b,
+      pulling every site's aggregate posterior onto the pooled one;
+    - the sampling prior is the pooled latent Gaussian N(mean_pooled, var_pooled) (the aggregated prior), the same
+      at every site.
 
     Parameters
     ----------

@@ -36,7 +36,7 @@ class StopRequest:
     def _handle(self, signum: int, frame) -> None:
         self.signal_name = signal.Signals(signum).name
 
-    def install(self) -> "StopRequest":
+    def install(self) -> StopRequest:
         for sig in STOP_SIGNALS:
             signal.signal(sig, self._handle)
         return self

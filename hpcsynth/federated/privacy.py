@@ -1,26 +1,17 @@
 """Differential privacy for each site's training: DP-SGD (Abadi et al., CCS 2016) with Opacus's accountants.
 
-Three small objects, composed as Opacus composes them:
+Small objects, composed as Opacus composes them:
     Clipper          per-sample gradients g_i scaled to norm at most C:  g_i * min(1, C / ||g_i||)
     GaussianNoise    N(0, (sigma * C)^2) on every coordinate of the summed clipped gradient (PhiloxNoise: the
                      same from the counter-based stream of hpcsynth.kernels, keyed by seed, rank and step)
     SiteAccountant   the privacy spent, by Opacus's RDP (Mironov 2017) or PRV (Gopi et al. 2021) accountant
-and DPSGD, the step: a Poisson sample of the site's rows (each row with probability q, the subsampling the
-accountants assume), per-sample gradients by torch.func (vmap of grad of the model's own loss), clipping,
-noise, divided by the expected batch size q * n:
-
-    g = (sum_i clip_C(g_i) + N(0, sigma^2 C^2 I)) / (q n)
-
-Each site is private with respect to its own rows: it calibrates its noise multiplier sigma for its own sample
-rate and planned number of steps so that the whole run spends exactly the budget (epsilon, delta), refuses to
-start when no sigma can meet it, and the round loop stops before a round that would exceed it. Whatever is
-aggregated afterwards (FedAvg, secure sums) is post-processing and spends nothing more.
+    DPSGD            the private step that composes them (`make_dpsgd` calibrates it to a budget)
 """
 from __future__ import annotations
 
 import copy
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import torch
 from torch import nn
@@ -176,7 +167,7 @@ class _Loss(nn.Module):
 
 def make_dpsgd(epsilon: float, delta: float, max_grad_norm: float, accountant: str, sample_rate: float,
                steps: int, generator: torch.Generator | tuple[int, int],
-               spent: Sequence[tuple[float, float, int]] = ()) -> "DPSGD":
+               spent: Sequence[tuple[float, float, int]] = ()) -> DPSGD:
     """DP-SGD calibrated to spend exactly (epsilon, delta) in `steps` steps at `sample_rate`, together with what
     `spent` (accountant history, such as the transform statistics' releases) spent before; its noise from
     `generator`, or from the counter-based stream when given `(seed, rank)` instead (PhiloxNoise)."""
@@ -189,14 +180,26 @@ def make_dpsgd(epsilon: float, delta: float, max_grad_norm: float, accountant: s
 
 @dataclass
 class DPSGD:
-    """One private gradient per step, written into the model's flat gradient buffer."""
+    """One private gradient per step, written into the model's flat gradient buffer.
+
+    The step: a Poisson sample of the site's rows (each row with probability q, the subsampling the
+    accountants assume), per-sample gradients by torch.func (vmap of grad of the model's own loss), clipping,
+    noise, divided by the expected batch size q * n:
+
+        g = (sum_i clip_C(g_i) + N(0, sigma^2 C^2 I)) / (q n)
+
+    Each site is private with respect to its own rows: it calibrates its noise multiplier sigma for its own sample
+    rate and planned number of steps so that the whole run spends exactly the budget (epsilon, delta), refuses to
+    start when no sigma can meet it, and the round loop stops before a round that would exceed it. Whatever is
+    aggregated afterwards (FedAvg, secure sums) is post-processing and spends nothing more.
+    """
 
     sample_rate: float
     clipper: Clipper
     noise: GaussianNoise | PhiloxNoise
     accountant: SiteAccountant
 
-    def attach(self, model) -> "DPSGD":
+    def attach(self, model) -> DPSGD:
         self.model = model
         self.loss_module = _Loss(model)
         self.names = [name for name, _ in self.loss_module.named_parameters()]

@@ -3,25 +3,6 @@
 The scheme is the pairwise-masking core of Bonawitz et al., "Practical Secure Aggregation for Privacy-Preserving
 Machine Learning" (CCS 2017), without its dropout recovery: an MPI job fails as a whole, so no rank can drop out
 of a round and leave its masks uncancelled.
-
-1. Key agreement, once per run. Every rank draws an X25519 key pair (RFC 7748), the public keys are exchanged
-   with one `allgather`, and each pair (i, j) derives the same 32-byte seed s_ij = HKDF-SHA256(X25519(i, j))
-   (RFC 5869) with the pair in the `info` field. Nobody else can compute s_ij (the Diffie-Hellman assumption).
-2. Fixed point. A float buffer x becomes q = round(w * x * 2^24) in int64, read as uint64: integer addition
-   modulo 2^64 is exact and associative, so masks cancel bit for bit, which float addition cannot promise.
-3. Masks, every call. Rank i adds the keystream AES-256-CTR(s_ij, nonce = call counter) for each j > i and
-   subtracts it for each j < i. The mask of a pair is uniform on Z_2^64 and appears once with each sign, so the
-   sum over all ranks is sum_i q_i exactly, while any single buffer, or any partial sum that misses a rank
-   (the intermediate results of MPI's reduction tree), is uniformly distributed and independent of the data
-   (a one-time pad). The counter in the nonce gives every call fresh masks; keys are fresh for every run.
-4. One Allreduce of the uint64 buffer (unsigned, because signed overflow is undefined in the C code of the MPI
-   library), then decode: sum / 2^24. The error is at most K/2 fixed-point steps (K ranks) plus the rounding of
-   the result to float32.
-
-Threat model: honest-but-curious participants and observers of the traffic. It does not protect against a
-rank that deviates from the protocol (it could send a wrong public key or a poisoned update), and it hides
-buffers, not the aggregate: use differential privacy for what the aggregate reveals. The masked buffer is
-8 bytes per parameter, twice the float32 buffer.
 """
 from __future__ import annotations
 
@@ -59,10 +40,39 @@ def pair_seeds(private_key: X25519PrivateKey, public_keys: list[bytes], rank: in
 
 
 class PairwiseMasks:
-    """This rank's side of secure aggregation: encode, mask, and decode (see the module docstring).
+    """This rank's side of secure aggregation: encode, mask, and decode.
 
     `mask` and `unmask` are the two halves of `sum`, separate so that a test can combine several ranks' buffers
-    in one process. Every rank must make the same sequence of calls: the call counter keys the masks."""
+    in one process. Every rank must make the same sequence of calls: the call counter keys the masks.
+
+    1. Key agreement, once per run. Every rank draws an X25519 key pair (RFC 7748), the public keys are exchanged
+       with one `allgather`, and each pair (i, j) derives the same 32-byte seed s_ij = HKDF-SHA256(X25519(i, j))
+       (RFC 5869) with the pair in the `info` field. Nobody else can compute s_ij (the Diffie-Hellman assumption).
+    2. Fixed point. A float buffer x becomes q = round(w * x * 2^24) in int64, read as uint64: integer addition
+       modulo 2^64 is exact and associative, so masks cancel bit for bit, which float addition cannot promise.
+    3. Masks, every call. Rank i adds the keystream AES-256-CTR(s_ij, nonce = call counter) for each j > i and
+       subtracts it for each j < i. The mask of a pair is uniform on Z_2^64 and appears once with each sign, so the
+       sum over all ranks is sum_i q_i exactly, while any single buffer, or any partial sum that misses a rank
+       (the intermediate results of MPI's reduction tree), is uniformly distributed and independent of the data
+       (a one-time pad). The counter in the nonce gives every call fresh masks; keys are fresh for every run.
+    4. One Allreduce of the uint64 buffer (unsigned, because signed overflow is undefined in the C code of the MPI
+       library), then decode: sum / 2^24. The error is at most K/2 fixed-point steps (K ranks) plus the rounding of
+       the result to float32.
+
+    Threat model: honest-but-curious participants and observers of the traffic. It does not protect against a
+    rank that deviates from the protocol (it could send a wrong public key or a poisoned update), and it hides
+    buffers, not the aggregate: use differential privacy for what the aggregate reveals. The masked buffer is
+    8 bytes per parameter, twice the float32 buffer.
+
+    Parameters
+    ----------
+    rank, size : int
+        This rank and the number of ranks that sum.
+    seeds : dict of int to bytes
+        The 32-byte seed this rank shares with each peer (`pair_seeds`).
+    scale_bits : int, default 24
+        Fixed-point precision: values are encoded as round(w * x * 2^scale_bits).
+    """
 
     def __init__(self, rank: int, size: int, seeds: dict[int, bytes], scale_bits: int = SCALE_BITS) -> None:
         self.rank = rank

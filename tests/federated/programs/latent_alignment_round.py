@@ -2,10 +2,10 @@
 are one, the encoders are the sites' own, and every site holds the same pooled latent target."""
 import numpy as np
 import torch
-
 from fedavg_step import site_rows
-from hpcsynth.data.transformer import TableTransformer
+
 from hpcsynth.comm import MPIComm
+from hpcsynth.data.transformer import TableTransformer
 from hpcsynth.federated.latent_alignment import LatentAlignment
 from hpcsynth.federated.loop import train_rounds
 from hpcsynth.models import TVAE

@@ -3,9 +3,9 @@ equals the fit on the pooled rows, computed on rank 0; prints EQUAL."""
 import numpy as np
 import pandas as pd
 
+from hpcsynth.comm import MPIComm, SoloComm
 from hpcsynth.data.mode_specific import ModeSpecificTransform
 from hpcsynth.data.schema import ColumnSpec
-from hpcsynth.comm import MPIComm, SoloComm
 
 
 def site_values(k: int) -> pd.Series:

@@ -4,10 +4,10 @@ import json
 
 import numpy as np
 
+from hpcsynth.comm import MPIComm
 from hpcsynth.data.mds import simulate_mds
 from hpcsynth.data.private_stats import StatisticsBudget
 from hpcsynth.data.transformer import TableTransformer
-from hpcsynth.comm import MPIComm
 
 
 def main() -> None:

@@ -5,9 +5,9 @@ import sys
 import numpy as np
 import pandas as pd
 
+from hpcsynth.comm import MPIComm
 from hpcsynth.config import load
 from hpcsynth.data.sources import load_site
-from hpcsynth.comm import MPIComm
 from hpcsynth.jobs.train import main as run_job
 
 ROW_COLUMNS = ["age", "hb", "plt", "anc", "bm_blasts", "os_months"]
