@@ -85,3 +85,13 @@ def test_to_dict_round_trips_through_yaml():
     cfg = load("jobs/demo.yaml")
     again = from_dict(yaml.safe_load(yaml.safe_dump(to_dict(cfg))))
     assert to_dict(again) == to_dict(cfg)
+
+
+def test_the_names_config_accepts_are_the_registries():
+    from hpcsynth.federated.registry import STRATEGIES
+    from hpcsynth.models import MODELS
+
+    with pytest.raises(ConfigError, match=f"known: {', '.join(STRATEGIES)}\\)"):
+        from_dict({"data": {"builtin": "mds"}, "federation": {"strategy": "fedsgd"}})
+    with pytest.raises(ConfigError, match=f"known: {', '.join(MODELS)}\\)"):
+        from_dict({"data": {"builtin": "mds"}, "model": {"name": "gan9000"}})
