@@ -1,25 +1,11 @@
-"""Federated EM for a variational Bayesian Gaussian mixture: each iteration every site computes the sufficient
-statistics of its own rows and one `Allreduce` sums them, so every site ends with the same mixture and no row
-leaves its site.
+"""Federated EM for a variational Bayesian Gaussian mixture (diagonal covariances, Dirichlet-process weights).
 
-The model is scikit-learn's `BayesianGaussianMixture(covariance_type="diag",
-weight_concentration_prior_type="dirichlet_process")`, the mixture SDV (RDT's ClusterBasedNormalizer) fits for
-CTGAN's mode-specific normalisation (Xu et al., NeurIPS 2019), with its priors and its variational updates
-(Bishop 2006, section 10.2; Blei and Jordan 2006 for the stick-breaking weights). The M-step needs only, per
-component k,
-    N_k = sum_i r_ik,   S1_k = sum_i r_ik x_i,   S2_k = sum_i r_ik x_i^2,
-which add over sites, so the federated fit equals the pooled fit up to floating-point summation order
-(tests/federated/test_em.py checks both that and the equality with scikit-learn's own updates). The priors use
-the pooled mean and variance, from the summed moments [n, sum x, sum x^2].
-
-Initialisation must also be identical everywhere: a few Lloyd (k-means) iterations from centres spread evenly
-between the pooled minimum and maximum, again from summed statistics (counts and sums per centre), then the
-one-hot responsibilities of the nearest centre, as scikit-learn's `init_params="kmeans"` does. Convergence is
-tested on the change of the mixture weights, numbers every site holds identically, so all sites run the same
-number of iterations (a requirement: a site that stopped early would leave the others waiting in
-an Allreduce).
-
-Diagonal covariances keep it usable beyond one dimension: the VAE-BGM model reuses it for its latent prior.
+Scikit-learn's `BayesianGaussianMixture` with its priors and variational updates, fitted from sufficient
+statistics (per component: N_k, sum r x, sum r x^2) that every site computes on its own rows and one Allreduce
+sums per iteration, so every site ends with the same mixture, equal to the pooled fit up to summation order, and
+no row leaves its site. The k-means initialisation and the convergence test use summed numbers too, so all sites
+run the same iterations. Used by mode-specific normalisation and by VAE-BGM's latent prior. Design notes:
+docs/notes/models.md.
 """
 from __future__ import annotations
 

@@ -1,52 +1,17 @@
 """A discrete Bayesian network whose every statistic is a count, so federated training is exact.
 
-Discretisation. Numbers go through the shared quantile transform (`NumericTransform`) to u = Phi(z), and are cut
-into `n_bins` equal-probability bins of u (bin b holds quantiles [b/B, (b+1)/B)); a missing value is one more
-state. Categories (and binaries) keep their levels, the missing level included. Decoding draws u uniformly
-within the bin and sends it back through the shared transform, so values come out in the original units and
-within the bin's quantile range.
-
-Structure. The fast default is the Chow-Liu tree (Chow & Liu 1968): the maximum-weight spanning tree of the
-pairwise mutual information, which maximises the likelihood among trees; it needs one table of counts per pair
-of columns. The alternative is the BIC score (Schwarz 1978) with at most `max_parents` parents, maximised by
-greedy hill climbing over edge additions from the empty graph (BIC is decomposable, so a move changes one
-family's score; after adding an edge into X only X's candidate moves are recounted). Deletions and reversals
-are not searched (with a bounded in-degree, the add-only greedy search is the one PrivBayes uses too): the
-result is a good-scoring I-map, but an edge oriented early is kept, so a collider a -> s <- b can come out as a
-triangle when a score tie orients the first edge away from s (ties go to the lower column index).
-
-Parameters. Each conditional probability table is (N(x, pa) + prior) / (N(pa) + k * prior), the posterior mean
-under a symmetric Dirichlet(prior) (Heckerman et al. 1995).
-
-Federation. Every statistic above is a sum over rows, so each site counts its own rows and the counts are
-summed with `comm.Allreduce` (float64 integers: the sum is exact whatever the order). Every site then runs the
-same deterministic search on the same sums, so federated training equals centralized training on the pooled
-rows bit for bit: structure, counts and tables. `fit_counts(data, comm)` is the collective entry point the
-training job uses for this family; the strategy only decides whether counts are shared (centralized, fedavg)
-or kept (isolated). There are no rounds and no gradients.
-
-Differential privacy (PrivBayes-style, Zhang et al. 2017, with noisy counts instead of the exponential
-mechanism). With `epsilon`, every site perturbs its counts before they leave it: a share `structure_share` of
-epsilon goes to the pairwise tables of the Chow-Liu search, the rest to the family tables of the CPTs.
-Under add/remove-one-row neighbours a row adds exactly one count to each of T tables, so the L1 sensitivity
-of a release is T and its L2 sensitivity sqrt(T). `noise="laplace"` adds Laplace(T / eps_part) to every cell
-(Dwork et al. 2006); `noise="gaussian"` adds N(0, sigma^2) with sigma = sqrt(2 ln(1.25 / delta_part)) sqrt(T) /
-eps_part (Dwork & Roth 2014, Thm A.1; needs eps_part < 1), delta split evenly between the two releases. Sequential
-composition gives `epsilon_spent_` (and `delta_spent_`) per site. Noisy counts are clipped at zero before use
-(post-processing). BIC search queries counts adaptively and is not offered with DP.
-
-Sampling is ancestral in topological order, one vectorised draw per column. Conditions on discrete columns use
-likelihood weighting (Fung & Chang 1990): evidence columns are fixed, every draw is weighted by the probability
-of the evidence given its sampled parents, and `oversample * n` weighted draws are resampled to `n`
-(sampling-importance-resampling). Columns downstream of the evidence are drawn exactly given it; ancestors are
-reweighted, exactly in the limit of many draws; when the evidence columns are roots the weights are constant and
-the conditional sample is exact.
+Numbers are cut into `n_bins` equal-probability bins of the shared quantile transform (missing is one more
+state); categories keep their levels. The structure is the Chow-Liu tree or a greedy BIC search with at most
+`max_parents` parents; each table is the posterior mean under a symmetric Dirichlet prior. Every statistic is a
+sum over rows, so sites count their own rows, one Allreduce sums them, and federated training equals pooled
+training bit for bit (`fit_counts(data, comm)`). With `epsilon`, counts are noised PrivBayes-style (Laplace or
+Gaussian) before they leave a site. Sampling is ancestral; conditions use likelihood weighting with resampling.
+Design notes and references: docs/notes/models.md.
 """
 from __future__ import annotations
 
 import json
 import math
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -56,7 +21,7 @@ from scipy.special import ndtr, ndtri
 from hpcsynth.data.transformer import TableTransformer
 from hpcsynth.data.transforms import CategoricalTransform, NumericTransform
 from hpcsynth.comm import Communicator, SoloComm
-from hpcsynth.models.conditions import condition_codes
+from hpcsynth.models.estimator import Draw, Generator
 
 STRUCTURES = ("chow_liu", "bic")  # how the network's structure is learnt
 NOISES = ("laplace", "gaussian")  # PrivBayes-style noise on the counts
@@ -175,18 +140,44 @@ class Discretiser:
         return pd.DataFrame(columns)
 
 
-class BayesianNetwork:
+class BayesianNetwork(Generator):
     """Discrete Bayesian network: `BayesianNetwork().fit(df).sample(1000, conditions={"sex": "F"})` in one
-    process; federated (and exact) through `fit_counts(data, comm)`."""
+    process; federated (and exact) through `fit_counts(data, comm)`.
 
-    _SAMPLE, _NOISE = 1, 3
+    Parameters
+    ----------
+    n_bins : int, default 10
+        Equal-probability bins of each numeric column.
+    structure : {"chow_liu", "bic"}, default "chow_liu"
+        The Chow-Liu tree, or greedy BIC hill climbing (not offered with `epsilon`).
+    max_parents : int, default 2
+        Most parents per column in the BIC search.
+    prior : float, default 1.0
+        Symmetric Dirichlet pseudo-count added to every cell of the conditional tables.
+    epsilon : float or None, default None
+        Differential privacy budget per site for the released counts; None releases exact counts.
+    delta : float, default 1e-6
+        The Gaussian mechanism's delta (split between the structure and the tables).
+    noise : {"laplace", "gaussian"}, default "laplace"
+        The noise added to the counts under `epsilon`.
+    structure_share : float, default 0.3
+        The share of `epsilon` spent on the Chow-Liu search's pairwise tables.
+    oversample : int, default 20
+        Weighted draws per returned row when sampling with conditions.
+    seed : int, default 0
+        Seeds the noise and (unless `sample` is given one) sampling.
+    categorical : list of str, default ()
+        Columns to treat as categorical whatever their dtype.
+    time, event : str or None, default None
+        The survival time and event columns, if any.
+    """
+
+    _NOISE = 3
     name = "bayesnet"
     trains_by = "counts"
-    has_latent = False
-    dp_sgd = False
-    default_numeric = "quantile"  # the table transform the training job fits for this family
+    native_conditions = True
 
-    def __init__(self, n_bins: int = 10, structure: str = "chow_liu", max_parents: int = 2, prior: float = 1.0,
+    def __init__(self, *, n_bins: int = 10, structure: str = "chow_liu", max_parents: int = 2, prior: float = 1.0,
                  epsilon: float | None = None, delta: float = 1e-6, noise: str = "laplace",
                  structure_share: float = 0.3, oversample: int = 20, seed: int = 0, categorical: list[str] = (),
                  time: str | None = None, event: str | None = None) -> None:
@@ -204,16 +195,22 @@ class BayesianNetwork:
         self.time = time
         self.event = event
 
-    # -- single process -------------------------------------------------------------------------------------
-    def make_transformer(self) -> TableTransformer:
-        """The unfitted table transform this family bins: the quantile map for numbers."""
-        return TableTransformer(self.categorical, self.time, self.event, numeric=self.default_numeric)
+    # -- the estimator --------------------------------------------------------------------------------------
+    def _fit_rows(self, matrix: np.ndarray) -> None:
+        self.fit_counts(matrix, SoloComm())
 
-    def fit(self, frame: pd.DataFrame) -> "BayesianNetwork":
-        transformer = self.make_transformer().fit(frame)
-        self.setup(transformer)
-        self.fit_counts(transformer.encode(frame), SoloComm())
-        return self
+    def _fitted_arrays(self) -> dict[str, np.ndarray]:
+        """The summed counts, the parents (one row per column, padded with -1), and the budget spent and rows."""
+        parents = np.full((len(self.parents_), max(map(len, self.parents_), default=0)), -1, dtype=np.int64)
+        for i, pa in enumerate(self.parents_):
+            parents[i, :len(pa)] = pa
+        return {"counts": self.shared_parameters().numpy(), "parents": parents,
+                "spent": np.array([self.epsilon_spent_, self.delta_spent_, self.n_rows_])}
+
+    def _load_fitted_arrays(self, arrays: dict[str, np.ndarray]) -> None:
+        self.parents_ = [[int(p) for p in row if p >= 0] for row in arrays["parents"]]
+        self.epsilon_spent_, self.delta_spent_, self.n_rows_ = (float(v) for v in arrays["spent"])
+        self._set_counts(arrays["counts"])
 
     # -- the training job's entry points --------------------------------------------------------------------
     def setup(self, transformer: TableTransformer, stream: int = 0, local_rank: int = 0) -> "BayesianNetwork":
@@ -241,15 +238,19 @@ class BayesianNetwork:
         else:
             self.parents_ = self._hill_climb(codes, cards, comm)
         tables = [family_counts(codes, cards, i, pa) for i, pa in enumerate(self.parents_)]
-        flat = self._release(np.concatenate([t.ravel() for t in tables]), len(tables), 1.0 - self.structure_share,
-                             comm, rng)
-        self.counts_, offset = [], 0
-        for t in tables:
-            self.counts_.append(flat[offset:offset + t.size].reshape(t.shape))
-            offset += t.size
+        self._set_counts(self._release(np.concatenate([t.ravel() for t in tables]), len(tables),
+                                       1.0 - self.structure_share, comm, rng))
+        return -float(self.log_likelihood(codes).mean())
+
+    def _set_counts(self, flat: np.ndarray) -> None:
+        """The family tables (parent configurations x states, in `parents_`' order) from their concatenation,
+        and the conditional probability tables and sampling order that follow from them."""
+        cards = self.discretiser_.cards
+        shapes = [(int(np.prod([cards[p] for p in pa], dtype=np.int64)), cards[i]) for i, pa in enumerate(self.parents_)]
+        ends = np.cumsum([rows * width for rows, width in shapes])
+        self.counts_ = [part.reshape(shape) for part, shape in zip(np.split(flat, ends[:-1]), shapes)]
         self.cpts_ = [self._cpt(c) for c in self.counts_]
         self.order_ = topological_order(self.parents_)
-        return -float(self.log_likelihood(codes).mean())
 
     def _check(self) -> None:
         if self.structure not in STRUCTURES:
@@ -374,15 +375,17 @@ class BayesianNetwork:
                 codes[:, i] = np.minimum((u > cdf).sum(axis=1), probs.shape[1] - 1)
         return codes, log_weight
 
-    def sample(self, n: int, seed: int | None = None, conditions: dict[str, Any] | None = None) -> pd.DataFrame:
-        """`n` synthetic rows in the original units; `conditions` fixes discrete columns (likelihood weighting)."""
-        key = self.seed if seed is None else seed
-        rng = np.random.default_rng([key, self.stream_, self._SAMPLE])
-        evidence = condition_codes(self.transformer_, conditions)
-        if evidence:
-            draws, log_weight = self._forward(n * self.oversample, evidence, rng)
-            weight = np.exp(log_weight - log_weight.max())
-            codes = draws[rng.choice(len(draws), size=n, p=weight / weight.sum())]
-        else:
-            codes, _ = self._forward(n, {}, rng)
-        return self.discretiser_.decode(codes, rng)
+    def _sampler(self, seed: int) -> Draw:
+        """Ancestral draws; with evidence, `oversample` weighted draws per row resampled by their weights."""
+        rng = np.random.default_rng([seed, self.stream_, self._SAMPLE])
+
+        def draw(n: int, evidence: dict[int, int]) -> pd.DataFrame:
+            if evidence:
+                draws, log_weight = self._forward(n * self.oversample, evidence, rng)
+                weight = np.exp(log_weight - log_weight.max())
+                codes = draws[rng.choice(len(draws), size=n, p=weight / weight.sum())]
+            else:
+                codes, _ = self._forward(n, {}, rng)
+            return self.discretiser_.decode(codes, rng)
+
+        return draw

@@ -1,5 +1,6 @@
-"""Conditions for `sample(n, conditions={"column": value})` and rare-class upsampling, shared by the generators
-that can condition (Bayesian network, diffusion).
+"""Conditions for `sample(n, conditions={"column": value})` and rare-class upsampling, shared by every family:
+those that condition natively (Bayesian network, CTGAN, diffusion) and those that filter their draws
+(`rejection_sample`: TVAE, VAE-BGM).
 
 A condition names a discrete column (categorical or binary) and one of its levels as the user sees it (a label
 such as "M", or a number such as 1 for a binary flag). It is mapped once to the column's code on the shared
@@ -8,7 +9,7 @@ column or an unseen level is an error naming it rather than a silent empty or un
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import pandas as pd
@@ -33,6 +34,32 @@ def condition_codes(transformer: TableTransformer, conditions: dict[str, Any] | 
             raise ValueError(f"conditions: {name!r} has no level {value!r} (levels: {transform.labels_})")
         codes[index] = code
     return codes
+
+
+MAX_REJECTION = 100  # rejection sampling gives up when fewer than 1 in this many draws meet the conditions
+
+
+def rejection_sample(draw: Callable[[int], pd.DataFrame], n: int, codes: dict[int, int],
+                     transformer: TableTransformer) -> pd.DataFrame:
+    """`n` rows of `draw(m)` (m rows per call, streams continuing) that meet `codes` ({column index: level
+    code}), in the order drawn; a ValueError when fewer than 1 in `MAX_REJECTION` draws meet them."""
+    size, kept, found, drawn = max(n, 64), [], 0, 0
+    while found < n or not kept:
+        frame = draw(size)
+        drawn += size
+        meets = np.ones(size, dtype=bool)
+        for index, code in codes.items():
+            transform = transformer.transforms_[index]
+            meets &= transform.codes(frame[transform.spec.name]) == code
+        kept.append(frame[meets])
+        found += int(meets.sum())
+        if found < n and drawn >= MAX_REJECTION * size:
+            asked = {transformer.columns[i]: transformer.transforms_[i].from_codes(np.array([c]))[0]
+                     for i, c in codes.items()}
+            raise ValueError(f"conditions {asked}: only {found} of {drawn} generated rows meet them (fewer than 1 "
+                             f"in {MAX_REJECTION}), too rare to sample by rejection; ask for fewer rows or a "
+                             f"family that conditions natively (ctgan, ddpm, bayesnet)")
+    return pd.concat(kept, ignore_index=True).iloc[:n].reset_index(drop=True)
 
 
 def balanced_sample(model, n: int, column: str, seed: int | None = None) -> pd.DataFrame:

@@ -1,61 +1,23 @@
-"""CTGAN: the conditional tabular GAN of Xu et al. (NeurIPS 2019, "Modeling Tabular Data using Conditional
-GAN"), as in SDV's `ctgan.CTGAN`, on hpcsynth's shared transforms and flat parameter buffer.
+"""CTGAN: the conditional tabular GAN of Xu et al. (NeurIPS 2019), as SDV's `ctgan.CTGAN`, on hpcsynth's shared
+transforms and flat parameter buffer.
 
-What is Xu et al.'s (and SDV's defaults):
-* mode-specific normalisation of numeric columns (`hpcsynth.data.mode_specific`, fitted by federated EM);
-* a conditional vector with training-by-sampling: each row of a batch picks a discrete column uniformly and a
-  level of it with probability proportional to log(1 + count), the generator is asked for that level (a
-  cross-entropy term makes it comply), and the real rows the critic sees are drawn with the same levels;
-* a generator of residual blocks (Linear, BatchNorm, ReLU, concatenated with the input; 256, 256) on a
-  128-dimensional noise plus the conditional vector; softmax outputs through Gumbel-softmax (tau 0.2);
-* a critic (Linear, LeakyReLU 0.2, Dropout 0.5; 256, 256) on PacGAN packs of 10 rows (Lin et al. 2018),
-  trained as a WGAN with gradient penalty (lambda 10; Gulrajani et al. 2017), Adam (2e-4, betas 0.5, 0.9,
-  decay 1e-6) for both networks, `discriminator_steps` critic updates per generator update.
-
-What is hpcsynth's, for speed (benchmarks/train_speed.py) and for federation:
-* the hot path has no per-column or per-row Python loop: levels are drawn by one `searchsorted` over the
-  concatenated cumulative probabilities, real rows by one gather from a by-level row index (memory: one int per
-  row and discrete column, never levels x levels); the networks work in a column order where softmax blocks of
-  equal width are adjacent, so the Gumbel-softmax of all blocks is one batched softmax per distinct width; the
-  conditional loss is one gather of each row's chosen block; the critic scores real, fake and interpolated
-  packs in one forward pass, whose conditional half (the same for the three) it computes once, and the
-  gradient penalty's input gradient is written out (`_Critic.scores`), so a critic step is a first-order graph
-  with no double backward; matrix products run in bfloat16 where the hardware has it (`precision`);
-* each step (critic, generator) is a function of tensors whose random draws (noise, levels, rows, dropout)
-  come in as arguments or from ATen's generators, so `compile` can turn it, forward and backward, into one
-  torch.compile'd graph (`Generator._gradient_function`; compiled and eager steps compute the same gradient);
-* within-mode values are output linearly (the `("gaussian", 1)` span; see mode_specific.py), not through tanh;
-* the critic and generator parameters are one flat buffer, so FedAvg exchanges both in one Allreduce; each has
-  its own Adam over its views of that buffer;
-* BatchNorm running statistics are part of that buffer too (as parameters without gradients): FedAvg then
-  averages them with the weights, so after a round every site holds the same generator, normalisation
-  included, and the checkpoint (which stores the flat buffer) restores it exactly. Averaging running variances
-  ignores the spread between the sites' running means, which is small because every site normalises the same
-  generator's activations.
-* under the data-parallel `centralized` strategy both backward passes of a step reduce the gradient buffer (two
-  Allreduces a step), weighted by each site's batch share; BatchNorm normalises each site's share of the batch
-  (as unsynchronised data-parallel BatchNorm does), and the batch is rounded up to whole PacGAN packs;
-* all training randomness (noise, levels, rows, dropout) comes from the site's seeded stream, so the same seed
-  on the same machine gives the same model.
-
-Sampling draws the conditional vector from the levels' frequencies (SDV's `sample_original_condvec`);
-`sample(n, conditions={"column": level})` conditions the generator on the rarest requested level and sets every
-requested level, and `hpcsynth.models.conditions.balanced_sample` upsamples rare levels (issue 4, item 7).
+Mode-specific normalisation, a conditional vector with training-by-sampling, a residual generator with
+Gumbel-softmax outputs, and a WGAN-GP critic on PacGAN packs, with SDV's defaults. The hot path is vectorised
+(no per-column or per-row Python loop), the gradient penalty's input gradient is written out so a critic step
+is first-order, and both steps can be torch.compile'd. Critic, generator and BatchNorm running statistics share
+one flat buffer, so FedAvg exchanges them in one Allreduce. `sample(n, conditions={"column": level})`
+conditions the generator on the rarest requested level and sets every requested level.
+Design notes and measurements: docs/notes/models.md.
 """
 from __future__ import annotations
 
-from typing import Any
-
-import numpy as np
-import pandas as pd
 import torch
 from torch import nn
 from torch.nn import functional as F
 
 from hpcsynth.data.transforms import CategoricalTransform
-from hpcsynth.models.base import GradHook, Generator, seeded_generator
-from hpcsynth.models.conditions import condition_codes
 from hpcsynth.models.layout import column_order
+from hpcsynth.models.protocol import GradHook, GradientGenerator, documents_training_parameters
 
 
 class _Residual(nn.Module):
@@ -211,21 +173,48 @@ class _RowIndex:
         return self.rows[self.start[levels] + offset].long()
 
 
-class CTGAN(Generator):
-    """Conditional tabular GAN. `CTGAN(epochs=300).fit(df).sample(1000)` in one process; federated through the
-    protocol; `sample(n, conditions={"column": level})` conditions the generator on a discrete level."""
+@documents_training_parameters
+class CTGAN(GradientGenerator):
+    """Conditional tabular GAN: `CTGAN(epochs=300).fit(df).sample(1000, conditions={"sex": "F"})`.
 
-    default_numeric = "mode_specific"
+    Parameters
+    ----------
+    embedding_dim : int, default 128
+        Dimension of the generator's input noise.
+    generator_dim : list of int, default (256, 256)
+        Widths of the generator's residual blocks.
+    discriminator_dim : list of int, default (256, 256)
+        Widths of the critic's hidden layers.
+    generator_lr, discriminator_lr : float, default 2e-4
+        Adam's learning rates (betas 0.5, 0.9) of the generator and of the critic.
+    generator_decay, discriminator_decay : float, default 1e-6
+        Their L2 weight decays.
+    discriminator_steps : int, default 1
+        Critic updates per generator update.
+    pac : int, default 10
+        Rows per PacGAN pack the critic scores together.
+    gp_lambda : float, default 10.0
+        Weight of the gradient penalty.
+    tau : float, default 0.2
+        Temperature of the Gumbel-softmax outputs.
+    """
+
     name = "ctgan"
-
+    default_numeric = "mode_specific"
+    native_conditions = True
     compile_min_steps = 4000  # `compile="auto"`: a step saves about 6 ms compiled (MDS cohort, one CPU thread)
 
-    def __init__(self, epochs: int = 300, batch_size: int = 500, embedding_dim: int = 128,
+    def __init__(self, *, epochs: int = 300, batch_size: int = 500, embedding_dim: int = 128,
                  generator_dim: list[int] = (256, 256), discriminator_dim: list[int] = (256, 256),
                  generator_lr: float = 2e-4, generator_decay: float = 1e-6, discriminator_lr: float = 2e-4,
                  discriminator_decay: float = 1e-6, discriminator_steps: int = 1, pac: int = 10,
-                 gp_lambda: float = 10.0, tau: float = 0.2, precision: str = "auto", **kwargs) -> None:
-        super().__init__(epochs=epochs, batch_size=batch_size, precision=precision, **kwargs)
+                 gp_lambda: float = 10.0, tau: float = 0.2, device: str = "auto", seed: int = 0,
+                 categorical: list[str] = (), time: str | None = None, event: str | None = None,
+                 numeric: str | None = None, precision: str = "auto", compile: str | bool = "auto",
+                 progress: bool = False) -> None:
+        super().__init__(epochs=epochs, batch_size=batch_size, device=device, seed=seed, categorical=categorical,
+                         time=time, event=event, numeric=numeric, precision=precision, compile=compile,
+                         progress=progress)
         self.embedding_dim = embedding_dim
         self.generator_dim = generator_dim
         self.discriminator_dim = discriminator_dim
@@ -431,22 +420,10 @@ class CTGAN(Generator):
         optimizer.step()
 
     # -- sampling ---------------------------------------------------------------------------------------------
-    def sample(self, n: int, seed: int | None = None, conditions: dict[str, Any] | None = None) -> pd.DataFrame:
-        """`n` synthetic rows; `conditions={"column": level}` on discrete columns gives rows with those levels
-        (the generator is conditioned on the rarest requested level, and every requested level is set).
-        For rare-class upsampling use `hpcsynth.models.conditions.balanced_sample(model, n, column)`."""
-        key = self.seed if seed is None else seed
-        generator = seeded_generator(key, self.stream_, self._SAMPLE, device=self.device_)
-        with torch.no_grad():
-            out = self._generate(n, generator, condition_codes(self.transformer_, conditions))
-        rng = np.random.default_rng([key, self.stream_, self._SAMPLE])
-        return self.transformer_.decode(out.float().cpu().numpy(), rng)
-
-    def _generate(self, n: int, generator: torch.Generator, codes: dict[int, int] | None = None) -> torch.Tensor:
+    def _generate(self, n: int, generator: torch.Generator, codes: dict[int, int]) -> torch.Tensor:
         """Generator output (values, and logits for softmax blocks) for `n` rows: conditional vectors drawn from
-        the levels' frequencies in the data (SDV's `sample_original_condvec`), or fixed by `codes`."""
-        for m in self.modules_:
-            m.eval()
+        the levels' frequencies in the data (SDV's `sample_original_condvec`), or fixed by `codes` (the rarest
+        requested level conditions the generator; every requested level is set)."""
         noise = torch.randn((n, self.embedding_dim), generator=generator, device=self.device_)
         inputs = noise
         if self.original_levels_ is not None:
@@ -459,7 +436,7 @@ class CTGAN(Generator):
             cond = torch.zeros((n, int(self.level_column_.numel())), device=self.device_)
             inputs = torch.cat([noise, self._condition(levels, cond)], dim=1)
         out = self.generator_(inputs)[:, self.inv_perm_]
-        for column, code in (codes or {}).items():
+        for column, code in codes.items():
             block = self.block_of_column_[column]
             start, width = int(self.block_start_[block]), int(self.block_width_[block])
             out[:, start:start + width] = -1e4

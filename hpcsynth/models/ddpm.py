@@ -1,58 +1,22 @@
-"""TabDDPM: denoising diffusion for mixed-type tables (Kotelnikov et al., ICML 2023), on hpcsynth's shared
-transforms and behind the `Generator` protocol, so FedAvg and data-parallel training work unchanged.
+"""TabDDPM: denoising diffusion for mixed-type tables (Kotelnikov et al., ICML 2023) on the shared transforms.
 
-Numeric blocks (standard normal after the shared quantile transform, as TabDDPM's own quantile preprocessing)
-follow Gaussian diffusion with epsilon prediction (Ho et al. 2020). Every softmax block (a categorical column,
-or a numeric column's missingness indicator) follows multinomial diffusion (Hoogeboom et al. 2021):
-q(x_t | x_0) = Cat(abar_t x_0 + (1 - abar_t) / K), and the model predicts x_0 as a softmax whose plug-in posterior
-q(x_{t-1} | x_t, x0_hat) is the reverse step. Both use the cosine schedule (Nichol & Dhariwal 2021) over
-`diffusion_steps` steps (1000 by default, as TabDDPM). The loss is TabDDPM's: the mean squared error of the
-noise over numeric columns plus the multinomial bound's term at the drawn step, L_t / p(t) = T L_t with
-L_t the KL between true and predicted posteriors (the negative log-likelihood of x_0 at t = 0), summed over
-categories and averaged over the categorical columns; both are means over the rows of the batch, so a pooled
-batch's loss is the size-weighted mean of the sites' losses. The factor T = 1 / p(t) of the uniform step draw
-matters: without it the categorical term is 1/T of the bound (each L_t is O(beta_t)), the noise error's gradient
-swamps it, and the categorical outputs learned little more than their marginals, each block drawn nearly
-independently of the others (the genes of one sequencing panel, all missing or all present together in the MDS
-cohort, stayed together in 5-23% of the synthetic rows instead of 99.5%; SDMetrics quality 0.846 against 0.961).
-The posteriors are computed in log space from the denoiser's log-softmax (Hoogeboom et al. 2021).
-
-The denoiser is TabDDPM's MLPDiffusion: the input projected to `time_dim`, plus an MLP of the sinusoidal
-timestep embedding (Vaswani et al. 2017), then a ReLU MLP (256-256 by default) to one output per encoded column
-(noise for numbers, logits of x_0 for categories).
-
-Sampling runs `sample_steps` reverse steps (default: all `diffusion_steps`) on evenly spaced training steps;
-a skipped-step reverse transition is the exact posterior for the respaced chain, abar_t / abar_s in place of
-alpha_t, for both diffusions (Nichol & Dhariwal 2021, "respacing"). The numeric x_0 implied by the predicted
-noise is clipped to the range of the shared transform's normal scores (|z| <= 4.75), as DDPM clips images to
-[-1, 1] (Ho et al. 2020): at the first reverse steps abar_t is ~1e-8 and an unclipped x_0 turns a small noise
-error into values far outside the data. The last step's categorical probabilities
-are returned as logits, and the shared transform draws the categories from them.
-
-Conditional sampling (`sample(n, conditions={"col": level})`, discrete columns) is inpainting by replacement
-(Song et al. 2021; RePaint without resampling, Lugmayr et al. 2022): at every reverse step the conditioned
-block is held at the level's one-hot, and the released value is the level itself. A one-hot is always a valid
-state of multinomial diffusion and the level is the most likely state of q(x_t | x_0 = level), so the denoiser
-sees in-distribution inputs; replacing the block by a random draw of q(x_t | x_0 = level) instead carried less
-of the dependence in our two-cluster check (mean separation 1.5 against 2.1 of the model's own 2.8). The
-constraint holds exactly; the conditional distribution of the other columns is the replacement approximation.
-`balanced_sample` in `hpcsynth.models.conditions` uses it for rare-class upsampling.
+Numeric blocks follow Gaussian diffusion with epsilon prediction (Ho et al. 2020), softmax blocks multinomial
+diffusion (Hoogeboom et al. 2021), both on the cosine schedule (Nichol & Dhariwal 2021); the loss is TabDDPM's
+noise error plus the multinomial bound's term weighted by 1 / p(t). The denoiser is TabDDPM's MLPDiffusion.
+Sampling can skip steps (respacing); conditions are met by inpainting (the conditioned blocks are held at their
+level at every reverse step). Design notes and measurements: docs/notes/models.md.
 """
 from __future__ import annotations
 
 import math
-from typing import Any
-
 import numpy as np
-import pandas as pd
 import torch
 from scipy.special import ndtri
 from torch import nn
 from torch.nn import functional as F
 
-from hpcsynth.models.base import Generator, seeded_generator
-from hpcsynth.models.conditions import condition_codes
 from hpcsynth.models.layout import span_indices
+from hpcsynth.models.protocol import GradientGenerator, documents_training_parameters
 from hpcsynth.models.tvae import _mlp
 
 _Z_MAX = float(ndtri(1 - 1e-6))  # the shared quantile transform's normal scores lie in [-_Z_MAX, _Z_MAX]
@@ -116,20 +80,49 @@ def _log_posterior(x_t: torch.Tensor, log_x0: torch.Tensor, alpha: torch.Tensor,
     return unnormalised - unnormalised.logsumexp(-1, keepdim=True)
 
 
-class TabDDPM(Generator):
-    """Tabular diffusion. `TabDDPM(epochs=300).fit(df).sample(1000, conditions={"os_event": 1})`."""
+@documents_training_parameters
+class TabDDPM(GradientGenerator):
+    """Tabular diffusion: `TabDDPM(epochs=300).fit(df).sample(1000, conditions={"os_event": 1})`.
+
+    Parameters
+    ----------
+    hidden : list of int, default (256, 256)
+        Widths of the denoiser's hidden layers.
+    time_dim : int, default 128
+        Width of the timestep embedding and of the input projection.
+    diffusion_steps : int, default 1000
+        Steps of the forward (noising) chain.
+    sample_steps : int or None, default None
+        Reverse steps at sampling time, evenly spaced over the chain; None runs all `diffusion_steps`.
+    lr : float, default 1e-3
+        Learning rate.
+    weight_decay : float, default 1e-5
+        L2 weight decay.
+    optimizer : {"adam", "sgd"}, default "adam"
+        The optimiser over the flat parameter buffer.
+    """
 
     name = "ddpm"
     dp_sgd = True
+    supports_privacy = True
+    native_conditions = True
 
-    def __init__(self, epochs: int = 300, batch_size: int = 500, hidden: list[int] = (256, 256),
+    def __init__(self, *, epochs: int = 300, batch_size: int = 500, hidden: list[int] = (256, 256),
                  time_dim: int = 128, diffusion_steps: int = 1000, sample_steps: int | None = None,
-                 **kwargs) -> None:
-        super().__init__(epochs=epochs, batch_size=batch_size, **kwargs)
+                 lr: float = 1e-3, weight_decay: float = 1e-5, optimizer: str = "adam", device: str = "auto",
+                 seed: int = 0, categorical: list[str] = (), time: str | None = None, event: str | None = None,
+                 numeric: str | None = None, precision: str = "fp32", compile: str | bool = "auto",
+                 progress: bool = False) -> None:
+        super().__init__(epochs=epochs, batch_size=batch_size, device=device, seed=seed, categorical=categorical,
+                         time=time, event=event, numeric=numeric, precision=precision, compile=compile,
+                         progress=progress)
         self.hidden = hidden
         self.time_dim = time_dim
         self.diffusion_steps = diffusion_steps
         self.sample_steps = sample_steps
+        self.lr = lr
+        self.weight_decay = weight_decay
+        self.optimizer = optimizer
 
     def _build(self, spans: list[tuple[str, int]]) -> list[nn.Module]:
         width = sum(w for _, w in spans)
@@ -144,8 +137,6 @@ class TabDDPM(Generator):
         return [self.denoiser_]
 
     # -- training -----------------------------------------------------------------------------------------
-    supports_privacy = True
-
     def loss_noise(self, n: int) -> torch.Tensor:
         """Every draw the loss of `n` rows needs, in one (n, 1 + gaussian + categorical blocks) tensor: the
         timestep, the Gaussian noise and one uniform per categorical block."""
@@ -191,10 +182,11 @@ class TabDDPM(Generator):
         count = min(self.sample_steps or self.diffusion_steps, self.diffusion_steps)
         return sorted({int(round(v)) for v in np.linspace(0, self.diffusion_steps - 1, count)})
 
-    def _generate(self, n: int, generator: torch.Generator, blocks: dict[int, tuple[int, int]] | None = None
-                  ) -> torch.Tensor:
-        """Reverse diffusion over the respaced steps; `blocks` {start: (width, code)} are inpainted levels."""
-        self.denoiser_.eval()
+    def _generate(self, n: int, generator: torch.Generator, codes: dict[int, int]) -> torch.Tensor:
+        """Reverse diffusion over the respaced steps; the blocks of the columns in `codes` {column: level} are
+        inpainted with their levels."""
+        starts = np.cumsum([0] + [t.width for t in self.transformer_.transforms_])
+        blocks = {int(starts[i]): (self.transformer_.transforms_[i].width, code) for i, code in codes.items()}
         width = self.denoiser_.body[-1].out_features
         g, device = self.gaussian_, self.device_
         x = torch.empty((n, width), device=device)
@@ -208,7 +200,7 @@ class TabDDPM(Generator):
             abar_t = self.abar_[t]
             abar_s = self.abar_[steps[k - 1]] if k > 0 else torch.ones((), device=device)
             alpha = abar_t / abar_s
-            for start, (w, code) in (blocks or {}).items():
+            for start, (w, code) in blocks.items():
                 x[:, start:start + w] = F.one_hot(torch.tensor(code, device=device), w).float()
             out = self.denoiser_(x, torch.full((n,), t, device=device, dtype=torch.long))
             x0 = ((x[:, g] - (1 - abar_t).sqrt() * out[:, g]) / abar_t.sqrt()).clamp(-_Z_MAX, _Z_MAX)
@@ -220,17 +212,6 @@ class TabDDPM(Generator):
                 log_probs = _log_posterior(x[:, idx], F.log_softmax(out[:, idx], dim=-1), alpha, abar_s)
                 x_next[:, idx] = log_probs if k == 0 else _draw_one_hot(log_probs.exp(), generator)
             x = x_next
-        for start, (w, code) in (blocks or {}).items():
+        for start, (w, code) in blocks.items():
             x[:, start:start + w] = torch.log(F.one_hot(torch.tensor(code, device=device), w).float()).expand(n, w)
         return x
-
-    def sample(self, n: int, seed: int | None = None, conditions: dict[str, Any] | None = None) -> pd.DataFrame:
-        """`n` synthetic rows; `conditions` fixes discrete columns by inpainting (see the module docstring)."""
-        starts = np.cumsum([0] + [t.width for t in self.transformer_.transforms_])
-        blocks = {int(starts[i]): (self.transformer_.transforms_[i].width, code)
-                  for i, code in condition_codes(self.transformer_, conditions).items()}
-        key = self.seed if seed is None else seed
-        generator = seeded_generator(key, self.stream_, self._SAMPLE, device=self.device_)
-        with torch.no_grad():
-            out = self._generate(n, generator, blocks).float().cpu().numpy()
-        return self.transformer_.decode(out, np.random.default_rng([key, self.stream_, self._SAMPLE]))

@@ -1,35 +1,22 @@
-"""TVAE: the tabular variational autoencoder of Xu et al. (NeurIPS 2019, "Modeling Tabular Data using
-Conditional GAN"), as in SDV's `ctgan.TVAE`, on hpcsynth's shared transforms.
+"""TVAE: the tabular variational autoencoder of Xu et al. (NeurIPS 2019), as SDV's `ctgan.TVAE`, on hpcsynth's
+shared transforms.
 
-Encoder and decoder are two hidden ReLU layers each (128, 128 by default, as SDV). Numeric blocks are already
-standard normal after the quantile transform, so the decoder outputs them linearly (SDV's tanh suits its
-mode-specific normalisation, not a Gaussian) with a learned per-column scale sigma, clamped to [0.01, 1] after
-every step as in SDV; categorical and missingness blocks are softmax with cross-entropy. The loss is SDV's:
-loss_factor * (reconstruction) + KL, both averaged over the rows of the batch, so that the loss of a pooled batch
-is the size-weighted mean of the sites' losses — which is what makes FedAvg of one full-batch SGD step equal to
-one pooled step.
-
-At sampling time categorical blocks are drawn from the softmax (SDV takes the argmax, which erases rare
-levels) and numeric values get the learned sigma as noise, as SDV does.
-
-For speed (benchmarks/train_speed.py) the networks work in a column order of their own (`column_order`: Gaussian
-columns first, softmax blocks grouped by width), so the loss is a handful of operations on contiguous slices
-whatever the number of columns; training draws its batches from a copy of the data in that order. In training
-the decoder's last layer writes its outputs transposed (`_Decoder.columns`: one row per output column, each
-softmax level a contiguous run over the batch) and the log-sum-exp of a block goes level by level
-(`_levels_logsumexp`), which torch.compile vectorises along the batch; the hidden layers add their bias apart
-from the product (`_affine`), which it fuses into the ReLU. The reparameterisation draw comes in as an argument
-(`loss_noise`), so a training step is a pure function that `compile` turns into one torch.compile'd graph,
-forward, backward and Adam's update (`Generator.local_update`).
+Two ReLU layers each for encoder and decoder; numeric blocks (standard normal after the quantile transform) are
+decoded linearly with a learned per-column scale, softmax blocks with cross-entropy; the loss is SDV's,
+loss_factor * reconstruction + KL, averaged over the rows of the batch. The networks work in a column order of
+their own (`layout.column_order`) so that the loss is a handful of operations whatever the number of columns,
+and a training step is a pure function that torch.compile can take whole. Conditions are met by rejection.
+Design notes and measurements: docs/notes/models.md.
 """
 from __future__ import annotations
 
 import functools
 
+import numpy as np
 import torch
 from torch import nn
 
-from hpcsynth.models.base import Generator
+from hpcsynth.models.protocol import GradientGenerator, documents_training_parameters
 from hpcsynth.models.layout import column_order
 
 
@@ -99,19 +86,47 @@ class _Decoder(nn.Module):
         return torch.mm(out.weight, _run(hidden, z).t()) + out.bias[:, None]
 
 
-class TVAE(Generator):
-    """Tabular VAE. `TVAE(epochs=300).fit(df).sample(1000)` in one process; federated through the protocol."""
+@documents_training_parameters
+class TVAE(GradientGenerator):
+    """Tabular VAE: `TVAE(epochs=300).fit(df).sample(1000)` in one process; federated through the protocol.
+
+    Parameters
+    ----------
+    hidden : list of int, default (128, 128)
+        Widths of the encoder's hidden layers (the decoder's, mirrored).
+    latent_dim : int, default 128
+        Dimension of the latent space.
+    loss_factor : float, default 2.0
+        Weight of the reconstruction term against the KL term.
+    lr : float, default 1e-3
+        Learning rate.
+    weight_decay : float, default 1e-5
+        L2 weight decay.
+    optimizer : {"adam", "sgd"}, default "adam"
+        The optimiser over the flat parameter buffer.
+    """
 
     name = "tvae"
     has_latent = True
     dp_sgd = True
+    supports_privacy = True
+    compilable = True
+    compile_min_steps = 20000  # `compile="auto"`: a step saves about 1.5 ms compiled (float32, one CPU thread)
 
-    def __init__(self, epochs: int = 300, batch_size: int = 500, hidden: list[int] = (128, 128),
-                 latent_dim: int = 128, loss_factor: float = 2.0, **kwargs) -> None:
-        super().__init__(epochs=epochs, batch_size=batch_size, **kwargs)
+    def __init__(self, *, epochs: int = 300, batch_size: int = 500, hidden: list[int] = (128, 128),
+                 latent_dim: int = 128, loss_factor: float = 2.0, lr: float = 1e-3, weight_decay: float = 1e-5,
+                 optimizer: str = "adam", device: str = "auto", seed: int = 0, categorical: list[str] = (),
+                 time: str | None = None, event: str | None = None, numeric: str | None = None,
+                 precision: str = "fp32", compile: str | bool = "auto", progress: bool = False) -> None:
+        super().__init__(epochs=epochs, batch_size=batch_size, device=device, seed=seed, categorical=categorical,
+                         time=time, event=event, numeric=numeric, precision=precision, compile=compile,
+                         progress=progress)
         self.hidden = hidden
         self.latent_dim = latent_dim
         self.loss_factor = loss_factor
+        self.lr = lr
+        self.weight_decay = weight_decay
+        self.optimizer = optimizer
 
     def _build(self, spans: list[tuple[str, int]]) -> list[nn.Module]:
         width = sum(w for _, w in spans)
@@ -123,10 +138,6 @@ class TVAE(Generator):
         self.decoder_ = _Decoder(self.latent_dim, list(self.hidden), width, self.n_gaussian_)
         self._ordered_for, self._ordered = None, None
         return [self.encoder_, self.decoder_]
-
-    supports_privacy = True
-    compilable = True
-    compile_min_steps = 20000  # `compile="auto"`: a step saves about 1.5 ms compiled (float32, one CPU thread)
 
     def loss_noise(self, n: int) -> torch.Tensor:
         """The reparameterisation draw of `n` rows."""
@@ -190,9 +201,23 @@ class TVAE(Generator):
         mean, var, _ = self.latent_target_
         return mean + var.sqrt() * z
 
-    def _generate(self, n: int, generator: torch.Generator) -> torch.Tensor:
-        for m in self.modules_:
-            m.eval()
+    def _fitted_arrays(self) -> dict[str, np.ndarray]:
+        """The weights, and the pooled latent moments when a strategy aligned the sites' latent spaces."""
+        arrays = super()._fitted_arrays()
+        if self.latent_target_ is not None:
+            mean, var, weight = self.latent_target_
+            arrays.update(latent_mean=mean.cpu().numpy(), latent_var=var.cpu().numpy(),
+                          latent_weight=np.array(weight))
+        return arrays
+
+    def _load_fitted_arrays(self, arrays: dict[str, np.ndarray]) -> None:
+        super()._load_fitted_arrays(arrays)
+        if "latent_mean" in arrays:
+            self.latent_target_ = (torch.as_tensor(arrays["latent_mean"], device=self.device_),
+                                   torch.as_tensor(arrays["latent_var"], device=self.device_),
+                                   float(arrays["latent_weight"]))
+
+    def _generate(self, n: int, generator: torch.Generator, codes: dict[int, int]) -> torch.Tensor:
         z = self._latent(n, generator)
         out = self.decoder_(z)
         g = self.n_gaussian_

@@ -6,7 +6,7 @@ import pytest
 from sklearn.mixture import BayesianGaussianMixture
 
 from hpcsynth.comm import Communicator
-from hpcsynth.federated.em import FederatedBGM, moment_stats
+from hpcsynth.data.mixture import FederatedBGM, moment_stats
 
 RNG = np.random.default_rng(7)
 DATA = np.concatenate([RNG.normal(-5, 1, 1200), RNG.normal(2, 0.5, 600), RNG.normal(8, 2, 200)])
