@@ -1,7 +1,7 @@
 """One strategy's run on this rank: train, checkpoint every round, sample, score, write the run file.
 
-Split from `train.py` so that PyTorch and the kernels load only once the data has been read and checked: a bad
-file or option fails in about a second, on every rank, instead of after the imports.
+Split from `train.py` so that the evaluation and its Numba kernels load only once the data has been read and
+checked: a bad data file fails on every rank before they are imported.
 """
 from __future__ import annotations
 
