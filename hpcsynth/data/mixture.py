@@ -60,7 +60,7 @@ class FederatedBGM:
         self.kmeans_iter = kmeans_iter
 
     # -- fitting (collective) -------------------------------------------------------------------------------
-    def fit(self, x: np.ndarray, comm: Communicator | None = None) -> "FederatedBGM":
+    def fit(self, x: np.ndarray, comm: Communicator | None = None) -> FederatedBGM:
         comm = comm or SoloComm()
         x = self._rows(x)
         self.set_priors(comm.Allreduce(moment_stats(x), "sum"))
@@ -98,7 +98,7 @@ class FederatedBGM:
         return np.eye(self.n_components)[labels]
 
     def fit_from(self, x: np.ndarray, resp: np.ndarray, comm: Communicator | None = None,
-                 n_iter: int | None = None) -> "FederatedBGM":
+                 n_iter: int | None = None) -> FederatedBGM:
         """EM from given responsibilities: the M-step on summed statistics, then E-steps until the pooled mean
         weights change by less than `tol` (or exactly `n_iter` iterations when given)."""
         comm = comm or SoloComm()
@@ -129,8 +129,9 @@ class FederatedBGM:
         self.means_ = (self.mean_precision_prior_ * self.mean_prior_ + nk[:, None] * xk) / self.mean_precision_[:, None]
         self.degrees_of_freedom_ = self.degrees_of_freedom_prior_ + nk
         diff = xk - self.mean_prior_
-        self.covariances_ = (self.covariance_prior_ + nk[:, None] * (
-            sk + (self.mean_precision_prior_ / self.mean_precision_)[:, None] * diff**2)) / self.degrees_of_freedom_[:, None]
+        shrink = (self.mean_precision_prior_ / self.mean_precision_)[:, None]
+        self.covariances_ = ((self.covariance_prior_ + nk[:, None] * (sk + shrink * diff**2))
+                             / self.degrees_of_freedom_[:, None])
 
     # -- inference (local) ----------------------------------------------------------------------------------
     def _weighted_log_prob(self, x: np.ndarray) -> np.ndarray:

@@ -1,5 +1,6 @@
 """The generators, one module each, all `hpcsynth.models.estimator.Generator`s; the registry `MODELS`."""
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from hpcsynth.models.bayesnet import BayesianNetwork
 from hpcsynth.models.ctgan import CTGAN

@@ -18,9 +18,9 @@ import pandas as pd
 import torch
 from scipy.special import ndtr, ndtri
 
+from hpcsynth.comm import Communicator, SoloComm
 from hpcsynth.data.transformer import TableTransformer
 from hpcsynth.data.transforms import CategoricalTransform, NumericTransform
-from hpcsynth.comm import Communicator, SoloComm
 from hpcsynth.models.estimator import Draw, Generator
 
 STRUCTURES = ("chow_liu", "bic")  # how the network's structure is learnt
@@ -213,7 +213,7 @@ class BayesianNetwork(Generator):
         self._set_counts(arrays["counts"])
 
     # -- the training job's entry points --------------------------------------------------------------------
-    def setup(self, transformer: TableTransformer, stream: int = 0, local_rank: int = 0) -> "BayesianNetwork":
+    def setup(self, transformer: TableTransformer, stream: int = 0, local_rank: int = 0) -> BayesianNetwork:
         """Bind the shared transform; `stream` keys this site's noise and sampling draws (no device is used)."""
         self._check()
         self.transformer_ = transformer
@@ -246,7 +246,8 @@ class BayesianNetwork(Generator):
         """The family tables (parent configurations x states, in `parents_`' order) from their concatenation,
         and the conditional probability tables and sampling order that follow from them."""
         cards = self.discretiser_.cards
-        shapes = [(int(np.prod([cards[p] for p in pa], dtype=np.int64)), cards[i]) for i, pa in enumerate(self.parents_)]
+        shapes = [(int(np.prod([cards[p] for p in pa], dtype=np.int64)), cards[i])
+                  for i, pa in enumerate(self.parents_)]
         ends = np.cumsum([rows * width for rows, width in shapes])
         self.counts_ = [part.reshape(shape) for part, shape in zip(np.split(flat, ends[:-1]), shapes)]
         self.cpts_ = [self._cpt(c) for c in self.counts_]

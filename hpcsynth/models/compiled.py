@@ -12,14 +12,12 @@ from __future__ import annotations
 import functools
 import time
 import types
-from typing import TYPE_CHECKING, Callable
+from collections.abc import Callable
+from typing import Protocol
 
 import torch
 
 from hpcsynth.models.flat import FlatParameters
-
-if TYPE_CHECKING:
-    from hpcsynth.models.protocol import GradientGenerator
 
 COMPILE_MODES = ("auto", "on", "off")
 # inductor options of the compiled step functions: random numbers from ATen's generators (inductor's own CPU
@@ -28,12 +26,32 @@ COMPILE_MODES = ("auto", "on", "off")
 COMPILE_OPTIONS = {"fallback_random": True, "cpp_wrapper": True}
 
 
+class Trainable(Protocol):
+    """What the compiled functions read of the model they train (a `protocol.GradientGenerator`)."""
+
+    modules_: list[torch.nn.Module]
+    flat_: FlatParameters
+    optimizer_: torch.optim.Optimizer
+    device_: torch.device
+    compile_s_: float
+
+    def _compile_key(self) -> tuple: ...
+
+    def _autocast_loss(self, *inputs: torch.Tensor) -> torch.Tensor: ...
+
+    def _next_batch(self, data: torch.Tensor, size: int) -> torch.Tensor: ...
+
+    def _train_rows(self, data: torch.Tensor) -> torch.Tensor: ...
+
+    def loss_noise(self, n: int) -> torch.Tensor: ...
+
+
 def compile_available(device: torch.device) -> bool:
     """Whether torch.compile can build this device's kernels here: on a CPU, inductor needs a C++ compiler."""
     return device.type == "cpu" and _cpp_compiler_found()
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _cpp_compiler_found() -> bool:
     try:
         from torch._inductor.cpp_builder import get_cpp_compiler
@@ -94,7 +112,7 @@ class CompiledFunction:
 
     compiled = True
 
-    def __init__(self, model: GradientGenerator, function: Callable) -> None:
+    def __init__(self, model: Trainable, function: Callable) -> None:
         self.model, self.function, self.by_key = model, function, {}
 
     def _arguments(self) -> tuple:
@@ -124,7 +142,7 @@ class CompiledGradient(CompiledFunction):
     """A training step's value and gradient as one torch.compile'd function, written into `region` of the flat
     gradient buffer (see `GradientGenerator._gradient_function`)."""
 
-    def __init__(self, model: GradientGenerator, loss: Callable, params: list[torch.Tensor],
+    def __init__(self, model: Trainable, loss: Callable, params: list[torch.Tensor],
                  region: torch.Tensor) -> None:
         from torch.func import functional_call, grad_and_value
 

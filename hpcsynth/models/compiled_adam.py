@@ -9,20 +9,16 @@ from __future__ import annotations
 
 import contextlib
 import math
-from typing import TYPE_CHECKING
 
 import torch
 
-from hpcsynth.models.compiled import CompiledFunction, ModuleCall
-
-if TYPE_CHECKING:
-    from hpcsynth.models.protocol import GradientGenerator
+from hpcsynth.models.compiled import CompiledFunction, ModuleCall, Trainable
 
 
 class CompiledAdamStep(CompiledFunction):
     """`step(data, size)` draws the next batch and its noise, steps, and returns the loss and the batch rows."""
 
-    def __init__(self, model: GradientGenerator) -> None:
+    def __init__(self, model: Trainable) -> None:
         from torch.func import functional_call, grad_and_value
 
         container = ModuleCall(model.modules_, model._autocast_loss)

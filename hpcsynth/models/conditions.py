@@ -9,7 +9,8 @@ column or an unseen level is an error naming it rather than a silent empty or un
 """
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import pandas as pd

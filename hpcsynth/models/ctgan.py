@@ -266,7 +266,7 @@ class CTGAN(GradientGenerator):
         # whose boolean loads and stores inductor vectorises poorly on CPU)
         self.block_pad_ = torch.zeros(pad.shape).masked_fill_(pad, -torch.inf)
 
-    def setup(self, transformer, stream: int = 0, local_rank: int = 0) -> "CTGAN":
+    def setup(self, transformer, stream: int = 0, local_rank: int = 0) -> CTGAN:
         super().setup(transformer, stream, local_rank)
         for name in ("perm_", "inv_perm_", "block_start_", "level_offset_", "level_column_", "level_counts_",
                      "block_index_", "block_pad_"):

@@ -9,6 +9,7 @@ level at every reverse step). Design notes and measurements: docs/notes/models.m
 from __future__ import annotations
 
 import math
+
 import numpy as np
 import torch
 from scipy.special import ndtri

@@ -13,8 +13,9 @@ from __future__ import annotations
 import abc
 import inspect
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, ClassVar
+from typing import Any, ClassVar
 
 import h5py
 import numpy as np
@@ -69,7 +70,7 @@ class Generator(abc.ABC):
         nested estimators)."""
         return {name: getattr(self, name) for name in self.param_names()}
 
-    def set_params(self, **params: Any) -> "Generator":
+    def set_params(self, **params: Any) -> Generator:
         """Set hyperparameters by name; an unknown name is an error. Takes effect at the next `fit`."""
         names = self.param_names()
         for key, value in params.items():
@@ -89,7 +90,7 @@ class Generator(abc.ABC):
         declarations = Declarations(categorical=list(self.categorical), time=self.time, event=self.event)
         return TableTransformer.declared(declarations, numeric=self.numeric or self.default_numeric)
 
-    def fit(self, frame: pd.DataFrame) -> "Generator":
+    def fit(self, frame: pd.DataFrame) -> Generator:
         """Fit the table transform and the model on `frame` (one process, no MPI)."""
         transformer = self.make_transformer().fit(frame)
         self.setup(transformer)
@@ -97,7 +98,7 @@ class Generator(abc.ABC):
         return self
 
     @abc.abstractmethod
-    def setup(self, transformer: TableTransformer, stream: int = 0, local_rank: int = 0) -> "Generator":
+    def setup(self, transformer: TableTransformer, stream: int = 0, local_rank: int = 0) -> Generator:
         """Bind a fitted transform and build the untrained model; `stream` keys this site's random draws."""
 
     @abc.abstractmethod
@@ -143,7 +144,7 @@ class Generator(abc.ABC):
                 fitted.create_dataset(key, data=np.asarray(value))
 
     @classmethod
-    def load(cls, path: str | Path) -> "Generator":
+    def load(cls, path: str | Path) -> Generator:
         """The model `save` wrote, of the family the file names (which must be `cls` or a subclass of it)."""
         with h5py.File(path, "r") as f:
             if f.attrs.get("format") != FILE_FORMAT:

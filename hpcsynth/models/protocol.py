@@ -15,7 +15,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import io
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import pandas as pd
@@ -150,7 +150,7 @@ class GradientGenerator(Generator):
         self.flat_.data.copy_(torch.as_tensor(arrays["weights"]))
 
     # -- the federated protocol ---------------------------------------------------------------------------
-    def setup(self, transformer: TableTransformer, stream: int = 0, local_rank: int = 0) -> "GradientGenerator":
+    def setup(self, transformer: TableTransformer, stream: int = 0, local_rank: int = 0) -> GradientGenerator:
         self.transformer_ = transformer
         self.stream_ = stream
         self.device_ = resolve_device(self.device, local_rank)
@@ -313,7 +313,7 @@ class GradientGenerator(Generator):
                            self.compile_min_steps)
 
     # -- privacy and checkpoints --------------------------------------------------------------------------
-    def make_private(self, mechanism) -> "GradientGenerator":
+    def make_private(self, mechanism) -> GradientGenerator:
         """Train with `mechanism` (hpcsynth.federated.privacy.DPSGD) from now on."""
         if not self.supports_privacy:
             raise ValueError(f"privacy: {type(self).__name__} does not support differential privacy")

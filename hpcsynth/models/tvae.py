@@ -16,8 +16,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from hpcsynth.models.protocol import GradientGenerator, documents_training_parameters
 from hpcsynth.models.layout import column_order
+from hpcsynth.models.protocol import GradientGenerator, documents_training_parameters
 
 
 def _mlp(sizes: list[int]) -> nn.Sequential:

@@ -14,7 +14,6 @@ from hpcsynth.data.mode_specific import ModeSpecificTransform
 from hpcsynth.models import CTGAN
 from hpcsynth.models.conditions import balanced_sample
 from hpcsynth.models.ctgan import _Critic, _LevelSampler, _RowIndex
-
 from model_support import assert_local_state_resumes
 
 SMALL = dict(batch_size=100, embedding_dim=16, generator_dim=[32, 32], discriminator_dim=[32, 32], seed=1,

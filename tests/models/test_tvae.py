@@ -1,12 +1,10 @@
 """TVAE in one process: the estimator contract, kinds and labels of samples, reproducibility."""
-import numpy as np
 import pandas as pd
 import pytest
 import torch
 
 from hpcsynth.data.mds import MDS_METADATA, simulate_mds
 from hpcsynth.models import TVAE
-
 from model_support import assert_local_state_resumes
 
 
