@@ -57,7 +57,7 @@ TRAINING_PARAMETERS = """
 
 def documents_training_parameters(cls: type) -> type:
     """Append the shared training parameters to a family's numpy-style Parameters section."""
-    cls.__doc__ = cls.__doc__.rstrip() + "\n" + TRAINING_PARAMETERS
+    cls.__doc__ = cls.__doc__.rstrip() + TRAINING_PARAMETERS
     return cls
 
 

@@ -94,6 +94,14 @@ def test_hyperparameters_are_named_keywords_with_defaults(name):
         cls(1)  # keyword-only
 
 
+@pytest.mark.parametrize("name", sorted(FAMILIES))
+def test_every_hyperparameter_is_documented(name):
+    cls = type(FAMILIES[name]())
+    documented = {word.strip() for line in cls.__doc__.splitlines() if " : " in line
+                  for word in line.split(" : ")[0].split(",")}
+    assert set(cls.param_names()) <= documented, set(cls.param_names()) - documented
+
+
 def test_sampling_before_fitting_is_an_error():
     with pytest.raises(RuntimeError, match="call fit"):
         TVAE().sample(5)
