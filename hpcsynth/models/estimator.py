@@ -111,13 +111,16 @@ class Generator(abc.ABC):
         constructor's) gives the same rows. `conditions={"column": level}` on categorical or binary columns
         gives rows with those levels: families with `native_conditions` condition the model, the others keep
         the draws that meet the conditions (an error when fewer than 1 in 100 do)."""
-        if not hasattr(self, "transformer_"):
-            raise RuntimeError(f"{type(self).__name__}: call fit (or load) before sample")
+        self._check_fitted("sample")
         codes = condition_codes(self.transformer_, conditions)
         draw = self._sampler(self.seed if seed is None else seed)
         if codes and not self.native_conditions:
             return rejection_sample(lambda m: draw(m, {}), n, codes, self.transformer_)
         return draw(n, codes)
+
+    def _check_fitted(self, action: str) -> None:
+        if not hasattr(self, "transformer_"):
+            raise RuntimeError(f"{type(self).__name__}: call fit (or load) before {action}")
 
     @abc.abstractmethod
     def _sampler(self, seed: int) -> Draw:
@@ -135,6 +138,7 @@ class Generator(abc.ABC):
     def save(self, path: str | Path) -> None:
         """Write the fitted model to an HDF5 file: hyperparameters and the transform as JSON text, the fitted
         state as numeric datasets under `/fitted` (nothing pickled)."""
+        self._check_fitted("save")
         with h5py.File(path, "w") as f:
             f.attrs.update(format=FILE_FORMAT, version=FILE_VERSION, family=self.name, stream=self.stream_,
                            params=json.dumps(self.get_params()))

@@ -102,9 +102,11 @@ def test_every_hyperparameter_is_documented(name):
     assert set(cls.param_names()) <= documented, set(cls.param_names()) - documented
 
 
-def test_sampling_before_fitting_is_an_error():
+def test_sampling_or_saving_before_fitting_is_an_error(tmp_path):
     with pytest.raises(RuntimeError, match="call fit"):
         TVAE().sample(5)
+    with pytest.raises(RuntimeError, match="call fit"):
+        BayesianNetwork().save(tmp_path / "model.h5")
 
 
 def test_a_file_that_save_did_not_write_is_refused(tmp_path):
