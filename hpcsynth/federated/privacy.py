@@ -75,7 +75,23 @@ def calibrate(epsilon: float, delta: float, sample_rate: float, steps: int, acco
 
 
 class SiteAccountant:
-    """Opacus's accountant for one site's steps, with a look-ahead for the loop's budget check."""
+    """Opacus's accountant for one site's steps, with a look-ahead for the loop's budget check.
+
+    Parameters
+    ----------
+    kind : {"rdp", "prv"}
+        Opacus's accountant (`privacy.accountant`).
+    sigma : float
+        The noise multiplier of every step.
+    sample_rate : float
+        The Poisson sampling rate q of every step.
+    delta : float
+        The delta at which epsilon is reported.
+    budget : float
+        The epsilon the site may spend.
+    spent : sequence of (noise multiplier, sample rate, steps), default ()
+        Releases made before training (the transform statistics'), as accountant history.
+    """
 
     def __init__(self, kind: str, sigma: float, sample_rate: float, delta: float, budget: float,
                  spent: Sequence[tuple[float, float, int]] = ()) -> None:
@@ -100,7 +116,13 @@ class SiteAccountant:
 
 
 class Clipper:
-    """Scale each per-sample gradient (rows of a (batch, parameters) matrix) to norm at most `max_norm`."""
+    """Scale each per-sample gradient (rows of a (batch, parameters) matrix) to norm at most `max_norm`.
+
+    Parameters
+    ----------
+    max_norm : float
+        The clipping norm C (`privacy.max_grad_norm`).
+    """
 
     def __init__(self, max_norm: float) -> None:
         self.max_norm = max_norm
@@ -111,7 +133,17 @@ class Clipper:
 
 
 class GaussianNoise:
-    """Gaussian noise of standard deviation sigma * C from the site's own seeded stream."""
+    """Gaussian noise of standard deviation sigma * C from the site's own seeded stream.
+
+    Parameters
+    ----------
+    sigma : float
+        The noise multiplier.
+    max_norm : float
+        The clipping norm C.
+    generator : torch.Generator
+        The site's seeded stream.
+    """
 
     def __init__(self, sigma: float, max_norm: float, generator: torch.Generator) -> None:
         self.std = sigma * max_norm
@@ -132,7 +164,19 @@ class PhiloxNoise:
 
     Step s's noise depends only on (seed, rank, s, coordinate) (:func:`hpcsynth.kernels.gaussian_noise`): the
     stream's whole state is `step` (the calls so far), so a resumed job continues exactly where it stopped,
-    and a CPU and a GPU run draw the same float32 numbers."""
+    and a CPU and a GPU run draw the same float32 numbers.
+
+    Parameters
+    ----------
+    sigma : float
+        The noise multiplier.
+    max_norm : float
+        The clipping norm C.
+    seed, rank : int
+        The job's seed and this rank: the stream's key.
+    step : int, default 0
+        Calls so far (where a resumed job continues).
+    """
 
     def __init__(self, sigma: float, max_norm: float, seed: int, rank: int, step: int = 0) -> None:
         self.std = sigma * max_norm
