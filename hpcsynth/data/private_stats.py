@@ -84,7 +84,7 @@ class StatisticsBudget:
     def noise(self, schema: list[ColumnSpec], bounds: dict, levels: dict, numeric: str,
               rank: int) -> StatisticsNoise:
         """This site's noise, calibrated so that fitting `schema` spends exactly the budget."""
-        from hpcsynth.federated.privacy import calibrate
+        from hpcsynth.data.accounting import calibrate
 
         releases, selected = count_releases(schema, bounds, levels, numeric)
         z = calibrate(self.epsilon, self.delta, 1.0, releases, self.accountant)

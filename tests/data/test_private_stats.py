@@ -17,7 +17,7 @@ from hpcsynth.data.private_stats import (PUBLIC_EDGES, StatisticsBudget, Statist
 from hpcsynth.data.schema import ColumnSpec, DataError
 from hpcsynth.data.transformer import TableTransformer
 from hpcsynth.comm import SoloComm
-from hpcsynth.federated.privacy import RDP_ORDERS, calibrate
+from hpcsynth.data.accounting import RDP_ORDERS, calibrate
 
 PROGRAM = Path(__file__).parents[1] / "federated" / "programs" / "private_transform_fit.py"
 

@@ -9,9 +9,10 @@ import pytest
 import torch
 
 from hpcsynth.comm import SoloComm
+from hpcsynth.data.accounting import BudgetError, calibrate
 from hpcsynth.data.transformer import TableTransformer
 from hpcsynth.federated.loop import train_rounds
-from hpcsynth.federated.privacy import BudgetError, Clipper, GaussianNoise, PhiloxNoise, calibrate, make_dpsgd
+from hpcsynth.federated.privacy import Clipper, GaussianNoise, PhiloxNoise, make_dpsgd
 from hpcsynth.federated.registry import make_strategy
 from hpcsynth.kernels import gaussian_noise
 from hpcsynth.models import TVAE, TabDDPM
