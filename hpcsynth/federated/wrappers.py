@@ -23,6 +23,9 @@ from hpcsynth.federated.strategy import Checkpointing, Reducer, Strategy
 class Wrapper(Strategy):
     """Forwards every hook and the runtime declarations to `inner`; subclasses override what they change.
 
+    The support declarations (`trains`, `needs_latent`, the gaps) stay class-level: on a wrapper they describe
+    the wrapper itself, and config validation reads the wrapped strategy's class and the wrapper's apart.
+
     Parameters
     ----------
     inner : Strategy
