@@ -181,6 +181,7 @@ def run_strategy(cfg: RunConfig, name: str, site: SiteData, transformer: TableTr
     per_site = cfg.federation.ranks_per_site if comm.size > 1 else 1
     site_comm = comm.split(comm.rank // per_site) if per_site > 1 else SoloComm()  # the ranks of this rank's site
     strategy = within_site(make_strategy(name, vars(cfg.federation)), site_comm)
+
     def fresh() -> Generator:  # every site's generator: the same family and seed
         return make_model(dataclasses.asdict(cfg.model), cfg.seed, cfg.federation.rounds * cfg.local_epochs)
 
