@@ -67,7 +67,8 @@ def prepare(name: str, holdout: float, seed: int) -> dict:
     """The cohort as every model sees it: complete in its continuous columns, split once into train and holdout."""
     import numpy as np
 
-    from hpcsynth.data.cohorts import COHORTS as DECLARED, load_cohort
+    from hpcsynth.data.cohorts import COHORTS as DECLARED
+    from hpcsynth.data.cohorts import load_cohort
     from hpcsynth.data.mds import MDS_METADATA, simulate_mds
     from hpcsynth.data.transformer import TableTransformer
 
@@ -109,7 +110,7 @@ class SDVTable:
         self.synthesizer = synthesizer
         self.name = name
 
-    def fit(self, frame) -> "SDVTable":
+    def fit(self, frame) -> SDVTable:
         self.synthesizer.fit({self.name: frame})
         return self
 

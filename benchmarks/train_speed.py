@@ -53,7 +53,8 @@ def quality(real, synthetic, discrete) -> float:
 def run_sdv(kind: str, frame, discrete, epochs: int) -> tuple[list[float], float, object]:
     """Train SDV's model; per-epoch times from the tqdm that wraps its epoch loop."""
     import ctgan
-    from ctgan.synthesizers import ctgan as ctgan_module, tvae as tvae_module
+    from ctgan.synthesizers import ctgan as ctgan_module
+    from ctgan.synthesizers import tvae as tvae_module
 
     stamps: list[tuple[float, float]] = []
 

@@ -75,7 +75,8 @@ def main() -> None:
               f"{args.rows / r['encode']:>15,.0f}{args.rows / r['decode']:>15,.0f}{r['width']:>7}")
     h, r = results["hpcsynth"], results["rdt"]
     print(f"encode: hpcsynth {r['encode'] / h['encode']:.1f}x faster; decode: {r['decode'] / h['decode']:.1f}x faster")
-    print(f"ratio (RDT / hpcsynth time, encode + decode): {(r['encode'] + r['decode']) / (h['encode'] + h['decode']):.1f}x")
+    ratio = (r["encode"] + r["decode"]) / (h["encode"] + h["decode"])
+    print(f"ratio (RDT / hpcsynth time, encode + decode): {ratio:.1f}x")
 
 
 if __name__ == "__main__":

@@ -69,7 +69,7 @@ class Communicator:
         """Stop every rank now. Called after one rank failed, so the others never wait in a collective."""
         raise NotImplementedError
 
-    def split(self, color: int) -> "Communicator":
+    def split(self, color: int) -> Communicator:
         """The ranks that pass the same `color` (collective), ordered as here: the ranks of one site."""
         raise NotImplementedError
 
@@ -100,7 +100,7 @@ class SoloComm(Communicator):
         sys.stderr.flush()
         os._exit(code)
 
-    def split(self, color: int) -> "Communicator":
+    def split(self, color: int) -> Communicator:
         return self
 
 
@@ -159,7 +159,7 @@ class MPIComm(Communicator):
         sys.stderr.flush()
         self._comm.Abort(code)
 
-    def split(self, color: int) -> "Communicator":
+    def split(self, color: int) -> Communicator:
         return MPIComm(self._comm.Split(color, self.rank))
 
 

@@ -11,7 +11,8 @@ expression in the same column order and returns the same distances and indices; 
 from __future__ import annotations
 
 import warnings
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 from numba import njit, prange

@@ -27,7 +27,7 @@ USE_MKL = True  # False: numpy's BLAS even where MKL is available (the tests run
 _U32 = float(np.finfo(np.float32).eps) / 2.0  # unit roundoff of float32
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _mkl() -> tuple[int, int]:
     """Addresses of MKL's Fortran ``sgemm_`` and ``MKL_Set_Num_Threads_Local`` in torch's ``libtorch_cpu``, or
     ``(0, 0)`` where torch (or a build of it with MKL) is not installed.

@@ -9,7 +9,8 @@ cannot drift apart. :class:`Stream` defines the stream; :func:`build` says why t
 from __future__ import annotations
 
 import math
-from typing import Callable, NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple
 
 import numpy as np
 from numba import float32, float64, int64

@@ -5,7 +5,6 @@ declarations that the config or a named cohort makes. It lives in the data layer
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional, Union
 
 
 @dataclass
@@ -13,9 +12,9 @@ class PartitionConfig:
     """How one table is split into simulated sites (see hpcsynth.data.partition)."""
 
     kind: str = "iid"
-    column: Optional[str] = None
+    column: str | None = None
     alpha: float = 0.5
-    n_sites: Optional[int] = None
+    n_sites: int | None = None
 
 
 @dataclass
@@ -26,24 +25,24 @@ class DataConfig:
     site k read by rank k) is given.
     """
 
-    builtin: Optional[str] = None
-    path: Optional[str] = None
-    sites: Optional[list[str]] = None
-    site_column: Optional[str] = None
-    n_sites: Optional[int] = None
+    builtin: str | None = None
+    path: str | None = None
+    sites: list[str] | None = None
+    site_column: str | None = None
+    n_sites: int | None = None
     n_patients: int = 4427
     holdout: float = 0.2
-    partition: Optional[PartitionConfig] = None
+    partition: PartitionConfig | None = None
     id: list[str] = field(default_factory=list)
     categorical: list[str] = field(default_factory=list)
     kinds: dict[str, str] = field(default_factory=dict)
-    time: Optional[str] = None
-    event: Optional[str] = None
-    target: Optional[str] = None
+    time: str | None = None
+    event: str | None = None
+    target: str | None = None
     # public facts about columns, not learnt from the rows: a numeric column's range [low, high] (values are
     # clipped into it), a categorical column's levels; with a privacy budget they spend nothing
     bounds: dict[str, list[float]] = field(default_factory=dict)
-    levels: dict[str, list[Union[float, str]]] = field(default_factory=dict)
+    levels: dict[str, list[float | str]] = field(default_factory=dict)
 
 
 @dataclass

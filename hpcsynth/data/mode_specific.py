@@ -13,10 +13,10 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from hpcsynth.data.schema import ColumnSpec, DataError
-from hpcsynth.data.transforms import NumericTransform, _softmax_sample
 from hpcsynth.comm import Communicator
 from hpcsynth.data.mixture import FederatedBGM
+from hpcsynth.data.schema import ColumnSpec, DataError
+from hpcsynth.data.transforms import NumericTransform, _softmax_sample
 
 MAX_MODES = 10
 WEIGHT_THRESHOLD = 0.005
@@ -25,14 +25,15 @@ WEIGHT_THRESHOLD = 0.005
 class ModeSpecificTransform:
     """Mode-specific normalisation of one numeric column, with an optional missingness indicator."""
 
-    def __init__(self, spec: ColumnSpec, max_modes: int = MAX_MODES, weight_threshold: float = WEIGHT_THRESHOLD) -> None:
+    def __init__(self, spec: ColumnSpec, max_modes: int = MAX_MODES,
+                 weight_threshold: float = WEIGHT_THRESHOLD) -> None:
         self.spec = spec
         self.max_modes = max_modes
         self.weight_threshold = weight_threshold
 
     # -- fitting (collective) -------------------------------------------------------------------------------
     def fit(self, values: pd.Series, comm: Communicator,
-            bounds: tuple[float, float] | None = None) -> "ModeSpecificTransform":
+            bounds: tuple[float, float] | None = None) -> ModeSpecificTransform:
         """Range, then the mixture by federated EM (collective); `bounds` is a public range that replaces the
         merged one (values are clipped into it)."""
         x = self._numbers(values)
@@ -114,7 +115,7 @@ class ModeSpecificTransform:
         return {"n": self.n_, "n_missing": self.n_missing_, "min": self.min_, "max": self.max_,
                 "means": self.means_.tolist(), "stds": self.stds_.tolist(), "weights": self.weights_.tolist()}
 
-    def load_state(self, state: dict) -> "ModeSpecificTransform":
+    def load_state(self, state: dict) -> ModeSpecificTransform:
         self._finish_range(np.array([state["n"], state["n_missing"]]), np.array([state["min"], -state["max"]]))
         self._set_modes(np.array(state["means"]), np.array(state["stds"]), np.array(state["weights"]))
         return self

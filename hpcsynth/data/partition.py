@@ -80,7 +80,8 @@ def assign_sites(frame: pd.DataFrame, p: Partition) -> np.ndarray:
     if p.kind not in _SPLITTERS:
         raise DataError(f"data.partition.kind: unknown partitioner {p.kind!r} (known: {', '.join(KINDS)})")
     if p.kind in ("dirichlet", "covariate") and p.column not in frame.columns:
-        raise DataError(f"data.partition.column: {p.column!r} not found (columns: {', '.join(map(str, frame.columns))})")
+        known = ", ".join(map(str, frame.columns))
+        raise DataError(f"data.partition.column: {p.column!r} not found (columns: {known})")
     if len(frame) < p.n_sites:
         raise DataError(f"data.partition: {len(frame)} rows cannot fill {p.n_sites} sites")
     rng = np.random.default_rng([p.seed, 11])

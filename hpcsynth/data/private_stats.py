@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy.special import ndtri
 
-from hpcsynth.data.schema import ColumnSpec, DataError
 from hpcsynth.comm import Communicator
+from hpcsynth.data.schema import ColumnSpec, DataError
 
 PRIVATE_GRID_BINS = 64
 FALSE_BUCKET = 0.01

@@ -51,7 +51,7 @@ class ShiftReport:
     unrecorded: np.ndarray
 
     @classmethod
-    def from_counts(cls, columns: list[str], site_counts: list[list[np.ndarray]], label: str | None) -> "ShiftReport":
+    def from_counts(cls, columns: list[str], site_counts: list[list[np.ndarray]], label: str | None) -> ShiftReport:
         n_sites = len(site_counts)
         divergence = np.zeros((n_sites, len(columns)))
         unrecorded = np.array([[c[-1] == c.sum() > 0 and c.size > 1 for c in site] for site in site_counts])

@@ -19,12 +19,11 @@ import h5py
 import numpy as np
 import pandas as pd
 
-from hpcsynth.data.declaration import DataConfig, Declarations
-from hpcsynth.messages import ConfigError
 from hpcsynth.data.cohorts import COHORTS, load_cohort
+from hpcsynth.data.declaration import DataConfig, Declarations
 from hpcsynth.data.partition import Partition, assign_sites
 from hpcsynth.data.schema import DataError
-from hpcsynth.messages import warn
+from hpcsynth.messages import ConfigError, warn
 
 
 @dataclass
@@ -38,7 +37,7 @@ class SiteData:
     partition: dict = field(default_factory=dict)
     site_rows: int = 0
 
-    def shard(self, index: int, count: int) -> "SiteData":
+    def shard(self, index: int, count: int) -> SiteData:
         """Rank `index` of the `count` ranks of this site: every count-th training row; the held-out rows stay
         with the site's first rank, which evaluates for the site."""
         return replace(self, train=self.train.iloc[index::count].reset_index(drop=True),
@@ -142,7 +141,8 @@ def _select_by_column(frame: pd.DataFrame, column: str, site: int, n_sites: int,
         raise DataError(f"{source}: site column {column!r} not found (columns: {', '.join(map(str, frame.columns))})")
     values = sorted(frame[column].dropna().unique(), key=lambda v: (str(type(v)), v))
     if len(values) != n_sites:
-        raise DataError(f"{source}: site column {column!r} has {len(values)} distinct values but the job has {n_sites} sites")
+        raise DataError(f"{source}: site column {column!r} has {len(values)} distinct values but the job has "
+                        f"{n_sites} sites")
     return frame[frame[column] == values[site]]
 
 

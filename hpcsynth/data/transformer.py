@@ -12,14 +12,13 @@ import json
 import numpy as np
 import pandas as pd
 
+from hpcsynth.comm import Communicator, SoloComm
 from hpcsynth.data.declaration import Declarations
 from hpcsynth.data.mode_specific import ModeSpecificTransform
 from hpcsynth.data.private_stats import StatisticsBudget, StatisticsNoise
 from hpcsynth.data.schema import ColumnSpec, DataError, infer_schema
 from hpcsynth.data.transforms import CategoricalTransform, NumericTransform, transform_for
-from hpcsynth.comm import Communicator, SoloComm
 from hpcsynth.messages import warn
-
 
 NUMERIC = ("quantile", "mode_specific")
 
@@ -43,7 +42,7 @@ class TableTransformer:
         self.levels = {k: list(v) for k, v in (levels or {}).items()}
 
     @classmethod
-    def declared(cls, declarations: Declarations, numeric: str = "quantile") -> "TableTransformer":
+    def declared(cls, declarations: Declarations, numeric: str = "quantile") -> TableTransformer:
         """The unfitted transform of a source's declared columns: the one way a job, the shift report and the
         evaluation build it, so that all of them encode alike."""
         d = declarations
@@ -51,7 +50,7 @@ class TableTransformer:
                    bounds=d.bounds, levels=d.levels)
 
     def fit(self, frame: pd.DataFrame, comm: Communicator | None = None,
-            privacy: StatisticsBudget | None = None) -> "TableTransformer":
+            privacy: StatisticsBudget | None = None) -> TableTransformer:
         """Infer the schema and fit every column's transform from merged statistics (collective). With
         `privacy`, every site noises its statistics (`hpcsynth.data.private_stats`) and `privacy_` records the
         noise multiplier and the number of releases, for the accountant."""
@@ -136,7 +135,7 @@ class TableTransformer:
         })
 
     @classmethod
-    def from_state(cls, text: str) -> "TableTransformer":
+    def from_state(cls, text: str) -> TableTransformer:
         data = json.loads(text)
         self = cls(data["categorical"], data["time"], data["event"], data["numeric"], data["kinds"], data["target"],
                    data.get("bounds"), data.get("levels"))

@@ -16,9 +16,9 @@ import numpy as np
 import pandas as pd
 from scipy.special import ndtr, ndtri
 
+from hpcsynth.comm import Communicator
 from hpcsynth.data.private_stats import PRIVATE_GRID_BINS, StatisticsNoise, private_levels, private_range
 from hpcsynth.data.schema import ColumnSpec, DataError
-from hpcsynth.comm import Communicator
 
 GRID_BINS = 4096
 _TAIL_SCALE = 100.0
@@ -42,7 +42,7 @@ class NumericTransform:
 
     # -- fitting --------------------------------------------------------------------------------------------
     def fit(self, values: pd.Series, comm: Communicator, noise: StatisticsNoise | None = None,
-            bounds: tuple[float, float] | None = None) -> "NumericTransform":
+            bounds: tuple[float, float] | None = None) -> NumericTransform:
         """Range, then the histogram on the grid drawn from it (collective). `bounds` is a public range that
         replaces the merged one; `noise` makes both releases differentially private (`private_stats`)."""
         x = self._numbers(values)
@@ -153,7 +153,7 @@ class NumericTransform:
         return {"n": self.n_, "n_missing": self.n_missing_, "min": self.min_, "max": self.max_,
                 "cdf": self.cdf_.tolist() if hasattr(self, "cdf_") else None}
 
-    def load_state(self, state: dict) -> "NumericTransform":
+    def load_state(self, state: dict) -> NumericTransform:
         cdf = np.asarray(state["cdf"]) if state["cdf"] is not None else np.zeros(GRID_BINS + 1)
         self.finish_range(np.array([state["n"], state["n_missing"]]), np.array([state["min"], -state["max"]]),
                           cdf.size - 1)
@@ -174,7 +174,7 @@ class CategoricalTransform:
         self.spec = spec
 
     def fit(self, values: pd.Series, comm: Communicator, noise: StatisticsNoise | None = None,
-            levels: list | None = None) -> "CategoricalTransform":
+            levels: list | None = None) -> CategoricalTransform:
         """The shared level set, then the counts on it (collective). `levels` is a public level set that
         replaces the exchanged one; `noise` makes the exchange differentially private (`private_stats`)."""
         self.numeric_ = all(comm.allgather(pd.api.types.is_numeric_dtype(values.dropna()) or values.dropna().empty))
@@ -266,7 +266,7 @@ class CategoricalTransform:
     def state(self) -> dict:
         return {"labels": list(self.labels_), "numeric": self.numeric_, "counts": self.counts_.tolist()}
 
-    def load_state(self, state: dict) -> "CategoricalTransform":
+    def load_state(self, state: dict) -> CategoricalTransform:
         self.labels_, self.numeric_ = list(state["labels"]), bool(state["numeric"])
         self.finish(np.asarray(state["counts"], dtype=np.float64))
         return self

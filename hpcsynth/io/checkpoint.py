@@ -16,8 +16,8 @@ import h5py
 import numpy as np
 import torch
 
-from hpcsynth.messages import ConfigError
 from hpcsynth.federated.loop import RoundRecord
+from hpcsynth.messages import ConfigError
 
 
 @dataclass

@@ -6,8 +6,8 @@ from pathlib import Path
 import h5py
 import pandas as pd
 
-from hpcsynth.messages import ConfigError
 from hpcsynth.io.runfile import read_table
+from hpcsynth.messages import ConfigError
 
 
 def _open(path: str | Path) -> h5py.File:
@@ -81,10 +81,10 @@ def describe(path: str | Path) -> str:
         if f.attrs.get("kind") == "comparison":
             table = pd.DataFrame(f["comparison"][()])
             table["strategy"] = table["strategy"].str.decode("utf-8")
-            lines += ["comparison:"] + ["  " + l for l in table.round(4).to_string(index=False).splitlines()]
+            lines += ["comparison:"] + ["  " + line for line in table.round(4).to_string(index=False).splitlines()]
             for name in f["runs"]:
                 lines += ["", f"[{name}] {f['runs'].get(name, getlink=True).filename}"]
-                lines += ["  " + l for l in _describe_run(f["runs"][name])]
+                lines += ["  " + line for line in _describe_run(f["runs"][name])]
         else:
             lines += _describe_run(f)
     return "\n".join(lines)

@@ -13,10 +13,10 @@ from __future__ import annotations
 import json
 import os
 import platform
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable
 
 import h5py
 import numpy as np
@@ -61,7 +61,8 @@ def versions() -> dict[str, str]:
     found = {"python": platform.python_version(), "hpcsynth": hpcsynth.__version__, "torch": torch.__version__,
              "numpy": np.__version__, "pandas": pd.__version__, "h5py": h5py.__version__}
     try:
-        from mpi4py import MPI, __version__ as mpi4py_version
+        from mpi4py import MPI
+        from mpi4py import __version__ as mpi4py_version
 
         found["mpi4py"] = mpi4py_version
         if MPI.Is_initialized():
@@ -190,7 +191,8 @@ def write_comparison(path: str | Path, config_text: str, config_source: str, row
         _fill_header(f, "comparison", config_text, config_source)
         table = pd.DataFrame(rows)
         records = table.to_records(index=False)
-        records = records.astype([(n, "S32" if records.dtype[n].kind in "OU" else records.dtype[n]) for n in records.dtype.names])
+        records = records.astype([(n, "S32" if records.dtype[n].kind in "OU" else records.dtype[n])
+                                  for n in records.dtype.names])
         f.create_dataset("comparison", data=records)
         links = f.create_group("runs")
         for name, run_path in runs.items():

@@ -5,9 +5,9 @@ one warning and finish."""
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -91,8 +91,10 @@ CASES = {
     "corrupt parquet": Case("cannot be read as parquet", text("not parquet"), options={"suffix": ".parquet"}),
     "missing site column": Case("site column 'hospital' not found", options={"split": True, "site_column": "hospital"}),
     "missing id column": Case("id column 'pid' (data.id) not found", options={"id": ["pid"]}),
-    "missing categorical column": Case("column 'grade' (data.categorical) not found", options={"categorical": ["grade"]}),
-    "missing kind column": Case("column 'visit' (data.kinds.visit) not found", options={"kinds": {"visit": "datetime"}}),
+    "missing categorical column": Case("column 'grade' (data.categorical) not found",
+                                       options={"categorical": ["grade"]}),
+    "missing kind column": Case("column 'visit' (data.kinds.visit) not found",
+                                options={"kinds": {"visit": "datetime"}}),
     "unknown kind": Case("data.kinds.hb: unknown kind 'float'", options={"kinds": {"hb": "float"}}),
     "constant column": Case("column 'ward' has a single value on every site", edit(lambda f: f.assign(ward="A")),
                             all_sites=True, handled=True),

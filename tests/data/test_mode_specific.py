@@ -6,12 +6,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from hpcsynth.comm import SoloComm
 from hpcsynth.data.mode_specific import ModeSpecificTransform
 from hpcsynth.data.schema import ColumnSpec
 from hpcsynth.data.transformer import TableTransformer
-from hpcsynth.comm import SoloComm
 
 PROGRAM = Path(__file__).parents[1] / "federated" / "programs" / "mode_specific_fit.py"
 RNG = np.random.default_rng(0)

@@ -9,15 +9,20 @@ import h5py
 import numpy as np
 import pandas as pd
 import pytest
-from scipy.special import ndtr
 
+from hpcsynth.comm import SoloComm
 from hpcsynth.config import ConfigError, from_dict
-from hpcsynth.data.private_stats import (PUBLIC_EDGES, StatisticsBudget, StatisticsNoise, count_releases,
-                                         private_levels, private_range)
+from hpcsynth.data.accounting import RDP_ORDERS, calibrate
+from hpcsynth.data.private_stats import (
+    PUBLIC_EDGES,
+    StatisticsBudget,
+    StatisticsNoise,
+    count_releases,
+    private_levels,
+    private_range,
+)
 from hpcsynth.data.schema import ColumnSpec, DataError
 from hpcsynth.data.transformer import TableTransformer
-from hpcsynth.comm import SoloComm
-from hpcsynth.data.accounting import RDP_ORDERS, calibrate
 
 PROGRAM = Path(__file__).parents[1] / "federated" / "programs" / "private_transform_fit.py"
 

@@ -3,8 +3,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from hpcsynth.data.schema import DataError, infer_kind, infer_schema, merge_kinds
 from hpcsynth.comm import SoloComm
+from hpcsynth.data.schema import DataError, infer_kind, infer_schema, merge_kinds
 
 
 @pytest.mark.parametrize("values, kind", [

@@ -3,11 +3,12 @@ the pooled ones."""
 import numpy as np
 import pandas as pd
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from hpcsynth.comm import SoloComm
 from hpcsynth.data.schema import ColumnSpec, DataError
 from hpcsynth.data.transforms import GRID_BINS, CategoricalTransform, NumericTransform
-from hpcsynth.comm import SoloComm
 
 RNG = np.random.default_rng(0)
 

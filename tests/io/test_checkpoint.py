@@ -15,7 +15,6 @@ import pytest
 from hpcsynth.config import ConfigError
 from hpcsynth.io.checkpoint import load_checkpoint
 from hpcsynth.io.runfile import partial_path
-
 from mpi_support import REPO, mpiexec_path
 
 JOB = {"data.n_patients": 2000, "model.hidden": [64, 64], "federation.rounds": 8, "federation.local_epochs": 4}

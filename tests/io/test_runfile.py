@@ -7,7 +7,7 @@ import pytest
 from hpcsynth.data.transformer import TableTransformer
 from hpcsynth.federated.loop import RoundRecord
 from hpcsynth.io.inspect import describe, load_synthetic
-from hpcsynth.io.runfile import RunContent, atomic_write, read_table, write_run
+from hpcsynth.io.runfile import RunContent, atomic_write, write_run
 
 
 @pytest.fixture
@@ -23,7 +23,8 @@ def table():
 @pytest.fixture
 def run(table):
     transformer = TableTransformer(categorical=["sex"]).fit(table)
-    rounds = RoundRecord.table([RoundRecord(0, 3.5, 1.0, 0.8, 0.2, 1024, 7), RoundRecord(1, 2.5, 1.1, 0.9, 0.2, 1024, 7)])
+    rounds = RoundRecord.table([RoundRecord(0, 3.5, 1.0, 0.8, 0.2, 1024, 7),
+                                RoundRecord(1, 2.5, 1.1, 0.9, 0.2, 1024, 7)])
     return RunContent("seed: 0\n", "job.yaml", "fedavg", 2, transformer, synthetic={"pooled": table, "site_0": table},
                       rounds=rounds, checkpoint_params=np.ones((1, 5), np.float32), checkpoint_round=1,
                       local_states=[b"abc", b"de"], evaluation={"fidelity": 0.9}, directions={"fidelity": "higher"})

@@ -4,11 +4,10 @@ import textwrap
 
 import numpy as np
 import pytest
+from cuda_simulator import cuda_kernels, hopper_ptx, run_simulated
 from numba import boolean, cuda, int8, int32, int64
 
 from hpcsynth.kernels import counts_cuda
-
-from cuda_simulator import cuda_kernels, hopper_ptx, run_simulated
 
 SIMULATED_CHECKS = textwrap.dedent("""
     import numpy as np

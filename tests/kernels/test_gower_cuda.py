@@ -5,11 +5,10 @@ import textwrap
 
 import numpy as np
 import pytest
+from cuda_simulator import cuda_kernels, hopper_ptx, run_simulated
 from numba import boolean, cuda, float32, float64, int32, int64
 
 from hpcsynth.kernels import gower_cuda
-
-from cuda_simulator import cuda_kernels, hopper_ptx, run_simulated
 
 SIMULATED_CHECKS = textwrap.dedent("""
     import numpy as np

@@ -1,10 +1,11 @@
 """The CPU nearest-neighbour kernel equals a float64 brute force, including at ties and near-ties."""
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
-
 from knn_reference import brute_force_knn
+
 from hpcsynth.kernels import knn_cpu, nearest_neighbours
 
 

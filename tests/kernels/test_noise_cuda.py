@@ -7,11 +7,10 @@ import textwrap
 
 import numpy as np
 import pytest
+from cuda_simulator import cuda_kernels, hopper_ptx, run_simulated
 from numba import cuda, float32, float64, uint64
 
 from hpcsynth.kernels import noise_cuda
-
-from cuda_simulator import cuda_kernels, hopper_ptx, run_simulated
 
 SIMULATED_CHECKS = textwrap.dedent("""
     import numpy as np

@@ -3,10 +3,10 @@ import os
 import sys
 
 from hpcsynth import cli
-from hpcsynth.models.base import Generator
+from hpcsynth.models.protocol import GradientGenerator
 
 FAILING_RANK = int(os.environ["FAILING_RANK"])
-original = Generator.local_update
+original = GradientGenerator.local_update
 calls = {"n": 0}
 
 
@@ -17,5 +17,5 @@ def failing_update(self, *args, **kwargs):
     return original(self, *args, **kwargs)
 
 
-Generator.local_update = failing_update
+GradientGenerator.local_update = failing_update
 cli.main(["run", sys.argv[1]])
