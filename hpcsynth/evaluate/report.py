@@ -235,7 +235,7 @@ def write_report(path: str | Path, sections: list[RunSection], title: str) -> Pa
     """Write the self-contained HTML report of one run or of a strategy comparison."""
     body = [f"<h1>{html.escape(title)}</h1>",
             '<p class="note">hpcsynth evaluation: synthetic rows against real held-out rows. Directions say '
-            'whether higher or lower is better; CSF and GSF are defined in the README (Evaluation).</p>']
+            'whether higher or lower is better; CSF and GSF are defined in docs/evaluation.md.</p>']
     if len(sections) > 1:
         body += ["<h2>Strategy comparison</h2>", _img(comparison_figure(sections), "strategy comparison")]
     body += [run_html(s) for s in sections]
