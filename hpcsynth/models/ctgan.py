@@ -17,7 +17,7 @@ from torch.nn import functional as F
 
 from hpcsynth.data.transforms import CategoricalTransform
 from hpcsynth.models.layout import column_order
-from hpcsynth.models.protocol import GradHook, GradientGenerator, documents_training_parameters
+from hpcsynth.models.protocol import GradHook, GradientGenerator, documents_parameters
 
 
 class _Residual(nn.Module):
@@ -173,7 +173,7 @@ class _RowIndex:
         return self.rows[self.start[levels] + offset].long()
 
 
-@documents_training_parameters
+@documents_parameters()
 class CTGAN(GradientGenerator):
     """Conditional tabular GAN: `CTGAN(epochs=300).fit(df).sample(1000, conditions={"sex": "F"})`.
 

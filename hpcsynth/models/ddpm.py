@@ -17,7 +17,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from hpcsynth.models.layout import span_indices
-from hpcsynth.models.protocol import GradientGenerator, documents_training_parameters
+from hpcsynth.models.protocol import OPTIMISER_PARAMETERS, GradientGenerator, documents_parameters
 from hpcsynth.models.tvae import _mlp
 
 _Z_MAX = float(ndtri(1 - 1e-6))  # the shared quantile transform's normal scores lie in [-_Z_MAX, _Z_MAX]
@@ -81,7 +81,7 @@ def _log_posterior(x_t: torch.Tensor, log_x0: torch.Tensor, alpha: torch.Tensor,
     return unnormalised - unnormalised.logsumexp(-1, keepdim=True)
 
 
-@documents_training_parameters
+@documents_parameters(OPTIMISER_PARAMETERS)
 class TabDDPM(GradientGenerator):
     """Tabular diffusion: `TabDDPM(epochs=300).fit(df).sample(1000, conditions={"os_event": 1})`.
 
@@ -95,12 +95,6 @@ class TabDDPM(GradientGenerator):
         Steps of the forward (noising) chain.
     sample_steps : int or None, default None
         Reverse steps at sampling time, evenly spaced over the chain; None runs all `diffusion_steps`.
-    lr : float, default 1e-3
-        Learning rate.
-    weight_decay : float, default 1e-5
-        L2 weight decay.
-    optimizer : {"adam", "sgd"}, default "adam"
-        The optimiser over the flat parameter buffer.
     """
 
     name = "ddpm"

@@ -55,10 +55,25 @@ TRAINING_PARAMETERS = """
 """
 
 
-def documents_training_parameters(cls: type) -> type:
-    """Append the shared training parameters to a family's numpy-style Parameters section."""
-    cls.__doc__ = cls.__doc__.rstrip() + TRAINING_PARAMETERS
-    return cls
+OPTIMISER_PARAMETERS = """
+    lr : float, default 1e-3
+        Learning rate.
+    weight_decay : float, default 1e-5
+        L2 weight decay.
+    optimizer : {"adam", "sgd"}, default "adam"
+        The optimiser over the flat parameter buffer.
+"""
+
+
+def documents_parameters(*shared: str) -> Callable[[type], type]:
+    """Append the parameter entries families share (`OPTIMISER_PARAMETERS`, ...) and then the training
+    parameters to a family's numpy-style Parameters section, so that each entry is written once."""
+
+    def document(cls: type) -> type:
+        cls.__doc__ = cls.__doc__.rstrip() + "".join(s.rstrip() for s in (*shared, TRAINING_PARAMETERS)) + "\n"
+        return cls
+
+    return document
 
 
 class GradientGenerator(Generator):

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from hpcsynth.models.layout import column_order
-from hpcsynth.models.protocol import GradientGenerator, documents_training_parameters
+from hpcsynth.models.protocol import OPTIMISER_PARAMETERS, GradientGenerator, documents_parameters
 
 
 def _mlp(sizes: list[int]) -> nn.Sequential:
@@ -86,24 +86,22 @@ class _Decoder(nn.Module):
         return torch.mm(out.weight, _run(hidden, z).t()) + out.bias[:, None]
 
 
-@documents_training_parameters
-class TVAE(GradientGenerator):
-    """Tabular VAE: `TVAE(epochs=300).fit(df).sample(1000)` in one process; federated through the protocol.
-
-    Parameters
-    ----------
+VAE_PARAMETERS = """
     hidden : list of int, default (128, 128)
         Widths of the encoder's hidden layers (the decoder's, mirrored).
     latent_dim : int, default 128
         Dimension of the latent space.
     loss_factor : float, default 2.0
         Weight of the reconstruction term against the KL term.
-    lr : float, default 1e-3
-        Learning rate.
-    weight_decay : float, default 1e-5
-        L2 weight decay.
-    optimizer : {"adam", "sgd"}, default "adam"
-        The optimiser over the flat parameter buffer.
+"""
+
+
+@documents_parameters(VAE_PARAMETERS, OPTIMISER_PARAMETERS)
+class TVAE(GradientGenerator):
+    """Tabular VAE: `TVAE(epochs=300).fit(df).sample(1000)` in one process; federated through the protocol.
+
+    Parameters
+    ----------
     """
 
     name = "tvae"

@@ -10,11 +10,11 @@ import torch
 
 from hpcsynth.comm import Communicator, SoloComm
 from hpcsynth.data.mixture import FederatedBGM
-from hpcsynth.models.protocol import documents_training_parameters
-from hpcsynth.models.tvae import TVAE
+from hpcsynth.models.protocol import OPTIMISER_PARAMETERS, documents_parameters
+from hpcsynth.models.tvae import TVAE, VAE_PARAMETERS
 
 
-@documents_training_parameters
+@documents_parameters(VAE_PARAMETERS, OPTIMISER_PARAMETERS)
 class VAEBGM(TVAE):
     """TVAE training; a Bayesian Gaussian mixture over the latent means as the sampling prior.
 
@@ -22,18 +22,6 @@ class VAEBGM(TVAE):
     ----------
     n_components : int, default 10
         Upper bound on the mixture's components (the Dirichlet-process prior prunes the unused ones).
-    hidden : list of int, default (128, 128)
-        Widths of the encoder's hidden layers (the decoder's, mirrored).
-    latent_dim : int, default 128
-        Dimension of the latent space.
-    loss_factor : float, default 2.0
-        Weight of the reconstruction term against the KL term.
-    lr : float, default 1e-3
-        Learning rate.
-    weight_decay : float, default 1e-5
-        L2 weight decay.
-    optimizer : {"adam", "sgd"}, default "adam"
-        The optimiser over the flat parameter buffer.
     """
 
     name = "vae_bgm"
