@@ -351,6 +351,9 @@ def _check_combinations(cfg: RunConfig) -> None:
     _require(cfg.privacy is None or model.dp_sgd,
              f"privacy: DP-SGD applies to {_names(MODELS, lambda c: c.dp_sgd)}, not model.name {m.name}"
              + (" (its own model.epsilon gives noisy counts)" if model.trains_by == "counts" else ""))
+    _require(m.epsilon is None or f.ranks_per_site == 1,
+             "model.epsilon: every rank noises the counts it adds, so federation.ranks_per_site > 1 would give a "
+             "site more noise than its budget asks for")
     _require(cfg.privacy is None or f.ranks_per_site == 1 or not SiteParallel.dp_sgd_gap,
              f"privacy: not available with federation.ranks_per_site > 1 ({SiteParallel.dp_sgd_gap})")
 

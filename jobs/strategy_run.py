@@ -70,8 +70,9 @@ def set_threads() -> None:
 
 def _checkpoint_writer(cfg: RunConfig, strategy: Strategy, shares_model: bool, model: Generator,
                        transformer: TableTransformer, comm: Communicator, n_sites: int, records: list):
-    """After every round: gather the parameters (one row per site unless the model is shared) and each site's
-    local state (the model's and the strategy's) on rank 0, which writes `<output>.partial.h5` atomically."""
+    """After every round: gather the parameters (one row per site unless the model is shared; the ranks of a
+    site hold the same ones) and each rank's local state (the model's and the strategy's) on rank 0, which
+    writes `<output>.partial.h5` atomically."""
     strategy_name = strategy.name
     path = partial_path(strategy_output(cfg, strategy_name))
 
@@ -81,12 +82,17 @@ def _checkpoint_writer(cfg: RunConfig, strategy: Strategy, shares_model: bool, m
         gathered = comm.gather((params, pack_state(model.local_state(), strategy.state())))
         if gathered is None:
             return
-        rows = [gathered[0][0]] if shares_model else [g[0] for g in gathered]
+        rows = [gathered[0][0]] if shares_model else [g[0] for g in gathered[::_ranks_per_site(cfg, comm)]]
         write_run(path, RunContent(cfg.text, cfg.source, strategy_name, n_sites, transformer, status="partial",
                                    rounds=RoundRecord.table(records), checkpoint_params=_stack_rows(rows),
                                    checkpoint_round=record.round, local_states=[g[1] for g in gathered]))
 
     return on_round
+
+
+def _ranks_per_site(cfg: RunConfig, comm: Communicator) -> int:
+    """How many consecutive ranks make one site (one in a single process, which holds every site's rows)."""
+    return cfg.federation.ranks_per_site if comm.size > 1 else 1
 
 
 def _stack_rows(rows: list[np.ndarray]) -> np.ndarray:
@@ -99,7 +105,7 @@ def _stack_rows(rows: list[np.ndarray]) -> np.ndarray:
 def _resume(cfg: RunConfig, path: Path, model: Generator, strategy: Strategy, comm: Communicator, records: list) -> int:
     """Restore this rank's model, its state and the strategy's from the partial run file; return the first round
     still to run."""
-    ckpt = load_checkpoint(partial_path(path), cfg.text, comm.rank)
+    ckpt = load_checkpoint(partial_path(path), cfg.text, comm.rank, comm.rank // _ranks_per_site(cfg, comm))
     if ckpt is None:
         return 0
     with torch.no_grad():
@@ -178,7 +184,7 @@ def run_strategy(cfg: RunConfig, name: str, site: SiteData, transformer: TableTr
     path = strategy_output(cfg, name)
     if resume and (done := completed_scores(path, cfg.text)) is not None:
         return StrategyResult(name, path, done)
-    per_site = cfg.federation.ranks_per_site if comm.size > 1 else 1
+    per_site = _ranks_per_site(cfg, comm)
     site_comm = comm.split(comm.rank // per_site) if per_site > 1 else SoloComm()  # the ranks of this rank's site
     strategy = within_site(make_strategy(name, vars(cfg.federation)), site_comm)
 

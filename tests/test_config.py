@@ -58,6 +58,8 @@ def test_local_epochs_come_from_model_epochs_spread_over_rounds():
     ({"data": {"builtin": "mds"}, "model": {"name": "ctgan"}, "federation": {"strategy": "latent_alignment"}},
      "federation.strategy"),
     ({"data": {"builtin": "mds"}, "model": {"name": "ctgan"}, "privacy": {"epsilon": 1.0}}, "privacy"),
+    ({"data": {"builtin": "mds"}, "model": {"name": "bayesnet", "epsilon": 1.0}, "federation": {"ranks_per_site": 2}},
+     "model.epsilon"),
 ])
 def test_bad_values_name_the_key(mapping, key):
     with pytest.raises(ConfigError) as err:

@@ -47,8 +47,9 @@ def _same_job(f: h5py.File, path: Path, config_text: str) -> None:
         raise ConfigError(f"{path}: written by a different job file; remove it or run without --resume")
 
 
-def load_checkpoint(path: str | Path, config_text: str, rank: int) -> Checkpoint | None:
-    """This rank's checkpoint from a partial run file, or None when there is none to resume from."""
+def load_checkpoint(path: str | Path, config_text: str, rank: int, site: int | None = None) -> Checkpoint | None:
+    """This rank's checkpoint from a partial run file, or None when there is none to resume from: the parameters
+    of its `site` (its rank when sites are one rank each) and its own local state."""
     p = Path(path)
     if not p.exists():
         return None
@@ -56,7 +57,7 @@ def load_checkpoint(path: str | Path, config_text: str, rank: int) -> Checkpoint
         _same_job(f, p, config_text)
         ckpt = f["checkpoint"]
         params = ckpt["params"]
-        row = params[0] if params.shape[0] == 1 else params[rank]
+        row = params[0] if params.shape[0] == 1 else params[rank if site is None else site]
         records = [RoundRecord(*(v.item() for v in r)) for r in f["rounds"][()]]
         return Checkpoint(int(ckpt.attrs["round"]), np.array(row), ckpt[f"site_{rank}"][()].tobytes(), records)
 

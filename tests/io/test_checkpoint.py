@@ -145,3 +145,18 @@ def test_fedopt_resumes_with_its_server_moments(write_job, tmp_path):
     run, reference = stopped_then_resumed(write_job, tmp_path, spec)
     for got, want in zip(final_state(run), final_state(reference)):
         np.testing.assert_array_equal(got, want)
+
+
+def test_a_rank_of_a_site_of_several_ranks_resumes_its_sites_row_and_its_own_state(tmp_path):
+    """One parameter row per site (its ranks hold the same parameters), one local state per rank."""
+    partial = tmp_path / "run.partial.h5"
+    with h5py.File(partial, "w") as f:
+        f.create_dataset("config", data="seed: 1\n")
+        f.create_dataset("rounds", data=np.zeros(0, dtype=[("round", "i8")]))
+        ckpt = f.create_group("checkpoint")
+        ckpt.attrs["round"] = 2
+        ckpt.create_dataset("params", data=np.array([[0.0, 0.0], [1.0, 1.0]], np.float32))
+        for rank in range(4):
+            ckpt.create_dataset(f"site_{rank}", data=np.frombuffer(bytes([rank]), np.uint8))
+    got = load_checkpoint(partial, "seed: 1\n", rank=3, site=1)
+    assert got.round == 2 and got.params.tolist() == [1.0, 1.0] and got.local_state == bytes([3])
