@@ -340,6 +340,9 @@ def _check_combinations(cfg: RunConfig) -> None:
         _require(f.ranks_per_site == 1 or not strategy.site_parallel_gap,
                  f"federation.ranks_per_site: {f.ranks_per_site} does not apply to federation.strategy {s}: "
                  f"{strategy.site_parallel_gap}")
+        _require(f.ranks_per_site == 1 or strategy.data_parallel or not model.batch_coupled,
+                 f"federation.ranks_per_site: {f.ranks_per_site} does not apply to model.name {m.name} with "
+                 f"federation.strategy {s}: its batch statistics would see one rank's share of the site's batch")
         _require(cfg.privacy is None or not strategy.dp_sgd_gap,
                  f"privacy: federation.strategy {s} exchanges {strategy.dp_sgd_gap}, which DP-SGD does not cover")
     _require(not f.secure_aggregation or model.trains_by in SecureAggregation.trains,

@@ -60,6 +60,8 @@ def test_local_epochs_come_from_model_epochs_spread_over_rounds():
     ({"data": {"builtin": "mds"}, "model": {"name": "ctgan"}, "privacy": {"epsilon": 1.0}}, "privacy"),
     ({"data": {"builtin": "mds"}, "model": {"name": "bayesnet", "epsilon": 1.0}, "federation": {"ranks_per_site": 2}},
      "model.epsilon"),
+    ({"data": {"builtin": "mds"}, "model": {"name": "ctgan"},
+      "federation": {"strategy": "fedavg", "ranks_per_site": 2}}, "federation.ranks_per_site"),
 ])
 def test_bad_values_name_the_key(mapping, key):
     with pytest.raises(ConfigError) as err:

@@ -3,8 +3,7 @@
 Lopez-Paz & Oquab (2017) turned two-sample testing into classification: train a classifier to separate the
 two samples; if it cannot beat chance (AUROC 0.5) the samples are alike. SDMetrics' detection metrics and
 SynthCity's `detection_xgb` do the same. Here: scikit-learn's histogram gradient boosting, real held-out rows
-against as many synthetic rows drawn at random, AUROC of 3-fold out-of-fold predictions. 0.5 is best; 1.0
-means every synthetic row is recognisable.
+against as many synthetic rows drawn at random, AUROC of 3-fold out-of-fold predictions (0.5 is best).
 
 Federated: each site tests its own held-out rows against the synthetic table and the AUROCs are averaged,
 weighted by held-out rows (pooling real rows in one classifier is exactly what a site may not do). It differs from

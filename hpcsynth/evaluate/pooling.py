@@ -7,9 +7,8 @@ Two ways; every score declares its own in `hpcsynth.evaluate.metrics`:
   adds them, and the result equals the metric on the pooled rows.
 * **site-weighted** (`weighted_mean`): the metric needs real rows together (a classifier two-sample test, a model
   trained on synthetic and tested on real, a Cox fit, nearest-neighbour distances). Each site computes it on its
-  own held-out (or training) rows and the consortium figure is the mean weighted by the site's row count. This
-  is not the pooled value: e.g. a detection AUROC averaged over sites is the AUROC a site expects, not that of
-  one classifier on all rows. Only the scores and the weights travel.
+  own held-out (or training) rows and the consortium figure is the mean weighted by the site's row count (not
+  the pooled value: a detection AUROC averaged over sites is the one a site expects). Only scores and weights travel.
 """
 from __future__ import annotations
 

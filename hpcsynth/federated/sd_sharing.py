@@ -18,8 +18,9 @@ import pandas as pd
 import torch
 
 from hpcsynth.comm import Communicator, local_rank
-from hpcsynth.federated.loop import RoundRecord, train_rounds
+from hpcsynth.federated.loop import train_rounds
 from hpcsynth.federated.preemption import StopRequest
+from hpcsynth.federated.records import RoundRecord
 from hpcsynth.federated.strategies import Centralized, Isolated
 from hpcsynth.federated.strategy import Checkpointing, Strategy
 from hpcsynth.federated.wrappers import within_site

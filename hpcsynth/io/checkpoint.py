@@ -16,7 +16,7 @@ import h5py
 import numpy as np
 import torch
 
-from hpcsynth.federated.loop import RoundRecord
+from hpcsynth.federated.records import RoundRecord
 from hpcsynth.messages import ConfigError
 
 
@@ -38,7 +38,8 @@ def pack_state(model_state: bytes, strategy_state: dict) -> bytes:
 
 
 def unpack_state(blob: bytes) -> tuple[bytes, dict]:
-    state = torch.load(io.BytesIO(blob), weights_only=False)
+    """The two parts `pack_state` wrote, read without unpickling (tensors, bytes, numbers and dicts only)."""
+    state = torch.load(io.BytesIO(blob), weights_only=True)
     return state["model"], state["strategy"]
 
 

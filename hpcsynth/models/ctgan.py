@@ -200,6 +200,7 @@ class CTGAN(GradientGenerator):
     """
 
     name = "ctgan"
+    batch_coupled = True  # BatchNorm in the generator and the critic's pac groups
     default_numeric = "mode_specific"
     native_conditions = True
     compile_min_steps = 4000  # `compile="auto"`: a step saves about 6 ms compiled (MDS cohort, one CPU thread)

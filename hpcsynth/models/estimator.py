@@ -36,8 +36,9 @@ class Generator(abc.ABC):
     Families declare, for the registry and config validation (never found with `hasattr`):
     `name` (the job file's `model.name`), `trains_by` ("gradients": rounds of local steps, or "counts": one
     exact exchange of counts), `has_latent` (latent-space strategies apply), `dp_sgd` (DP-SGD covers every
-    release made from real rows), `default_numeric` (the numeric transform the family trains best on) and
-    `native_conditions` (whether `sample(conditions=)` conditions the model, or filters its draws).
+    release made from real rows), `default_numeric` (the numeric transform the family trains best on),
+    `native_conditions` (whether `sample(conditions=)` conditions the model, or filters its draws) and
+    `batch_coupled` (a row's gradient depends on the rest of its batch, so sharding a batch changes training).
     """
 
     name: ClassVar[str] = "generator"
@@ -46,6 +47,7 @@ class Generator(abc.ABC):
     dp_sgd: ClassVar[bool] = False
     default_numeric: ClassVar[str] = "quantile"
     native_conditions: ClassVar[bool] = False
+    batch_coupled: ClassVar[bool] = False
     _SAMPLE = 1  # the purpose key of the sampling streams
 
     seed: int

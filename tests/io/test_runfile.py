@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 
 from hpcsynth.data.transformer import TableTransformer
-from hpcsynth.federated.loop import RoundRecord
+from hpcsynth.federated.records import RoundRecord
 from hpcsynth.io.inspect import describe, load_synthetic
 from hpcsynth.io.runfile import RunContent, atomic_write, write_run
 
