@@ -1,16 +1,9 @@
 """Aggregation cost: hpcsynth's FedAvg aggregation against a bare MPI Allreduce of the same bytes, same run.
 
-Under `mpiexec -n 4`, every rank holds a float32 model of 1M and of 16M parameters (a flat torch buffer, as
-`Generator.shared_parameters()` is) and the real `FedAvg.aggregate` averages it, weighted by unequal site
-sizes; the reference is `MPI.COMM_WORLD.Allreduce(IN_PLACE, buffer, SUM)` on a float32 numpy buffer of the
-same size. `secure` is the same aggregation with `secure_aggregation` (fixed-point encoding, pairwise AES-CTR
-masks, an Allreduce of 8 bytes per parameter, decoding). `(weighting alone)` times an in-place multiply by the
-site's weight: the pass a weighted average would add to a plain Allreduce, which FedAvg's shared-memory reduction
-(`hpcsynth.comm.SharedReduction`) fuses into its copy into the shared window instead. Methods alternate
-within each repeat, each timing starts after a barrier and ends when the slowest rank is done (the order rotates
-between repeats); the table gives the median over repeats.
-The last line is the ratio of FedAvg's time to the bare Allreduce's (the larger of the two sizes' ratios;
-target: at most 1.1), with secure aggregation's ratio beside it.
+Under `mpiexec -n 4` every rank averages a float32 model of 1M and of 16M parameters with the real
+`FedAvg.aggregate` (and with secure aggregation), against `MPI.COMM_WORLD.Allreduce` of the same buffer; how the
+timings are taken is in benchmarks/README.md. The last line is the ratio of FedAvg's time to the bare Allreduce's
+(the larger of the two sizes' ratios; target: at most 1.1), with secure aggregation's ratio beside it.
 
     mpiexec -n 4 python benchmarks/aggregation.py [--repeats 15]
 """

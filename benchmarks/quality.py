@@ -1,34 +1,9 @@
 """Quality: hpcsynth's five generator families against SDV's GaussianCopula, CTGAN and TVAE, on three cohorts.
 
-Is a synthetic table from hpcsynth at least as good as one from the reference library? Every model (hpcsynth's
-CTGAN, TVAE, VAE-BGM, Bayesian network and TabDDPM; SDV 2's `GaussianCopulaSynthesizer`, `CTGANSynthesizer` and
-`TVAESynthesizer`) trains on the same training split of each cohort and releases as many rows as that split has.
-The cohorts are two real public ones, flchain and ACTG 175 (`hpcsynth.data.cohorts`, with their declared
-categorical, time and event columns), and the simulated MDS cohort (as `benchmarks/train_speed.py` builds it).
-Rows that miss a continuous value are dropped first, for every model alike, because SDV's CTGAN refuses them;
-each cohort is then split once (seeded) into training and held-out rows, and every model process reads the
-same split.
-
-Scores, all against the training rows unless said otherwise:
-* quality: SDMetrics' `QualityReport` score (mean of column shapes and column pair trends), with the discrete
-  columns that hpcsynth's schema calls categorical or binary declared categorical, the rest numerical;
-* tstr_auroc: train on synthetic, test on the held-out real rows (`hpcsynth.evaluate.utility.tstr_trtr`,
-  histogram gradient boosting), predicting the cohort's event indicator from every other column but those
-  that give it away (flchain's `chapter`, the cause of death, is recorded for exactly the patients who died);
-* dcr p5 / median: distance of every synthetic row to its closest training row, in hpcsynth's privacy feature
-  space (`hpcsynth.evaluate.privacy`); lower than the held-out rows' distances means copying;
-* fit and sample seconds (wall clock, one process per model).
-The row `real holdout` is the reference: the held-out real rows in place of a synthetic table (its quality
-against the training rows, the TRTR AUROC, the held-out rows' DCR).
-
-Neural models of the same kind train the same epochs on both sides with the same network sizes (both libraries'
-defaults: batch 500; CTGAN 128 noise, (256, 256) generator and critic, pac 10; TVAE 128 latent, (128, 128)).
-VAE-BGM trains as TVAE does. TabDDPM has no SDV peer and its own `--ddpm-epochs` (a diffusion model needs many
-more steps than a VAE). The Bayesian network and GaussianCopula fit in one pass. Each model runs in a process of
-its own (`--jobs` at a time, the longest first), so a model that fails or runs out of time is an error row, not
-a lost benchmark.
-
-The last line gives, per cohort, hpcsynth's best family over SDV's best model on quality.
+Every model trains on the same training split of flchain, ACTG 175 and the MDS cohort, in a process of its own,
+and releases as many rows as the split has; scores: SDMetrics' quality, TSTR AUROC on the held-out rows, DCR,
+fit and sample seconds. What each score means and how the runs are matched is in benchmarks/README.md. The last
+line gives, per cohort, hpcsynth's best family over SDV's best model on quality.
 
     python benchmarks/quality.py [--epochs 100] [--ddpm-epochs 300] [--cohorts flchain,actg175,mds]
                                  [--models all] [--jobs 2] [--threads 1] [--holdout 0.25]

@@ -1,17 +1,9 @@
 """Training speed and quality: hpcsynth's CTGAN and TVAE against SDV's `ctgan` package (CTGAN, TVAE).
 
-Every model trains in a process of its own (this script starts one per model), on the same table, with the same
-epochs, batch size, network sizes and CPU threads (`torch.set_num_threads`). The table is the built-in MDS
-cohort with the rows that miss a continuous value dropped, because SDV's CTGAN refuses missing continuous values;
-the discrete columns SDV is told about are the ones hpcsynth's schema calls categorical or binary.
-
-Seconds per epoch (wall, and CPU time, which a machine shared with other jobs disturbs less) are the median
-over the epochs of the training loop alone (SDV's per-epoch progress loop is
-timed through its tqdm hook, hpcsynth's through `local_update`), so the one-off transform fit is reported apart
-(`other s`), and so is hpcsynth's one-off torch.compile of its training steps (`compile s`: the first call of
-each compiled step, inside the first epoch; `--compile off` trains eagerly). Quality is SDMetrics'
-`QualityReport` score (column shapes and pair trends) of as many synthetic rows as real ones. The last lines are
-the speed ratios (SDV seconds per epoch / hpcsynth seconds per epoch).
+Every model trains in a process of its own on the MDS cohort, with the same epochs, batch size, network sizes
+and CPU threads; seconds per epoch, the one-off transform fit and compile, and SDMetrics' quality are reported
+(how each is timed: benchmarks/README.md). The last lines are the speed ratios (SDV seconds per epoch /
+hpcsynth seconds per epoch).
 
     python benchmarks/train_speed.py [--epochs 100] [--threads 1] [--patients 4427] [--compile on|auto|off]
 """

@@ -176,6 +176,14 @@ def world() -> Communicator:
     return MPIComm() if launched_by_mpi() else SoloComm()
 
 
+def env_rank() -> int:
+    """The launcher's rank before MPI starts (so a bad config is reported once without initialising MPI)."""
+    for var in ("PMI_RANK", "PMIX_RANK", "OMPI_COMM_WORLD_RANK", "SLURM_PROCID"):
+        if os.environ.get(var, "").isdigit():
+            return int(os.environ[var])
+    return 0
+
+
 def local_rank() -> int:
     """This rank's index among the ranks of its node, as the launcher reports it (for GPU placement)."""
     for var in ("MPI_LOCALRANKID", "OMPI_COMM_WORLD_LOCAL_RANK", "SLURM_LOCALID", "PMI_LOCAL_RANK"):

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
+from hpcsynth.comm import env_rank
 from hpcsynth.messages import ConfigError
 
 if TYPE_CHECKING:
@@ -30,14 +31,6 @@ def fixed_threads() -> None:
     asked when it judges the machine busy, which changes the summation order and so the last bits of a training
     step. Entry points fix it before anything loads MKL, where the user has not chosen."""
     os.environ.setdefault("MKL_DYNAMIC", "FALSE")
-
-
-def env_rank() -> int:
-    """The launcher's rank before MPI starts (so a bad config is reported once without initialising MPI)."""
-    for var in ("PMI_RANK", "PMIX_RANK", "OMPI_COMM_WORLD_RANK", "SLURM_PROCID"):
-        if os.environ.get(var, "").isdigit():
-            return int(os.environ[var])
-    return 0
 
 
 def fail(message: str, code: int, comm: Communicator | None = None, report: bool = True,
