@@ -19,8 +19,8 @@ import pandas as pd
 
 from hpcsynth.data.transformer import TableTransformer
 from hpcsynth.data.transforms import CategoricalTransform
+from hpcsynth.evaluate.neighbours import NeighbourSearch
 from hpcsynth.evaluate.privacy import dcr_scores, privacy_features
-from hpcsynth.kernels import nearest_neighbours
 
 N_QI_BINS = 10
 
@@ -45,9 +45,9 @@ class Distances:
 def site_distances(synthetic: pd.DataFrame, train: pd.DataFrame, holdout: pd.DataFrame,
                    transformer: TableTransformer) -> Distances:
     reference = privacy_features(train, transformer)
-    k = min(2, len(reference))
-    d, _ = nearest_neighbours(privacy_features(synthetic, transformer), reference, k=k)
-    held = nearest_neighbours(privacy_features(holdout, transformer), reference, k=1)[0][:, 0] if len(holdout) \
+    k, nearest = min(2, len(reference)), NeighbourSearch()
+    d, _ = nearest(privacy_features(synthetic, transformer), reference, k=k)
+    held = nearest(privacy_features(holdout, transformer), reference, k=1)[0][:, 0] if len(holdout) \
         else np.empty(0, dtype=np.float32)
     return Distances(d[:, 0], d[:, k - 1], held)
 
@@ -74,9 +74,9 @@ def membership_auroc(synthetic: pd.DataFrame, train: pd.DataFrame, holdout: pd.D
     if n == 0:
         return float("nan")
     members = train.iloc[np.random.default_rng(seed).choice(len(train), n, replace=False)]
-    reference = privacy_features(synthetic, transformer)
-    d_in = nearest_neighbours(privacy_features(members, transformer), reference, k=1)[0][:, 0]
-    d_out = nearest_neighbours(privacy_features(holdout.iloc[:n], transformer), reference, k=1)[0][:, 0]
+    reference, nearest = privacy_features(synthetic, transformer), NeighbourSearch()
+    d_in = nearest(privacy_features(members, transformer), reference, k=1)[0][:, 0]
+    d_out = nearest(privacy_features(holdout.iloc[:n], transformer), reference, k=1)[0][:, 0]
     return float(roc_auc_score(np.r_[np.ones(n), np.zeros(n)], -np.r_[d_in, d_out]))
 
 
@@ -87,12 +87,12 @@ def attribute_inference(synthetic: pd.DataFrame, train: pd.DataFrame, holdout: p
     if not isinstance(t, CategoricalTransform):
         raise ValueError(f"attribute inference needs a categorical sensitive column, {sensitive!r} is numeric")
     reference = privacy_features(synthetic, transformer, exclude=(sensitive,))
-    guesses = t.codes(synthetic[sensitive])
+    guesses, nearest = t.codes(synthetic[sensitive]), NeighbourSearch()
 
     def accuracy(frame: pd.DataFrame) -> float:
         if frame.empty:
             return float("nan")
-        idx = nearest_neighbours(privacy_features(frame, transformer, exclude=(sensitive,)), reference, k=1)[1][:, 0]
+        idx = nearest(privacy_features(frame, transformer, exclude=(sensitive,)), reference, k=1)[1][:, 0]
         return float(np.mean(guesses[idx] == t.codes(frame[sensitive])))
 
     on_train, on_holdout = accuracy(train), accuracy(holdout)

@@ -14,8 +14,8 @@ import pandas as pd
 from hpcsynth.comm import Communicator
 from hpcsynth.data.transformer import TableTransformer
 from hpcsynth.data.transforms import CategoricalTransform
+from hpcsynth.evaluate.neighbours import NeighbourSearch
 from hpcsynth.evaluate.pooling import summed
-from hpcsynth.kernels import nearest_neighbours
 
 N_ALPHAS = 30
 RARE_SHARE = 0.05
@@ -32,14 +32,15 @@ def alpha_beta_authenticity(real: np.ndarray, synthetic: np.ndarray, n_alphas: i
     centre, syn_centre = real64.mean(axis=0), syn64.mean(axis=0)
     radii = np.quantile(np.linalg.norm(real64 - centre, axis=1), alphas)
     syn_to_centre = np.linalg.norm(syn64 - centre, axis=1)
-    real_to_real = nearest_neighbours(real, real, k=1, exclude_self=True)[0][:, 0].astype(np.float64)
-    d_rs, i_rs = nearest_neighbours(real, synthetic, k=1)
+    nearest = NeighbourSearch()
+    real_to_real = nearest(real, real, k=1, exclude_self=True)[0][:, 0].astype(np.float64)
+    d_rs, i_rs = nearest(real, synthetic, k=1)
     real_to_syn, real_to_syn_idx = d_rs[:, 0].astype(np.float64), i_rs[:, 0]
     closest_d = np.linalg.norm(syn64[real_to_syn_idx] - syn_centre, axis=1)
     closest_radii = np.quantile(closest_d, alphas)
     precision = np.array([np.mean(syn_to_centre <= r) for r in radii])
     recall = np.array([np.mean((real_to_syn <= real_to_real) & (closest_d <= r)) for r in closest_radii])
-    d_sr, i_sr = nearest_neighbours(synthetic, real, k=1)
+    d_sr, i_sr = nearest(synthetic, real, k=1)
     authentic = real_to_real[i_sr[:, 0]] < d_sr[:, 0].astype(np.float64)
     return {"alpha_precision": _integrated(precision, alphas), "beta_recall": _integrated(recall, alphas),
             "authenticity": float(authentic.mean())}

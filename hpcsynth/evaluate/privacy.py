@@ -15,7 +15,7 @@ from scipy.special import ndtr
 from hpcsynth.comm import Communicator
 from hpcsynth.data.transformer import TableTransformer
 from hpcsynth.data.transforms import NumericTransform
-from hpcsynth.kernels import nearest_neighbours
+from hpcsynth.evaluate.neighbours import NeighbourSearch
 
 
 def privacy_features(frame: pd.DataFrame, transformer: TableTransformer, exclude: tuple[str, ...] = ()) -> np.ndarray:
@@ -35,17 +35,19 @@ def privacy_features(frame: pd.DataFrame, transformer: TableTransformer, exclude
     return np.ascontiguousarray(np.concatenate(blocks, axis=1), dtype=np.float32)
 
 
-def closest_distances(query: np.ndarray, reference: np.ndarray) -> np.ndarray:
-    distances, _ = nearest_neighbours(query, reference, k=1)
-    return distances[:, 0]
+def closest_distances(query: np.ndarray, reference: np.ndarray, nearest: NeighbourSearch | None = None) -> np.ndarray:
+    """Distance of every query row to its closest reference row; pass `nearest` to reuse its device copies."""
+    return (nearest or NeighbourSearch())(query, reference, k=1)[0][:, 0]
 
 
 def dcr(synthetic: pd.DataFrame, train: pd.DataFrame, holdout: pd.DataFrame, transformer: TableTransformer,
         comm: Communicator) -> dict[str, float] | None:
     """5th percentiles of synthetic and held-out DCR over all sites, on rank 0 (None elsewhere; collective)."""
     reference = privacy_features(train, transformer)
-    syn = closest_distances(privacy_features(synthetic, transformer), reference)
-    held = closest_distances(privacy_features(holdout, transformer), reference) if len(holdout) else np.empty(0)
+    nearest = NeighbourSearch()
+    syn = closest_distances(privacy_features(synthetic, transformer), reference, nearest)
+    held = closest_distances(privacy_features(holdout, transformer), reference, nearest) if len(holdout) \
+        else np.empty(0)
     gathered = comm.gather((syn, held))
     if gathered is None:
         return None
