@@ -223,6 +223,8 @@ def _check_data(d: DataConfig) -> None:
     if d.partition is not None:
         _check_partition(d.partition, d)
     _require(0.0 <= d.holdout < 1.0, f"data.holdout: must be in [0, 1), got {d.holdout}")
+    _require(isinstance(d.zero_time, (int, float)) and math.isfinite(d.zero_time) and d.zero_time > 0,
+             f"data.zero_time: must be a positive number of the time column's units, got {d.zero_time!r}")
     for column, bound in d.bounds.items():
         _require(len(bound) == 2 and all(map(math.isfinite, bound)) and bound[0] < bound[1],
                  f"data.bounds.{column}: expected [low, high] with finite low < high, got {bound}")

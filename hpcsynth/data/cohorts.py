@@ -11,7 +11,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import numpy as np
 import pandas as pd
 
 from hpcsynth.data.mds import MDS_GENES
@@ -67,8 +66,8 @@ class Cohort:
 def _sksurv(loader: str, time: str, event: str) -> Callable[[], pd.DataFrame]:
     """scikit-survival returns (features, structured outcome); join them into one table with a 0/1 event.
 
-    Times of 0 (three flchain patients died on the day of sampling) become half a day, the usual convention,
-    since a survival time must be positive."""
+    Times stay as published: flchain's three times of 0 (deaths on the day of sampling) go through the same
+    zero-time rule as a user's file (`hpcsynth.data.sources.apply_zero_time`)."""
 
     def load() -> pd.DataFrame:
         from sksurv import datasets
@@ -76,7 +75,7 @@ def _sksurv(loader: str, time: str, event: str) -> Callable[[], pd.DataFrame]:
         features, outcome = getattr(datasets, loader)()
         frame = features.apply(lambda c: c.astype(object).where(c.notna(), None) if c.dtype == "category" else c)
         frame = frame.reset_index(drop=True)
-        frame[time] = np.maximum(outcome[time].astype(float), 0.5)
+        frame[time] = outcome[time].astype(float)
         frame[event] = outcome[event].astype(int)
         return frame
 

@@ -43,11 +43,14 @@ class DataConfig:
     # clipped into it), a categorical column's levels; with a privacy budget they spend nothing
     bounds: dict[str, list[float]] = field(default_factory=dict)
     levels: dict[str, list[float | str]] = field(default_factory=dict)
+    # the survival time given to a time of 0, in the time column's units (0.5: half a day for times in days)
+    zero_time: float = 0.5
 
 
 @dataclass
 class Declarations:
-    """What the config (or a named cohort) says about the columns."""
+    """What the config (or a named cohort) says about the columns, and how many rows the zero-time rule
+    changed when this site's rows were loaded (`hpcsynth.data.sources.apply_zero_time`)."""
 
     categorical: list[str] = field(default_factory=list)
     kinds: dict[str, str] = field(default_factory=dict)
@@ -58,3 +61,5 @@ class Declarations:
     site_column: str | None = None
     bounds: dict[str, list[float]] = field(default_factory=dict)
     levels: dict[str, list] = field(default_factory=dict)
+    zero_time: float = 0.5
+    zero_time_rows: int = 0

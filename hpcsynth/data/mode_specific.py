@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from hpcsynth.comm import Communicator
+from hpcsynth.data.dtypes import restore
 from hpcsynth.data.mixture import FederatedBGM
 from hpcsynth.data.schema import ColumnSpec, DataError
 from hpcsynth.data.transforms import NumericTransform, _softmax_sample
@@ -100,7 +101,8 @@ class ModeSpecificTransform:
         return block
 
     def decode(self, block: np.ndarray, rng: np.random.Generator) -> pd.Series:
-        """Values from a block whose mode (and missingness) columns are logits: modes are drawn from them."""
+        """Values from a block whose mode (and missingness) columns are logits: modes are drawn from them; as
+        the column's original dtype."""
         mode = _softmax_sample(block[:, 1:1 + self.n_modes], rng) if self.n_modes > 1 else np.zeros(len(block), int)
         x = self.means_[mode] + block[:, 0].astype(np.float64) * self.stds_[mode]
         x = np.clip(x, self.min_, self.max_)
@@ -108,7 +110,7 @@ class ModeSpecificTransform:
             x = np.round(x)
         if self.has_missing:
             x = np.where(_softmax_sample(block[:, -2:], rng) == 1, np.nan, x)
-        return pd.Series(x, name=self.spec.name)
+        return restore(pd.Series(x, name=self.spec.name), self.spec.dtype)
 
     def state(self) -> dict:
         """Everything needed to rebuild the fitted transform (stored in the run file's /schema)."""

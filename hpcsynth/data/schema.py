@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from hpcsynth.comm import Communicator
+from hpcsynth.data.dtypes import DType, dtype_of, merge_dtypes
 
 KINDS = ("binary", "integer", "continuous", "categorical", "datetime")
 ROLES = ("feature", "time", "event", "target")
@@ -32,14 +33,21 @@ class DataError(ValueError):
 
 @dataclass
 class ColumnSpec:
-    """One column: its name, its kind (how it is encoded) and its role in the study."""
+    """One column: its name, its kind (how it is encoded), its role in the study and the pandas dtype it came
+    in with (None where a schema predates dtypes; outputs then keep the decoded types)."""
 
     name: str
     kind: str
     role: str = "feature"
+    dtype: DType | None = None
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return {**asdict(self), "dtype": self.dtype.to_dict() if self.dtype else None}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> ColumnSpec:
+        dtype = data.get("dtype")
+        return cls(data["name"], data["kind"], data["role"], DType.from_dict(dtype) if dtype else None)
 
 
 def infer_kind(values: pd.Series) -> str | None:
@@ -81,7 +89,8 @@ def infer_schema(
     """Infer the shared schema of `frame`'s columns across all sites (collective: every rank calls it).
 
     Columns keep the order of the frame; sites must agree on the column names (checked here). Declared kinds
-    (`kinds`, `declared_categorical`) win over inference; a survival time is continuous, an event binary."""
+    (`kinds`, `declared_categorical`) win over inference; a survival time is continuous, an event binary. The
+    sites' dtypes travel with their kinds and merge as pooled rows would (`hpcsynth.data.dtypes`)."""
     names = list(frame.columns)
     all_names = comm.allgather(names)
     for site, other in enumerate(all_names):
@@ -90,10 +99,11 @@ def infer_schema(
             raise DataError(f"site {site} has different columns than site 0: {differ}", everywhere=True)
     names = list(all_names[0])
     frame = frame[names]
-    local = [infer_kind(frame[c]) for c in names]
-    merged = [merge_kinds(list(k), c) for c, k in zip(names, zip(*comm.allgather(local)))]
+    local = [(infer_kind(frame[c]), dtype_of(frame[c])) for c in names]
+    gathered = list(zip(*comm.allgather(local)))  # per column: every site's (kind, dtype)
+    merged = [merge_kinds([k for k, _ in sites], c) for c, sites in zip(names, gathered)]
     specs = []
-    for name, kind in zip(names, merged):
+    for name, kind, sites in zip(names, merged, gathered):
         role = {time: "time", event: "event", target: "target"}.get(name, "feature")
         if name in declared_categorical:
             kind = "categorical"
@@ -102,5 +112,5 @@ def infer_schema(
             kind = "binary"
         if role == "time":
             kind = "continuous"
-        specs.append(ColumnSpec(name, kind, role))
+        specs.append(ColumnSpec(name, kind, role, merge_dtypes([d for _, d in sites], kind)))
     return specs

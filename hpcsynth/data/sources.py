@@ -38,10 +38,12 @@ class SiteData:
     site_rows: int = 0
 
     def shard(self, index: int, count: int) -> SiteData:
-        """Rank `index` of the `count` ranks of this site: every count-th training row; the held-out rows stay
-        with the site's first rank, which evaluates for the site."""
+        """Rank `index` of the `count` ranks of this site: every count-th training row; the held-out rows (and
+        the count of times the zero-time rule changed) stay with the site's first rank, which evaluates for the
+        site."""
+        declared = self.declared if index == 0 else replace(self.declared, zero_time_rows=0)
         return replace(self, train=self.train.iloc[index::count].reset_index(drop=True),
-                       holdout=self.holdout if index == 0 else self.holdout.iloc[0:0])
+                       holdout=self.holdout if index == 0 else self.holdout.iloc[0:0], declared=declared)
 
     @property
     def categorical(self) -> list[str]:
@@ -132,6 +134,7 @@ def declarations(cfg: DataConfig) -> Declarations:
         site_column=cfg.site_column or (cohort.site_column if cohort and cfg.partition is None else None),
         bounds=dict(cfg.bounds),
         levels=dict(cfg.levels),
+        zero_time=cfg.zero_time,
     )
 
 
@@ -228,9 +231,9 @@ def _check_survival(frame: pd.DataFrame, decl: Declarations, where: str) -> None
         times = pd.to_numeric(frame[decl.time], errors="coerce")
         if (times.isna() & frame[decl.time].notna()).any():
             raise DataError(f"{where}: survival time column {decl.time!r} (data.time) holds non-numbers")
-        if (times <= 0).any():
-            raise DataError(f"{where}: survival time column {decl.time!r} (data.time) has {int((times <= 0).sum())} "
-                            f"values <= 0; survival times must be positive")
+        if (times < 0).any():
+            raise DataError(f"{where}: survival time column {decl.time!r} (data.time) has {int((times < 0).sum())} "
+                            f"negative values; survival times must be positive (a time of 0 becomes data.zero_time)")
     if decl.event is not None:
         events = frame[decl.event].dropna()
         numbers = pd.to_numeric(events.map(lambda v: int(v) if isinstance(v, (bool, np.bool_)) else v), errors="coerce")
@@ -269,14 +272,33 @@ def split_holdout(frame: pd.DataFrame, share: float, seed: int, site: int | None
     return frame[~held].reset_index(drop=True), frame[held].reset_index(drop=True)
 
 
+def apply_zero_time(frame: pd.DataFrame, decl: Declarations, where: str) -> pd.DataFrame:
+    """Survival times of 0 become `decl.zero_time` (data.zero_time, 0.5 by default: half a day for times in
+    days, the usual convention for a death on the day of inclusion), since a survival time must be positive.
+
+    The one rule for named cohorts and users' files alike: it warns with the count, adds the count to
+    `decl.zero_time_rows` (which the schema records) and runs after `check_site`, which refuses negative times."""
+    if decl.time is None:
+        return frame
+    times = pd.to_numeric(frame[decl.time], errors="coerce")
+    zero = times == 0
+    if not zero.any():
+        return frame
+    decl.zero_time_rows += int(zero.sum())
+    warn(f"{where}: survival time column {decl.time!r} (data.time) has {int(zero.sum())} times of 0; set to "
+         f"{decl.zero_time:g} (data.zero_time)")
+    return frame.assign(**{decl.time: times.where(~zero, decl.zero_time)})
+
+
 def prepare(frame: pd.DataFrame, decl: Declarations, where: str) -> pd.DataFrame:
-    """Drop the id and site columns, then run every check; `where` names the file (and site) in messages."""
+    """Drop the id and site columns, run every check, then apply the zero-time rule; `where` names the file
+    (and site) in messages."""
     missing_ids = [c for c in decl.id_columns if c not in frame.columns]
     if missing_ids:
         raise DataError(f"{where}: id column {missing_ids[0]!r} (data.id) not found")
     frame = frame.drop(columns=[c for c in frame.columns if c in set(decl.id_columns) | {decl.site_column}])
     check_site(frame, decl, where)
-    return frame
+    return apply_zero_time(frame, decl, where)
 
 
 def load_site(cfg: DataConfig, site: int | None, n_sites: int, seed: int) -> SiteData:

@@ -27,11 +27,14 @@ class TableTransformer:
     """Encode and decode whole tables; `spans` tells a generator how each output block is distributed.
 
     `numeric` picks the transform of integer and continuous columns: `quantile` (to a standard normal, the
-    default) or `mode_specific` (CTGAN's mixture-mode normalisation, `hpcsynth.data.mode_specific`)."""
+    default) or `mode_specific` (CTGAN's mixture-mode normalisation, `hpcsynth.data.mode_specific`).
+    `zero_time` and `zero_time_rows` are the zero-time rule that loading applied to the survival time and the
+    rows it changed at this site; `fit` sums the rows over sites into `survival_`, which the schema records."""
 
     def __init__(self, categorical: list[str] = (), time: str | None = None, event: str | None = None,
                  numeric: str = "quantile", kinds: dict[str, str] | None = None, target: str | None = None,
-                 bounds: dict[str, list[float]] | None = None, levels: dict[str, list] | None = None) -> None:
+                 bounds: dict[str, list[float]] | None = None, levels: dict[str, list] | None = None,
+                 zero_time: float | None = None, zero_time_rows: int = 0) -> None:
         self.categorical = list(categorical)
         self.time = time
         self.event = event
@@ -40,6 +43,8 @@ class TableTransformer:
         self.target = target
         self.bounds = {k: (float(v[0]), float(v[1])) for k, v in (bounds or {}).items()}
         self.levels = {k: list(v) for k, v in (levels or {}).items()}
+        self.zero_time = zero_time
+        self.zero_time_rows = zero_time_rows
 
     @classmethod
     def declared(cls, declarations: Declarations, numeric: str = "quantile") -> TableTransformer:
@@ -47,7 +52,7 @@ class TableTransformer:
         evaluation build it, so that all of them encode alike."""
         d = declarations
         return cls(d.categorical, d.time, d.event, numeric=numeric, kinds=d.kinds, target=d.target,
-                   bounds=d.bounds, levels=d.levels)
+                   bounds=d.bounds, levels=d.levels, zero_time=d.zero_time, zero_time_rows=d.zero_time_rows)
 
     def fit(self, frame: pd.DataFrame, comm: Communicator | None = None,
             privacy: StatisticsBudget | None = None) -> TableTransformer:
@@ -63,9 +68,17 @@ class TableTransformer:
         self.transforms_ = [self._fit_column(spec, frame[spec.name], comm, noise) for spec in self.schema_]
         self.privacy_ = {"noise_multiplier": noise.noise_multiplier, "releases": noise.releases,
                          "levels_delta": noise.levels_delta} if noise else None
+        self.survival_ = self._survival(comm)
         if comm.is_root:
             self._warn_constant()
         return self
+
+    def _survival(self, comm: Communicator) -> dict | None:
+        """The zero-time rule and the rows it changed on every site together (collective), with a time column."""
+        if self.time is None or self.zero_time is None:
+            return None
+        rows = comm.Allreduce(np.array([float(self.zero_time_rows)]), "sum")
+        return {"time": self.time, "zero_time": float(self.zero_time), "zero_time_rows": int(rows[0])}
 
     def _check_declared(self) -> None:
         """Public bounds name numeric columns and public levels categorical ones (a DataError otherwise)."""
@@ -118,10 +131,11 @@ class TableTransformer:
         return np.ascontiguousarray(np.concatenate(blocks, axis=1), dtype=np.float32)
 
     def decode(self, matrix: np.ndarray, rng: np.random.Generator) -> pd.DataFrame:
-        """A DataFrame from generator output (values for Gaussian blocks, logits for softmax blocks)."""
+        """A DataFrame from generator output (values for Gaussian blocks, logits for softmax blocks), every
+        column in the pandas dtype it came in with."""
         columns, start = {}, 0
         for t in self.transforms_:
-            columns[t.spec.name] = t.decode(matrix[:, start:start + t.width], rng).to_numpy()
+            columns[t.spec.name] = t.decode(matrix[:, start:start + t.width], rng)
             start += t.width
         return pd.DataFrame(columns)
 
@@ -130,7 +144,8 @@ class TableTransformer:
         return json.dumps({
             "categorical": self.categorical, "time": self.time, "event": self.event, "numeric": self.numeric,
             "kinds": self.kinds, "target": self.target, "bounds": self.bounds, "levels": self.levels,
-            "privacy": getattr(self, "privacy_", None),
+            "zero_time": self.zero_time, "privacy": getattr(self, "privacy_", None),
+            "survival": getattr(self, "survival_", None),
             "columns": [{**spec.to_dict(), "state": t.state()} for spec, t in zip(self.schema_, self.transforms_)],
         })
 
@@ -138,11 +153,12 @@ class TableTransformer:
     def from_state(cls, text: str) -> TableTransformer:
         data = json.loads(text)
         self = cls(data["categorical"], data["time"], data["event"], data["numeric"], data["kinds"], data["target"],
-                   data.get("bounds"), data.get("levels"))
+                   data.get("bounds"), data.get("levels"), data.get("zero_time"))
         self.privacy_ = data.get("privacy")
+        self.survival_ = data.get("survival")
         self.schema_, self.transforms_ = [], []
         for column in data["columns"]:
-            spec = ColumnSpec(column["name"], column["kind"], column["role"])
+            spec = ColumnSpec.from_dict(column)
             self.schema_.append(spec)
             self.transforms_.append(self._transform(spec).load_state(column["state"]))
         return self

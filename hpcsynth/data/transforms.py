@@ -5,7 +5,7 @@ Each transform follows one protocol:
     merge(stats, comm) -> the same statistics summed over all sites (one Allreduce)
     finish(merged)     -> the fitted state, identical on every site
     encode(values)     -> float32 block of width `width` for the generator
-    decode(block, rng) -> values in the original units and dtype
+    decode(block, rng) -> values in the original units and the column's original pandas dtype
 Numeric columns fit in two stages (the range, then a histogram on a `GRID_BINS` grid, log-spaced above the
 bulk), so the federated fit equals the pooled fit with quantiles exact to 0.12% of the range; missing values
 get their own indicator. The grid's derivation: docs/notes/data.md.
@@ -17,6 +17,7 @@ import pandas as pd
 from scipy.special import ndtr, ndtri
 
 from hpcsynth.comm import Communicator
+from hpcsynth.data.dtypes import label_text, restore
 from hpcsynth.data.private_stats import PRIVATE_GRID_BINS, StatisticsNoise, private_levels, private_range
 from hpcsynth.data.schema import ColumnSpec, DataError
 
@@ -137,6 +138,11 @@ class NumericTransform:
         return block
 
     def decode(self, block: np.ndarray, rng: np.random.Generator) -> pd.Series:
+        """Values in the original units, as the column's original dtype."""
+        return restore(self._decoded(block, rng), self.spec.dtype)
+
+    def _decoded(self, block: np.ndarray, rng: np.random.Generator) -> pd.Series:
+        """Values in the original units as float64 (NaN where missing)."""
         if self.max_ > self.min_:
             t = np.interp(ndtr(block[:, 0].astype(np.float64)), self.cdf_, self.edges_)
             x = np.clip(self.min_ + np.expm1(t) * self.scale_, self.min_, self.max_)
@@ -177,9 +183,9 @@ class CategoricalTransform:
             levels: list | None = None) -> CategoricalTransform:
         """The shared level set, then the counts on it (collective). `levels` is a public level set that
         replaces the exchanged one; `noise` makes the exchange differentially private (`private_stats`)."""
-        self.numeric_ = all(comm.allgather(pd.api.types.is_numeric_dtype(values.dropna()) or values.dropna().empty))
+        self.numeric_ = all(comm.allgather(_numeric_labels(values)))
         if levels is not None:
-            union = {float(v) for v in levels} if self.numeric_ else {str(v) for v in levels}
+            union = {float(v) for v in levels} if self.numeric_ else {label_text(v) for v in levels}
         elif noise is None:
             union = set().union(*comm.allgather(self.local_levels(values)))
         elif self.spec.kind == "binary":  # 0 and 1 by definition of the kind: public, nothing to select
@@ -202,16 +208,18 @@ class CategoricalTransform:
 
     def local_counts(self, values: pd.Series) -> dict:
         """This site's count of each of its own levels (labels as `local_levels` gives them)."""
-        present = values.dropna()
-        keys = present.astype(float) if pd.api.types.is_numeric_dtype(present) else present.astype(str)
-        return keys.value_counts().to_dict()
+        return self._keys(values).dropna().value_counts().to_dict()
 
-    @staticmethod
-    def local_levels(values: pd.Series) -> set:
-        present = values.dropna()
-        if pd.api.types.is_numeric_dtype(present):
-            return {float(v) for v in present.unique()}
-        return {str(v) for v in present.unique()}
+    def local_levels(self, values: pd.Series) -> set:
+        """This site's levels, as numbers when every site's are numbers, else as text (so that 2, 2.0 and "2"
+        from three sites are one level)."""
+        return set(self._keys(values).dropna().unique())
+
+    def _keys(self, values: pd.Series) -> pd.Series:
+        """Values as labels: floats when the column's labels are numbers, else text (NaN where missing)."""
+        if self.numeric_:
+            return pd.to_numeric(values, errors="coerce").astype(np.float64)
+        return _text_labels(values)
 
     def codes(self, values: pd.Series) -> np.ndarray:
         """Codes on the shared label order; missing (and levels unseen at fit time) map to the last code.
@@ -225,8 +233,7 @@ class CategoricalTransform:
             idx = np.minimum(np.searchsorted(labels, x), max(missing - 1, 0))
             found = np.isfinite(x) & (labels[idx] == x) if missing else np.zeros(x.size, dtype=bool)
             return np.where(found, idx, missing).astype(np.int64)
-        text = values.where(values.isna(), values.astype(str))
-        codes = pd.Categorical(text, categories=self.labels_).codes.astype(np.int64)
+        codes = pd.Categorical(_text_labels(values), categories=self.labels_).codes.astype(np.int64)
         return np.where(codes < 0, missing, codes)
 
     def fit_stats(self, values: pd.Series) -> np.ndarray:
@@ -256,12 +263,12 @@ class CategoricalTransform:
         return self.from_codes(codes)
 
     def from_codes(self, codes: np.ndarray) -> pd.Series:
-        """Labels (or numbers) for codes; the code past the last label means missing."""
+        """Values for codes, as the column's original dtype; the code past the last label means missing."""
         labels = np.array(self.labels_ + [np.nan], dtype=float if self.numeric_ else object)
         out = labels[codes]
         if not self.numeric_:
             out = np.where(codes == len(self.labels_), None, out)
-        return pd.Series(out, name=self.spec.name)
+        return restore(pd.Series(out, name=self.spec.name), self.spec.dtype, self.labels_)
 
     def state(self) -> dict:
         return {"labels": list(self.labels_), "numeric": self.numeric_, "counts": self.counts_.tolist()}
@@ -282,10 +289,34 @@ class DatetimeTransform(NumericTransform):
         days = (stamps - np.datetime64("1970-01-01", "ns")) / self._DAY
         return np.where(np.isnat(stamps), np.nan, days)
 
-    def decode(self, block: np.ndarray, rng: np.random.Generator) -> pd.Series:
-        days = super().decode(block, rng).to_numpy()
-        stamps = pd.to_datetime(np.round(days * 86400.0), unit="s", errors="coerce")
-        return pd.Series(stamps, name=self.spec.name)
+    def _decoded(self, block: np.ndarray, rng: np.random.Generator) -> pd.Series:
+        """Naive timestamps (UTC), to the second."""
+        return days_to_stamps(super()._decoded(block, rng).to_numpy(), self.spec.name)
+
+
+def days_to_stamps(days: np.ndarray, name: str | None = None) -> pd.Series:
+    """Days since 1970-01-01 (NaN = missing) as naive UTC timestamps, rounded to the second."""
+    return pd.Series(pd.to_datetime(np.round(days * 86400.0), unit="s", errors="coerce"), name=name)
+
+
+def _numeric_labels(values: pd.Series) -> bool:
+    """Whether this site's levels are numbers (or it has none); booleans count as numbers 0 and 1."""
+    present = values.dropna()
+    return present.empty or pd.api.types.is_numeric_dtype(present)
+
+
+def _text_labels(values: pd.Series) -> pd.Series:
+    """Values as text labels (NaN where missing); a whole float prints as an integer, as in `label_text`.
+
+    Text columns convert in one vectorised step; only columns holding numbers go value by value."""
+    if isinstance(values.dtype, pd.CategoricalDtype):
+        values = values.astype(object)
+    present = values.dropna()
+    if pd.api.types.is_float_dtype(present) or pd.api.types.infer_dtype(present, skipna=True) != "string":
+        text = present.map(label_text)
+    else:
+        text = present.astype(str)
+    return text.reindex(values.index)
 
 
 def transform_for(spec: ColumnSpec) -> NumericTransform | CategoricalTransform:

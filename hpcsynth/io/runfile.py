@@ -23,8 +23,9 @@ import numpy as np
 import pandas as pd
 
 import hpcsynth
+from hpcsynth.data.dtypes import DType, restore
 from hpcsynth.data.transformer import TableTransformer
-from hpcsynth.data.transforms import CategoricalTransform
+from hpcsynth.data.transforms import CategoricalTransform, days_to_stamps
 
 
 @dataclass
@@ -89,7 +90,8 @@ def atomic_write(path: str | Path, fill: Callable[[h5py.File], None]) -> Path:
 
 
 def write_table(group: h5py.Group, frame: pd.DataFrame, transformer: TableTransformer) -> None:
-    """One dataset per column: categoricals as codes with their labels, numerics as float64."""
+    """One dataset per column: categoricals as codes with their labels, numerics as float64; each dataset
+    carries its kind and the pandas dtype the column came in with, which `read_table` restores."""
     group.attrs["columns"] = json.dumps(list(frame.columns))
     for t in transformer.transforms_:
         values = frame[t.spec.name]
@@ -101,26 +103,29 @@ def write_table(group: h5py.Group, frame: pd.DataFrame, transformer: TableTransf
         else:  # numbers as float64; dates as float64 days since 1970-01-01 (NaN = missing)
             ds = group.create_dataset(t.spec.name, data=t._numbers(values))
         ds.attrs["kind"] = t.spec.kind
+        if t.spec.dtype is not None:
+            ds.attrs["dtype"] = t.spec.dtype.to_text()
 
 
 def read_table(group: h5py.Group) -> pd.DataFrame:
-    """A stored table back as a DataFrame with the original names, kinds and labels."""
-    columns = {}
-    for name in json.loads(group.attrs["columns"]):
-        ds = group[name]
-        data = ds[()]
-        if "labels" in ds.attrs:
-            labels = json.loads(ds.attrs["labels"])
-            numeric = all(isinstance(v, (int, float)) for v in labels)
-            lookup = np.array(labels + [np.nan if numeric else None], dtype=float if numeric else object)
-            columns[name] = lookup[np.where(data < 0, len(labels), data)]
-        elif ds.attrs.get("kind") == "integer" and not np.isnan(data).any():
-            columns[name] = data.astype(np.int64)
-        elif ds.attrs.get("kind") == "datetime":
-            columns[name] = pd.to_datetime(np.round(data * 86400.0), unit="s", errors="coerce")
-        else:
-            columns[name] = data
-    return pd.DataFrame(columns)
+    """A stored table back as a DataFrame with the original names, labels and pandas dtypes (a file written
+    before dtypes were stored gives floats, integers without gaps as int64, and text labels)."""
+    return pd.DataFrame({name: _read_column(group[name]) for name in json.loads(group.attrs["columns"])})
+
+
+def _read_column(ds: h5py.Dataset) -> pd.Series:
+    data = ds[()]
+    dtype = DType.from_text(ds.attrs["dtype"]) if "dtype" in ds.attrs else None
+    if "labels" in ds.attrs:
+        labels = json.loads(ds.attrs["labels"])
+        numeric = all(isinstance(v, (int, float)) for v in labels)
+        lookup = np.array(labels + [np.nan if numeric else None], dtype=float if numeric else object)
+        return restore(pd.Series(lookup[np.where(data < 0, len(labels), data)]), dtype, labels)
+    if ds.attrs.get("kind") == "datetime":
+        return restore(days_to_stamps(data), dtype)
+    if dtype is None and ds.attrs.get("kind") == "integer" and not np.isnan(data).any():
+        return pd.Series(data.astype(np.int64))
+    return restore(pd.Series(data), dtype)
 
 
 def _fill(f: h5py.File, run: RunContent) -> None:
@@ -128,8 +133,7 @@ def _fill(f: h5py.File, run: RunContent) -> None:
     f.attrs.update({"status": run.status, "strategy": run.strategy, "n_sites": run.n_sites})
     schema = f.create_group("schema")
     schema.create_dataset("transformer", data=run.transformer.state())
-    for spec in run.transformer.schema_:
-        schema.create_group(spec.name).attrs.update({"kind": spec.kind, "role": spec.role})
+    _fill_schema(schema, run.transformer)
     for name, frame in run.synthetic.items():
         write_table(f.require_group("synthetic").create_group(name), frame, run.transformer)
     if run.partition:
@@ -150,6 +154,19 @@ def _fill(f: h5py.File, run: RunContent) -> None:
         ev = f.create_group("evaluation")
         ev.attrs.update(run.evaluation)
         ev.create_group("directions").attrs.update(run.directions)
+
+
+def _fill_schema(schema: h5py.Group, transformer: TableTransformer) -> None:
+    """A group per column (kind, role, and the pandas dtype as JSON where known); the zero-time rule and the
+    rows it changed as attributes of /schema where there is a survival time."""
+    for spec in transformer.schema_:
+        column = schema.create_group(spec.name)
+        column.attrs.update({"kind": spec.kind, "role": spec.role})
+        if spec.dtype is not None:
+            column.attrs["dtype"] = spec.dtype.to_text()
+    if transformer.survival_ is not None:
+        schema.attrs.update({"zero_time": transformer.survival_["zero_time"],
+                             "zero_time_rows": transformer.survival_["zero_time_rows"]})
 
 
 def _write_shift_group(f: h5py.File, report) -> None:

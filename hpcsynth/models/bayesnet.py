@@ -134,9 +134,9 @@ class Discretiser:
                 if t.has_missing:
                     missing = (c == self.n_bins)[:, None]
                     block = np.hstack([block, np.where(missing, [-np.inf, 0.0], [0.0, -np.inf])])
-                columns[t.spec.name] = t.decode(block, rng).to_numpy()
+                columns[t.spec.name] = t.decode(block, rng)
             else:
-                columns[t.spec.name] = t.from_codes(c).to_numpy()
+                columns[t.spec.name] = t.from_codes(c)
         return pd.DataFrame(columns)
 
 

@@ -72,10 +72,10 @@ CASES = {
                                edit(lambda f: f.assign(extra=np.nan)), all_sites=True),
     "mixed types in a column": Case("column 'hb' mixes numbers and text", edit(set_value("hb", "<5"))),
     "infinite number": Case("column 'plt' has 1 infinite values", edit(set_value("plt", np.inf))),
-    "negative survival time": Case("survival time column 'os_months' (data.time) has 1 values <= 0",
+    "negative survival time": Case("survival time column 'os_months' (data.time) has 1 negative values",
                                    edit(set_value("os_months", -3.0))),
-    "zero survival time": Case("survival time column 'os_months' (data.time) has 1 values <= 0",
-                               edit(set_value("os_months", 0.0))),
+    "zero survival time": Case("survival time column 'os_months' (data.time) has 1 times of 0; set to 0.5 "
+                               "(data.zero_time)", edit(set_value("os_months", 0.0)), handled=True),
     "text survival time": Case("survival time column 'os_months' (data.time) holds non-numbers",
                                edit(set_value("os_months", "soon")), options={"categorical": ["os_months"]}),
     "event outside 0/1": Case("event column 'os_event' (data.event) must be 0 or 1; found [2]",

@@ -4,6 +4,7 @@ import pandas as pd
 import pytest
 
 from hpcsynth.config import ConfigError, DataConfig
+from hpcsynth.data.cohorts import COHORTS, load_cohort
 from hpcsynth.data.mds import simulate_mds
 from hpcsynth.data.schema import DataError
 from hpcsynth.data.sources import load_site, read_table, split_holdout
@@ -68,3 +69,40 @@ def test_holdout_split_is_reproducible_and_site_specific():
     a2, h2 = split_holdout(frame, 0.2, 0, 0)
     assert h1.equals(h2) and 150 < len(h1) < 250
     assert not split_holdout(frame, 0.2, 0, 1)[1].equals(h1)
+
+
+def flchain_file(tmp_path) -> DataConfig:
+    """flchain's published rows (three times of 0) as a user's CSV, declared as the cohort declares itself."""
+    load_cohort("flchain").to_csv(tmp_path / "flchain.csv", index=False)
+    return DataConfig(path=str(tmp_path / "flchain.csv"), time="futime", event="death", holdout=0.2,
+                      categorical=list(COHORTS["flchain"].categorical))
+
+
+def test_zero_times_follow_one_rule_for_the_named_cohort_and_for_its_rows_in_a_file(tmp_path, capsys):
+    builtin = load_site(DataConfig(builtin="flchain", holdout=0.2), None, 1, seed=3)
+    from_file = load_site(flchain_file(tmp_path), None, 1, seed=3)
+    warned = capsys.readouterr().err.splitlines()
+    rule = ": survival time column 'futime' (data.time) has 3 times of 0; set to 0.5 (data.zero_time)"
+    assert [line.endswith(rule) for line in warned if "times of 0" in line] == [True, True]
+    assert builtin.declared.zero_time_rows == from_file.declared.zero_time_rows == 3
+    for part in ("train", "holdout"):
+        mine, theirs = getattr(builtin, part)["futime"], getattr(from_file, part)["futime"]
+        np.testing.assert_array_equal(mine.to_numpy(), theirs.to_numpy())
+    assert (builtin.train["futime"] > 0).all() and (builtin.train["futime"] == 0.5).sum() + \
+        (builtin.holdout["futime"] == 0.5).sum() == 3
+
+
+def test_data_zero_time_sets_the_value_and_a_negative_time_is_an_error_naming_the_column(tmp_path):
+    frame = pd.DataFrame({"t": [0.0, 0.0, 4.0, 9.0], "e": [1, 0, 1, 0]})
+    frame.to_csv(tmp_path / "t.csv", index=False)
+    cfg = DataConfig(path=str(tmp_path / "t.csv"), time="t", event="e", holdout=0.0, zero_time=1.0)
+    site = load_site(cfg, None, 1, seed=0)
+    assert site.train["t"].tolist() == [1.0, 1.0, 4.0, 9.0] and site.declared.zero_time_rows == 2
+    frame.assign(t=[0.0, -1.0, -2.0, 3.0]).to_csv(tmp_path / "t.csv", index=False)
+    with pytest.raises(DataError, match="survival time column 't' \\(data.time\\) has 2 negative values"):
+        load_site(cfg, None, 1, seed=0)
+
+
+def test_a_sites_second_rank_does_not_count_the_zero_times_again(tmp_path):
+    site = load_site(flchain_file(tmp_path), None, 1, seed=0)
+    assert [site.shard(k, 2).declared.zero_time_rows for k in range(2)] == [3, 0]
