@@ -17,13 +17,12 @@ Subcommands = argparse._SubParsersAction  # what `add_subparsers` returns
 
 
 def _print_results(results: list) -> None:
-    header = f"{'strategy':<17} {'fidelity':>9} {'DCR p5 syn':>11} {'DCR p5 hold':>12} {'wall s':>8}"
-    print(header)
-    print("-" * len(header))
-    for r in results:
-        s = r.scores
-        print(f"{r.strategy:<17} {s['fidelity']:>9.4f} {s['dcr_synthetic_p5']:>11.4f} "
-              f"{s.get('dcr_holdout_p5', float('nan')):>12.4f} {s['wall_s']:>8.1f}")
+    """The job's table: every strategy's release against the consortium's held-out rows, with the per-round
+    scores (the same numbers `hpcsynth evaluate` gives for them), and where each run file is."""
+    from hpcsynth.evaluate.metrics import per_round
+    from hpcsynth.evaluate.report import RunSection, summary_table
+
+    print(summary_table([RunSection(r.strategy, r.evaluation) for r in results], (*per_round(), "wall_s")))
     for r in results:
         print(f"run file: {r.path}")
 
@@ -155,7 +154,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     comm = world()
     try:
         columns = {k: v.split(",") for k, v in (("quasi", args.quasi), ("sensitive", args.sensitive)) if v}
-        sections = evaluate_file(args.run, args.real, args.out, comm, columns)
+        sections = evaluate_file(args.run, args.real, args.out, comm, columns, args.own_site)
     except ConfigError as err:
         fail(str(err), 2, comm, report=comm.is_root, agreed=True)
     except Exception as err:
@@ -256,6 +255,8 @@ def _add_evaluate(sub: Subcommands) -> None:
                      "comma-separated (default: age and sex where present)")
     evl.add_argument("--sensitive", help="sensitive columns for attribute inference and l-diversity, comma-separated "
                      "(default: TP53 in the MDS cohort, else the event)")
+    evl.add_argument("--own-site", action="store_true", help="also score each site's release against that site's "
+                     "own held-out rows (does the release serve each hospital?), besides the consortium's")
     evl.set_defaults(func=cmd_evaluate)
 
 

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -161,6 +163,114 @@ class MPIComm(Communicator):
 
     def split(self, color: int) -> Communicator:
         return MPIComm(self._comm.Split(color, self.rank))
+
+
+class SitesInOneProcess:
+    """K sites run as K threads of one process that take turns: each computes alone and hands over only at a
+    collective. One process then gives the same figures as K MPI ranks (a function of each site's own rows
+    gives the same value whether the site is a rank or a thread), and no two threads ever run numerical
+    libraries at the same time (Numba's and OpenMP's thread pools are not re-entrant).
+
+    Parameters
+    ----------
+    size : int
+        The number of sites.
+    turn : Lock, optional
+        The lock a thread holds while it computes (a sub-group shares its parent's).
+    """
+
+    def __init__(self, size: int, turn: threading.Lock | None = None) -> None:
+        self.size = size
+        self.turn = turn or threading.Lock()
+        self.arrived = threading.Barrier(size)
+        self.slots: list[Any] = [None] * size
+        self.groups: dict[tuple[int, int], SitesInOneProcess] = {}
+        self.splits = [0] * size
+
+    def run(self, work: Callable[[Communicator], Any]) -> list[Any]:
+        """`work(comm)` on every site, each with its own `ThreadComm`; the results in site order. The first
+        failure is raised here, after every other site has been released from its collective."""
+        results: list[Any] = [None] * self.size
+        errors: list[BaseException] = []
+
+        def site(rank: int) -> None:
+            with self.turn:
+                try:
+                    results[rank] = work(ThreadComm(self, rank))
+                except threading.BrokenBarrierError:
+                    pass
+                except BaseException as err:  # noqa: BLE001 - re-raised in the caller's thread
+                    errors.append(err)
+                    self.arrived.abort()
+
+        threads = [threading.Thread(target=site, args=(k,), name=f"site-{k}") for k in range(self.size)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        if errors:
+            raise errors[0]
+        return results
+
+    def exchange(self, rank: int, obj: Any) -> list[Any]:
+        """Every site's `obj` in site order (called with the turn held; gives it up while waiting)."""
+        self.slots[rank] = obj
+        self._wait()
+        out = list(self.slots)
+        self._wait()  # nobody writes the next exchange before every site has read this one
+        return out
+
+    def _wait(self) -> None:
+        self.turn.release()
+        try:
+            self.arrived.wait()
+        finally:
+            self.turn.acquire()
+
+    def group(self, key: tuple[int, int], size: int) -> SitesInOneProcess:
+        """The sub-group `key` (split number, color), made by whichever of its sites asks first."""
+        return self.groups.setdefault(key, SitesInOneProcess(size, self.turn))
+
+
+class ThreadComm(Communicator):
+    """One site of `SitesInOneProcess`: the communicator interface over the shared slots (reductions add the
+    sites' buffers in site order)."""
+
+    def __init__(self, sites: SitesInOneProcess, rank: int) -> None:
+        super().__init__()
+        self.sites, self.rank, self.size = sites, rank, sites.size
+
+    def _allreduce(self, buffer: np.ndarray, op: str) -> None:
+        parts = self.sites.exchange(self.rank, buffer.copy())
+        combine = {"sum": np.add, "min": np.minimum, "max": np.maximum}[op]
+        total = parts[0].copy()
+        for part in parts[1:]:
+            combine(total, part, out=total)
+        buffer[...] = total
+
+    def allgather(self, obj: Any) -> list:
+        return self.sites.exchange(self.rank, obj)
+
+    def bcast(self, obj: Any, root: int = 0) -> Any:
+        return self.sites.exchange(self.rank, obj)[root]
+
+    def gather(self, obj: Any, root: int = 0) -> list | None:
+        everything = self.sites.exchange(self.rank, obj)
+        return everything if self.rank == root else None
+
+    def barrier(self) -> None:
+        self.sites.exchange(self.rank, None)
+
+    def abort(self, code: int = 1) -> None:
+        sys.stderr.flush()
+        os._exit(code)
+
+    def split(self, color: int) -> Communicator:
+        colors = self.allgather(color)
+        number = self.sites.splits[self.rank] = self.sites.splits[self.rank] + 1
+        members = [k for k, c in enumerate(colors) if c == color]
+        group = self.sites.group((number, color), len(members))
+        return ThreadComm(group, members.index(self.rank))
 
 
 def launched_by_mpi() -> bool:

@@ -108,13 +108,24 @@ class SampleConfig:
 
 
 @dataclass
+class EvaluationConfig:
+    """When the job scores its release during training (`hpcsynth.evaluate.metrics.per_round`).
+
+    every: every this many rounds, and after the last; None (the default): after the last round only.
+    """
+
+    every: int | None = None
+
+
+@dataclass
 class RunConfig:
-    """One job: data, model, federation, sampling, seed and the run file."""
+    """One job: data, model, federation, sampling, evaluation, seed and the run file."""
 
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     federation: FederationConfig = field(default_factory=FederationConfig)
     sample: SampleConfig = field(default_factory=SampleConfig)
+    evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
     privacy: PrivacyConfig | None = None
     seed: int = 0
     output: str = "runs/run.h5"
@@ -370,6 +381,8 @@ def validate(cfg: RunConfig) -> RunConfig:
     _check_federation(cfg.federation)
     _require(cfg.sample.n_rows is None or cfg.sample.n_rows >= 1,
              f"sample.n_rows: must be at least 1, got {cfg.sample.n_rows}")
+    _require(cfg.evaluation.every is None or cfg.evaluation.every >= 1,
+             f"evaluation.every: must be at least 1, got {cfg.evaluation.every}")
     if cfg.privacy is not None:
         _check_privacy(cfg.privacy)
     _require(cfg.federation.ranks_per_site >= 1,

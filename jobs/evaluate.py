@@ -1,16 +1,16 @@
 """`hpcsynth evaluate RUN.h5`: recompute every score of a run (or of each run of a comparison) against real rows,
 write them into the run file's `/evaluation` and write the HTML report.
 
-The real rows come from `--real FILE` (it replaces the held-out rows) or are regenerated from the job's own
-configuration stored in `/config`: the same sources, seed and split give the same training and held-out rows,
-and `data.builtin` names the cohort whose columns the evaluation looks at. Under `mpiexec -n K` (K the run's
-sites) rank k loads only site k's rows and the evaluation is federated; in one process every site's rows are
-loaded, which gives the pooled figures (`docs/notes/evaluate.md`). The run file is rewritten atomically.
+Every score answers one question: how well does the released table represent the consortium's pooled held-out
+rows (`hpcsynth.evaluate.judge`)? The real rows come from `--real FILE` (it replaces the held-out rows) or are
+regenerated from the job's own configuration stored in `/config`: the same sources, seed and split give the same
+training and held-out rows, and `data.builtin` names the cohort whose columns the evaluation looks at. Under
+`mpiexec -n K` (K the run's sites) rank k loads only site k's rows; in one process the K sites run as K threads
+that take turns (`hpcsynth.comm.SitesInOneProcess`), each loading only its own rows, so both give the figures
+the training job gave. The run file is rewritten atomically.
 """
 from __future__ import annotations
 
-import os
-import shutil
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -19,13 +19,16 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from hpcsynth.comm import Communicator
+from hpcsynth.comm import Communicator, SitesInOneProcess
 from hpcsynth.config import ConfigError, from_dict
 from hpcsynth.data.cohorts import COHORTS, Cohort
-from hpcsynth.data.sources import Declarations, SiteData, load_site, prepare, read_table
+from hpcsynth.data.sources import Declarations, load_site, prepare, read_table
 from hpcsynth.data.transformer import TableTransformer
+from hpcsynth.evaluate.judge import Judge
 from hpcsynth.evaluate.report import RunSection, write_report
-from hpcsynth.evaluate.suite import EvalSpec, Evaluation, evaluate
+from hpcsynth.evaluate.suite import EvalSpec, Evaluation
+from hpcsynth.federated.registry import STRATEGIES
+from hpcsynth.io.evaluation import write_evaluation
 from hpcsynth.io.runfile import read_table as read_stored
 
 
@@ -71,27 +74,32 @@ def run_files(path: str | Path) -> list[tuple[str, Path]]:
         return [(str(f.attrs["strategy"]), p)]
 
 
+def site_tables(path: Path) -> list[str]:
+    """The names of a run's per-site synthetic tables (`site_0`, ...), in site order."""
+    with h5py.File(path, "r") as f:
+        names = [k for k in f["synthetic"] if k.startswith("site_")]
+    return sorted(names, key=lambda k: int(k.split("_")[1]))
+
+
 def real_rows(path: Path, real: str | None, comm: Communicator) -> RealRows:
-    """This rank's real rows (one process: every site's, each split exactly as its rank split it)."""
+    """This site's real rows (rank or thread k: site k's, split exactly as the job split them; a run of one
+    process: every site's, pooled as the job pooled them)."""
     with h5py.File(path, "r") as f:
         text = f["config"][()]
         text = text.decode() if isinstance(text, bytes) else str(text)
         n_sites = int(f.attrs["n_sites"])
-        ranks = len([k for k in f["synthetic"] if k.startswith("site_")])
+    ranks = len(site_tables(path))
     cfg = from_dict(yaml.safe_load(text), source=f"{path}:/config", text=text)
-    if comm.size > 1 and comm.size != ranks:
+    if comm.size != ranks and not (comm.size == 1 and ranks == 1):
         raise ConfigError(f"{path}: the run had {ranks} sites; evaluate it under `mpiexec -n {ranks}` or in one "
                           "process")
-    indices = [comm.rank] if comm.size > 1 else ([None] if ranks == 1 else list(range(ranks)))
-    sites: list[SiteData] = [load_site(cfg.data, k, n_sites, cfg.seed) for k in indices]
-    train = pd.concat([s.train for s in sites], ignore_index=True)
-    holdout = pd.concat([s.holdout for s in sites], ignore_index=True)
-    site = np.concatenate([np.full(len(s.holdout), comm.rank if k is None else k) for k, s in zip(indices, sites)])
+    site = load_site(cfg.data, comm.rank if ranks > 1 else None, n_sites, cfg.seed)
+    holdout, labels = site.holdout, np.full(len(site.holdout), comm.rank)
     if real is not None:  # one copy of the given rows: rank 0 holds them, so counts are not summed K times
-        holdout = prepare(read_table(real), sites[0].declared, str(real))
+        holdout = prepare(read_table(real), site.declared, str(real))
         holdout = holdout if comm.is_root else holdout.iloc[:0]
-        site = np.zeros(len(holdout), dtype=int)
-    return RealRows(train, holdout, site, max(ranks, 1), sites[0].declared, cfg.seed, COHORTS.get(cfg.data.builtin))
+        labels = np.zeros(len(holdout), dtype=int)
+    return RealRows(site.train, holdout, labels, max(ranks, 1), site.declared, cfg.seed, COHORTS.get(cfg.data.builtin))
 
 
 def scoring_transformer(rows: RealRows, comm: Communicator) -> TableTransformer:
@@ -99,29 +107,25 @@ def scoring_transformer(rows: RealRows, comm: Communicator) -> TableTransformer:
     return TableTransformer.declared(rows.declared).fit(rows.train, comm)
 
 
-def write_evaluation(path: str | Path, scores: dict[str, float], directions: dict[str, str],
-                     notes: dict[str, str], curves: dict[str, np.ndarray] | None = None) -> Path:
-    """Replace `/evaluation` (scores kept from the job and not recomputed stay) and its `curves` (Kaplan-Meier,
-    correlations, gene frequencies), through a copy and a rename."""
-    target = Path(path)
-    tmp = target.with_name(f".{target.name}.eval-{os.getpid()}")
-    try:
-        shutil.copyfile(target, tmp)
-        with h5py.File(tmp, "r+") as f:
-            old = dict(f["evaluation"].attrs) if "evaluation" in f else {}
-            old_dir = dict(f["evaluation/directions"].attrs) if "evaluation/directions" in f else {}
-            if "evaluation" in f:
-                del f["evaluation"]
-            group = f.create_group("evaluation")
-            group.attrs.update({**old, **scores})
-            group.create_group("directions").attrs.update({**old_dir, **directions})
-            group.create_group("notes").attrs.update(notes)
-            for name, values in (curves or {}).items():
-                group.create_dataset(f"curves/{name}", data=values)
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return target
+def make_judge(path: Path, real: str | None, comm: Communicator, columns: dict | None = None) -> Judge:
+    """This site's share of the judge of a run (collective). `columns` overrides the inferred column choices
+    (e.g. {"quasi": [...], "sensitive": [...]})."""
+    rows = real_rows(path, real, comm)
+    transformer = scoring_transformer(rows, comm)
+    spec = replace(EvalSpec.default(transformer, rows.cohort, rows.seed), **(columns or {}))
+    missing = [c for key in ("quasi", "sensitive") for c in getattr(spec, key) if c not in transformer.columns]
+    if missing:
+        raise ConfigError(f"{path}: column {missing[0]!r} (--quasi/--sensitive) not in the run's schema")
+    return Judge(rows.train, rows.holdout, transformer, comm, spec, rows.n_sites, rows.site)
+
+
+def releases_per_site(path: Path) -> bool:
+    """Whether the run's strategy releases one table per site (isolated) rather than one generator's."""
+    with h5py.File(path, "r") as f:
+        name = str(f.attrs["strategy"])
+    if name not in STRATEGIES:
+        raise ConfigError(f"{path}: unknown strategy {name!r} (known: {', '.join(STRATEGIES)})")
+    return STRATEGIES[name].releases_per_site
 
 
 def _rounds(path: Path) -> pd.DataFrame | None:
@@ -129,29 +133,34 @@ def _rounds(path: Path) -> pd.DataFrame | None:
         return pd.DataFrame(f["rounds"][()]) if "rounds" in f else None
 
 
-def evaluate_run(path: Path, real: str | None, comm: Communicator, columns: dict | None = None) -> Evaluation:
-    """Evaluate one run file's pooled synthetic table (collective) and, on rank 0, write its `/evaluation`.
-    `columns` overrides the inferred column choices (e.g. {"quasi": [...], "sensitive": [...]})."""
-    rows = real_rows(path, real, comm)
-    transformer = scoring_transformer(rows, comm)
+def evaluate_run(path: Path, real: str | None, comm: Communicator, columns: dict | None = None,
+                 own_site: bool = False) -> Evaluation:
+    """Evaluate one run file's release against the consortium's held-out rows (collective) and, on rank 0,
+    write its `/evaluation`. `own_site`: also score each site's release against that site's own rows."""
+    judge = make_judge(path, real, comm, columns)
     with h5py.File(path, "r") as f:
-        synthetic = read_stored(f["synthetic"]["pooled"])
-    spec = replace(EvalSpec.default(transformer, rows.cohort, rows.seed), **(columns or {}))
-    missing = [c for key in ("quasi", "sensitive") for c in getattr(spec, key) if c not in transformer.columns]
-    if missing:
-        raise ConfigError(f"{path}: column {missing[0]!r} (--quasi/--sensitive) not in the run's schema")
-    result = evaluate(synthetic, rows.train, rows.holdout, transformer, comm, spec, rows.site, rows.n_sites)
+        tables = [read_stored(f["synthetic"][name]) for name in site_tables(path)]
+    per_site = releases_per_site(path)
+    result = judge.release(tables, per_site)
+    if own_site:
+        result.own_site = judge.own_site(tables, per_site) or []
     if comm.is_root:
-        write_evaluation(path, result.scores, result.directions, result.notes, result.curves())
+        write_evaluation(path, result)
     return result
 
 
 def evaluate_file(path: str | Path, real: str | None, out: str | Path | None, comm: Communicator,
-                  columns: dict | None = None) -> list[RunSection]:
-    """Evaluate a run or comparison file, update every run file and (rank 0) write the report."""
-    sections = [RunSection(name, evaluate_run(run, real, comm, columns), _rounds(run)) for name, run in run_files(path)]
+                  columns: dict | None = None, own_site: bool = False) -> list[RunSection]:
+    """Evaluate a run or comparison file, update every run file and (rank 0) write the report. In one process,
+    a run of K sites is evaluated by K threads taking turns, each holding only its site's rows."""
+    runs = run_files(path)
+
+    def sections(c: Communicator) -> list[RunSection]:
+        return [RunSection(name, evaluate_run(run, real, c, columns, own_site), _rounds(run)) for name, run in runs]
+
+    ranks = len(site_tables(runs[0][1]))
+    found = SitesInOneProcess(ranks).run(sections)[0] if comm.size == 1 and ranks > 1 else sections(comm)
     if comm.is_root:
         report = Path(out) if out else Path(path).with_suffix(".html")
-        write_report(report, sections, f"hpcsynth evaluation: {Path(path).name}")
-    return sections
-
+        write_report(report, found, f"hpcsynth evaluation: {Path(path).name}")
+    return found

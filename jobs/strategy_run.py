@@ -16,13 +16,14 @@ import torch
 
 from hpcsynth.comm import Communicator, SoloComm, local_rank, local_size
 from hpcsynth.config import PrivacyConfig, RunConfig
+from hpcsynth.data.cohorts import COHORTS
 from hpcsynth.data.private_stats import LEVELS_DELTA_SHARE, StatisticsBudget
 from hpcsynth.data.shift import ShiftReport
 from hpcsynth.data.sources import SiteData
 from hpcsynth.data.transformer import TableTransformer
-from hpcsynth.evaluate.fidelity import fidelity
-from hpcsynth.evaluate.metrics import directions
-from hpcsynth.evaluate.privacy import dcr
+from hpcsynth.evaluate.judge import Judge
+from hpcsynth.evaluate.metrics import directions, per_round
+from hpcsynth.evaluate.suite import EvalSpec, Evaluation
 from hpcsynth.federated.loop import train_rounds
 from hpcsynth.federated.preemption import StopRequest
 from hpcsynth.federated.privacy import make_dpsgd
@@ -31,6 +32,7 @@ from hpcsynth.federated.registry import make_strategy
 from hpcsynth.federated.strategy import Strategy
 from hpcsynth.federated.wrappers import within_site
 from hpcsynth.io.checkpoint import completed_scores, load_checkpoint, pack_state, unpack_state
+from hpcsynth.io.evaluation import write_evaluation
 from hpcsynth.io.runfile import RunContent, partial_path, write_comparison, write_run
 from hpcsynth.jobs.sites import shift_report
 from hpcsynth.messages import warn
@@ -39,11 +41,86 @@ from hpcsynth.models import MODELS, Generator, make_model
 
 @dataclass
 class StrategyResult:
-    """What a strategy's run leaves: its run file and its scores (the same on every rank)."""
+    """What a strategy's run leaves: its run file, its scores (the same on every rank) and, on rank 0, the
+    evaluation they come from."""
 
     strategy: str
     path: Path
     scores: dict[str, float]
+    evaluation: Evaluation | None = None
+
+
+@dataclass
+class ReleaseScorer:
+    """Draws a strategy's release and scores it against the consortium's held-out rows (`Judge`), with the
+    per-round scores of the metric registry: after every `every`-th round of training and after the last.
+
+    Parameters
+    ----------
+    judge : Judge or None
+        This site's share of the judge; None on the ranks of a site other than its first (they train, the
+        first rank samples and evaluates for the site).
+    comm : Communicator
+        Every rank of the job.
+    ranks_per_site : int
+        Consecutive ranks that make one site.
+    n_rows : int
+        The rows this rank draws (0 on a site's other ranks).
+    every : int or None
+        Evaluate after every this many rounds too (None: after the last only).
+    """
+
+    judge: Judge | None
+    comm: Communicator
+    ranks_per_site: int
+    n_rows: int
+    every: int | None = None
+    latest: tuple[int, Evaluation | None] | None = None  # the last scored round and its evaluation
+
+    def after_round(self, record: RoundRecord, model: Generator, strategy: Strategy, data: torch.Tensor) -> None:
+        """Score the release after `record`'s round when it is due, into the record (collective)."""
+        if self.every is None or (record.round + 1) % self.every:
+            return
+        t0 = time.perf_counter()
+        evaluation = self.score(self.draw(model, strategy, data), strategy.releases_per_site)
+        record.scores = self.round_columns(self.scores(evaluation))
+        record.eval_s = time.perf_counter() - t0
+        self.latest = (record.round, evaluation)
+
+    def final(self, model: Generator, strategy: Strategy, data: torch.Tensor,
+              records: list[RoundRecord]) -> tuple[list[pd.DataFrame], Evaluation | None, dict[str, float]]:
+        """The release after training: its tables, evaluation and scores (collective). When the last round was
+        scored, the model has not changed since and its evaluation is the final one; else the release is scored
+        now and the last round gets the scores."""
+        t0 = time.perf_counter()
+        tables = self.draw(model, strategy, data)
+        if records and self.latest is not None and self.latest[0] == records[-1].round:
+            return tables, self.latest[1], self.scores(self.latest[1])
+        evaluation = self.score(tables, strategy.releases_per_site)
+        scores = self.scores(evaluation)
+        if records:
+            records[-1].scores, records[-1].eval_s = self.round_columns(scores), time.perf_counter() - t0
+        return tables, evaluation, scores
+
+    def draw(self, model: Generator, strategy: Strategy, data: torch.Tensor) -> list[pd.DataFrame]:
+        """Every site's synthetic table (collective): the sampling prior fitted as the strategy declares, then
+        one table per site, drawn by its first rank."""
+        if model.trains_by == "gradients":
+            strategy.finish(model, data, self.comm)
+        return self.comm.allgather(model.sample(self.n_rows))[::self.ranks_per_site]
+
+    def score(self, tables: list[pd.DataFrame], per_site: bool) -> Evaluation | None:
+        """The release's per-round scores (collective; None on the ranks that do not evaluate)."""
+        return self.judge.release(tables, per_site, per_round()) if self.judge is not None else None
+
+    def scores(self, evaluation: Evaluation | None) -> dict[str, float]:
+        """The scores of rank 0's evaluation, on every rank."""
+        return self.comm.bcast(evaluation.scores if evaluation is not None else None)
+
+    @staticmethod
+    def round_columns(scores: dict[str, float]) -> dict[str, float]:
+        """What `/rounds` keeps of an evaluation: the per-round scores."""
+        return {k: scores[k] for k in per_round() if k in scores}
 
 
 def strategy_output(cfg: RunConfig, strategy: str) -> Path:
@@ -175,11 +252,11 @@ def fit_transformer(site: SiteData, numeric: str, comm: Communicator,
     return TableTransformer.declared(site.declared, numeric).fit(site.train, comm, privacy)
 
 
-def run_strategy(cfg: RunConfig, name: str, site: SiteData, transformer: TableTransformer,
-                 scoring: TableTransformer, comm: Communicator, n_sites: int, progress, resume: bool = False,
+def run_strategy(cfg: RunConfig, name: str, site: SiteData, transformer: TableTransformer, judge: Judge | None,
+                 comm: Communicator, n_sites: int, progress, resume: bool = False,
                  stop: StopRequest | None = None, shift: ShiftReport | None = None) -> StrategyResult:
     """Train, sample, score and write one strategy's run. `transformer` is the one the generator trains on;
-    `scoring` (the quantile transform) defines the spaces in which every family is scored alike."""
+    `judge` scores the release against the consortium's held-out rows, as `hpcsynth evaluate` does."""
     start = time.perf_counter()
     path = strategy_output(cfg, name)
     if resume and (done := completed_scores(path, cfg.text)) is not None:
@@ -200,11 +277,17 @@ def run_strategy(cfg: RunConfig, name: str, site: SiteData, transformer: TableTr
     records: list[RoundRecord] = []
     by_rounds = model.trains_by == "gradients" and not strategy.phased  # only the round loop checkpoints to resume
     start_round = _resume(cfg, path, model, strategy, comm, records) if resume and by_rounds else 0
+    leader = comm.rank % per_site == 0  # with several ranks per site, the first samples for the site
+    scorer = ReleaseScorer(judge, comm, per_site, (cfg.sample.n_rows or site.site_rows) if leader else 0,
+                           cfg.evaluation.every)
 
     def checkpointing(m: Generator, shared: bool):
         on_round = _checkpoint_writer(cfg, strategy, shared, m, transformer, comm, n_sites, records)
+        releasing = shared or not strategy.phased  # a phased strategy releases from its shared phase only
 
         def tick(record: RoundRecord) -> None:
+            if releasing:
+                scorer.after_round(record, m, strategy, data)
             on_round(record)
             progress(name, record)
 
@@ -218,17 +301,10 @@ def run_strategy(cfg: RunConfig, name: str, site: SiteData, transformer: TableTr
     else:
         train_rounds(model, data, strategy, comm, cfg.federation.rounds, cfg.local_epochs, cfg.model.batch_size,
                      start_round=start_round, on_round=checkpointing(model, strategy.shares_model), stop=stop)
-    if model.trains_by == "gradients":  # the sampling prior, pooled or per site as the strategy declares
-        strategy.finish(model, model.to_device(transformer.encode(site.train)), comm)
     privacy_spent = _privacy_record(cfg, model, transformer, comm) if cfg.privacy is not None else {}
-    leader = comm.rank % per_site == 0  # with several ranks per site, the first samples for the site
-    n_rows = (cfg.sample.n_rows or site.site_rows) if leader else 0
-    tables = comm.allgather(model.sample(n_rows))[::per_site]
-    scores = {"fidelity": float(np.mean([fidelity(t, site.holdout, scoring, comm) for t in tables]))}
-    privacy = dcr(pd.concat(tables, ignore_index=True), site.train, site.holdout, scoring, comm)
-    scores["wall_s"] = time.perf_counter() - start
+    tables, evaluation, scores = scorer.final(model, strategy, data, records)
+    scores = {**scores, "wall_s": time.perf_counter() - start}
     if comm.is_root:
-        scores.update(privacy)
         last = partial_path(path)
         content = RunContent(cfg.text, cfg.source, name, n_sites, transformer, rounds=RoundRecord.table(records),
                              synthetic={"pooled": pd.concat(tables, ignore_index=True),
@@ -237,9 +313,11 @@ def run_strategy(cfg: RunConfig, name: str, site: SiteData, transformer: TableTr
                              partition=site.partition, shift=shift, privacy=privacy_spent)
         _copy_checkpoint(last, content)
         write_run(path, content)
+        evaluation.scores["wall_s"] = scores["wall_s"]
+        write_evaluation(path, evaluation)
         last.unlink(missing_ok=True)
     comm.barrier()
-    return StrategyResult(name, path, comm.bcast(scores))
+    return StrategyResult(name, path, comm.bcast(scores), evaluation if comm.is_root else None)
 
 
 def _copy_checkpoint(partial: Path, content: RunContent) -> None:
@@ -253,19 +331,34 @@ def _copy_checkpoint(partial: Path, content: RunContent) -> None:
         content.local_states = [ckpt[k][()].tobytes() for k in sorted(ckpt) if k.startswith("site_")]
 
 
+def make_judge(cfg: RunConfig, site: SiteData, exact: TableTransformer, comm: Communicator) -> Judge | None:
+    """This site's share of the judge (collective): its rows (all of them on the site's first rank when sites
+    have several ranks; the others get None) and `exact`, the scoring transform fitted without noise, as
+    `hpcsynth evaluate` rebuilds them."""
+    per_site = _ranks_per_site(cfg, comm)
+    leaders = comm.split(0 if comm.rank % per_site == 0 else 1) if per_site > 1 else comm
+    if comm.rank % per_site:
+        return None
+    spec = EvalSpec.default(exact, COHORTS.get(cfg.data.builtin), cfg.seed)
+    return Judge(site.train, site.holdout, exact, leaders, spec, max(comm.size // per_site, 1))
+
+
 def run_all(cfg: RunConfig, site: SiteData, comm: Communicator, n_sites: int, progress=None, resume: bool = False,
-            stop: StopRequest | None = None) -> list[StrategyResult]:
-    """Every strategy of the job in turn, then the comparison file when there are several."""
+            stop: StopRequest | None = None, whole_site: SiteData | None = None) -> list[StrategyResult]:
+    """Every strategy of the job in turn, then the comparison file when there are several. `whole_site`: the
+    site's rows before they were shared out over its ranks (default `site`), for the judge."""
     set_threads()
     if cfg.privacy is not None and cfg.privacy.statistics_share == 0 and comm.is_root:
         warn("privacy: the transform statistics (ranges, levels, histograms) are exact; epsilon covers training "
              "only (set privacy.statistics_share to noise them too)")
     scoring = fit_transformer(site, "quantile", comm, _statistics_budget(cfg))
     shift = shift_report(site.train, scoring, site.declared.target or site.declared.event, comm)
+    exact = scoring if _statistics_budget(cfg) is None else fit_transformer(site, "quantile", comm)
+    judge = make_judge(cfg, whole_site or site, exact, comm)
     numeric = cfg.model.numeric or MODELS[cfg.model.name].default_numeric
     training = scoring if numeric == "quantile" else fit_transformer(site, numeric, comm)
     progress = progress or (lambda name, record: None)
-    results = [run_strategy(cfg, name, site, training, scoring, comm, n_sites, progress, resume, stop, shift)
+    results = [run_strategy(cfg, name, site, training, judge, comm, n_sites, progress, resume, stop, shift)
                for name in cfg.strategies]
     if len(results) > 1 and comm.is_root:
         rows = [{"strategy": r.strategy, **r.scores} for r in results]

@@ -5,7 +5,8 @@
 2. the shared transform is fitted from merged statistics (collective);
 3. every site builds the same generator from the same seed and the round loop trains it;
 4. each site samples; the synthetic tables are exchanged (they are the product; real rows never are);
-5. fidelity (exact pooled KS/TV from merged counts) and DCR are computed; rank 0 writes the run file.
+5. the release is scored against the consortium's pooled held-out rows (`hpcsynth.evaluate.judge`), with the
+   per-round scores of the metric registry (also every `evaluation.every` rounds); rank 0 writes the run file.
 When several strategies are listed, each gets `<stem>-<strategy>.h5` and `output` becomes a comparison file
 that links them; rank 0 prints the comparison table.
 """
@@ -48,9 +49,10 @@ def main(cfg: RunConfig, comm: Communicator, progress=None, resume: bool = False
     With `resume`, finished strategies are skipped and an interrupted one continues from its checkpoint.
     Returns the `StrategyResult` of every strategy."""
     n_sites, site_index = plan_sites(cfg, comm)
-    site = agree(lambda: load_site(cfg.data, site_index, n_sites, cfg.seed), comm)
+    whole = agree(lambda: load_site(cfg.data, site_index, n_sites, cfg.seed), comm)
+    site = whole
     if comm.size > 1 and cfg.federation.ranks_per_site > 1:
-        site = site.shard(comm.rank % cfg.federation.ranks_per_site, cfg.federation.ranks_per_site)
+        site = whole.shard(comm.rank % cfg.federation.ranks_per_site, cfg.federation.ranks_per_site)
     from hpcsynth.jobs.strategy_run import run_all  # the training stack loads once the data is good
 
-    return run_all(cfg, site, comm, n_sites, progress, resume, stop)
+    return run_all(cfg, site, comm, n_sites, progress, resume, stop, whole)

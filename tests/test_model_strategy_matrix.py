@@ -262,7 +262,7 @@ def test_the_pair_trains_samples_and_scores(model_job, real, model, strategy):
 
         # the scores
         scores = dict(f["evaluation"].attrs)
-        assert 0.0 < scores["fidelity"] <= 1.0
+        assert 0.0 < scores["quality"] <= 1.0
         assert all(np.isfinite(v) for v in scores.values())
         assert set(f["evaluation/directions"].attrs) == set(scores)
 

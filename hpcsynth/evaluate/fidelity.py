@@ -1,7 +1,7 @@
 """Column-shape fidelity of synthetic tables against the consortium's pooled held-out rows, from merged counts.
 
 The score of a column is SDMetrics' shape score: 1 - KS statistic for numeric columns, 1 - total variation
-distance for categorical ones (missing counted as a level); the fidelity of a table is the mean over columns.
+distance for categorical ones (missing counted as a level); their mean over columns is `column_shapes`.
 
 The held-out rows never move. Synthetic rows may (they are the product), so every site holds every synthetic
 table. The two-sample KS statistic against the pooled held-out rows is then exact from counts: between two
@@ -65,12 +65,6 @@ def column_scores(synthetic: pd.DataFrame, holdout: pd.DataFrame, transformer: T
             real = comm.Allreduce(ks_counts(_present(holdout[name]), points), "sum")
             scores[name] = 1.0 - ks_from_counts(points, real)
     return scores
-
-
-def fidelity(synthetic: pd.DataFrame, holdout: pd.DataFrame, transformer: TableTransformer,
-             comm: Communicator) -> float:
-    """Mean shape score over columns (collective: every rank passes the same synthetic table)."""
-    return float(np.mean(list(column_scores(synthetic, holdout, transformer, comm).values())))
 
 
 def wasserstein(synthetic: pd.DataFrame, holdout: pd.DataFrame, transformer: TableTransformer) -> float:

@@ -48,6 +48,9 @@ class Metric:
         The columns (roles of `EvalSpec`) the score needs; without one of them it is NaN or absent.
     headline : bool
         Shown in the strategy comparison (the summary table and the report's comparison plot).
+    per_round : bool
+        Computed every `evaluation.every` rounds of training and at the last one (a column of `/rounds`): the
+        job's own table.
     """
 
     name: str
@@ -55,6 +58,7 @@ class Metric:
     pooling: Pooling
     needs: tuple[Role, ...] = ()
     headline: bool = False
+    per_round: bool = False
 
     @property
     def exact(self) -> bool:
@@ -96,17 +100,23 @@ def headline() -> tuple[str, ...]:
     return tuple(name for name, m in METRICS.items() if m.headline)
 
 
+def per_round() -> tuple[str, ...]:
+    """The scores computed during training (every `evaluation.every` rounds and at the last), in the registry's
+    order."""
+    return tuple(name for name, m in METRICS.items() if m.per_round)
+
+
 C, H, T, IV, D = Pooling.COUNTS, Pooling.HOLDOUT, Pooling.TRAIN, Pooling.INVERSE_VARIANCE, Pooling.DISTANCES
 SURVIVAL: tuple[Role, ...] = ("time", "event")
 declare(  # fidelity and diversity (hpcsynth.evaluate.fidelity, pairs, detection, diversity)
-    Metric("fidelity", "higher", C),  # the training job's: mean column shape score of each site's table
     Metric("column_shapes", "higher", C), Metric("column_pair_trends", "higher", C),
-    Metric("quality", "higher", C, headline=True),
-    Metric("wasserstein", "lower", H), Metric("detection_auroc", "lower", H, headline=True),
+    Metric("quality", "higher", C, headline=True, per_round=True),
+    Metric("wasserstein", "lower", H), Metric("detection_auroc", "lower", H, headline=True, per_round=True),
     Metric("alpha_precision", "higher", T), Metric("beta_recall", "higher", T), Metric("authenticity", "higher", T),
     Metric("category_coverage", "higher", C), Metric("rare_category_coverage", "higher", C))
 declare(  # survival (hpcsynth.evaluate.survival)
-    Metric("km_max_gap", "lower", C, SURVIVAL, headline=True), Metric("km_logrank_p", "higher", C, SURVIVAL),
+    Metric("km_max_gap", "lower", C, SURVIVAL, headline=True, per_round=True),
+    Metric("km_logrank_p", "higher", C, SURVIVAL),
     Metric("km_group_max_gap", "lower", C, (*SURVIVAL, "risk_group")),
     Metric("km_group_mean_gap", "lower", C, (*SURVIVAL, "risk_group")),
     Metric("cox_hr_in_ci", "higher", IV, (*SURVIVAL, "cox")), Metric("cox_log_hr_mae", "lower", IV, (*SURVIVAL, "cox")),
@@ -116,14 +126,17 @@ declare(  # genomics (hpcsynth.evaluate.genomics)
     Metric("co_mutation_agreement", "higher", C, ("genes",)),
     Metric("co_mutation_log_or_mae", "lower", C, ("genes",)))
 declare(  # composites (hpcsynth.evaluate.composite)
-    Metric("csf", "higher", Pooling.MIXED, headline=True), Metric("gsf", "higher", C, ("genes",), headline=True))
+    Metric("csf", "higher", Pooling.MIXED, headline=True, per_round=True),
+    Metric("gsf", "higher", C, ("genes",), headline=True, per_round=True))
 declare(  # utility (hpcsynth.evaluate.utility)
-    *(Metric(f"{way}_{score}", "higher", H, ("target",), headline=score == "auroc")
+    *(Metric(f"{way}_{score}", "higher", H, ("target",), headline=score == "auroc",
+             per_round=(way, score) == ("tstr", "auroc"))
       for way in ("tstr", "trtr") for score in ("auroc", "balanced_accuracy", "g_mean")),
     Metric("tstr_trtr_auroc_ratio", "higher", H, ("target",)))
 declare(  # privacy (hpcsynth.evaluate.privacy, attacks)
-    Metric("dcr_synthetic_p5", "higher", D), Metric("dcr_holdout_p5", "higher", D),
-    Metric("dcr_ratio", "higher", D, headline=True), Metric("dcr_closer_than_holdout_median", "lower", D),
+    Metric("dcr_synthetic_p5", "higher", D, per_round=True), Metric("dcr_holdout_p5", "higher", D),
+    Metric("dcr_ratio", "higher", D, headline=True, per_round=True),
+    Metric("dcr_closer_than_holdout_median", "lower", D),
     Metric("exact_match_rate", "lower", D), Metric("nndr_p5", "higher", D), Metric("nndr_median", "higher", D),
     Metric("membership_auroc", "lower", T, headline=True),
     Metric("attribute_inference_accuracy", "lower", T, ("sensitive",)),

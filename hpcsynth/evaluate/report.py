@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from hpcsynth.evaluate.judge import ONE_SITE_ALONE
 from hpcsynth.evaluate.metrics import headline, metric
 from hpcsynth.evaluate.suite import Evaluation
 
@@ -169,7 +170,7 @@ def fairness_figure(ev: Evaluation):
 
 
 def rounds_figure(rounds: pd.DataFrame):
-    shown = [c for c in ("loss", "wall_s", "comm_s", "epsilon") if c in rounds and rounds[c].notna().any()]
+    shown = [c for c in ("loss", "wall_s", "comm_s", "eval_s", "epsilon") if c in rounds and rounds[c].notna().any()]
     fig, axes = _figure(1, len(shown), 3.2, 2.5)
     for ax, column in zip(axes.flat, shown):
         ax.plot(rounds["round"] + 1, rounds[column], marker="o", markersize=3, color="#1f4e79")
@@ -177,6 +178,37 @@ def rounds_figure(rounds: pd.DataFrame):
         ax.set_xlabel("round", fontsize=8)
     fig.tight_layout()
     return fig
+
+
+ROUND_CURVES = ("quality", "csf", "gsf")
+
+
+def round_scores(rounds: pd.DataFrame | None, key: str) -> pd.DataFrame:
+    """(round from 1, score) of the rounds where `key` was evaluated."""
+    if rounds is None or key not in rounds:
+        return pd.DataFrame({"round": [], key: []})
+    kept = rounds[rounds[key].notna()]
+    return pd.DataFrame({"round": kept["round"].to_numpy() + 1, key: kept[key].to_numpy()})
+
+
+def round_curves_figure(sections: list[RunSection]):
+    """Quality, CSF and GSF of every strategy's release against the round: the federated study's figure."""
+    keys = [k for k in ROUND_CURVES if any(len(round_scores(s.rounds, k)) for s in sections)]
+    fig, axes = _figure(1, len(keys), 3.6, 2.8)
+    for ax, key in zip(axes.flat, keys):
+        for section in sections:
+            points = round_scores(section.rounds, key)
+            if len(points):
+                ax.plot(points["round"], points[key], marker="o", markersize=3, label=section.name)
+        ax.set_title(f"{key} {metric(key).sign} against the round", fontsize=9)
+        ax.set_xlabel("round", fontsize=8)
+    axes.flat[0].legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def has_round_curves(sections: list[RunSection]) -> bool:
+    return any(len(round_scores(s.rounds, k)) for s in sections for k in ROUND_CURVES)
 
 
 def comparison_figure(sections: list[RunSection]):
@@ -211,10 +243,41 @@ def _cox_table(ev: Evaluation) -> str:
             f"{rows}</table>")
 
 
+def _frame_html(frame: pd.DataFrame) -> str:
+    return frame.to_html(index=False, float_format=lambda x: f"{x:.4f}", border=0, na_rep="")
+
+
+def sites_frame(ev: Evaluation, own_site: bool = False) -> pd.DataFrame:
+    """The headline scores of every site's release alone against the population, then their mean and the worst
+    site; with `own_site`, every site's release against that site's own held-out rows instead."""
+    keys = [k for k in headline() if k in ev.scores]
+    if own_site:
+        return pd.DataFrame([{"site": k, **{key: s.get(key, np.nan) for key in keys}}
+                             for k, s in enumerate(ev.own_site)], columns=["site", *keys])
+    rows = [{"release": f"site {k} alone", **s} for k, s in enumerate(ev.sites)]
+    rows += [{"release": "mean", **ev.scores}, {"release": "worst", **ev.worst}]
+    return pd.DataFrame(rows).reindex(columns=["release", *keys])
+
+
+def _sites_html(ev: Evaluation) -> str:
+    return (f"<p class='note'>Every site keeps its own model, so what a site can release is its own table: each "
+            f"is scored alone against the consortium's pooled held-out rows. Figures below: "
+            f"{html.escape(ev.notes.get('figures', ''))}.</p>" + _frame_html(sites_frame(ev)))
+
+
+def _own_site_html(ev: Evaluation) -> str:
+    return (f"<p class='note'>{OWN_SITE}</p>" + _frame_html(sites_frame(ev, own_site=True)))
+
+
 def run_html(section: RunSection) -> str:
     ev = section.evaluation
-    parts = [f"<h2>{html.escape(section.name)}</h2>", "<h3>Scores</h3>", _scores_table(ev),
-             "<h3>Marginals</h3>", _img(marginals_figure(ev), "marginals")]
+    parts = [f"<h2>{html.escape(section.name)}</h2>", f"<p class='note'>Release: {html.escape(_release(ev))}.</p>",
+             "<h3>Scores</h3>", _scores_table(ev)]
+    if ev.sites:
+        parts += ["<h3>Each site alone</h3>", _sites_html(ev)]
+    if ev.own_site:
+        parts += ["<h3>Each site against its own held-out rows</h3>", _own_site_html(ev)]
+    parts += ["<h3>Marginals</h3>", _img(marginals_figure(ev), "marginals")]
     if ev.km is not None and ev.km.real:
         parts += ["<h3>Kaplan-Meier, real and synthetic</h3>", _img(km_figure(ev), "kaplan-meier")]
     if ev.cox is not None:
@@ -228,16 +291,22 @@ def run_html(section: RunSection) -> str:
         parts += ["<h3>Fairness</h3>", _img(fairness_figure(ev), "fairness")]
     if section.rounds is not None and len(section.rounds):
         parts += ["<h3>Training rounds</h3>", _img(rounds_figure(section.rounds), "rounds")]
+    if has_round_curves([section]):
+        parts += ["<h3>Scores against the round</h3>", _img(round_curves_figure([section]), "scores per round")]
     return "\n".join(parts)
 
 
 def write_report(path: str | Path, sections: list[RunSection], title: str) -> Path:
     """Write the self-contained HTML report of one run or of a strategy comparison."""
     body = [f"<h1>{html.escape(title)}</h1>",
-            '<p class="note">hpcsynth evaluation: synthetic rows against real held-out rows. Directions say '
-            'whether higher or lower is better; CSF and GSF are defined in docs/evaluation.md.</p>']
+            f'<p class="note">{QUESTION} Directions say whether higher or lower is better; CSF and GSF are defined '
+            'in docs/composites.md.</p>']
     if len(sections) > 1:
-        body += ["<h2>Strategy comparison</h2>", _img(comparison_figure(sections), "strategy comparison")]
+        body += ["<h2>Strategy comparison</h2>", f"<pre>{html.escape(summary_table(sections))}</pre>",
+                 _img(comparison_figure(sections), "strategy comparison")]
+        if has_round_curves(sections):
+            body += ["<h3>Scores against the round</h3>",
+                     _img(round_curves_figure(sections), "strategies against the round")]
     body += [run_html(s) for s in sections]
     text = (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
             f"<style>{STYLE}</style></head><body>{''.join(body)}</body></html>")
@@ -247,11 +316,33 @@ def write_report(path: str | Path, sections: list[RunSection], title: str) -> Pa
     return target
 
 
-def summary_table(sections: list[RunSection]) -> str:
-    """One row per strategy with the headline scores, and a line saying which direction is better."""
-    keys = headline()
-    frame = pd.DataFrame([{"strategy": s.name, **{k: s.evaluation.scores.get(k, np.nan) for k in keys}}
-                          for s in sections])
+QUESTION = ("Every score answers one question: how well does the released table represent the consortium's "
+            "pooled held-out rows?")
+OWN_SITE = ("A different question: does the release serve each hospital? Each site's release against that site's own "
+            "held-out rows only (not the consortium's).")
+
+
+def _release(ev: Evaluation) -> str:
+    if ev.release == ONE_SITE_ALONE:
+        return f"one site alone (each of the {len(ev.sites)} sites' own table; the mean and the worst site)"
+    return "the consortium's one generator (every site's draws together)"
+
+
+def summary_table(sections: list[RunSection], keys: tuple[str, ...] | None = None) -> str:
+    """One row per strategy with the `keys` scores (default: the headline ones); a strategy whose sites each
+    release their own table gets the sites' mean and the worst site, labelled "one site alone". Then a line
+    saying which direction is better."""
+    keys = keys or headline()
+    rows = []
+    for s in sections:
+        ev = s.evaluation
+        if ev.release == ONE_SITE_ALONE:
+            rows.append({"strategy": f"{s.name} (one site alone, mean of {len(ev.sites)})",
+                         **{k: ev.scores.get(k, np.nan) for k in keys}})
+            rows.append({"strategy": f"{s.name} (one site alone, worst)", **{k: ev.worst.get(k, np.nan) for k in keys}})
+        else:
+            rows.append({"strategy": s.name, **{k: ev.scores.get(k, np.nan) for k in keys}})
+    frame = pd.DataFrame(rows, columns=["strategy", *keys])
     legend = ", ".join(f"{k} {metric(k).sign}" for k in keys)
     table = frame.to_string(index=False, float_format=lambda x: f"{x:.4f}")
     return f"{table}\n(+ higher / - lower is better: {legend})"

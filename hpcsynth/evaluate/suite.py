@@ -11,7 +11,7 @@ metrics need are known (`EvalSpec`, whose defaults come from the cohort's defini
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -129,6 +129,14 @@ class Evaluation:
         Every site's distances (`hpcsynth.evaluate.attacks.Distances`), on rank 0.
     marginals : list of Marginal
         Real and synthetic histograms of every column.
+    release : str
+        What was scored: the consortium's one generator, or each site's own (`hpcsynth.evaluate.judge`).
+    sites : list of dict
+        With a release per site: each site's scores (`scores` then holds their mean).
+    worst : dict
+        With a release per site: every score at its worst site.
+    own_site : list of dict
+        When asked for: each site's release scored against that site's own held-out rows only.
     """
 
     scores: dict[str, float] = field(default_factory=dict)
@@ -141,6 +149,10 @@ class Evaluation:
     fairness: FairnessTable | None = None
     distances: list = field(default_factory=list)
     marginals: list[Marginal] = field(default_factory=list)
+    release: str = "consortium"
+    sites: list[dict[str, float]] = field(default_factory=list)
+    worst: dict[str, float] = field(default_factory=dict)
+    own_site: list[dict[str, float]] = field(default_factory=list)
 
     @property
     def directions(self) -> dict[str, Direction]:
@@ -220,29 +232,34 @@ class Part:
         The roles it runs with: those every one of its metrics needs.
     local : bool
         It returns this site's values, pooled by the suite as each metric's pooling declares.
+    uses : frozenset of str
+        The metrics of earlier parts it reads (a composite's components), run first whenever it runs.
     """
 
     compute: Callable[[Context], dict[str, float]]
     metrics: tuple[str, ...]
     needs: frozenset[str]
     local: bool
+    uses: frozenset[str] = frozenset()
 
 
 PARTS: list[Part] = []
 _WEIGHTS = {Pooling.HOLDOUT: lambda ctx: len(ctx.holdout), Pooling.TRAIN: lambda ctx: len(ctx.train)}
 
 
-def part(*names: str, local: bool = False) -> Callable[[Callable[[Context], dict[str, float]]], Callable]:
+def part(*names: str, local: bool = False,
+         uses: tuple[str, ...] = ()) -> Callable[[Callable[[Context], dict[str, float]]], Callable]:
     """Register the decorated function as computing the declared metrics `names`, in evaluation order. It runs
     when the roles every one of its metrics needs are known. `local`: it returns this site's values, and each is
-    averaged over sites with the weight its pooling declares (held-out or training rows)."""
+    averaged over sites with the weight its pooling declares (held-out or training rows). `uses`: the metrics of
+    earlier parts it reads."""
     declared = [metric(name) for name in names]
     if local and any(m.pooling not in _WEIGHTS for m in declared):
         raise ValueError(f"a local part returns site-weighted metrics only: {names}")
 
     def register(compute: Callable[[Context], dict[str, float]]) -> Callable[[Context], dict[str, float]]:
         needs = frozenset.intersection(*(frozenset(m.needs) for m in declared))
-        PARTS.append(Part(compute, names, needs, local))
+        PARTS.append(Part(compute, names, needs, local, frozenset(metric(u).name for u in uses)))
         return compute
 
     return register
@@ -355,7 +372,8 @@ def _genomics(ctx: Context) -> dict[str, float]:
     return ctx.result.genomics.scores()
 
 
-@part("fairness_fidelity_min", "fairness_fidelity_gap", "fairness_utility_min", "fairness_utility_gap")
+@part("fairness_fidelity_min", "fairness_fidelity_gap", "fairness_utility_min", "fairness_utility_gap",
+      uses=("column_shapes", "tstr_auroc"))
 def _fairness(ctx: Context) -> dict[str, float]:
     ctx.result.fairness = fairness(ctx.synthetic, ctx.holdout, ctx.transformer, ctx.comm, ctx.spec.sex,
                                    ctx.spec.age, ctx.site, ctx.n_sites, ctx.predictions)
@@ -364,7 +382,7 @@ def _fairness(ctx: Context) -> dict[str, float]:
     return scores
 
 
-@part("csf")
+@part("csf", uses=("column_shapes", "column_pair_trends", "km_max_gap", "km_group_mean_gap", "cox_hr_in_ci"))
 def _csf(ctx: Context) -> dict[str, float]:
     genes, s = set(ctx.spec.genes), ctx.scores
     return {"csf": composite.csf(_mean_of(ctx.result.shapes, lambda c: c not in genes),
@@ -373,7 +391,7 @@ def _csf(ctx: Context) -> dict[str, float]:
                                  s.get("cox_hr_in_ci", np.nan))}
 
 
-@part("gsf")
+@part("gsf", uses=("column_pair_trends", "gene_frequency_similarity", "co_mutation_agreement"))
 def _gsf(ctx: Context) -> dict[str, float]:
     genes, s = set(ctx.spec.genes), ctx.scores
     return {"gsf": composite.gsf(s["gene_frequency_similarity"],
@@ -391,11 +409,24 @@ def _pooled(ctx: Context, local: dict[str, float]) -> dict[str, float]:
     return out
 
 
+def selected(metrics: Collection[str] | None) -> list[Part]:
+    """The parts that compute `metrics` (None: all), with the parts whose metrics those read, in order."""
+    if metrics is None:
+        return list(PARTS)
+    wanted = {metric(name).name for name in metrics}
+    while True:
+        grown = wanted | {u for p in PARTS if wanted & set(p.metrics) for u in p.uses}
+        if grown == wanted:
+            return [p for p in PARTS if wanted & set(p.metrics)]
+        wanted = grown
+
+
 def evaluate(synthetic: pd.DataFrame, train: pd.DataFrame, holdout: pd.DataFrame, transformer: TableTransformer,
              comm: Communicator, spec: EvalSpec | None = None, site: np.ndarray | None = None,
-             n_sites: int = 1) -> Evaluation:
-    """Every score of `synthetic` against the held-out rows (collective). `site` labels each real row's site
-    (default: this rank) for the per-site fairness rows; `n_sites` is the number of sites.
+             n_sites: int = 1, metrics: Collection[str] | None = None) -> Evaluation:
+    """Every score of `synthetic` against the held-out rows (collective), or only `metrics` (and what they read).
+    `site` labels each real row's site (default: this rank) for the per-site fairness rows; `n_sites` is the
+    number of sites.
 
     The classifiers run on one OpenMP thread: with several ranks per node (or a busy node), scikit-learn's
     default of a thread per core made each small fit a hundred times slower from threads waiting on each other."""
@@ -406,7 +437,7 @@ def evaluate(synthetic: pd.DataFrame, train: pd.DataFrame, holdout: pd.DataFrame
     ctx = Context(synthetic, train, holdout, transformer, comm, spec, site, n_sites)
     roles = spec.roles(n_sites)
     with threadpool_limits(limits=1, user_api="openmp"):
-        for p in PARTS:
+        for p in selected(metrics):
             if not p.needs <= roles:
                 continue
             scores = p.compute(ctx)

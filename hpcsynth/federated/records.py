@@ -1,7 +1,8 @@
-"""One row of the run file's /rounds table: what a round of training (or one exchange of counts) cost."""
+"""One row of the run file's /rounds table: what a round of training (or one exchange of counts) cost, and the
+release's scores where the round was evaluated."""
 from __future__ import annotations
 
-from dataclasses import astuple, dataclass, fields
+from dataclasses import dataclass, field, fields
 
 import numpy as np
 
@@ -24,6 +25,10 @@ class RoundRecord:
         Optimiser steps of the round on this site.
     epsilon : float
         The most privacy any site has spent so far (0 without DP-SGD).
+    eval_s : float
+        Wall time of evaluating the release after this round, sampling included (NaN when not evaluated).
+    scores : dict
+        The release's scores after this round (empty when not evaluated); one column of /rounds each.
     """
 
     round: int
@@ -34,11 +39,28 @@ class RoundRecord:
     bytes_reduced: int
     steps: int
     epsilon: float = 0.0
+    eval_s: float = float("nan")
+    scores: dict[str, float] = field(default_factory=dict)
 
     @classmethod
-    def dtype(cls) -> np.dtype:
-        return np.dtype([(f.name, "<f8" if f.type in ("float", float) else "<i8") for f in fields(cls)])
+    def columns(cls) -> list[tuple[str, str]]:
+        """The fixed columns and their dtypes (the scores follow them)."""
+        return [(f.name, "<f8" if f.type in ("float", float) else "<i8") for f in fields(cls) if f.name != "scores"]
 
     @classmethod
     def table(cls, records: list[RoundRecord]) -> np.ndarray:
-        return np.array([astuple(r) for r in records], dtype=cls.dtype())
+        """The records as one structured array: the fixed columns, then every score any round has (NaN in the
+        rounds that were not evaluated)."""
+        names = list(dict.fromkeys(k for r in records for k in r.scores))
+        dtype = np.dtype(cls.columns() + [(name, "<f8") for name in names])
+        fixed = [name for name, _ in cls.columns()]
+        return np.array([tuple(getattr(r, c) for c in fixed) + tuple(r.scores.get(n, np.nan) for n in names)
+                         for r in records], dtype=dtype)
+
+    @classmethod
+    def from_row(cls, row: np.void) -> RoundRecord:
+        """A record back from a row of `table` (a run file's /rounds)."""
+        names = row.dtype.names
+        fixed = {name: row[name].item() for name, _ in cls.columns() if name in names}
+        scores = {n: float(row[n]) for n in names if n not in fixed and np.isfinite(row[n])}
+        return cls(**fixed, scores=scores)

@@ -32,6 +32,7 @@ class SDSharing(Strategy):
     name = "sd_sharing"
     shares_model = True
     pools_prior = True
+    releases_per_site = False
     phased = True
 
     def train(self, model: Any, data: torch.Tensor, comm: Communicator, rounds: int, local_epochs: int,

@@ -34,6 +34,7 @@ class FedAvg(Strategy):
     trains = frozenset({"gradients", "counts"})  # counts: summed over the sites, the pooled counts exactly
     shares_model = True
     pools_prior = True
+    releases_per_site = False
 
     def setup(self, n_rows: int, batch_size: int, comm: Communicator) -> None:
         super().setup(n_rows, batch_size, comm)
@@ -51,6 +52,7 @@ class Centralized(Strategy):
     data_parallel = True
     shares_model = True
     pools_prior = True
+    releases_per_site = False
 
     def setup(self, n_rows: int, batch_size: int, comm: Communicator) -> None:
         super().setup(n_rows, batch_size, comm)

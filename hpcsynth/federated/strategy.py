@@ -61,6 +61,7 @@ class Strategy:
     data_parallel: ClassVar[bool] = False  # already data-parallel over every rank: sites of several ranks need no wrap
     shares_model: ClassVar[bool] = False  # every site ends with the same model (the checkpoint keeps one row)
     pools_prior: ClassVar[bool] = False  # the sites fit one sampling prior together (`finish`)
+    releases_per_site: ClassVar[bool] = True  # each site releases its own model's table, not one shared generator's
     phased: ClassVar[bool] = False  # brings its own workflow (`train`) instead of the round loop
 
     def __init__(self) -> None:

@@ -52,6 +52,10 @@ class Wrapper(Strategy):
         return self.inner.phased
 
     @property
+    def releases_per_site(self) -> bool:
+        return self.inner.releases_per_site
+
+    @property
     def data_parallel(self) -> bool:
         return self.inner.data_parallel
 

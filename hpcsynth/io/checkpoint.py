@@ -59,7 +59,7 @@ def load_checkpoint(path: str | Path, config_text: str, rank: int, site: int | N
         ckpt = f["checkpoint"]
         params = ckpt["params"]
         row = params[0] if params.shape[0] == 1 else params[rank if site is None else site]
-        records = [RoundRecord(*(v.item() for v in r)) for r in f["rounds"][()]]
+        records = [RoundRecord.from_row(r) for r in f["rounds"][()]]
         return Checkpoint(int(ckpt.attrs["round"]), np.array(row), ckpt[f"site_{rank}"][()].tobytes(), records)
 
 

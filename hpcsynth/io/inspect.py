@@ -6,6 +6,10 @@ from pathlib import Path
 import h5py
 import pandas as pd
 
+from hpcsynth.evaluate.metrics import headline, per_round
+from hpcsynth.evaluate.report import OWN_SITE, QUESTION, RunSection, sites_frame, summary_table
+from hpcsynth.evaluate.suite import Evaluation
+from hpcsynth.io.evaluation import read_evaluation
 from hpcsynth.io.runfile import read_table
 from hpcsynth.messages import ConfigError
 
@@ -51,12 +55,32 @@ def _describe_run(g: h5py.Group) -> list[str]:
         lines.append(f"checkpoint: round {c.attrs['round']}, parameters {c['params'].shape}")
     if "privacy" in g:
         lines += _describe_privacy(g["privacy"].attrs)
-    if "evaluation" in g:
-        ev = g["evaluation"]
-        directions = ev["directions"].attrs
-        lines.append("evaluation:")
-        lines += [f"  {k:<20} {ev.attrs[k]:.4f}  ({directions.get(k, '?')} is better)" for k in ev.attrs]
+    stored = read_evaluation(g)
+    if stored is not None:
+        directions = g["evaluation/directions"].attrs
+        lines.append(f"evaluation (release: {stored.release}; {QUESTION})")
+        lines += [f"  {k:<20} {v:.4f}  ({directions.get(k, '?')} is better)" for k, v in stored.scores.items()]
+        if stored.sites:
+            lines += ["  each site alone:"] + _indented(sites_frame(stored).to_string(index=False, float_format=_f4))
+        if stored.own_site:
+            lines += [f"  {OWN_SITE}"] + _indented(sites_frame(stored, True).to_string(index=False, float_format=_f4))
     return lines
+
+
+def _f4(x: float) -> str:
+    return f"{x:.4f}"
+
+
+def _indented(text: str) -> list[str]:
+    return ["    " + line for line in text.splitlines()]
+
+
+def _comparison(f: h5py.File) -> list[str]:
+    """Every strategy's stored scores in the table `hpcsynth evaluate` prints (the same numbers)."""
+    sections = [RunSection(name, read_evaluation(f["runs"][name]) or Evaluation()) for name in f["runs"]]
+    present = {k for s in sections for k in s.evaluation.scores}
+    keys = tuple(k for k in (*dict.fromkeys((*per_round(), *headline())), "wall_s") if k in present)
+    return ["comparison:"] + _indented(summary_table(sections, keys))
 
 
 def _describe_privacy(p: h5py.AttributeManager) -> list[str]:
@@ -79,9 +103,7 @@ def describe(path: str | Path) -> str:
     with _open(path) as f:
         lines = [f"{path}: hpcsynth {f.attrs.get('kind', 'run')} file, version {f.attrs.get('hpcsynth_version')}"]
         if f.attrs.get("kind") == "comparison":
-            table = pd.DataFrame(f["comparison"][()])
-            table["strategy"] = table["strategy"].str.decode("utf-8")
-            lines += ["comparison:"] + ["  " + line for line in table.round(4).to_string(index=False).splitlines()]
+            lines += _comparison(f)
             for name in f["runs"]:
                 lines += ["", f"[{name}] {f['runs'].get(name, getlink=True).filename}"]
                 lines += ["  " + line for line in _describe_run(f["runs"][name])]

@@ -5,21 +5,16 @@ import dataclasses
 import re
 from pathlib import Path
 
-import numpy as np
-import pandas as pd
 import pytest
 
-from hpcsynth.comm import SoloComm
-from hpcsynth.data.transformer import TableTransformer
 from hpcsynth.evaluate import metrics
-from hpcsynth.evaluate.metrics import METRICS, Metric, Pooling, declare, directions, headline
-from hpcsynth.evaluate.privacy import dcr
+from hpcsynth.evaluate.metrics import METRICS, Metric, Pooling, declare, directions, headline, per_round
 from hpcsynth.evaluate.report import RunSection, _scores_table, summary_table
-from hpcsynth.evaluate.suite import PARTS, Evaluation
+from hpcsynth.evaluate.suite import PARTS, Evaluation, selected
 
 REPO = Path(__file__).resolve().parents[2]
-# the scores `jobs/strategy_run.py` writes besides those of `hpcsynth.evaluate.privacy.dcr`
-JOB_SCORES = ("fidelity", "wall_s")
+# the score `jobs/strategy_run.py` writes besides the evaluation's
+JOB_SCORES = ("wall_s",)
 
 
 def test_every_declaration_is_well_formed_and_every_registered_part_names_declared_metrics():
@@ -32,16 +27,16 @@ def test_every_declaration_is_well_formed_and_every_registered_part_names_declar
     assert all(METRICS[n].pooling in (Pooling.HOLDOUT, Pooling.TRAIN) for p in PARTS if p.local for n in p.metrics)
 
 
-def test_the_training_jobs_scores_are_declared():
-    rng = np.random.default_rng(0)
-    frame = pd.DataFrame({"x": rng.normal(size=200), "c": rng.choice(["a", "b"], 200)})
-    transformer = TableTransformer(["c"]).fit(frame)
-    scores = dcr(frame.iloc[:50], frame.iloc[:150], frame.iloc[150:], transformer, SoloComm())
-    assert directions([*scores, *JOB_SCORES]) == {"fidelity": "higher", "wall_s": "lower", "dcr_synthetic_p5": "higher",
-                                                  "dcr_holdout_p5": "higher", "dcr_ratio": "higher",
-                                                  "exact_match_rate": "lower"}
+def test_the_training_jobs_scores_are_the_per_round_ones_and_the_suite_computes_them_with_what_they_read():
+    rounds = per_round()
+    assert {"quality", "csf", "gsf", "detection_auroc", "tstr_auroc", "dcr_ratio"} <= set(rounds)
+    chosen = selected(rounds)
+    computed = {name for p in chosen for name in p.metrics}
+    assert set(rounds) <= computed and "cox_hr_in_ci" in computed  # csf reads the Cox comparison
+    assert "membership_auroc" not in computed and len(chosen) < len(PARTS)
+    assert [p for p in PARTS if p in chosen] == chosen  # in evaluation order
     source = (REPO / "jobs" / "strategy_run.py").read_text()
-    assert "directions(scores)" in source and "DIRECTIONS" not in source
+    assert "per_round()" in source and "DIRECTIONS" not in source
 
 
 def test_a_name_is_declared_once_and_an_undeclared_score_has_no_direction():

@@ -26,7 +26,7 @@ def test_sd_sharing_runs_two_phases_and_shares_the_final_model(mpirun, write_job
         assert rounds["bytes_reduced"][:2].tolist() == [0, 0] and np.all(rounds["bytes_reduced"][2:] > 0)
         params = f["checkpoint/params"][()]
         assert params.shape[0] == 1 and np.isfinite(params).all()
-        assert f["evaluation"].attrs["fidelity"] > 0.3
+        assert f["evaluation"].attrs["quality"] > 0.3
 
 
 def test_the_site_models_finish_before_they_sample_for_the_shared_phase():

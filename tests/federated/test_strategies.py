@@ -143,4 +143,4 @@ def test_fedprox_fedopt_and_centralized_run_end_to_end_with_secure_aggregation(m
             # masked uint64 buffers, 8 bytes per parameter: one per round, or one per step (centralized)
             reductions = rounds["steps"] if name == "centralized" else 1
             assert (rounds["bytes_reduced"] == 8 * f["checkpoint/params"].shape[1] * reductions).all()
-            assert 0.0 < f["evaluation"].attrs["fidelity"] <= 1.0
+            assert 0.0 < f["evaluation"].attrs["quality"] <= 1.0

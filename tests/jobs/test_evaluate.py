@@ -1,9 +1,11 @@
-"""`hpcsynth evaluate` end to end: a real run file gets every score, its direction and a report; under
-`mpiexec -n 3` every site scores its own rows and the exact figures equal the one-process (pooled) ones."""
+"""`hpcsynth evaluate` end to end: a real run file gets every score, its direction and a report; the job, the
+evaluation under `mpiexec -n 3` and in one process, `inspect` and the report all give the same numbers."""
+import html
 import subprocess
 import sys
 
 import h5py
+import numpy as np
 import pytest
 
 from hpcsynth.evaluate.metrics import METRICS
@@ -25,7 +27,7 @@ def test_evaluate_a_run_file_in_one_process_and_with_real_rows_from_a_file(write
     assert done.returncode == 0, done.stderr
     assert "csf" in done.stdout and f"report: {tmp_path / 'run.html'}" in done.stdout
     scores, directions, notes = _scores(run)
-    assert {"fidelity", "wall_s", "csf", "gsf", "detection_auroc", "membership_auroc", "cindex_tstr"} <= set(scores)
+    assert {"quality", "wall_s", "csf", "gsf", "detection_auroc", "membership_auroc", "cindex_tstr"} <= set(scores)
     assert all(directions[k] == METRICS[k].direction for k in scores) and "km_worst_group" in notes
     with h5py.File(run, "r") as f:
         curves = f["evaluation/curves"]
@@ -48,19 +50,57 @@ def test_evaluate_a_run_file_in_one_process_and_with_real_rows_from_a_file(write
     assert wrong.returncode == 2 and "column 'shoe_size' (--quasi/--sensitive) not in the run's schema" in wrong.stderr
 
 
+def _table(text: str) -> dict[str, dict[str, float]]:
+    """{strategy label: {metric: value}} from a table the CLI prints (the summary table's layout)."""
+    lines = text.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.split()[:1] == ["strategy"])
+    keys = lines[start].split()[1:]
+    rows = {}
+    for line in lines[start + 1:]:
+        if line.strip().startswith("(+ higher"):
+            return rows
+        words = line.split()
+        rows[" ".join(words[:-len(keys)])] = dict(zip(keys, map(float, words[-len(keys):])))
+    return rows
+
+
 @pytest.mark.slow
 @pytest.mark.mpi
-def test_federated_evaluation_under_mpiexec_equals_one_process(mpirun, write_job, tmp_path):
-    job = write_job({"data.n_patients": 300, "federation.rounds": 1})
-    assert mpirun(3, [*CLI, "run", str(job)]).returncode == 0
+def test_every_table_gives_the_same_number_for_the_same_strategy_and_metric(mpirun, write_job, tmp_path):
+    """The job's table, `hpcsynth evaluate` under mpiexec and in one process, `inspect` and the report agree;
+    isolated is one site alone everywhere, and /rounds holds the per-round scores."""
+    job = write_job({"data.n_patients": 300, "federation.strategy": ["centralized", "isolated", "fedavg"],
+                     "federation.rounds": 2, "evaluation.every": 1})
+    ran = mpirun(3, [*CLI, "run", str(job)], timeout=400)
+    assert ran.returncode == 0, ran.stderr
     run = tmp_path / "run.h5"
-    done = mpirun(3, [*CLI, "evaluate", str(run), "--out", str(tmp_path / "mpi.html")], timeout=300)
-    assert done.returncode == 0, done.stderr
-    federated = _scores(run)[0]
-    assert subprocess.run([*CLI, "evaluate", str(run)], capture_output=True, timeout=300).returncode == 0
-    pooled = _scores(run)[0]
-    for key in ("column_shapes", "column_pair_trends", "km_max_gap", "gene_frequency_similarity", "gsf",
-                "fairness_fidelity_min"):
-        assert federated[key] == pytest.approx(pooled[key], abs=1e-9), key
-    # a site measures distances to its own training rows; one process to every site's: never farther
-    assert federated["dcr_synthetic_p5"] >= pooled["dcr_synthetic_p5"]
+    tables = {"job": _table(ran.stdout)}
+    for name, command in (("mpi", lambda args: mpirun(3, args, timeout=400)),
+                          ("one process", lambda args: subprocess.run(args, capture_output=True, text=True,
+                                                                      timeout=400))):
+        done = command([*CLI, "evaluate", str(run), "--out", str(tmp_path / "report.html")])
+        assert done.returncode == 0, done.stderr
+        tables[name] = _table(done.stdout)
+    shown = subprocess.run([*CLI, "inspect", str(run)], capture_output=True, text=True, timeout=120)
+    tables["inspect"] = _table(shown.stdout.split("comparison:", 1)[1])
+    report = (tmp_path / "report.html").read_text()
+    tables["report"] = _table(html.unescape(report.split("<pre>", 1)[1].split("</pre>", 1)[0]))
+    alone = {"isolated (one site alone, mean of 3)", "isolated (one site alone, worst)"}
+    for name, table in tables.items():
+        assert set(table) == {"centralized", "fedavg"} | alone, name
+    for label in tables["job"]:
+        for name, table in tables.items():
+            shared = set(table[label]) & set(tables["job"][label]) - {"wall_s"}
+            assert {"quality", "csf", "gsf", "detection_auroc", "tstr_auroc", "dcr_ratio"} <= shared, name
+            for key in shared:
+                assert table[label][key] == pytest.approx(tables["job"][label][key], abs=1e-9, nan_ok=True), \
+                    (name, label, key)
+    mpi = tables["mpi"]
+    worst, mean = mpi["isolated (one site alone, worst)"], mpi["isolated (one site alone, mean of 3)"]
+    assert worst["quality"] <= mean["quality"] and worst["detection_auroc"] >= mean["detection_auroc"]
+    with h5py.File(tmp_path / "run-isolated.h5", "r") as f:
+        rounds = f["rounds"][()]
+        assert len(f["evaluation/sites"]) == 3 and f["evaluation/notes"].attrs["release"] == "one site alone"
+        assert np.isfinite(rounds["quality"]).all() and np.isfinite(rounds["eval_s"]).all()
+        assert rounds["quality"][-1] == pytest.approx(f["evaluation"].attrs["quality"])
+    assert "Scores against the round" in report and "strategies against the round" in report

@@ -205,6 +205,6 @@ def test_the_job_runs_every_strategy_on_three_ranks_and_fedavg_is_pooled_trainin
     for strategy in ("centralized", "isolated", "fedavg"):
         with h5py.File(tmp_path / f"run-{strategy}.h5") as f:
             assert f.attrs["status"] == "complete" and f["rounds"]["steps"].tolist() == [0]
-            runs[strategy] = (f["checkpoint/params"][()], f["evaluation"].attrs["fidelity"])
+            runs[strategy] = (f["checkpoint/params"][()], f["evaluation"].attrs["quality"])
     assert np.array_equal(runs["fedavg"][0], runs["centralized"][0]) and runs["fedavg"][1] == runs["centralized"][1]
     assert runs["isolated"][0].shape[0] == 3 and runs["isolated"][1] != runs["centralized"][1]

@@ -54,4 +54,4 @@ def test_vae_bgm_runs_federated_with_one_shared_prior(mpirun, write_job, tmp_pat
     result = mpirun(3, [sys.executable, "-m", "hpcsynth.cli", "run", str(job)])
     assert result.returncode == 0, result.stderr
     with h5py.File(tmp_path / "run-fedavg.h5") as f:
-        assert f.attrs["status"] == "complete" and f["evaluation"].attrs["fidelity"] > 0.3
+        assert f.attrs["status"] == "complete" and f["evaluation"].attrs["quality"] > 0.3

@@ -22,7 +22,7 @@ def test_job_array_over_strategies_is_collected_into_one_table(slurm_job, tmp_pa
     assert sorted(table["strategy"]) == ["centralized", "fedavg", "isolated"]
     assert (table["status"] == "complete").all() and (table["n_sites"] == 2).all()
     assert (table["rounds"] == 2).all()
-    assert table["fidelity"].between(0, 1).all()
+    assert table["quality"].between(0, 1).all()
     by_strategy = table.set_index("strategy")
     assert by_strategy.loc["isolated", "round_bytes_reduced"] == 0  # isolated sites exchange nothing
     assert by_strategy.loc["fedavg", "round_bytes_reduced"] > 0
