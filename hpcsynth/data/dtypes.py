@@ -9,7 +9,7 @@ therefore come back as the same integers, never as 9.0.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 import pandas as pd
@@ -34,7 +34,8 @@ class DType:
     ordered : bool
         For "category": whether the categories are ordered.
     order : tuple of str
-        For an ordered "category": its categories as text, in their order (a declared scale, not learnt).
+        For "category": its categories as text, in their order; the fitted schema keeps only the levels its
+        transform kept (`within`), so that it names no level the release does not.
     """
 
     name: str
@@ -56,6 +57,11 @@ class DType:
     def from_text(cls, text: str) -> DType:
         return cls.from_dict(json.loads(text))
 
+    def within(self, levels: list) -> DType:
+        """This dtype with its category order limited to `levels` (a transform's labels)."""
+        kept = {label_text(v) for v in levels}
+        return replace(self, order=tuple(c for c in self.order if c in kept))
+
     def pandas(self) -> object:
         """The pandas dtype itself (a Categorical's categories are only known once the levels are)."""
         return "category" if self.name == "category" else pd.api.types.pandas_dtype(self.name)
@@ -68,7 +74,7 @@ def dtype_of(values: pd.Series) -> DType | None:
     dtype = values.dtype
     if isinstance(dtype, pd.CategoricalDtype):
         items = str(dtype.categories.dtype)
-        order = tuple(str(c) for c in dtype.categories) if dtype.ordered else ()
+        order = tuple(label_text(c) for c in dtype.categories)
         return DType("category", None if items == "object" else items, bool(dtype.ordered), order)
     if pd.api.types.is_object_dtype(dtype):
         return DType("object", _ITEMS.get(pd.api.types.infer_dtype(values, skipna=True)))

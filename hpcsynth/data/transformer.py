@@ -66,12 +66,19 @@ class TableTransformer:
         self._check_declared()
         noise = privacy.noise(self.schema_, self.bounds, self.levels, self.numeric, comm.rank) if privacy else None
         self.transforms_ = [self._fit_column(spec, frame[spec.name], comm, noise) for spec in self.schema_]
+        self._limit_category_orders()
         self.privacy_ = {"noise_multiplier": noise.noise_multiplier, "releases": noise.releases,
                          "levels_delta": noise.levels_delta} if noise else None
         self.survival_ = self._survival(comm)
         if comm.is_root:
             self._warn_constant()
         return self
+
+    def _limit_category_orders(self) -> None:
+        """A pandas Categorical's recorded category order keeps only the levels its transform kept."""
+        for spec, t in zip(self.schema_, self.transforms_):
+            if spec.dtype is not None and isinstance(t, CategoricalTransform):
+                spec.dtype = spec.dtype.within(t.labels_)
 
     def _survival(self, comm: Communicator) -> dict | None:
         """The zero-time rule and the rows it changed on every site together (collective), with a time column."""
