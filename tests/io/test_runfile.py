@@ -1,4 +1,6 @@
-"""The run file: tables round-trip with names, kinds and labels; writes are atomic."""
+"""The run file: tables round-trip with names, kinds, labels and dtypes; writes are atomic."""
+import json
+
 import h5py
 import numpy as np
 import pandas as pd
@@ -8,6 +10,7 @@ from hpcsynth.data.transformer import TableTransformer
 from hpcsynth.federated.records import RoundRecord
 from hpcsynth.io.inspect import describe, load_synthetic
 from hpcsynth.io.runfile import RunContent, atomic_write, write_run
+from table_support import random_table
 
 
 @pytest.fixture
@@ -85,3 +88,32 @@ def test_describe_summarises_the_run(tmp_path, run):
     text = describe(write_run(tmp_path / "r.h5", run))
     assert "strategy: fedavg" in text and "status: complete" in text
     assert "fidelity" in text and "higher is better" in text and "checkpoint: round 1" in text
+
+
+def test_synthetic_tables_come_back_in_the_input_dtypes_and_schema_records_them(tmp_path):
+    frame = random_table(3)
+    transformer = TableTransformer(categorical=["grade"]).fit(frame)
+    content = RunContent("seed: 0\n", "job.yaml", "centralized", 1, transformer, synthetic={"pooled": frame})
+    back = load_synthetic(write_run(tmp_path / "r.h5", content))
+    pd.testing.assert_frame_equal(back, frame, check_exact=False, rtol=1e-6)
+    with h5py.File(tmp_path / "r.h5") as f:
+        assert json.loads(f["schema/grade"].attrs["dtype"])["name"] == "int64"
+        assert json.loads(f["synthetic/pooled/visits"].attrs["dtype"])["name"] == "Int64"
+
+
+def test_a_run_file_written_before_dtypes_were_stored_still_reads(tmp_path, run, table):
+    path = write_run(tmp_path / "r.h5", run)
+    with h5py.File(path, "r+") as f:
+        for column in f["synthetic/pooled"].values():
+            del column.attrs["dtype"]
+    back = load_synthetic(path)
+    assert back["count"].dtype == np.int64 and back["sex"].dropna().tolist() == ["M", "F", "M"]
+    assert back["SF3B1"].dtype == np.float64
+
+
+def test_schema_records_the_zero_time_rule_and_the_rows_it_changed(tmp_path):
+    frame = pd.DataFrame({"t": [0.5, 0.5, 4.0, 9.0], "e": [1, 0, 1, 0], "x": [1.0, 2.0, 3.0, 4.0]})
+    transformer = TableTransformer(time="t", event="e", zero_time=0.5, zero_time_rows=2).fit(frame)
+    path = write_run(tmp_path / "r.h5", RunContent("seed: 0\n", "job.yaml", "centralized", 1, transformer))
+    with h5py.File(path) as f:
+        assert f["schema"].attrs["zero_time"] == 0.5 and f["schema"].attrs["zero_time_rows"] == 2
