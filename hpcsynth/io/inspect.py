@@ -113,7 +113,7 @@ def describe(path: str | Path) -> str:
 
 
 def load_synthetic(path: str | Path, site: int | None = None, strategy: str | None = None) -> pd.DataFrame:
-    """A synthetic table (pooled, or one site's) with the original column names, kinds and labels."""
+    """A synthetic table (pooled, or one site's) with the original column names, labels and pandas dtypes."""
     with _open(path) as f:
         g = _run_group(f, path, strategy)
         name = "pooled" if site is None else f"site_{site}"
@@ -123,7 +123,8 @@ def load_synthetic(path: str | Path, site: int | None = None, strategy: str | No
 
 
 def export(path: str | Path, out: str | Path, site: int | None = None, strategy: str | None = None) -> Path:
-    """Write a synthetic table to CSV or Parquet (chosen by the extension)."""
+    """Write a synthetic table to CSV or Parquet (chosen by the extension), in the input's dtypes: the CSV reads
+    back under pandas.read_csv as the input CSV did, and Parquet keeps pandas dtypes, Categoricals included."""
     frame = load_synthetic(path, site, strategy)
     target = Path(out)
     target.parent.mkdir(parents=True, exist_ok=True)
