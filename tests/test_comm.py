@@ -1,11 +1,12 @@
 """The communicator: what crosses ranks. The job runs under real mpiexec with a recording communicator."""
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from hpcsynth.comm import SoloComm
+from hpcsynth.comm import SitesInOneProcess, SoloComm
 
 PROGRAM = Path(__file__).with_name("programs") / "record_payloads.py"
 
@@ -47,3 +48,43 @@ def test_one_process_weighted_sum_is_the_weighting():
 def test_the_shared_memory_weighted_sum_equals_weighting_and_allreduce_on_one_and_two_nodes(mpirun):
     result = mpirun(4, [sys.executable, str(PROGRAM.with_name("weighted_sum.py"))], timeout=120)
     assert result.returncode == 0 and "SAME" in result.stdout, result.stderr
+
+
+def test_sites_in_one_process_exchange_like_ranks_and_take_turns():
+    """Collectives over threads give what MPI ranks would; between collectives no two sites compute at once."""
+    inside, most = [0], [0]
+
+    def compute() -> None:
+        inside[0] += 1
+        most[0] = max(most[0], inside[0])
+        time.sleep(0.005)  # a thread that did not hold the turn would run here
+        inside[0] -= 1
+
+    def work(comm):
+        compute()
+        total = comm.Allreduce(np.array([comm.rank + 1.0, -comm.rank]), "sum")
+        compute()
+        smallest = comm.Allreduce(np.array([float(comm.rank)]), "min")
+        group = comm.split(comm.rank % 2)
+        compute()
+        within = group.allgather(comm.rank)
+        return total.tolist(), smallest[0], comm.allgather(comm.rank), comm.bcast(comm.rank * 10, root=2), \
+            comm.gather(comm.rank), within
+
+    results = SitesInOneProcess(3).run(work)
+    assert [r[0] for r in results] == [[6.0, -3.0]] * 3 and {r[1] for r in results} == {0.0}
+    assert all(r[2] == [0, 1, 2] and r[3] == 20 for r in results)
+    assert results[0][4] == [0, 1, 2] and results[1][4] is None
+    assert [r[5] for r in results] == [[0, 2], [1], [0, 2]]
+    assert most[0] == 1
+
+
+def test_a_failing_site_raises_its_error_and_releases_the_others():
+    def work(comm):
+        if comm.rank == 1:
+            raise ValueError("site 1: bad rows")
+        comm.barrier()
+        return comm.rank
+
+    with pytest.raises(ValueError, match="site 1: bad rows"):
+        SitesInOneProcess(3).run(work)

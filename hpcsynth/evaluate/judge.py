@@ -48,6 +48,8 @@ class Judge:
         The number of sites.
     site : ndarray, optional
         The site of every held-out row (default: this rank).
+    memo : dict, optional
+        What the evaluation fits on the real rows alone, kept from one release to the next.
     """
 
     train: pd.DataFrame
@@ -56,13 +58,14 @@ class Judge:
     comm: Communicator
     spec: EvalSpec
     n_sites: int
-    site: np.ndarray | None = field(default=None)
+    site: np.ndarray | None = None
+    memo: dict = field(default_factory=dict, repr=False)  # fits on the real rows, computed once per judge
 
     def score(self, synthetic: pd.DataFrame, metrics: Collection[str] | None = None,
               comm: Communicator | None = None) -> Evaluation:
         """One table against the pooled held-out rows (against this site's own with `comm=SoloComm()`)."""
         return evaluate(synthetic, self.train, self.holdout, self.transformer, comm or self.comm, self.spec,
-                        self.site, self.n_sites, metrics)
+                        self.site, self.n_sites, metrics, self.memo if comm is None else None)
 
     def release(self, tables: list[pd.DataFrame], per_site: bool,
                 metrics: Collection[str] | None = None) -> Evaluation:

@@ -269,6 +269,14 @@ def _own_site_html(ev: Evaluation) -> str:
     return (f"<p class='note'>{OWN_SITE}</p>" + _frame_html(sites_frame(ev, own_site=True)))
 
 
+def _detection_html(sections: list[RunSection]) -> str:
+    """Every strategy's detection AUROC and the columns its classifier leans on most."""
+    rows = [{"strategy": s.name, "detection_auroc": s.evaluation.scores.get("detection_auroc", np.nan),
+             "top features (drop in AUROC when the column is shuffled)":
+                 ", ".join(f"{c} {v:.3f}" for c, v in s.evaluation.detection_features.items())} for s in sections]
+    return _frame_html(pd.DataFrame(rows))
+
+
 def run_html(section: RunSection) -> str:
     ev = section.evaluation
     parts = [f"<h2>{html.escape(section.name)}</h2>", f"<p class='note'>Release: {html.escape(_release(ev))}.</p>",
@@ -307,6 +315,7 @@ def write_report(path: str | Path, sections: list[RunSection], title: str) -> Pa
         if has_round_curves(sections):
             body += ["<h3>Scores against the round</h3>",
                      _img(round_curves_figure(sections), "strategies against the round")]
+        body += ["<h3>What gives the synthetic rows away</h3>", _detection_html(sections)]
     body += [run_html(s) for s in sections]
     text = (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
             f"<style>{STYLE}</style></head><body>{''.join(body)}</body></html>")

@@ -13,6 +13,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -22,7 +23,7 @@ from hpcsynth.data.cohorts import Cohort
 from hpcsynth.data.transformer import TableTransformer
 from hpcsynth.data.transforms import CategoricalTransform
 from hpcsynth.evaluate import attacks, composite
-from hpcsynth.evaluate.detection import detection_auroc
+from hpcsynth.evaluate.detection import detection, top_features
 from hpcsynth.evaluate.diversity import alpha_beta_authenticity, category_coverage
 from hpcsynth.evaluate.fairness import FairnessTable, fairness
 from hpcsynth.evaluate.fidelity import column_scores, wasserstein
@@ -32,8 +33,15 @@ from hpcsynth.evaluate.metrics import METRICS, Direction, Pooling, Role, directi
 from hpcsynth.evaluate.pairs import PairTrends, pair_trends
 from hpcsynth.evaluate.pooling import weighted_mean
 from hpcsynth.evaluate.privacy import privacy_features
-from hpcsynth.evaluate.survival import CoxComparison, KMComparison, c_index, compare_cox, compare_km
-from hpcsynth.evaluate.utility import compare_fits, fit_predict
+from hpcsynth.evaluate.survival import (
+    CoxComparison,
+    KMComparison,
+    c_index,
+    compare_km,
+    cox_coefficients,
+    pooled_real_cox,
+)
+from hpcsynth.evaluate.utility import compare_fits, fit, fit_predict, predict
 
 
 @dataclass
@@ -137,6 +145,8 @@ class Evaluation:
         With a release per site: every score at its worst site.
     own_site : list of dict
         When asked for: each site's release scored against that site's own held-out rows only.
+    detection_features : dict
+        The columns that give the synthetic rows away most, with their importance (in AUROC points).
     """
 
     scores: dict[str, float] = field(default_factory=dict)
@@ -153,6 +163,7 @@ class Evaluation:
     sites: list[dict[str, float]] = field(default_factory=list)
     worst: dict[str, float] = field(default_factory=dict)
     own_site: list[dict[str, float]] = field(default_factory=list)
+    detection_features: dict[str, float] = field(default_factory=dict)
 
     @property
     def directions(self) -> dict[str, Direction]:
@@ -200,6 +211,11 @@ class Context:
         Filled as the parts run: scores so far, and the comparisons the report draws.
     predictions : tuple of ndarray or None
         The TSTR model's binary predictions (rows scored, labels, scores), for the fairness part.
+    whole : bool
+        Every part runs (not a per-round selection): the parts add what only the report needs.
+    memo : dict
+        What does not depend on the synthetic table (fits on the real rows), kept across the evaluations of one
+        judge (`once`).
     """
 
     synthetic: pd.DataFrame
@@ -212,10 +228,25 @@ class Context:
     n_sites: int
     result: Evaluation = field(default_factory=Evaluation)
     predictions: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+    whole: bool = True
+    memo: dict = field(default_factory=dict)
 
     @property
     def scores(self) -> dict[str, float]:
         return self.result.scores
+
+    def on_one_site(self, compute: Callable[[], Any]) -> Any:
+        """What depends on the synthetic table alone (the same on every site), computed by the last site and
+        sent to the others (collective): the sites do not repeat the same fit."""
+        owner = self.comm.size - 1
+        return self.comm.bcast(compute() if self.comm.rank == owner else None, root=owner)
+
+    def once(self, key: str, compute: Callable[[], Any]) -> Any:
+        """`compute()` the first time `key` is asked for with this memo (collective when `compute` is: every
+        site asks for the same keys in the same order)."""
+        if key not in self.memo:
+            self.memo[key] = compute()
+        return self.memo[key]
 
 
 @dataclass(frozen=True)
@@ -244,6 +275,7 @@ class Part:
 
 
 PARTS: list[Part] = []
+TOP_FEATURES = 5  # the columns detection names in a whole evaluation
 _WEIGHTS = {Pooling.HOLDOUT: lambda ctx: len(ctx.holdout), Pooling.TRAIN: lambda ctx: len(ctx.train)}
 
 
@@ -287,8 +319,15 @@ def _coverage(ctx: Context) -> dict[str, float]:
 
 @part("wasserstein", "detection_auroc", local=True)
 def _distinguishability(ctx: Context) -> dict[str, float]:
-    return {"wasserstein": wasserstein(ctx.synthetic, ctx.holdout, ctx.transformer),
-            "detection_auroc": detection_auroc(ctx.synthetic, ctx.holdout, ctx.transformer, ctx.spec.seed)}
+    """Wasserstein distance and detection AUROC; in a whole evaluation also the columns that give the synthetic
+    rows away (permutation importances, weighted by held-out rows over sites)."""
+    found = detection(ctx.synthetic, ctx.holdout, ctx.transformer, ctx.spec.seed, importance=ctx.whole)
+    if ctx.whole:
+        pooled = weighted_mean(found.importance, float(len(ctx.holdout)), ctx.comm)
+        ctx.result.detection_features = dict(top_features(pooled, TOP_FEATURES))
+        ctx.result.notes["detection_top_features"] = ", ".join(f"{c} ({v:.3f})"
+                                                               for c, v in ctx.result.detection_features.items())
+    return {"wasserstein": wasserstein(ctx.synthetic, ctx.holdout, ctx.transformer), "detection_auroc": found.auroc}
 
 
 @part("alpha_precision", "beta_recall", "authenticity", local=True)
@@ -321,11 +360,13 @@ def _utility(ctx: Context) -> dict[str, float]:
     """TSTR against TRTR; keeps the TSTR model's binary predictions for the fairness part."""
     target, t = ctx.spec.target, ctx.transformer
     features = [c for c in t.columns if c not in (target, ctx.spec.time)]
-    fitted = fit_predict(ctx.synthetic, ctx.holdout, t, target, features, ctx.spec.seed)
+    model = ctx.on_one_site(lambda: fit(ctx.synthetic, t, target, features, ctx.spec.seed))
+    fitted = predict(model, ctx.holdout, t, target, features)
     if fitted is not None and fitted[2].size == 2:
         kept = t.transform_of(target).codes(ctx.holdout[target]) != len(t.transform_of(target).labels_)
         ctx.predictions = (kept, fitted[0] == fitted[2][1], fitted[1][:, 1])
-    return compare_fits(fitted, fit_predict(ctx.train, ctx.holdout, t, target, features, ctx.spec.seed))
+    return compare_fits(fitted, ctx.once("trtr", lambda: fit_predict(ctx.train, ctx.holdout, t, target, features,
+                                                                      ctx.spec.seed)))
 
 
 @part("dcr_synthetic_p5", "dcr_holdout_p5", "dcr_ratio", "dcr_closer_than_holdout_median", "exact_match_rate",
@@ -355,7 +396,9 @@ def _kaplan_meier(ctx: Context) -> dict[str, float]:
 @part("cox_hr_in_ci", "cox_log_hr_mae")
 def _cox(ctx: Context) -> dict[str, float]:
     spec = ctx.spec
-    ctx.result.cox = compare_cox(ctx.synthetic, ctx.holdout, spec.cox, spec.time, spec.event, ctx.comm)
+    real = ctx.once("cox", lambda: pooled_real_cox(ctx.holdout, spec.cox, spec.time, spec.event, ctx.comm))
+    synthetic = ctx.on_one_site(lambda: cox_coefficients(ctx.synthetic, spec.cox, spec.time, spec.event)[0])
+    ctx.result.cox = CoxComparison(list(spec.cox), *real, synthetic)
     return ctx.result.cox.scores()
 
 
@@ -423,10 +466,10 @@ def selected(metrics: Collection[str] | None) -> list[Part]:
 
 def evaluate(synthetic: pd.DataFrame, train: pd.DataFrame, holdout: pd.DataFrame, transformer: TableTransformer,
              comm: Communicator, spec: EvalSpec | None = None, site: np.ndarray | None = None,
-             n_sites: int = 1, metrics: Collection[str] | None = None) -> Evaluation:
+             n_sites: int = 1, metrics: Collection[str] | None = None, memo: dict | None = None) -> Evaluation:
     """Every score of `synthetic` against the held-out rows (collective), or only `metrics` (and what they read).
     `site` labels each real row's site (default: this rank) for the per-site fairness rows; `n_sites` is the
-    number of sites.
+    number of sites; `memo` keeps the fits on real rows for the next evaluation against the same rows.
 
     The classifiers run on one OpenMP thread: with several ranks per node (or a busy node), scikit-learn's
     default of a thread per core made each small fit a hundred times slower from threads waiting on each other."""
@@ -434,7 +477,8 @@ def evaluate(synthetic: pd.DataFrame, train: pd.DataFrame, holdout: pd.DataFrame
 
     spec = spec or EvalSpec.default(transformer)
     site = np.full(len(holdout), comm.rank) if site is None else site
-    ctx = Context(synthetic, train, holdout, transformer, comm, spec, site, n_sites)
+    ctx = Context(synthetic, train, holdout, transformer, comm, spec, site, n_sites, whole=metrics is None,
+                  memo=memo if memo is not None else {})
     roles = spec.roles(n_sites)
     with threadpool_limits(limits=1, user_api="openmp"):
         for p in selected(metrics):

@@ -167,27 +167,37 @@ class CoxComparison:
                 "cox_log_hr_mae": float(np.abs(self.synthetic_log_hr - self.real_log_hr)[ok].mean())}
 
 
-def compare_cox(synthetic: pd.DataFrame, holdout: pd.DataFrame, covariates: list[str], time: str, event: str,
-                comm: Communicator) -> CoxComparison:
-    """Cox log hazard ratios, synthetic against real (inverse-variance pooled over sites; collective)."""
-    def coefficients(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
-        fit = _cox(frame, covariates, time, event)
-        beta, se = np.full(len(covariates), np.nan), np.full(len(covariates), np.nan)
-        if fit is not None:
-            for k, c in enumerate(covariates):
-                if c in fit.params_.index:
-                    beta[k], se[k] = fit.params_[c], fit.standard_errors_[c]
-        return beta, se
+def cox_coefficients(frame: pd.DataFrame, covariates: list[str], time: str,
+                  event: str) -> tuple[np.ndarray, np.ndarray]:
+    """Cox log hazard ratios and standard errors of `covariates` (NaN where the fit leaves one out)."""
+    fit = _cox(frame, covariates, time, event)
+    beta, se = np.full(len(covariates), np.nan), np.full(len(covariates), np.nan)
+    if fit is not None:
+        for k, c in enumerate(covariates):
+            if c in fit.params_.index:
+                beta[k], se[k] = fit.params_[c], fit.standard_errors_[c]
+    return beta, se
 
-    beta, se = coefficients(holdout)
+
+def pooled_real_cox(holdout: pd.DataFrame, covariates: list[str], time: str, event: str,
+                    comm: Communicator) -> tuple[np.ndarray, np.ndarray]:
+    """The real log hazard ratios and standard errors, every site's fit on its held-out rows combined by
+    inverse-variance meta-analysis (collective)."""
+    beta, se = cox_coefficients(holdout, covariates, time, event)
     ok = np.isfinite(beta) & np.isfinite(se) & (se > 0)
     w = np.where(ok, 1.0 / np.where(ok, se, 1.0) ** 2, 0.0)
     pooled = summed(np.concatenate([np.where(ok, w * beta, 0.0), w]), comm)
     sw = pooled[len(covariates):]
     with np.errstate(invalid="ignore", divide="ignore"):
-        real_beta = np.where(sw > 0, pooled[:len(covariates)] / sw, np.nan)
-        real_se = np.where(sw > 0, 1.0 / np.sqrt(sw), np.nan)
-    return CoxComparison(list(covariates), real_beta, real_se, coefficients(synthetic)[0])
+        return np.where(sw > 0, pooled[:len(covariates)] / sw, np.nan), np.where(sw > 0, 1.0 / np.sqrt(sw), np.nan)
+
+
+def compare_cox(synthetic: pd.DataFrame, holdout: pd.DataFrame, covariates: list[str], time: str, event: str,
+                comm: Communicator, real: tuple[np.ndarray, np.ndarray] | None = None) -> CoxComparison:
+    """Cox log hazard ratios, synthetic against real (collective unless `real`, the result of `pooled_real_cox`,
+    is given: it does not change from one synthetic table to the next)."""
+    real_beta, real_se = real if real is not None else pooled_real_cox(holdout, covariates, time, event, comm)
+    return CoxComparison(list(covariates), real_beta, real_se, cox_coefficients(synthetic, covariates, time, event)[0])
 
 
 def c_index(train: pd.DataFrame, test: pd.DataFrame, covariates: list[str], time: str, event: str) -> float:

@@ -51,18 +51,32 @@ def target_codes(frame: pd.DataFrame, transformer: TableTransformer, target: str
     return t.codes(frame[target])
 
 
+def fit(train: pd.DataFrame, transformer: TableTransformer, target: str, features: list[str], seed: int = 0):
+    """A classifier of `target` fitted on `train` (rows with a known target), or None when `train` has one class."""
+    y = target_codes(train, transformer, target)
+    keep = y != len(transformer.transform_of(target).labels_)
+    if np.unique(y[keep]).size < 2:
+        return None
+    x, categorical = feature_matrix(train[keep], transformer, features)
+    return classifier(categorical, seed).fit(x, y[keep])
+
+
+def predict(model, test: pd.DataFrame, transformer: TableTransformer, target: str,
+            features: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """(test labels, predicted probabilities, classes) of `model` on the rows of `test` with a known target;
+    None without a model or without such rows."""
+    y = target_codes(test, transformer, target)
+    keep = y != len(transformer.transform_of(target).labels_)
+    if model is None or not keep.any():
+        return None
+    x, _ = feature_matrix(test[keep], transformer, features)
+    return y[keep], model.predict_proba(x), model.classes_
+
+
 def fit_predict(train: pd.DataFrame, test: pd.DataFrame, transformer: TableTransformer, target: str,
                 features: list[str], seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
-    """(test labels, predicted probabilities, classes) of a model fitted on `train`; None if `train` has one class."""
-    missing = len(transformer.transform_of(target).labels_)
-    y_train, y_test = target_codes(train, transformer, target), target_codes(test, transformer, target)
-    keep_train, keep_test = y_train != missing, y_test != missing
-    if np.unique(y_train[keep_train]).size < 2 or not keep_test.any():
-        return None
-    x_train, categorical = feature_matrix(train[keep_train], transformer, features)
-    x_test, _ = feature_matrix(test[keep_test], transformer, features)
-    model = classifier(categorical, seed).fit(x_train, y_train[keep_train])
-    return y_test[keep_test], model.predict_proba(x_test), model.classes_
+    """`predict` on `test` with a model `fit` on `train`."""
+    return predict(fit(train, transformer, target, features, seed), test, transformer, target, features)
 
 
 def compare_fits(tstr, trtr) -> dict[str, float]:
