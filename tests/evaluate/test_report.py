@@ -14,8 +14,9 @@ from hpcsynth.comm import SoloComm
 from hpcsynth.evaluate.report import RunSection, write_report
 from hpcsynth.evaluate.suite import evaluate
 
-# 1 comparison plot + per run: marginals, KM, correlation, genomics, DCR, fairness, rounds
-EXPECTED_IMAGES = 1 + 2 * 7
+# the comparison: strategies side by side, scores against the round; per run: marginals, KM, correlation,
+# genomics, DCR, fairness, training rounds, scores against the round
+EXPECTED_IMAGES = 2 + 2 * 8
 DRAWN = """<script>window.addEventListener('load', () => document.body.setAttribute('data-drawn',
   [...document.images].filter(i => i.complete && i.naturalWidth > 0).length));</script></body>"""
 
@@ -40,7 +41,8 @@ def report(mds, noisy_synthetic, tmp_path_factory):
     train, holdout, site, transformer = mds
     ev = evaluate(noisy_synthetic, train, holdout, transformer, SoloComm(), site=site, n_sites=3)
     rounds = pd.DataFrame({"round": np.arange(3), "loss": [3.0, 2.0, 1.5], "wall_s": [1.0, 1.1, 0.9],
-                           "comm_s": [0.1, 0.1, 0.1]})
+                           "comm_s": [0.1, 0.1, 0.1], "eval_s": [0.2, np.nan, 0.2], "quality": [0.7, np.nan, 0.8],
+                           "csf": [0.6, np.nan, 0.7], "gsf": [0.5, np.nan, 0.6]})
     path = tmp_path_factory.mktemp("report") / "run.html"
     return write_report(path, [RunSection("fedavg", ev, rounds), RunSection("isolated", ev, rounds)], "test")
 
@@ -70,3 +72,4 @@ def test_report_opens_in_headless_chromium_with_every_plot_drawn(report, tmp_pat
     assert drawn is not None, done.stderr[-2000:]
     assert int(drawn.group(1)) == EXPECTED_IMAGES
     assert "Strategy comparison" in done.stdout and "Kaplan-Meier" in done.stdout
+    assert 'alt="strategies against the round"' in done.stdout and "What gives the synthetic rows away" in done.stdout
