@@ -246,7 +246,8 @@ def _check_survival(frame: pd.DataFrame, decl: Declarations, where: str) -> None
 def _warn_many_levels(frame: pd.DataFrame, decl: Declarations, where: str) -> None:
     for column in frame.columns:
         values = frame[column].dropna()
-        categorical = column in decl.categorical or not pd.api.types.is_numeric_dtype(values)
+        categorical = column in decl.categorical or not (pd.api.types.is_numeric_dtype(values) or
+                                                         pd.api.types.is_datetime64_any_dtype(values))
         if categorical and len(values) > 1 and values.nunique() > len(frame) // 2:
             warn(f"{where}: column {column!r} has {values.nunique()} levels in {len(frame)} rows; kept as categories "
                  f"(declare it in data.id if it identifies patients)")
