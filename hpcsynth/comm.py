@@ -121,8 +121,18 @@ class MPIComm(Communicator):
         self._ops = {"sum": MPI.SUM, "min": MPI.MIN, "max": MPI.MAX}
         self._node_comm = node_comm
         self._shared: SharedReduction | None = None
+        self._patient = oversubscribed()
+
+    def _arrive(self) -> None:
+        """On an oversubscribed node, wait for every rank with the sleeping barrier before a blocking
+        collective: MPICH spins while it waits, and a rank spinning at a collective takes the core from the
+        rank still computing (a collective then costs a barrier's latency more; on a node with a core per
+        rank nothing changes)."""
+        if self._patient:
+            self.barrier()
 
     def _allreduce(self, buffer: np.ndarray, op: str) -> None:
+        self._arrive()
         self._comm.Allreduce(self._MPI.IN_PLACE, buffer, op=self._ops[op])
 
     def weighted_sum(self, buffer: np.ndarray, weight: float) -> np.ndarray:
@@ -141,12 +151,15 @@ class MPIComm(Communicator):
         return buffer
 
     def allgather(self, obj: Any) -> list:
+        self._arrive()
         return self._comm.allgather(obj)
 
     def bcast(self, obj: Any, root: int = 0) -> Any:
+        self._arrive()
         return self._comm.bcast(obj, root=root)
 
     def gather(self, obj: Any, root: int = 0) -> list | None:
+        self._arrive()
         return self._comm.gather(obj, root=root)
 
     def barrier(self) -> None:
@@ -300,6 +313,11 @@ def local_rank() -> int:
         if var in os.environ:
             return int(os.environ[var])
     return 0
+
+
+def oversubscribed() -> bool:
+    """More ranks on this node than it has cores (e.g. 3 sites on a 2-core laptop)."""
+    return local_size() > (os.cpu_count() or 1)
 
 
 def local_size() -> int:

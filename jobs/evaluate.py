@@ -29,6 +29,7 @@ from hpcsynth.evaluate.report import RunSection, write_report
 from hpcsynth.evaluate.suite import EvalSpec, Evaluation
 from hpcsynth.federated.registry import STRATEGIES
 from hpcsynth.io.evaluation import write_evaluation
+from hpcsynth.io.runfile import compared_strategies
 from hpcsynth.io.runfile import read_table as read_stored
 
 
@@ -68,7 +69,8 @@ def run_files(path: str | Path) -> list[tuple[str, Path]]:
         raise ConfigError(f"{p}: no such run file")
     with h5py.File(p, "r") as f:
         if f.attrs.get("kind") == "comparison":
-            return [(name, (p.parent / f["runs"].get(name, getlink=True).filename).resolve()) for name in f["runs"]]
+            return [(name, (p.parent / f["runs"].get(name, getlink=True).filename).resolve())
+                    for name in compared_strategies(f)]
         if "synthetic" not in f:
             raise ConfigError(f"{p}: no synthetic table to evaluate")
         return [(str(f.attrs["strategy"]), p)]

@@ -96,11 +96,20 @@ def _split(counts: np.ndarray, n_genes: int) -> tuple[np.ndarray, np.ndarray]:
     return mutated / np.maximum(tested, 1.0), counts[2 * n_genes:].reshape(-1, 4)
 
 
-def compare_genomics(synthetic: pd.DataFrame, holdout: pd.DataFrame, genes: list[str],
-                     comm: Communicator) -> GenomicComparison:
-    """Frequencies and pairwise log odds ratios of the pooled held-out rows (exact, collective) and synthetic."""
-    real_freq, real_cells = _split(summed(mutation_counts(holdout, genes), comm), len(genes))
+def pooled_real_genomics(holdout: pd.DataFrame, genes: list[str],
+                         comm: Communicator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(frequencies, log odds ratios, Fisher p-values) of the pooled held-out rows, exact from summed counts
+    (collective)."""
+    freq, cells = _split(summed(mutation_counts(holdout, genes), comm), len(genes))
+    p = np.array([fisher_exact(c.reshape(2, 2))[1] for c in cells]) if len(cells) else np.empty(0)
+    return freq, log_odds_ratio(cells), p
+
+
+def compare_genomics(synthetic: pd.DataFrame, holdout: pd.DataFrame, genes: list[str], comm: Communicator,
+                     real: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None) -> GenomicComparison:
+    """Frequencies and pairwise log odds ratios of the pooled held-out rows (exact, collective unless `real`, the
+    result of `pooled_real_genomics`, is given) and of the synthetic table."""
+    real_freq, real_log_or, p = real if real is not None else pooled_real_genomics(holdout, genes, comm)
     syn_freq, syn_cells = _split(mutation_counts(synthetic, genes), len(genes))
-    p = np.array([fisher_exact(c.reshape(2, 2))[1] for c in real_cells]) if len(real_cells) else np.empty(0)
-    return GenomicComparison(genes, real_freq, syn_freq, list(combinations(genes, 2)), log_odds_ratio(real_cells),
+    return GenomicComparison(genes, real_freq, syn_freq, list(combinations(genes, 2)), real_log_or,
                              log_odds_ratio(syn_cells), p)

@@ -27,7 +27,7 @@ from hpcsynth.evaluate.detection import detection, top_features
 from hpcsynth.evaluate.diversity import alpha_beta_authenticity, category_coverage
 from hpcsynth.evaluate.fairness import FairnessTable, fairness
 from hpcsynth.evaluate.fidelity import column_scores, wasserstein
-from hpcsynth.evaluate.genomics import GenomicComparison, compare_genomics
+from hpcsynth.evaluate.genomics import GenomicComparison, compare_genomics, pooled_real_genomics
 from hpcsynth.evaluate.marginals import Marginal, marginals
 from hpcsynth.evaluate.metrics import METRICS, Direction, Pooling, Role, directions, metric
 from hpcsynth.evaluate.pairs import PairTrends, pair_trends
@@ -307,7 +307,8 @@ def _shapes_and_pairs(ctx: Context) -> dict[str, float]:
     r = ctx.result
     r.shapes = column_scores(ctx.synthetic, ctx.holdout, ctx.transformer, ctx.comm)
     r.pairs = pair_trends(ctx.synthetic, ctx.holdout, ctx.transformer, ctx.comm)
-    r.marginals = marginals(ctx.synthetic, ctx.holdout, ctx.transformer, ctx.comm)
+    if ctx.whole:  # the report's histograms
+        r.marginals = marginals(ctx.synthetic, ctx.holdout, ctx.transformer, ctx.comm)
     shapes = float(np.mean(list(r.shapes.values())))
     return {"column_shapes": shapes, "column_pair_trends": r.pairs.score, "quality": (shapes + r.pairs.score) / 2}
 
@@ -411,7 +412,8 @@ def _c_index(ctx: Context) -> dict[str, float]:
 
 @part("gene_frequency_similarity", "gene_frequency_mae", "co_mutation_agreement", "co_mutation_log_or_mae")
 def _genomics(ctx: Context) -> dict[str, float]:
-    ctx.result.genomics = compare_genomics(ctx.synthetic, ctx.holdout, ctx.spec.genes, ctx.comm)
+    real = ctx.once("genomics", lambda: pooled_real_genomics(ctx.holdout, ctx.spec.genes, ctx.comm))
+    ctx.result.genomics = compare_genomics(ctx.synthetic, ctx.holdout, ctx.spec.genes, ctx.comm, real)
     return ctx.result.genomics.scores()
 
 

@@ -10,7 +10,7 @@ from hpcsynth.evaluate.metrics import headline, per_round
 from hpcsynth.evaluate.report import OWN_SITE, QUESTION, RunSection, sites_frame, summary_table
 from hpcsynth.evaluate.suite import Evaluation
 from hpcsynth.io.evaluation import read_evaluation
-from hpcsynth.io.runfile import read_table
+from hpcsynth.io.runfile import compared_strategies, read_table
 from hpcsynth.messages import ConfigError
 
 
@@ -77,7 +77,7 @@ def _indented(text: str) -> list[str]:
 
 def _comparison(f: h5py.File) -> list[str]:
     """Every strategy's stored scores in the table `hpcsynth evaluate` prints (the same numbers)."""
-    sections = [RunSection(name, read_evaluation(f["runs"][name]) or Evaluation()) for name in f["runs"]]
+    sections = [RunSection(name, read_evaluation(f["runs"][name]) or Evaluation()) for name in compared_strategies(f)]
     present = {k for s in sections for k in s.evaluation.scores}
     keys = tuple(k for k in (*dict.fromkeys((*per_round(), *headline())), "wall_s") if k in present)
     return ["comparison:"] + _indented(summary_table(sections, keys))
@@ -104,7 +104,7 @@ def describe(path: str | Path) -> str:
         lines = [f"{path}: hpcsynth {f.attrs.get('kind', 'run')} file, version {f.attrs.get('hpcsynth_version')}"]
         if f.attrs.get("kind") == "comparison":
             lines += _comparison(f)
-            for name in f["runs"]:
+            for name in compared_strategies(f):
                 lines += ["", f"[{name}] {f['runs'].get(name, getlink=True).filename}"]
                 lines += ["  " + line for line in _describe_run(f["runs"][name])]
         else:

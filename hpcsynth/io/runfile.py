@@ -216,3 +216,8 @@ def write_comparison(path: str | Path, config_text: str, config_source: str, row
             links[name] = h5py.ExternalLink(os.path.relpath(run_path, target.parent), "/")
 
     return atomic_write(target, fill)
+
+
+def compared_strategies(f: h5py.File) -> list[str]:
+    """The strategies of a comparison file in the job's order (its `/comparison` rows)."""
+    return [s.decode() if isinstance(s, bytes) else str(s) for s in f["comparison"]["strategy"]]
