@@ -63,3 +63,24 @@ def test_sd_sharing_with_two_ranks_per_site_runs_both_phases_and_shares_one_mode
         assert rounds["bytes_reduced"][0] == 0 and rounds["bytes_reduced"][1] > 0
         assert f["checkpoint/params"].shape[0] == 1
         assert len(f["synthetic/pooled"][next(iter(f["synthetic/pooled"]))]) == SITES * 20
+
+
+@pytest.mark.mpi
+@pytest.mark.slow
+def test_scoring_every_round_changes_neither_the_model_nor_the_release(mpirun, tmp_path):
+    """The per-round draws use their own streams; a phased strategy is scored in its shared phase only."""
+    overrides = {"model": {"name": "tvae", "batch_size": 64, "hidden": [16], "latent_dim": 4},
+                 "federation.strategy": ["fedavg", "sd_sharing"], "federation.rounds": 2, "sample.n_rows": 40}
+    run(mpirun, tmp_path / "last", 1, overrides)
+    run(mpirun, tmp_path / "every", 1, {**overrides, "evaluation.every": 1})
+    for strategy in ("fedavg", "sd_sharing"):
+        np.testing.assert_array_equal(params(tmp_path / "every", strategy), params(tmp_path / "last", strategy))
+        with h5py.File(tmp_path / "every" / f"run-{strategy}.h5") as every, \
+                h5py.File(tmp_path / "last" / f"run-{strategy}.h5") as last:
+            np.testing.assert_array_equal(every["synthetic/site_1/age"][()], last["synthetic/site_1/age"][()])
+            assert every["evaluation"].attrs["quality"] == last["evaluation"].attrs["quality"]
+            scored = np.isfinite(every["rounds"]["quality"])
+            assert np.isnan(last["rounds"]["quality"][:-1]).all() and np.isfinite(last["rounds"]["quality"][-1])
+    with h5py.File(tmp_path / "every" / "run-fedavg.h5") as f:
+        assert np.isfinite(f["rounds"]["quality"]).all() and np.isfinite(f["rounds"]["eval_s"]).all()
+    assert scored.tolist() == [False, False, True, True]  # sd_sharing: 2 local rounds, then 2 shared
