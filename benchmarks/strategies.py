@@ -26,6 +26,8 @@ import pandas as pd
 import yaml
 
 from hpcsynth.evaluate.metrics import metric
+from hpcsynth.io.evaluation import read_evaluation
+from hpcsynth.io.runfile import compared_strategies
 
 STRATEGIES = ["centralized", "isolated", "fedavg", "fedprox", "fedopt", "sd_sharing", "latent_alignment"]
 SHOWN = ("quality", "detection_auroc", "csf", "gsf", "tstr_auroc", "dcr_ratio", "wall_s")
@@ -53,11 +55,12 @@ def scores(comparison: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(scores per strategy, with isolated's worst site as its own row; per-round curves per strategy)."""
     rows, curves = {}, []
     with h5py.File(comparison) as f:
-        for name in f["runs"]:
+        for name in compared_strategies(f):
             run = f["runs"][name]
-            rows[name] = {k: float(run["evaluation"].attrs[k]) for k in SHOWN}
-            if "worst" in run["evaluation"]:
-                rows[f"{name} (worst site)"] = {k: run["evaluation/worst"].attrs.get(k, float("nan")) for k in SHOWN}
+            stored = read_evaluation(run)
+            rows[name] = {k: stored.scores.get(k, float("nan")) for k in SHOWN}
+            if stored.worst:
+                rows[f"{name} (worst site)"] = {k: stored.worst.get(k, float("nan")) for k in SHOWN}
             rounds = pd.DataFrame(run["rounds"][()])
             kept = rounds[rounds["quality"].notna()]
             curves += [{"strategy": name, "round": int(r["round"]) + 1, **{k: r[k] for k in CURVES}}
