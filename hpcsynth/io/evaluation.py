@@ -15,6 +15,7 @@ import h5py
 
 from hpcsynth.evaluate.metrics import directions
 from hpcsynth.evaluate.suite import Evaluation
+from hpcsynth.io.runfile import create_private
 
 
 def _site_groups(group: h5py.Group | None) -> list[dict[str, float]]:
@@ -25,14 +26,16 @@ def _site_groups(group: h5py.Group | None) -> list[dict[str, float]]:
 
 def write_evaluation(path: str | Path, evaluation: Evaluation) -> Path:
     """Replace `/evaluation` through a copy and a rename (scores the file had and this evaluation did not
-    recompute are kept, with their directions)."""
+    recompute are kept, with their directions); the copy keeps the file's mode, private for a run file."""
     target = Path(path)
     tmp = target.with_name(f".{target.name}.eval-{os.getpid()}")
     groups = {"directions": directions(evaluation.scores), "notes": {**evaluation.notes, "release": evaluation.release},
               "worst": evaluation.worst, **{f"sites/site_{k}": s for k, s in enumerate(evaluation.sites)},
               **{f"own_site/site_{k}": s for k, s in enumerate(evaluation.own_site)}}
     try:
+        create_private(tmp)
         shutil.copyfile(target, tmp)
+        shutil.copymode(target, tmp)
         with h5py.File(tmp, "r+") as f:
             old = dict(f["evaluation"].attrs) if "evaluation" in f else {}
             old_directions = dict(f["evaluation/directions"].attrs) if "evaluation/directions" in f else {}

@@ -1,17 +1,21 @@
 """Reading run files back: a readable summary (`hpcsynth inspect`) and table export (`hpcsynth export`)."""
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import h5py
 import pandas as pd
 
 from hpcsynth.evaluate.metrics import headline, per_round
+from hpcsynth.evaluate.policy import DEFAULT_POLICY
 from hpcsynth.evaluate.report import OWN_SITE, QUESTION, RunSection, sites_frame, summary_table
 from hpcsynth.evaluate.suite import Evaluation
 from hpcsynth.io.evaluation import read_evaluation
+from hpcsynth.io.gate import judge
 from hpcsynth.io.runfile import compared_strategies, read_table
-from hpcsynth.messages import ConfigError
+from hpcsynth.messages import ConfigError, warn
 
 
 def _open(path: str | Path) -> h5py.File:
@@ -33,6 +37,13 @@ def _run_group(f: h5py.File, path: str | Path, strategy: str | None) -> h5py.Gro
     if name not in names:
         raise ConfigError(f"{path}: no strategy {name!r} in this comparison (has: {', '.join(names)})")
     return f["runs"][name]
+
+
+@contextmanager
+def open_run(path: str | Path, strategy: str | None = None) -> Iterator[h5py.Group]:
+    """The run of a run file, or in a comparison file the linked run of `strategy`, open for reading."""
+    with _open(path) as f:
+        yield _run_group(f, path, strategy)
 
 
 def _describe_run(g: h5py.Group) -> list[str]:
@@ -122,16 +133,37 @@ def load_synthetic(path: str | Path, site: int | None = None, strategy: str | No
         return read_table(g["synthetic"][name])
 
 
+def table_format(path: str | Path) -> str:
+    """"csv" or "parquet", from the file's extension (ConfigError otherwise)."""
+    suffix = Path(path).suffix.lower()
+    if suffix in (".parquet", ".pq"):
+        return "parquet"
+    if suffix == ".csv":
+        return "csv"
+    raise ConfigError(f"{path}: unknown output type; use .csv or .parquet")
+
+
+def write_frame(frame: pd.DataFrame, path: str | Path, fmt: str) -> None:
+    """Write a table as `fmt` ("csv" or "parquet") in the input's dtypes: the CSV reads back under
+    pandas.read_csv as the input CSV did, and Parquet keeps pandas dtypes, Categoricals included."""
+    if fmt == "parquet":
+        frame.to_parquet(path, index=False)
+    else:
+        frame.to_csv(path, index=False)
+
+
 def export(path: str | Path, out: str | Path, site: int | None = None, strategy: str | None = None) -> Path:
-    """Write a synthetic table to CSV or Parquet (chosen by the extension), in the input's dtypes: the CSV reads
-    back under pandas.read_csv as the input CSV did, and Parquet keeps pandas dtypes, Categoricals included."""
+    """Write a synthetic table to CSV or Parquet (chosen by the extension), in the input's dtypes (`write_frame`).
+    Warns when the run's stored scores fail the default release policy: only `hpcsynth release` clears a table
+    to leave the sites."""
+    fmt = table_format(out)
     frame = load_synthetic(path, site, strategy)
+    with open_run(path, strategy) as run:
+        failed = [o for o in judge(run, DEFAULT_POLICY, site) if not o.passed]
+    if failed:
+        warn(f"export: {path} fails the default release policy ({', '.join(o.check.name for o in failed)}); this "
+             "table is not cleared to leave the sites (`hpcsynth release` says why; docs/release.md)")
     target = Path(out)
     target.parent.mkdir(parents=True, exist_ok=True)
-    if target.suffix.lower() in (".parquet", ".pq"):
-        frame.to_parquet(target, index=False)
-    elif target.suffix.lower() == ".csv":
-        frame.to_csv(target, index=False)
-    else:
-        raise ConfigError(f"{target}: unknown output type; use .csv or .parquet")
+    write_frame(frame, target, fmt)
     return target

@@ -6,7 +6,9 @@ dataset per column; categories as codes with their labels), `/rounds`, `/checkpo
 
 Files are written by one rank, to a temporary file in the same folder that is then renamed over the target
 (`os.replace`, atomic on POSIX), so a reader never sees a half-written file and a killed job never leaves a
-file that looks complete. While training, checkpoints go to `<stem>.partial.h5` with status `partial`.
+file that looks complete. While training, checkpoints go to `<stem>.partial.h5` with status `partial`. They are
+created with mode 0600 (they hold weights and statistics of real rows); only the release file
+(`hpcsynth.io.release`) is written 0644.
 """
 from __future__ import annotations
 
@@ -73,20 +75,44 @@ def versions() -> dict[str, str]:
     return {k: str(v) for k, v in found.items()}
 
 
-def atomic_write(path: str | Path, fill: Callable[[h5py.File], None]) -> Path:
-    """Write an HDF5 file through a temporary file and an atomic rename; nothing is left behind on failure."""
+PRIVATE = 0o600  # run files, partial checkpoints, comparison files: they hold weights or real-row statistics
+SHAREABLE = 0o644  # the release file only
+
+
+def create_private(path: Path) -> None:
+    """Create `path` empty and readable by its owner only, so that what is then written into it (writers that
+    truncate keep the mode) is never readable by others, whatever the umask."""
+    os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, PRIVATE))
+    os.chmod(path, PRIVATE)
+
+
+def atomic_file(path: str | Path, write: Callable[[Path], None], mode: int = PRIVATE) -> Path:
+    """Create `path` through a temporary file in its folder (`write` fills it; private while it is written),
+    given `mode` whatever the umask, then renamed over the target; nothing is left behind on failure."""
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
     try:
-        with h5py.File(tmp, "w") as f:
-            fill(f)
+        create_private(tmp)
+        write(tmp)
+        os.chmod(tmp, mode)
         with open(tmp, "rb") as handle:
             os.fsync(handle.fileno())
         os.replace(tmp, target)
     finally:
         tmp.unlink(missing_ok=True)
     return target
+
+
+def atomic_write(path: str | Path, fill: Callable[[h5py.File], None], mode: int = PRIVATE) -> Path:
+    """Write an HDF5 file through a temporary file and an atomic rename, private (0600) unless `mode` says
+    otherwise; nothing is left behind on failure."""
+
+    def write(tmp: Path) -> None:
+        with h5py.File(tmp, "w") as f:
+            fill(f)
+
+    return atomic_file(path, write, mode)
 
 
 def write_table(group: h5py.Group, frame: pd.DataFrame, transformer: TableTransformer) -> None:
