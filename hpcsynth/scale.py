@@ -91,7 +91,8 @@ def study_configs(config: Path, ranks: list[int], mode: str, folder: Path) -> li
     return paths
 
 
-def _mpiexec() -> str:
+def mpiexec() -> str:
+    """The launcher next to this Python (the mpich wheel's), else `mpiexec` from PATH."""
     beside = Path(sys.executable).with_name("mpiexec")
     return str(beside) if beside.exists() else "mpiexec"
 
@@ -99,7 +100,7 @@ def _mpiexec() -> str:
 def run_local(configs: list[Path], ranks: list[int]) -> None:
     """Run each job under `mpiexec -n p` on this machine, one after the other."""
     for path, p in zip(configs, ranks):
-        command = [_mpiexec(), "-n", str(p), sys.executable, "-m", "hpcsynth.cli", "run", str(path)]
+        command = [mpiexec(), "-n", str(p), sys.executable, "-m", "hpcsynth.cli", "run", str(path)]
         done = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
         if done.returncode != 0:
             raise ChildProcessError(f"the run on {p} ranks failed:\n{done.stderr.strip()}")

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -123,6 +124,18 @@ def check_ranks(configs: list[Path], spec: JobSpec) -> None:
                               f"(nodes x ntasks-per-node; one rank per site)")
 
 
+def set_option(job: dict, key: str, value: Any) -> dict:
+    """Set the dotted job-file key `key` (`federation.strategy`) to `value` in a parsed job mapping, creating
+    the sections it names; return the mapping. Every override of a job file (an array's grid, a tuning
+    trial) goes through here, so they all address keys alike."""
+    *parents, leaf = key.split(".")
+    node = job
+    for part in parents:
+        node = node.setdefault(part, {})
+    node[leaf] = value
+    return job
+
+
 def expand_grid(config: Path, assignments: list[str], folder: Path) -> list[Path]:
     """One job file per combination of `KEY=V1,V2,...` values (dotted keys: `federation.strategy=a,b`).
 
@@ -142,12 +155,8 @@ def expand_grid(config: Path, assignments: list[str], folder: Path) -> list[Path
         job = yaml.safe_load(yaml.safe_dump(base))  # a deep copy of plain data
         tags = []
         for (key, _), value in zip(axes, combo):
-            *parents, leaf = key.split(".")
-            node = job
-            for part in parents:
-                node = node.setdefault(part, {})
-            node[leaf] = value
-            tags.append(f"{leaf}-{value}")
+            set_option(job, key, value)
+            tags.append(f"{key.rpartition('.')[2]}-{value}")
         job["output"] = str(output.with_name(f"{output.stem}-{'-'.join(tags)}{output.suffix}"))
         path = folder / f"{Path(config).stem}-{'-'.join(tags)}.yaml"
         path.write_text(yaml.safe_dump(job, sort_keys=False), encoding="utf-8")

@@ -31,7 +31,7 @@ LAYERS = {
     "hpcsynth.evaluate": "evaluate",
     "hpcsynth.io": "io",
     **{f"hpcsynth.{name}": "app" for name in ("config", "cli", "launch", "jobs", "submit", "slurm_glue",
-                                              "slurm", "scale", "collect")},
+                                              "slurm", "scale", "collect", "tune")},
 }
 
 

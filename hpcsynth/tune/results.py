@@ -1,0 +1,59 @@
+"""The study's results from the Optuna study: every trial's row, the Pareto front and the chosen trial.
+
+With one objective the front is the best trial; with several it is Optuna's Pareto front of the completed
+trials, and the chosen trial is the front's best on the first objective listed (the study file's order says
+what matters most).
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import optuna
+import pandas as pd
+from optuna.trial import TrialState
+
+from hpcsynth.io.study import StudyContent, write_study
+from hpcsynth.tune.study_file import Study
+
+
+def trials_table(study: Study, shared: optuna.Study) -> pd.DataFrame:
+    """One row per trial: number, state, run file, the values searched, the objectives (NaN where none)."""
+    rows = []
+    for t in shared.get_trials(deepcopy=False):
+        values = t.values if t.values is not None else [math.nan] * len(study.objectives)
+        rows.append({"number": t.number, "state": t.state.name,
+                     "run": t.user_attrs.get("run", str(study.trial_folder(t.number) / "run.h5")),
+                     **{p.key: t.params.get(p.key, math.nan) for p in study.params},
+                     **dict(zip(study.objectives, values))})
+    columns = ["number", "state", "run", *(p.key for p in study.params), *study.objectives]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def front(shared: optuna.Study) -> list[optuna.trial.FrozenTrial]:
+    """The Pareto-optimal completed trials (the best one for a single objective), by number."""
+    if not shared.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        return []
+    if len(shared.directions) == 1:
+        return [shared.best_trial]
+    return sorted(shared.best_trials, key=lambda t: t.number)
+
+
+def chosen(shared: optuna.Study, optimal: list[optuna.trial.FrozenTrial]) -> optuna.trial.FrozenTrial | None:
+    """The front's best trial on the first objective (the lowest number among ties)."""
+    if not optimal:
+        return None
+    sign = 1 if shared.directions[0] == optuna.study.StudyDirection.MAXIMIZE else -1
+    return max(optimal, key=lambda t: (sign * t.values[0], -t.number))
+
+
+def write_results(study: Study, shared: optuna.Study) -> Path:
+    """Write the study HDF5 file (`hpcsynth.io.study`) from the shared study; return its path."""
+    optimal = front(shared)
+    best = chosen(shared, optimal)
+    job = study.trial_folder(best.number) / "job.yaml" if best is not None else None
+    content = StudyContent(study.text, str(study.source), trials_table(study, shared), [p.key for p in study.params],
+                           dict(study.objectives), [t.number for t in optimal],
+                           best.number if best is not None else None,
+                           job.read_text(encoding="utf-8") if job is not None else "")
+    return write_study(study.output, content)
