@@ -78,9 +78,11 @@ def test_every_table_gives_the_same_number_for_the_same_strategy_and_metric(mpir
     for name, command in (("mpi", lambda args: mpirun(3, args, timeout=400)),
                           ("one process", lambda args: subprocess.run(args, capture_output=True, text=True,
                                                                       timeout=400))):
-        done = command([*CLI, "evaluate", str(run), "--out", str(tmp_path / "report.html")])
+        done = command([*CLI, "evaluate", str(run), "--out", str(tmp_path / "report.html"),
+                        *(["--own-site"] if name == "one process" else [])])
         assert done.returncode == 0, done.stderr
         tables[name] = _table(done.stdout)
+    assert "fedavg: A different question: does the release serve each hospital?" in done.stdout
     shown = subprocess.run([*CLI, "inspect", str(run)], capture_output=True, text=True, timeout=120)
     tables["inspect"] = _table(shown.stdout.split("comparison:", 1)[1])
     report = (tmp_path / "report.html").read_text()
@@ -101,6 +103,8 @@ def test_every_table_gives_the_same_number_for_the_same_strategy_and_metric(mpir
     with h5py.File(tmp_path / "run-isolated.h5", "r") as f:
         rounds = f["rounds"][()]
         assert len(f["evaluation/sites"]) == 3 and f["evaluation/notes"].attrs["release"] == "one site alone"
+        own = [f[f"evaluation/own_site/site_{k}"].attrs["quality"] for k in range(3)]
+        assert own != [f[f"evaluation/sites/site_{k}"].attrs["quality"] for k in range(3)]  # its own rows only
         assert np.isfinite(rounds["quality"]).all() and np.isfinite(rounds["eval_s"]).all()
         assert rounds["quality"][-1] == pytest.approx(f["evaluation"].attrs["quality"])
     assert "Scores against the round" in report and "strategies against the round" in report
