@@ -2,9 +2,10 @@
 
 Rows are compared in one shared space: numbers at their rank scale in [0, 1], categories one-hot scaled so that
 a mismatch costs 1 (`privacy_features`); distances come from the exact nearest-neighbour kernels. Per site k:
-the distance of every synthetic row, and of every held-out row of k, to the closest training row of k. Only the
-distances travel (gathered on rank 0). If the synthetic 5th percentile is not below the held-out one, the
-generator places rows no nearer the training patients than fresh patients lie (Zhao et al. 2021; SynthCity).
+the distance of every synthetic row, and of every held-out row of k, to the closest training row of k
+(`hpcsynth.evaluate.attacks.site_distances`); only the distances travel (gathered on rank 0). If the synthetic
+5th percentile is not below the held-out one, the generator places rows no nearer the training patients than
+fresh patients lie (Zhao et al. 2021; SynthCity).
 """
 from __future__ import annotations
 
@@ -12,7 +13,6 @@ import numpy as np
 import pandas as pd
 from scipy.special import ndtr
 
-from hpcsynth.comm import Communicator
 from hpcsynth.data.transformer import TableTransformer
 from hpcsynth.data.transforms import NumericTransform
 from hpcsynth.evaluate.neighbours import NeighbourSearch
@@ -38,20 +38,6 @@ def privacy_features(frame: pd.DataFrame, transformer: TableTransformer, exclude
 def closest_distances(query: np.ndarray, reference: np.ndarray, nearest: NeighbourSearch | None = None) -> np.ndarray:
     """Distance of every query row to its closest reference row; pass `nearest` to reuse its device copies."""
     return (nearest or NeighbourSearch())(query, reference, k=1)[0][:, 0]
-
-
-def dcr(synthetic: pd.DataFrame, train: pd.DataFrame, holdout: pd.DataFrame, transformer: TableTransformer,
-        comm: Communicator) -> dict[str, float] | None:
-    """5th percentiles of synthetic and held-out DCR over all sites, on rank 0 (None elsewhere; collective)."""
-    reference = privacy_features(train, transformer)
-    nearest = NeighbourSearch()
-    syn = closest_distances(privacy_features(synthetic, transformer), reference, nearest)
-    held = closest_distances(privacy_features(holdout, transformer), reference, nearest) if len(holdout) \
-        else np.empty(0)
-    gathered = comm.gather((syn, held))
-    if gathered is None:
-        return None
-    return dcr_scores(np.concatenate([g[0] for g in gathered]), np.concatenate([g[1] for g in gathered]))
 
 
 def dcr_scores(synthetic: np.ndarray, holdout: np.ndarray) -> dict[str, float]:

@@ -25,11 +25,10 @@ SCORES = textwrap.dedent("""
     import numpy as np
     import pandas as pd
     import hpcsynth.evaluate.neighbours as neighbours
-    from hpcsynth.comm import SoloComm
     from hpcsynth.data.transformer import TableTransformer
-    from hpcsynth.evaluate.attacks import membership_auroc, site_distances
+    from hpcsynth.evaluate.attacks import distance_scores, membership_auroc, site_distances
     from hpcsynth.evaluate.diversity import alpha_beta_authenticity
-    from hpcsynth.evaluate.privacy import dcr, privacy_features
+    from hpcsynth.evaluate.privacy import privacy_features
 
     def frame(n, seed):
         rng = np.random.default_rng(seed)
@@ -41,7 +40,7 @@ SCORES = textwrap.dedent("""
         t = TableTransformer(categorical=["sex"]).fit(train)
         d = site_distances(synthetic, train, holdout, t)
         return {"device": neighbours.NeighbourSearch().device,
-                "dcr": dcr(synthetic, train, holdout, t, SoloComm()),
+                "dcr": distance_scores([d]),
                 "nearest": d.synthetic.tolist(), "second": d.second.tolist(), "holdout": d.holdout.tolist(),
                 "membership_auroc": membership_auroc(synthetic, train, holdout, t),
                 **alpha_beta_authenticity(privacy_features(train, t), privacy_features(synthetic, t), n_alphas=5)}
@@ -89,7 +88,7 @@ def test_simulated_device_receives_device_arrays_and_gives_the_cpu_scores(tmp_pa
     run_simulated(SCORES + f"OUT = {str(out)!r}\n" + RECORDED)
     simulated = json.loads(out.read_text())
     assert simulated["scores"].pop("device") == "cuda:0"
-    assert len(simulated["reached"]) == 9, simulated["reached"]
+    assert len(simulated["reached"]) == 7, simulated["reached"]  # site distances 2, membership 2, authenticity 3
     assert all(kinds == ["FakeCUDAArray"] * 2 for kinds in simulated["reached"]), simulated["reached"]
 
     reached, namespace = _reached(monkeypatch), {}

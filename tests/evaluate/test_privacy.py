@@ -2,9 +2,9 @@
 import numpy as np
 import pandas as pd
 
-from hpcsynth.comm import SoloComm
 from hpcsynth.data.transformer import TableTransformer
-from hpcsynth.evaluate.privacy import dcr, privacy_features
+from hpcsynth.evaluate.attacks import distance_scores, site_distances
+from hpcsynth.evaluate.privacy import privacy_features
 
 RNG = np.random.default_rng(0)
 
@@ -24,9 +24,9 @@ def test_features_put_a_category_mismatch_at_distance_one():
 def test_copied_rows_have_zero_dcr_and_fresh_rows_do_not():
     train, holdout = frame(300), frame(100)
     t = TableTransformer().fit(train)
-    copied = dcr(train.iloc[:50], train, holdout, t, SoloComm())
+    copied = distance_scores([site_distances(train.iloc[:50], train, holdout, t)])
     assert copied["dcr_synthetic_p5"] == 0.0 and copied["exact_match_rate"] == 1.0
-    fresh = dcr(frame(200), train, holdout, t, SoloComm())
+    fresh = distance_scores([site_distances(frame(200), train, holdout, t)])
     assert fresh["dcr_synthetic_p5"] > 0 and fresh["exact_match_rate"] == 0.0
     reference = privacy_features(train, t)
     held = privacy_features(holdout, t)
