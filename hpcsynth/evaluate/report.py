@@ -327,6 +327,7 @@ def write_report(path: str | Path, sections: list[RunSection], title: str) -> Pa
 
 QUESTION = ("Every score answers one question: how well does the released table represent the consortium's "
             "pooled held-out rows?")
+TABLE_TITLE = "What each strategy releases, scored against the consortium's pooled held-out rows:"
 OWN_SITE = ("A different question: does the release serve each hospital? Each site's release against that site's own "
             "held-out rows only (not the consortium's).")
 
@@ -354,4 +355,4 @@ def summary_table(sections: list[RunSection], keys: tuple[str, ...] | None = Non
     frame = pd.DataFrame(rows, columns=["strategy", *keys])
     legend = ", ".join(f"{k} {metric(k).sign}" for k in keys)
     table = frame.to_string(index=False, float_format=lambda x: f"{x:.4f}")
-    return f"{table}\n(+ higher / - lower is better: {legend})"
+    return f"{TABLE_TITLE}\n{table}\n(+ higher / - lower is better: {legend})"

@@ -62,6 +62,7 @@ def test_the_report_and_the_summary_take_directions_and_headline_scores_from_the
     assert ev.directions == {"quality": "lower", "wasserstein": "lower", "dcr_ratio": "higher"}
     assert "<td>quality</td><td>0.9000</td><td>lower is better</td>" in _scores_table(ev)
     table = summary_table([RunSection("fedavg", ev), RunSection("isolated", ev)])
-    header = table.splitlines()[0].split()
+    title, header = table.splitlines()[0], table.splitlines()[1].split()
+    assert "against the consortium's pooled held-out rows" in title
     assert header == ["strategy", *headline()] and "quality" not in header and "wasserstein" in header
     assert "wasserstein -" in table.splitlines()[-1] and "dcr_ratio +" in table.splitlines()[-1]
