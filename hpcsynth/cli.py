@@ -1,4 +1,4 @@
-"""The `hpcsynth` command: run, shift, evaluate, inspect, export, datasets, submit, status, scale.
+"""The `hpcsynth` command: run, shift, evaluate, inspect, export, release, datasets, submit, status, scale, tune.
 
 Each subcommand parses its options and calls a plain function of the layers below (`hpcsynth.launch.run_job`
 for `run`); errors are one line on stderr and a non-zero exit on every rank (see `hpcsynth.launch`).
@@ -55,6 +55,24 @@ def cmd_export(args: argparse.Namespace) -> None:
 
     path = export(args.run, args.out, site=args.site, strategy=args.strategy)
     print(f"wrote {path}")
+
+
+def cmd_release(args: argparse.Namespace) -> None:
+    """Judge the table by the policy and write the release; a refusal prints one line per failed check, writes
+    nothing and exits 1."""
+    from hpcsynth.evaluate.policy import DEFAULT_POLICY, load_policy
+    from hpcsynth.io.release import ReleaseRefused, release
+
+    policy = load_policy(args.policy) if args.policy else DEFAULT_POLICY
+    try:
+        path, outcomes = release(args.run, args.out, site=args.site, strategy=args.strategy, policy=policy)
+    except ReleaseRefused as refused:
+        for outcome in refused.failed:
+            sys.stderr.write(f"hpcsynth: release refused: {outcome.line()}\n")
+        sys.exit(1)
+    for outcome in outcomes:
+        print(outcome.line())
+    print(f"wrote {path} (policy: {policy.source})")
 
 
 def cmd_datasets(args: argparse.Namespace) -> None:
@@ -145,10 +163,11 @@ def cmd_scale(args: argparse.Namespace) -> None:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
-    """Score a run (or every run of a comparison) against real rows, update its /evaluation, write the report.
-    Under `mpiexec -n K` each rank scores its own site's held-out rows (federated evaluation)."""
+    """Score a run's release (or every run's of a comparison) against the consortium's held-out rows, update its
+    /evaluation, write the report. Under `mpiexec -n K` each rank holds its own site's rows; in one process the
+    sites run as threads, with the same figures."""
     from hpcsynth.comm import world
-    from hpcsynth.evaluate.report import summary_table
+    from hpcsynth.evaluate.report import OWN_SITE, sites_frame, summary_table
     from hpcsynth.jobs.evaluate import evaluate_file
 
     comm = world()
@@ -161,7 +180,29 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         fail(f"{f'rank {comm.rank}: ' if comm.size > 1 else ''}{err or type(err).__name__}", 1, comm)
     if comm.is_root:
         print(summary_table(sections))
+        for section in (s for s in sections if s.evaluation.own_site):
+            print(f"\n{section.name}: {OWN_SITE}")
+            table = sites_frame(section.evaluation, own_site=True)
+            print(table.to_string(index=False, float_format=lambda x: f"{x:.4f}"))
         print(f"report: {args.out or Path(args.run).with_suffix('.html')}")
+
+
+def cmd_tune(args: argparse.Namespace) -> None:
+    """Run a tuning study's remaining trials as processes here, write the study file and print its summary; a
+    failed trial is recorded and the study goes on, a failed worker makes the exit non-zero (after the file)."""
+    from hpcsynth.io.inspect import describe
+    from hpcsynth.tune.results import write_results
+    from hpcsynth.tune.search import open_study, run_local
+    from hpcsynth.tune.study_file import load_study
+
+    if not args.local:
+        raise ConfigError("tune: give --local to run the trials as processes here (SLURM arrays are not built yet)")
+    study = load_study(args.study)
+    failures = run_local(study, resume=args.resume, parallel=args.parallel)
+    path = write_results(study, open_study(study))
+    print(describe(path))
+    if failures:
+        fail("tune: " + "; ".join(failures), 1)
 
 
 def _add_run(sub: Subcommands) -> None:
@@ -196,6 +237,18 @@ def _add_export(sub: Subcommands) -> None:
     exp.add_argument("--site", type=int, help="the table of one site (default: pooled)")
     exp.add_argument("--strategy", help="in a comparison file, which strategy's run (default: the first)")
     exp.set_defaults(func=cmd_export)
+
+
+def _add_release(sub: Subcommands) -> None:
+    rel = sub.add_parser("release", help="write the shareable release of a run (synthetic rows, schema, scores, "
+                         "privacy spent, provenance; never weights) when its scores pass the release policy")
+    rel.add_argument("run", help="an evaluated run file (.h5; see `hpcsynth evaluate`)")
+    rel.add_argument("--out", required=True, help="the release to write (.h5, or .csv / .parquet with a "
+                     "<out>.provenance.json beside it)")
+    rel.add_argument("--site", type=int, help="the table of one site (default: pooled)")
+    rel.add_argument("--strategy", help="in a comparison file, which strategy's run (default: the first)")
+    rel.add_argument("--policy", help="the release policy (YAML; default: docs/release-policy.yaml's checks)")
+    rel.set_defaults(func=cmd_release)
 
 
 def _add_datasets(sub: Subcommands) -> None:
@@ -260,12 +313,22 @@ def _add_evaluate(sub: Subcommands) -> None:
     evl.set_defaults(func=cmd_evaluate)
 
 
+def _add_tune(sub: Subcommands) -> None:
+    tun = sub.add_parser("tune", help="a tuning study: Optuna searches job-file keys, every trial a job "
+                         "(docs/tuning.md)")
+    tun.add_argument("study", help="the YAML study file (job, space, objectives, trials, parallel, output)")
+    tun.add_argument("--local", action="store_true", help="run the trials as processes on this machine")
+    tun.add_argument("--parallel", type=int, help="trials at once (default: the study's `parallel`)")
+    tun.add_argument("--resume", action="store_true", help="continue the study in its folder up to `trials`")
+    tun.set_defaults(func=cmd_tune)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hpcsynth", description="Federated synthetic health data: each MPI rank "
                                      "is a hospital; sites exchange model parameters, never rows.")
     sub = parser.add_subparsers(dest="command", required=True)
-    for add in (_add_run, _add_shift, _add_inspect, _add_export, _add_datasets, _add_submit, _add_status,
-                _add_scale, _add_evaluate):
+    for add in (_add_run, _add_shift, _add_inspect, _add_export, _add_release, _add_datasets, _add_submit,
+                _add_status, _add_scale, _add_evaluate, _add_tune):
         add(sub)
     return parser
 

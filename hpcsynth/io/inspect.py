@@ -15,6 +15,7 @@ from hpcsynth.evaluate.suite import Evaluation
 from hpcsynth.io.evaluation import read_evaluation
 from hpcsynth.io.gate import judge
 from hpcsynth.io.runfile import compared_strategies, read_table
+from hpcsynth.io.study import describe_study
 from hpcsynth.messages import ConfigError, warn
 
 
@@ -110,10 +111,12 @@ def _describe_privacy(p: h5py.AttributeManager) -> list[str]:
 
 
 def describe(path: str | Path) -> str:
-    """A readable multi-line summary of a run or comparison file."""
+    """A readable multi-line summary of a run, comparison or study file."""
     with _open(path) as f:
         lines = [f"{path}: hpcsynth {f.attrs.get('kind', 'run')} file, version {f.attrs.get('hpcsynth_version')}"]
-        if f.attrs.get("kind") == "comparison":
+        if f.attrs.get("kind") == "study":
+            lines += describe_study(f)
+        elif f.attrs.get("kind") == "comparison":
             lines += _comparison(f)
             for name in compared_strategies(f):
                 lines += ["", f"[{name}] {f['runs'].get(name, getlink=True).filename}"]
