@@ -149,4 +149,5 @@ declare(  # fairness (hpcsynth.evaluate.fairness)
     Metric("fairness_fidelity_gap", "lower", C, ("subgroups",)),
     Metric("fairness_utility_min", "higher", H, ("subgroups", "target")),
     Metric("fairness_utility_gap", "lower", H, ("subgroups", "target")))
-declare(Metric("wall_s", "lower", Pooling.ROOT))  # the training job's wall time of one strategy
+declare(Metric("wall_s", "lower", Pooling.ROOT),  # the training job's wall time of one strategy
+        Metric("epsilon_spent", "lower", Pooling.ROOT))  # the most privacy any site spent (the run file's /privacy)

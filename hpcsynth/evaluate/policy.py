@@ -3,9 +3,9 @@
 A policy is a list of small declared rules, `Check(name, metric, threshold)`: the score `metric` must be no worse
 than `threshold` (a number, or another score of the same run), "no worse" read from the score's direction in
 `hpcsynth.evaluate.metrics` (at most for "lower", at least for "higher"). The privacy accounting takes part as
-two more quantities, `epsilon_spent` (the largest over sites) and `epsilon_budget`, present when DP was asked for;
-a check declared `when: dp` applies only then. A score the run does not have fails its check: it was never
-measured. `DEFAULT_POLICY` is the policy docs/release-policy.yaml writes out (a test keeps the two equal).
+`epsilon_spent` (a declared score: the largest over sites) and the bound `epsilon_budget`, both present when DP
+was asked for; a check declared `when: dp` applies only then. A score the run does not have fails its check: it
+was never measured. `DEFAULT_POLICY` is the policy docs/release-policy.yaml writes out (a test keeps the two equal).
 """
 from __future__ import annotations
 
@@ -20,18 +20,21 @@ import yaml
 from hpcsynth.evaluate.metrics import METRICS, Direction
 from hpcsynth.messages import ConfigError
 
-# quantities of the privacy accounting (the run file's /privacy) a check may name, with their directions
-ACCOUNTING: dict[str, Direction] = {"epsilon_spent": "lower", "epsilon_budget": "higher"}
+BUDGET = "epsilon_budget"  # the privacy budget a job asked for: a bound for `epsilon_spent`, not a score
 When = Literal["always", "dp"]
 
 
 def direction(name: str) -> Direction:
-    """Which values of a score or accounting quantity are better (ConfigError when it is neither)."""
-    if name in ACCOUNTING:
-        return ACCOUNTING[name]
+    """Which values of a score are better (ConfigError for a name the registry does not declare)."""
     if name in METRICS:
         return METRICS[name].direction
-    raise ConfigError(f"{name!r} is neither a score of hpcsynth.evaluate.metrics nor one of {', '.join(ACCOUNTING)}")
+    raise ConfigError(f"{name!r} is not a score of hpcsynth.evaluate.metrics")
+
+
+def known(name: str, bound: bool = False) -> None:
+    """Refuse a name a check may not use: a declared score, or (as a bound) the privacy budget too."""
+    if not (bound and name == BUDGET):
+        direction(name)
 
 
 @dataclass(frozen=True)
@@ -62,7 +65,7 @@ class Check:
 
     def judge(self, evidence: Mapping[str, float]) -> Outcome:
         """The outcome of this rule on a run's scores and accounting (see `evidence`)."""
-        if self.when == "dp" and "epsilon_budget" not in evidence:
+        if self.when == "dp" and BUDGET not in evidence:
             return Outcome(self, None, None, applies=False)
         bound = self.threshold if isinstance(self.threshold, str) else None
         missing = [n for n in (self.metric, bound) if n is not None and n not in evidence]
@@ -138,8 +141,8 @@ def evidence(scores: Mapping[str, float], privacy: Mapping[str, object]) -> dict
     """What the checks read: the scores, and from a run's /privacy attributes (when DP was asked for) the
     budget and the largest epsilon any site spent."""
     found = {k: float(v) for k, v in scores.items()}
-    if "epsilon_budget" in privacy:
-        found["epsilon_budget"] = float(privacy["epsilon_budget"])
+    if BUDGET in privacy:
+        found[BUDGET] = float(privacy[BUDGET])
         spent = [float(e) for e in privacy.get("epsilon_spent", [])]
         if spent:
             found["epsilon_spent"] = max(spent)
@@ -159,11 +162,12 @@ def _check(entry: object, where: str) -> Check:
     threshold = entry["threshold"]
     if isinstance(threshold, bool) or not isinstance(threshold, (int, float, str)):
         raise ConfigError(f"{where}: threshold must be a number or the name of a score")
-    for name in (entry["metric"], *([threshold] if isinstance(threshold, str) else [])):
-        try:
-            direction(str(name))
-        except ConfigError as err:
-            raise ConfigError(f"{where}: {err}") from None
+    try:
+        known(str(entry["metric"]))
+        if isinstance(threshold, str):
+            known(threshold, bound=True)
+    except ConfigError as err:
+        raise ConfigError(f"{where}: {err}") from None
     return Check(str(entry["name"]), str(entry["metric"]),
                  threshold if isinstance(threshold, str) else float(threshold), when)
 

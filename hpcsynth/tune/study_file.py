@@ -179,7 +179,7 @@ def _objectives(names: list[str], study: StudyFields, base: dict) -> dict[str, D
     _require(PRIVACY_SPENT not in names or "privacy" in base or any(k.startswith("privacy.") for k in study.space),
              f"objectives: {PRIVACY_SPENT} is the privacy spent, but the job has no privacy section and the space "
              "no privacy.* key")
-    return {name: "lower" if name == PRIVACY_SPENT else METRICS[name].direction for name in names}
+    return {name: METRICS["epsilon_spent" if name == PRIVACY_SPENT else name].direction for name in names}
 
 
 def _validate(fields: StudyFields, source: Path, text: str) -> Study:

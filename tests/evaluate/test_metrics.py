@@ -13,8 +13,8 @@ from hpcsynth.evaluate.report import RunSection, _scores_table, summary_table
 from hpcsynth.evaluate.suite import PARTS, Evaluation, selected
 
 REPO = Path(__file__).resolve().parents[2]
-# the score `jobs/strategy_run.py` writes besides the evaluation's
-JOB_SCORES = ("wall_s",)
+# scores the job writes besides the evaluation's: its wall time, and the privacy it spent (`/privacy`)
+JOB_SCORES = ("wall_s", "epsilon_spent")
 
 
 def test_every_declaration_is_well_formed_and_every_registered_part_names_declared_metrics():
