@@ -298,8 +298,9 @@ def _add_scale(sub: Subcommands) -> None:
 
 
 def _add_evaluate(sub: Subcommands) -> None:
-    evl = sub.add_parser("evaluate", help="score a run against real held-out rows (fidelity, survival, genomics, "
-                         "utility, privacy, fairness), update its /evaluation and write an HTML report")
+    evl = sub.add_parser("evaluate", help="score a run's release against the consortium's pooled held-out rows "
+                         "(fidelity, survival, genomics, utility, privacy, fairness; isolated: each site alone), "
+                         "update its /evaluation and write an HTML report")
     evl.add_argument("run", help="a run or comparison file (.h5)")
     evl.add_argument("--real", help="real rows to compare with (CSV, Parquet or HDF5; default: the held-out rows "
                      "regenerated from the job's stored config)")
