@@ -69,7 +69,7 @@ def _table(text: str) -> dict[str, dict[str, float]]:
 def test_every_table_gives_the_same_number_for_the_same_strategy_and_metric(mpirun, write_job, tmp_path):
     """The job's table, `hpcsynth evaluate` under mpiexec and in one process, `inspect` and the report agree;
     isolated is one site alone everywhere, and /rounds holds the per-round scores."""
-    job = write_job({"data.n_patients": 300, "federation.strategy": ["centralized", "isolated", "fedavg"],
+    job = write_job({"data.n_patients": 300, "federation.strategy": ["isolated", "fedavg"],
                      "federation.rounds": 2, "evaluation.every": 1})
     ran = mpirun(3, [*CLI, "run", str(job)], timeout=400)
     assert ran.returncode == 0, ran.stderr
@@ -89,7 +89,7 @@ def test_every_table_gives_the_same_number_for_the_same_strategy_and_metric(mpir
     tables["report"] = _table(html.unescape(report.split("<pre>", 1)[1].split("</pre>", 1)[0]))
     alone = {"isolated (one site alone, mean of 3)", "isolated (one site alone, worst)"}
     for name, table in tables.items():
-        assert set(table) == {"centralized", "fedavg"} | alone, name
+        assert set(table) == {"fedavg"} | alone, name
     for label in tables["job"]:
         for name, table in tables.items():
             shared = set(table[label]) & set(tables["job"][label]) - {"wall_s"}
