@@ -23,6 +23,7 @@ ORDER = ["utilities", "comm", "data", "models", "federated", "evaluate", "io", "
 LAYERS = {
     "hpcsynth": "utilities",  # the package's __init__ only; every module in it is named below
     "hpcsynth.messages": "utilities",
+    "hpcsynth.files": "utilities",
     "hpcsynth.comm": "comm",
     "hpcsynth.kernels": "comm",  # beside the communicator: usable by every layer
     "hpcsynth.data": "data",

@@ -15,7 +15,7 @@ import h5py
 
 from hpcsynth.evaluate.metrics import directions
 from hpcsynth.evaluate.suite import Evaluation
-from hpcsynth.io.runfile import create_private
+from hpcsynth.files import create_private
 
 
 def _site_groups(group: h5py.Group | None) -> list[dict[str, float]]:

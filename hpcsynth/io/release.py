@@ -24,9 +24,10 @@ import pandas as pd
 
 import hpcsynth
 from hpcsynth.evaluate.policy import DEFAULT_POLICY, Outcome, Policy
+from hpcsynth.files import SHAREABLE
 from hpcsynth.io.gate import judge, table_scores
 from hpcsynth.io.inspect import load_synthetic, open_run, table_format, write_frame
-from hpcsynth.io.runfile import SHAREABLE, atomic_file, atomic_write
+from hpcsynth.io.runfile import atomic_file, atomic_write
 
 CHECKSUM_OF = "the rows as CSV: pandas DataFrame.to_csv(index=False), UTF-8"
 PRIVACY_KEPT = ("epsilon_budget", "epsilon_spent", "delta", "accountant")
@@ -46,8 +47,8 @@ def rows_sha256(frame: pd.DataFrame) -> str:
 
 
 def run_id(run: h5py.Group) -> str:
-    """The run's stored id, or one made of its creation time and a hash of that time, its strategy and its job
-    file (the same for every release of the same run)."""
+    """The run's stored id; for a run file written before run files kept one, an id made of its creation time and
+    a hash of that time, its strategy and its job file (the same for every release of the same run)."""
     if "run_id" in run.attrs:
         return str(run.attrs["run_id"])
     created = str(run.attrs["created"])

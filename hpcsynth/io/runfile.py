@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -28,6 +29,7 @@ import hpcsynth
 from hpcsynth.data.dtypes import DType, restore
 from hpcsynth.data.transformer import TableTransformer
 from hpcsynth.data.transforms import CategoricalTransform, days_to_stamps
+from hpcsynth.files import PRIVATE, create_private
 
 
 @dataclass
@@ -73,17 +75,6 @@ def versions() -> dict[str, str]:
     except ImportError:
         pass
     return {k: str(v) for k, v in found.items()}
-
-
-PRIVATE = 0o600  # run files, partial checkpoints, comparison files: they hold weights or real-row statistics
-SHAREABLE = 0o644  # the release file only
-
-
-def create_private(path: Path) -> None:
-    """Create `path` empty and readable by its owner only, so that what is then written into it (writers that
-    truncate keep the mode) is never readable by others, whatever the umask."""
-    os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, PRIVATE))
-    os.chmod(path, PRIVATE)
 
 
 def atomic_file(path: str | Path, write: Callable[[Path], None], mode: int = PRIVATE) -> Path:
@@ -202,7 +193,7 @@ def _write_shift_group(f: h5py.File, report) -> None:
 
 
 def _fill_header(f: h5py.File, kind: str, config_text: str, config_source: str) -> None:
-    f.attrs.update({"status": "complete", "kind": kind,
+    f.attrs.update({"status": "complete", "kind": kind, "run_id": uuid.uuid4().hex,
                     "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                     "hpcsynth_version": hpcsynth.__version__})
     config = f.create_dataset("config", data=config_text)

@@ -23,6 +23,7 @@ import pandas as pd
 
 from hpcsynth.data.declaration import Declarations
 from hpcsynth.data.transformer import TableTransformer
+from hpcsynth.files import create_private
 from hpcsynth.models.conditions import condition_codes, rejection_sample
 
 FILE_FORMAT = "hpcsynth-generator"
@@ -138,9 +139,10 @@ class Generator(abc.ABC):
         """Restore `_fitted_arrays` into a model just `setup` on the saved transform."""
 
     def save(self, path: str | Path) -> None:
-        """Write the fitted model to an HDF5 file: hyperparameters and the transform as JSON text, the fitted
-        state as numeric datasets under `/fitted` (nothing pickled)."""
+        """Write the fitted model to an HDF5 file readable by its owner only: hyperparameters and the transform as
+        JSON text, the fitted state as numeric datasets under `/fitted` (nothing pickled)."""
         self._check_fitted("save")
+        create_private(path)  # the weights are a statistic of the training rows: the owner's alone
         with h5py.File(path, "w") as f:
             f.attrs.update(format=FILE_FORMAT, version=FILE_VERSION, family=self.name, stream=self.stream_,
                            params=json.dumps(self.get_params()))

@@ -48,6 +48,8 @@ def test_layout_is_readable_with_plain_h5py(tmp_path, run):
     path = write_run(tmp_path / "r.h5", run)
     with h5py.File(path) as f:
         assert f.attrs["status"] == "complete" and f.attrs["strategy"] == "fedavg"
+        assert len(f.attrs["run_id"]) == 32 and f.attrs["run_id"] != h5py.File(write_run(tmp_path / "s.h5", run),
+                                                                                 "r").attrs["run_id"]
         assert f["config"][()].decode() == "seed: 0\n" and "torch" in f["config"].attrs
         assert f["schema/sex"].attrs["kind"] == "categorical"
         assert f["synthetic/pooled/sex"].dtype == np.int64

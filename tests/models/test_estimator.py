@@ -1,4 +1,6 @@
 """The estimator contract every family follows: fit, sample with conditions, save, load, parameters."""
+import os
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -62,9 +64,14 @@ def test_the_family_class_loads_its_own_files_and_refuses_another_familys(fitted
         other.load(tmp_path / "model.h5")
 
 
-def test_the_saved_file_holds_numbers_and_text_and_no_pickle(fitted, tmp_path):
+def test_the_saved_file_holds_numbers_and_text_and_no_pickle_and_is_the_owners_alone(fitted, tmp_path):
     path = tmp_path / "model.h5"
-    fitted.save(path)
+    old = os.umask(0)
+    try:
+        fitted.save(path)
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600  # weights: a statistic of the training rows
     raw = path.read_bytes()
     assert not any(marker in raw for marker in (b"\x80\x02", b"\x80\x03\x8a", b"\x80\x04\x95", b"\x80\x05\x95"))
     with h5py.File(path, "r") as f:
