@@ -10,10 +10,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Literal
 
 import pandas as pd
 
 from hpcsynth.data.mds import MDS_GENES
+
+TimeUnit = Literal["days", "months", "years"]
 
 
 @dataclass(frozen=True)
@@ -46,6 +49,8 @@ class Cohort:
         The attribute-inference target (empty: the event).
     quasi_identifiers : tuple of str
         What an attacker is assumed to know (empty: age and sex where present).
+    time_unit : {"days", "months", "years"} or None
+        The unit of the time column, so that survival scores can be read at 1, 3 and 5 years (None: unknown).
     """
 
     description: str
@@ -61,6 +66,7 @@ class Cohort:
     risk_groups: str | None = None
     sensitive: tuple[str, ...] = ()
     quasi_identifiers: tuple[str, ...] = ()
+    time_unit: TimeUnit | None = None
 
 
 def _sksurv(loader: str, time: str, event: str) -> Callable[[], pd.DataFrame]:
@@ -110,20 +116,20 @@ COHORTS: dict[str, Cohort] = {
                   "os_months", "os_event", ("sex", "cyto_risk", "ipssr_category"), ("patient_id",), "site",
                   simulated=True, genes=MDS_GENES,
                   cox_covariates=("age", "ipssr_score", "SF3B1", "TP53", "ASXL1", "RUNX1"),
-                  risk_groups="ipssr_category", sensitive=("TP53",)),
+                  risk_groups="ipssr_category", sensitive=("TP53",), time_unit="months"),
     "flchain": Cohort("serum free light chain and mortality, Olmsted County (scikit-survival)",
                       _sksurv("load_flchain", "futime", "death"), "futime", "death",
-                      ("chapter", "flc.grp", "mgus", "sample.yr", "sex")),
+                      ("chapter", "flc.grp", "mgus", "sample.yr", "sex"), time_unit="days"),
     "whas500": Cohort("Worcester Heart Attack Study, 500 patients (scikit-survival)",
-                      _sksurv("load_whas500", "lenfol", "fstat"), "lenfol", "fstat"),
+                      _sksurv("load_whas500", "lenfol", "fstat"), "lenfol", "fstat", time_unit="days"),
     "gbsg2": Cohort("German Breast Cancer Study Group 2 (scikit-survival)",
-                    _sksurv("load_gbsg2", "time", "cens"), "time", "cens"),
+                    _sksurv("load_gbsg2", "time", "cens"), "time", "cens", time_unit="days"),
     "actg320": Cohort("AIDS Clinical Trials Group 320, time to AIDS or death (scikit-survival)",
-                      _sksurv("load_aids", "time", "censor"), "time", "censor"),
+                      _sksurv("load_aids", "time", "censor"), "time", "censor", time_unit="days"),
     "actg175": Cohort("AIDS Clinical Trials Group 175, time to event (lifelines)", _actg175, "days", "cens",
-                      _ACTG175_CATEGORIES, ("row", "pidnum")),
+                      _ACTG175_CATEGORIES, ("row", "pidnum"), time_unit="days"),
     "lung": Cohort("NCCTG advanced lung cancer, 18 institutions (lifelines)", _lung, "time", "status",
-                   ("sex", "ph.ecog"), (), "inst"),
+                   ("sex", "ph.ecog"), (), "inst", time_unit="days"),
 }
 
 

@@ -120,7 +120,11 @@ declare(  # survival (hpcsynth.evaluate.survival)
     Metric("km_group_max_gap", "lower", C, (*SURVIVAL, "risk_group")),
     Metric("km_group_mean_gap", "lower", C, (*SURVIVAL, "risk_group")),
     Metric("cox_hr_in_ci", "higher", IV, (*SURVIVAL, "cox")), Metric("cox_log_hr_mae", "lower", IV, (*SURVIVAL, "cox")),
-    Metric("cindex_tstr", "higher", H, (*SURVIVAL, "cox")), Metric("cindex_trtr", "higher", H, (*SURVIVAL, "cox")))
+    Metric("cindex_tstr", "higher", H, (*SURVIVAL, "cox")), Metric("cindex_trtr", "higher", H, (*SURVIVAL, "cox")),
+    Metric("td_auroc_tstr", "higher", H, (*SURVIVAL, "cox")), Metric("td_auroc_trtr", "higher", H, (*SURVIVAL, "cox")),
+    # synthetic rows breaking a survival constraint: a function of the synthetic table alone, the same on every
+    # site, hence exact
+    Metric("survival_constraint_violations", "lower", C, SURVIVAL))
 declare(  # genomics (hpcsynth.evaluate.genomics)
     Metric("gene_frequency_similarity", "higher", C, ("genes",)), Metric("gene_frequency_mae", "lower", C, ("genes",)),
     Metric("co_mutation_agreement", "higher", C, ("genes",)),

@@ -38,8 +38,11 @@ from hpcsynth.evaluate.survival import (
     KMComparison,
     c_index,
     compare_km,
+    constraint_violations,
     cox_coefficients,
+    horizons,
     pooled_real_cox,
+    td_auroc,
 )
 from hpcsynth.evaluate.utility import compare_fits, fit, fit_predict, predict
 
@@ -68,6 +71,9 @@ class EvalSpec:
         The columns that define the fairness subgroups.
     seed : int
         Seed of the classifiers.
+    time_unit : {"days", "months", "years"} or None
+        The time column's unit: the time-dependent AUROC is read at 1, 3 and 5 years (None: at the quartiles of
+        the event times).
     """
 
     time: str | None = None
@@ -81,6 +87,7 @@ class EvalSpec:
     sex: str | None = None
     age: str | None = None
     seed: int = 0
+    time_unit: str | None = None
 
     @classmethod
     def default(cls, transformer: TableTransformer, cohort: Cohort | None = None, seed: int = 0) -> EvalSpec:
@@ -106,7 +113,8 @@ class EvalSpec:
             [c for c in columns if c not in sensitive][:2]
         risk_group = cohort.risk_groups if cohort and cohort.risk_groups in columns else None
         return cls(transformer.time, transformer.event, risk_group, genes, cox if transformer.time else [],
-                   transformer.target or transformer.event, sensitive, quasi, sex, age, seed)
+                   transformer.target or transformer.event, sensitive, quasi, sex, age, seed,
+                   cohort.time_unit if cohort else None)
 
     def roles(self, n_sites: int) -> set[Role]:
         """The roles (`hpcsynth.evaluate.metrics.Role`) this spec can serve."""
@@ -297,6 +305,11 @@ def part(*names: str, local: bool = False,
     return register
 
 
+def _numbers(frame: pd.DataFrame, column: str) -> np.ndarray:
+    """A column as floats (NaN where a value is missing or not a number)."""
+    return pd.to_numeric(frame[column], errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+
+
 def _mean_of(values: dict, keep: Callable) -> float:
     chosen = [v for k, v in values.items() if keep(k) and np.isfinite(v)]
     return float(np.mean(chosen)) if chosen else float("nan")
@@ -408,6 +421,34 @@ def _c_index(ctx: Context) -> dict[str, float]:
     spec = ctx.spec
     return {"cindex_tstr": c_index(ctx.synthetic, ctx.holdout, spec.cox, spec.time, spec.event),
             "cindex_trtr": c_index(ctx.train, ctx.holdout, spec.cox, spec.time, spec.event)}
+
+
+@part("td_auroc_tstr", "td_auroc_trtr", local=True)
+def _td_auroc(ctx: Context) -> dict[str, float]:
+    """Time-dependent AUROC of a Cox model trained on synthetic / real training rows, on this site's held-out rows
+    (censoring from its training rows), the mean over the horizons inside follow-up."""
+    spec = ctx.spec
+    time, event = (_numbers(ctx.train, c) for c in (spec.time, spec.event))
+    at = horizons(spec.time_unit, time[event > 0.5])
+    ctx.result.notes["td_auroc_horizons"] = ", ".join(f"{h:g}" for h in at) + f" {spec.time_unit or '(quartiles)'}"
+
+    def mean(train: pd.DataFrame) -> float:
+        values = td_auroc(train, ctx.train, ctx.holdout, spec.cox, spec.time, spec.event, at)
+        return _mean_of(dict(enumerate(values)), lambda _: True)
+
+    return {"td_auroc_tstr": mean(ctx.synthetic), "td_auroc_trtr": ctx.once("td_auroc_trtr", lambda: mean(ctx.train))}
+
+
+@part("survival_constraint_violations")
+def _survival_constraints(ctx: Context) -> dict[str, float]:
+    """Synthetic rows with a time that is not positive or after the maximum follow-up (the scoring transform's
+    maximum, a public bound) or an event outside its declared levels; the same on every site."""
+    spec, t = ctx.spec, ctx.transformer
+    event = t.transform_of(spec.event)
+    declared = event.codes(ctx.synthetic[spec.event]) != len(event.labels_)
+    found = constraint_violations(_numbers(ctx.synthetic, spec.time), declared, t.transform_of(spec.time).max_)
+    ctx.result.notes["survival_constraint_violations"] = ", ".join(f"{k}: {v}" for k, v in found.items() if k != "rows")
+    return {"survival_constraint_violations": float(found["rows"])}
 
 
 @part("gene_frequency_similarity", "gene_frequency_mae", "co_mutation_agreement", "co_mutation_log_or_mae")

@@ -214,3 +214,72 @@ def c_index(train: pd.DataFrame, test: pd.DataFrame, covariates: list[str], time
     risk = fit.predict_partial_hazard(data[used]).to_numpy()
     return float(concordance_index(data[time], -risk, data[event]))
 
+
+
+HORIZON_YEARS = (1.0, 3.0, 5.0)
+PER_YEAR = {"days": 365.25, "months": 12.0, "years": 1.0}
+EVENT_QUANTILES = (0.25, 0.5, 0.75)
+
+
+def horizons(time_unit: str | None, event_times: np.ndarray) -> np.ndarray:
+    """The times at which the time-dependent AUROC is read: 1, 3 and 5 years in the time column's unit, or,
+    without a unit, the 25/50/75% quantiles of `event_times` (NaN where there are none)."""
+    if time_unit is not None:
+        return np.asarray(HORIZON_YEARS) * PER_YEAR[time_unit]
+    finite = event_times[np.isfinite(event_times)]
+    return np.quantile(finite, EVENT_QUANTILES) if finite.size else np.full(len(EVENT_QUANTILES), np.nan)
+
+
+def _outcome(frame: pd.DataFrame, time: str, event: str) -> np.ndarray:
+    """scikit-survival's structured (event, time) array."""
+    from sksurv.util import Surv
+
+    return Surv.from_arrays(frame[event].to_numpy() > 0.5, frame[time].to_numpy(dtype=np.float64))
+
+
+def _scorable(test: pd.DataFrame, time: str, event: str, horizon: float) -> bool:
+    """A horizon inside the test rows' follow-up with an event before it and a row still at risk after it."""
+    t, died = test[time].to_numpy(), test[event].to_numpy() > 0.5
+    return bool(np.isfinite(horizon) and t.min() <= horizon < t.max() and (died & (t <= horizon)).any())
+
+
+def td_auroc(train: pd.DataFrame, censoring: pd.DataFrame, test: pd.DataFrame, covariates: list[str], time: str,
+             event: str, at: np.ndarray) -> np.ndarray:
+    """Cumulative/dynamic AUROC(t) (scikit-survival) at every time of `at` of a Cox model fitted on `train`, its
+    linear predictor scored on `test`. The censoring distribution comes from `censoring` (sksurv's
+    `survival_train`: the site's own training rows), so test rows after its last time are left out. NaN where a
+    time lies outside the follow-up or has no event before it, and everywhere when `train` cannot support a Cox
+    model or sksurv cannot weigh the test rows."""
+    from sksurv.metrics import cumulative_dynamic_auc
+
+    out = np.full(len(at), np.nan)
+    model = _cox(train, covariates, time, event)
+    if model is None:
+        return out
+    used = list(model.params_.index)
+    reference = censoring[[time, event]].apply(pd.to_numeric, errors="coerce").dropna()
+    data = test[[*used, time, event]].apply(pd.to_numeric, errors="coerce").dropna()
+    data = data[data[time] <= reference[time].max()] if len(reference) else data.iloc[:0]
+    live = [k for k, h in enumerate(at) if len(data) > 1 and _scorable(data, time, event, h)]
+    if not live:
+        return out
+    risk = model.predict_log_partial_hazard(data[used]).to_numpy()
+    try:
+        out[live] = cumulative_dynamic_auc(_outcome(reference, time, event), _outcome(data, time, event), risk,
+                                           np.asarray(at)[live])[0]
+    except ValueError:  # the censoring distribution is zero at an event time of the test rows
+        pass
+    return out
+
+
+
+def constraint_violations(time: np.ndarray, event_declared: np.ndarray, t_max: float) -> dict[str, int]:
+    """Rows that break a survival constraint, per kind and in all (a row breaking two counts once): a time that
+    is missing or not positive, a time after the cohort's maximum follow-up `t_max` (a public bound: the scoring
+    transform's), an event that is not one of the declared levels (`event_declared` False)."""
+    with np.errstate(invalid="ignore"):
+        not_positive = ~(time > 0)
+        after = time > t_max
+    kinds = {"time <= 0": not_positive, "time > follow-up": after, "event not declared": ~event_declared}
+    counts = {kind: int(rows.sum()) for kind, rows in kinds.items()}
+    return {"rows": int((not_positive | after | ~event_declared).sum()), **counts}
