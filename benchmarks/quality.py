@@ -2,6 +2,8 @@
 
 Every model trains on the same training split of flchain, ACTG 175 and the MDS cohort, in a process of its own,
 and releases as many rows as the split has; scores: SDMetrics' quality, TSTR AUROC on the held-out rows, DCR,
+the survival figures of hpcsynth's own evaluation (Kaplan-Meier max gap, C-index and time-dependent AUROC at 1, 3
+and 5 years, each TSTR against TRTR, and the rows breaking a survival constraint),
 fit and sample seconds. What each score means and how the runs are matched is in benchmarks/README.md. The last
 line gives, per cohort, hpcsynth's best family over SDV's best model on quality.
 
@@ -35,6 +37,9 @@ LEAKS = {"flchain": ("chapter",)}
 COST = {"hpcsynth-ddpm": 10, "sdv-ctgan": 8, "hpcsynth-ctgan": 4, "sdv-tvae": 3, "hpcsynth-vae_bgm": 2,
         "hpcsynth-tvae": 1.5, "sdv-gaussiancopula": 0.5, "hpcsynth-bayesnet": 0.2, REFERENCE: 0.1}
 SIZE = {"flchain": 1.0, "mds": 0.9, "actg175": 0.3}
+# the survival figures, computed by hpcsynth.evaluate.suite on the held-out rows (one process: the pooled figure)
+SURVIVAL = ("km_max_gap", "cindex_tstr", "cindex_trtr", "td_auroc_tstr", "td_auroc_trtr",
+            "survival_constraint_violations")
 
 
 # -- data ---------------------------------------------------------------------------------------------------
@@ -132,8 +137,21 @@ def quality(real, synthetic, discrete: list[str]) -> tuple[float, float, float]:
     return float(report.get_score()), float(properties["Column Shapes"]), float(properties["Column Pair Trends"])
 
 
+def survival(synthetic, data: dict, transformer) -> dict[str, float]:
+    """The survival figures of hpcsynth's evaluation (`SURVIVAL`) on the held-out rows, with the cohort's declared
+    Cox covariates and time unit."""
+    from hpcsynth.comm import SoloComm
+    from hpcsynth.data.cohorts import COHORTS as DECLARED
+    from hpcsynth.evaluate.suite import EvalSpec, evaluate
+
+    spec = EvalSpec.default(transformer, DECLARED.get(data["name"]))
+    found = evaluate(synthetic, data["train"], data["holdout"], transformer, SoloComm(), spec, metrics=SURVIVAL)
+    return {name: found.scores.get(name, float("nan")) for name in SURVIVAL}
+
+
 def scores(model_name: str, synthetic, data: dict) -> dict[str, float]:
-    """Quality, TSTR AUROC on the held-out rows (TRTR for the reference row) and DCR to the training rows."""
+    """Quality, TSTR AUROC on the held-out rows (TRTR for the reference row), DCR to the training rows and the
+    survival figures (the reference row's "synthetic" table is the training split)."""
     import numpy as np
 
     from hpcsynth.data.transformer import TableTransformer
@@ -144,12 +162,12 @@ def scores(model_name: str, synthetic, data: dict) -> dict[str, float]:
     transformer = TableTransformer(data["categorical"], data["time"], data["event"]).fit(train)
     features = [c for c in train.columns if c != data["event"] and c not in data["leaks"]]
     total, shapes, pairs = quality(train, synthetic, data["discrete"])
-    utility = tstr_trtr(synthetic if model_name != REFERENCE else train, train, holdout, transformer, data["event"],
-                        features)
+    released = synthetic if model_name != REFERENCE else train
+    utility = tstr_trtr(released, train, holdout, transformer, data["event"], features)
     distances = closest_distances(privacy_features(synthetic, transformer), privacy_features(train, transformer))
     return {"quality": total, "shapes": shapes, "pairs": pairs, "tstr_auroc": utility["tstr_auroc"],
             "dcr_p5": float(np.percentile(distances, 5)), "dcr_median": float(np.median(distances)),
-            "exact_matches": float(np.mean(distances == 0.0))}
+            "exact_matches": float(np.mean(distances == 0.0)), **survival(released, data, transformer)}
 
 
 def child(model_name: str, data_path: Path, epochs: int, ddpm_epochs: int, threads: int) -> dict:
@@ -192,14 +210,17 @@ def launch(model_name: str, data_path: Path, args: argparse.Namespace) -> dict:
 
 def table(results: list[dict]) -> str:
     lines = [f"{'model':20s} {'quality':>8s} {'shapes':>7s} {'pairs':>7s} {'tstr_auroc':>10s} {'dcr_p5':>7s} "
-             f"{'dcr_median':>10s} {'fit_s':>7s} {'sample_s':>8s}"]
+             f"{'dcr_median':>10s} {'km_gap':>7s} {'c_tstr':>7s} {'c_trtr':>7s} {'td_tstr':>7s} {'td_trtr':>7s} "
+             f"{'violations':>10s} {'fit_s':>7s} {'sample_s':>8s}"]
     for r in results:
         if "error" in r:
             lines.append(f"{r['model']:20s} error: {r['error']}")
             continue
         name = "real holdout" if r["model"] == REFERENCE else r["model"]
         lines.append(f"{name:20s} {r['quality']:8.4f} {r['shapes']:7.4f} {r['pairs']:7.4f} {r['tstr_auroc']:10.4f} "
-                     f"{r['dcr_p5']:7.4f} {r['dcr_median']:10.4f} {r['fit_s']:7.1f} {r['sample_s']:8.1f}")
+                     f"{r['dcr_p5']:7.4f} {r['dcr_median']:10.4f} {r['km_max_gap']:7.4f} {r['cindex_tstr']:7.4f} "
+                     f"{r['cindex_trtr']:7.4f} {r['td_auroc_tstr']:7.4f} {r['td_auroc_trtr']:7.4f} "
+                     f"{r['survival_constraint_violations']:10.0f} {r['fit_s']:7.1f} {r['sample_s']:8.1f}")
     return "\n".join(lines)
 
 
