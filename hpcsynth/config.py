@@ -8,6 +8,7 @@ is the whole vocabulary of a job file: an unknown key is an error, not silently 
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import math
 import types
 import typing
@@ -84,6 +85,9 @@ class FederationConfig:
     local_epochs: int | None = None
     mu: float = 0.01  # fedprox: weight of the proximal term mu/2 ||theta - theta_global||^2
     server_lr: float = 0.01  # fedopt: the server's Adam learning rate
+    feddyn_alpha: float = 0.01  # feddyn: weight of the dynamic regulariser
+    server_momentum: float = 0.9  # fedavgm: the server momentum beta
+    server_lr_momentum: float = 1.0  # fedavgm: the server step size (server_lr is fedopt's Adam rate)
     secure_aggregation: bool = False  # pairwise-masked aggregation (hpcsynth.federated.secure)
     ranks_per_site: int = 1  # ranks of one site train data-parallel (hpcsynth.federated.wrappers.SiteParallel)
     alignment_weight: float = 1.0  # latent_alignment: weight of the latent-moment matching penalty
@@ -319,6 +323,9 @@ def _check_federation(f: FederationConfig) -> None:
              f"federation.local_epochs: must be at least 1, got {f.local_epochs}")
     _require(f.mu >= 0, f"federation.mu: must be non-negative, got {f.mu}")
     _require(f.server_lr > 0, f"federation.server_lr: must be positive, got {f.server_lr}")
+    _require(f.feddyn_alpha > 0, f"federation.feddyn_alpha: must be positive, got {f.feddyn_alpha}")
+    _require(0 <= f.server_momentum < 1, f"federation.server_momentum: must be in [0, 1), got {f.server_momentum}")
+    _require(f.server_lr_momentum > 0, f"federation.server_lr_momentum: must be positive, got {f.server_lr_momentum}")
 
 
 def _check_privacy(p: PrivacyConfig) -> None:
@@ -334,6 +341,12 @@ def _names(registry: dict[str, type], keep) -> str:
     return ", ".join(name for name, cls in registry.items() if keep(cls))
 
 
+def _one_lr(model: type) -> bool:
+    """Whether a generator trains with one local learning rate, its constructor option `lr` (CTGAN has one per
+    network; no generator declares this on its class yet)."""
+    return "lr" in inspect.signature(model).parameters
+
+
 def _check_combinations(cfg: RunConfig) -> None:
     """Model, strategy and option combinations that do not apply, refused before any work rather than run as
     something else; every rule reads what the generator, the strategy or the wrapper declares."""
@@ -345,6 +358,9 @@ def _check_combinations(cfg: RunConfig) -> None:
         _require(model.trains_by in strategy.trains,
                  f"federation.strategy: {s} does not apply to model.name {m.name}, which {learns} "
                  f"(use {_names(STRATEGIES, lambda c: model.trains_by in c.trains)})")
+        _require(not strategy.needs_lr or _one_lr(model),
+                 f"federation.strategy: {s} needs the model's one learning rate lr, which model.name {m.name} "
+                 f"does not have (use {_names(MODELS, _one_lr)})")
         _require(not strategy.needs_latent or model.has_latent,
                  f"federation.strategy: {s} needs an encoder and a decoder "
                  f"({_names(MODELS, lambda c: c.has_latent)}), not model.name {m.name}")

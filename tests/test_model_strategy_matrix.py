@@ -4,9 +4,10 @@ One job per model trains all of that model's strategies in one launch (the job t
 writes `run-<strategy>.h5` for each, and a comparison file); each (model, strategy) pair is then its own test
 that reads its run file: the rounds and their losses, the checkpoint, the synthetic tables against the real
 cohort's schema and levels, the scores, and what the strategy itself promises (nothing exchanged when
-isolated, one parameter buffer per round for FedAvg-like strategies, a bounded server step for FedOpt, a
-shared decoder with site encoders for latent alignment, two phases for synthetic-data sharing, pooled counts
-for the Bayesian network). Pairs that the configuration refuses are checked to be refused, naming the key.
+isolated, one parameter buffer per round for FedAvg-like strategies (SCAFFOLD's with its control variates), a
+bounded server step for FedOpt, a shared decoder with site encoders for latent alignment, two phases for
+synthetic-data sharing, pooled counts for the Bayesian network). Pairs that the configuration refuses are
+checked to be refused, naming the key.
 Sizes are tiny (200 patients, two rounds, one-layer networks) so the whole matrix runs in about a minute.
 """
 from __future__ import annotations
@@ -52,17 +53,19 @@ MODELS = {
     "ddpm": {"name": "ddpm", "batch_size": BATCH, "hidden": [16], "diffusion_steps": 20, "time_dim": 8},
     "bayesnet": {"name": "bayesnet", "n_bins": 4},
 }
-_GRADIENT = ["centralized", "isolated", "fedavg", "fedprox", "fedopt", "sd_sharing"]
+_GRADIENT = ["centralized", "isolated", "fedavg", "fedprox", "fedopt", "feddyn", "fedavgm", "sd_sharing"]
+_ONE_LR = [*_GRADIENT, "scaffold"]  # scaffold reads the model's one learning rate lr (CTGAN has one per network)
 MATRIX = {  # the pairs the configuration accepts (test_the_config_accepts_exactly_the_matrix keeps this honest)
-    "tvae": [*_GRADIENT, "latent_alignment"],
-    "vae_bgm": [*_GRADIENT, "latent_alignment"],
+    "tvae": [*_ONE_LR, "latent_alignment"],
+    "vae_bgm": [*_ONE_LR, "latent_alignment"],
     "ctgan": _GRADIENT,
-    "ddpm": _GRADIENT,
+    "ddpm": _ONE_LR,
     "bayesnet": ["centralized", "isolated", "fedavg"],
 }
 PAIRS = [(m, s) for m, strategies in MATRIX.items() for s in strategies]
 REFUSED = [(m, s) for m in MODELS for s in STRATEGIES if s not in MATRIX[m]]
-SHARED = {"centralized", "fedavg", "fedprox", "fedopt", "sd_sharing"}  # one model for every site at the end
+# one model for every site at the end
+SHARED = {"centralized", "fedavg", "fedprox", "fedopt", "scaffold", "feddyn", "fedavgm", "sd_sharing"}
 REDUCTIONS_PER_STEP = {"ctgan": 2}  # gradient reductions per centralized step: critic and generator (else 1)
 
 
@@ -292,15 +295,17 @@ def check_strategy(model, strategy, job, folder, params, rounds, transformer) ->
         assert rounds["steps"].tolist() == [local_steps] * ROUNDS
         assert sent == [0] * ROUNDS
         assert not np.array_equal(params[0], params[1])
-    elif strategy in ("fedavg", "fedprox", "fedopt"):  # one Allreduce of the parameter buffer per round
+    elif strategy in ("fedavg", "fedprox", "fedopt", "scaffold", "feddyn", "fedavgm"):
+        # one Allreduce per round: of the parameter buffer, and for scaffold of the control variates with it
         assert rounds["steps"].tolist() == [local_steps] * ROUNDS
-        assert sent == [buffer] * ROUNDS
+        variates = 4 * int(fresh_model(job, transformer).trainable_mask().sum()) if strategy == "scaffold" else 0
+        assert sent == [buffer + variates] * ROUNDS
         with h5py.File(folder / "run-fedavg.h5", "r") as other:
             fedavg = other["checkpoint/params"][()]
         fresh = fresh_model(job, transformer)
         start = fresh.shared_parameters().detach().numpy()
         assert np.abs(fedavg[0] - start).max() > 0  # training moved the shared model
-        if strategy == "fedprox":  # the proximal term changed the local steps (mu > 0)
+        if strategy in ("fedprox", "scaffold", "feddyn", "fedavgm"):  # the local or the server steps changed
             assert not np.array_equal(params, fedavg)
         if strategy == "fedopt":
             # FedAdam without bias correction moves each trained parameter by at most server_lr * |m| / sqrt(v)

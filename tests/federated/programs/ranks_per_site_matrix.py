@@ -38,6 +38,7 @@ def main(per_site: int, out: str, comm: MPIComm) -> None:
         local.loss_noise = lambda n: shard_noise  # the rows keep the draws they get with one rank per site
         data = local.to_device(transformer.encode(rows))
         strategy = within_site(make_strategy(case.split("+")[0], options), site_comm)
+        strategy.attach(local, data, comm)  # as the job does (scaffold binds the model's lr)
         if strategy.phased:
             shared = strategy.train(local, data, comm, 2, 2, 10**6, lambda m, s: (lambda r: None),
                                     lambda: model(transformer, comm.rank))
