@@ -53,7 +53,8 @@ MODELS = {
     "ddpm": {"name": "ddpm", "batch_size": BATCH, "hidden": [16], "diffusion_steps": 20, "time_dim": 8},
     "bayesnet": {"name": "bayesnet", "n_bins": 4},
 }
-_GRADIENT = ["centralized", "isolated", "fedavg", "fedprox", "fedopt", "feddyn", "fedavgm", "sd_sharing"]
+_GRADIENT = ["centralized", "isolated", "fedavg", "local_sgd", "fedprox", "fedopt", "feddyn", "fedavgm",
+             "sd_sharing"]
 _ONE_LR = [*_GRADIENT, "scaffold"]  # scaffold reads the model's one learning rate lr (CTGAN has one per network)
 MATRIX = {  # the pairs the configuration accepts (test_the_config_accepts_exactly_the_matrix keeps this honest)
     "tvae": [*_ONE_LR, "latent_alignment"],
@@ -65,7 +66,7 @@ MATRIX = {  # the pairs the configuration accepts (test_the_config_accepts_exact
 PAIRS = [(m, s) for m, strategies in MATRIX.items() for s in strategies]
 REFUSED = [(m, s) for m in MODELS for s in STRATEGIES if s not in MATRIX[m]]
 # one model for every site at the end
-SHARED = {"centralized", "fedavg", "fedprox", "fedopt", "scaffold", "feddyn", "fedavgm", "sd_sharing"}
+SHARED = {"centralized", "fedavg", "local_sgd", "fedprox", "fedopt", "scaffold", "feddyn", "fedavgm", "sd_sharing"}
 REDUCTIONS_PER_STEP = {"ctgan": 2}  # gradient reductions per centralized step: critic and generator (else 1)
 
 
@@ -295,6 +296,9 @@ def check_strategy(model, strategy, job, folder, params, rounds, transformer) ->
         assert rounds["steps"].tolist() == [local_steps] * ROUNDS
         assert sent == [0] * ROUNDS
         assert not np.array_equal(params[0], params[1])
+    elif strategy == "local_sgd":  # one pass over the pooled rows and one exchange of parameters and Adam moments
+        assert rounds["steps"].tolist() == [pooled_steps] * ROUNDS
+        assert sent == [buffer + 2 * 4 * int(fresh_model(job, transformer).trainable_mask().sum())] * ROUNDS
     elif strategy in ("fedavg", "fedprox", "fedopt", "scaffold", "feddyn", "fedavgm"):
         # one Allreduce per round: of the parameter buffer, and for scaffold of the control variates with it
         assert rounds["steps"].tolist() == [local_steps] * ROUNDS

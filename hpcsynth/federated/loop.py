@@ -1,7 +1,8 @@
 """The round loop: local work, then the strategy combines. It names no strategy and no model family.
 
 Each round a site runs `local_epochs` worth of optimiser steps on its own rows (the strategy may reduce the
-gradients after every step), then the strategy aggregates the parameter buffer. Per round the loop records the
+gradients after every step), then the strategy aggregates the parameter buffer: once, or after each of the
+near-equal stretches of steps it asks for (`exchanges_per_round`). Per round the loop records the
 mean loss over sites, the wall time split into compute and communication, and the bytes reduced; the caller's
 `on_round` writes them with a checkpoint.
 """
@@ -27,6 +28,12 @@ def _budget_exhausted(model: Generator, steps: int, comm: Communicator) -> bool:
     return any(comm.allgather(accountant.epsilon_after(steps) > accountant.budget * (1 + 1e-6)))
 
 
+def _stretches(steps: int, exchanges: int) -> list[int]:
+    """`steps` split into `exchanges` near-equal runs (no empty run), the longer ones first."""
+    runs = max(1, min(exchanges, steps))
+    return [steps // runs + (i < steps % runs) for i in range(runs)]
+
+
 def train_rounds(model: Generator, data: torch.Tensor, strategy: Strategy, comm: Communicator, rounds: int,
                  local_epochs: int, batch_size: int, start_round: int = 0,
                  on_round: Callable[[RoundRecord], None] | None = None,
@@ -38,6 +45,7 @@ def train_rounds(model: Generator, data: torch.Tensor, strategy: Strategy, comm:
     n_rows = int(data.shape[0])
     strategy.setup(n_rows, batch_size, comm)
     steps = strategy.steps_per_round(local_epochs)
+    stretches = _stretches(steps, strategy.exchanges_per_round(local_epochs))
     comm_seconds = 0.0
 
     def reduce_gradients(grad: torch.Tensor, rows: int) -> None:
@@ -52,11 +60,14 @@ def train_rounds(model: Generator, data: torch.Tensor, strategy: Strategy, comm:
             break
         comm_seconds, bytes_before, t0 = 0.0, comm.bytes_reduced, time.perf_counter()
         strategy.begin_round(model.shared_parameters(), model.trainable_mask())
-        loss = model.local_update(data, steps, strategy.batch_rows, grad_hook=reduce_gradients)
-        t1 = time.perf_counter()
-        comm.barrier()
-        strategy.aggregate(model.shared_parameters(), comm)
-        comm_seconds += time.perf_counter() - t1
+        loss = 0.0
+        for stretch in stretches:
+            loss += model.local_update(data, stretch, strategy.batch_rows, grad_hook=reduce_gradients) * stretch
+            t1 = time.perf_counter()
+            comm.barrier()
+            strategy.aggregate(model.shared_parameters(), comm)
+            comm_seconds += time.perf_counter() - t1
+        loss /= steps
         wall = time.perf_counter() - t0
         spent = model.privacy_.accountant.epsilon() if model.privacy_ is not None else 0.0
         reports = comm.allgather((loss, n_rows, stop.signal_name if stop else None, spent))

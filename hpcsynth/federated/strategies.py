@@ -44,19 +44,12 @@ class FedAvg(Strategy):
         self.reducer.weighted_sum(params, self.n_rows / self.total_rows, comm)
 
 
-class Centralized(Strategy):
-    """Pooled training: one process with all rows, or data-parallel SGD across ranks (see the module doc)."""
-
-    name = "centralized"
-    trains = frozenset({"gradients", "counts"})
-    data_parallel = True
-    shares_model = True
-    pools_prior = True
-    releases_per_site = False
+class GlobalBatchShares(Strategy):
+    """Every site's batch is its share of one global batch of `batch_size` rows, in proportion to its rows, so
+    that every site takes the same number of steps per epoch: one pass over the pooled rows."""
 
     def setup(self, n_rows: int, batch_size: int, comm: Communicator) -> None:
         super().setup(n_rows, batch_size, comm)
-        self.comm_size = comm.size
         self.total_rows = int(comm.Allreduce(np.array([float(n_rows)]), "sum")[0])
         self.global_batch = int(comm.Allreduce(np.array([float(self.batch_rows)]), "sum")[0])
 
@@ -70,6 +63,21 @@ class Centralized(Strategy):
     def steps_per_round(self, local_epochs: int) -> int:
         """The same on every site: one pass over the pooled rows per local epoch."""
         return local_epochs * max(1, -(-self.total_rows // min(self.batch_size, self.total_rows)))
+
+
+class Centralized(GlobalBatchShares):
+    """Pooled training: one process with all rows, or data-parallel SGD across ranks (see the module doc)."""
+
+    name = "centralized"
+    trains = frozenset({"gradients", "counts"})
+    data_parallel = True
+    shares_model = True
+    pools_prior = True
+    releases_per_site = False
+
+    def setup(self, n_rows: int, batch_size: int, comm: Communicator) -> None:
+        super().setup(n_rows, batch_size, comm)
+        self.comm_size = comm.size
 
     def on_gradients(self, grad: torch.Tensor, rows: int, comm: Communicator) -> None:
         if self.comm_size == 1:

@@ -83,6 +83,11 @@ class Strategy:
         """How many optimiser steps a round has on this rank."""
         return local_epochs * max(1, -(-self.n_rows // self.batch_rows))
 
+    def exchanges_per_round(self, local_epochs: int) -> int:
+        """How many times a round aggregates: its steps run in this many near-equal stretches, each followed by
+        `aggregate` (one per round unless a strategy averages more often)."""
+        return 1
+
     def begin_round(self, params: torch.Tensor, trainable: torch.Tensor | None = None) -> None:
         """Before each round's local work; `trainable` marks the entries of `params` that gradient descent trains
         (the rest are statistics, e.g. BatchNorm's running moments), None when all are."""

@@ -85,6 +85,9 @@ class Wrapper(Strategy):
     def steps_per_round(self, local_epochs: int) -> int:
         return self.inner.steps_per_round(local_epochs)
 
+    def exchanges_per_round(self, local_epochs: int) -> int:
+        return self.inner.exchanges_per_round(local_epochs)
+
     def begin_round(self, params: torch.Tensor, trainable: torch.Tensor | None = None) -> None:
         self.inner.begin_round(params, trainable)
 

@@ -288,6 +288,9 @@ class CTGAN(GradientGenerator):
             torch.optim.Adam(self.critic_.parameters(), lr=self.discriminator_lr, betas=(0.5, 0.9),
                              weight_decay=self.discriminator_decay, fused=True))
 
+    def _optimizers(self) -> list[torch.optim.Optimizer]:
+        return [self.optimizer_.generator, self.optimizer_.critic]
+
     # -- the vectorised pieces -------------------------------------------------------------------------------
     def _activate(self, raw: torch.Tensor) -> torch.Tensor:
         """Gumbel-softmax (tau) of every softmax block, one batched softmax per block width (the networks'

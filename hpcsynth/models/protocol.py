@@ -212,6 +212,16 @@ class GradientGenerator(Generator):
         gradient-free parameters (CTGAN's BatchNorm running moments), which strategies average as they are."""
         return self.trainable_
 
+    def optimizer_moments(self) -> list[torch.Tensor]:
+        """The optimiser's running per-entry state (Adam's first and second moments; nothing under plain SGD), in
+        an order every site shares: what a strategy that keeps the sites' optimisers in step averages."""
+        return [tensor for optimizer in self._optimizers() for state in optimizer.state.values()
+                for key, tensor in sorted(state.items()) if key != "step"]
+
+    def _optimizers(self) -> list[torch.optim.Optimizer]:
+        """The torch optimisers behind `optimizer_`."""
+        return [self.optimizer_]
+
     def to_device(self, matrix: np.ndarray) -> torch.Tensor:
         return torch.as_tensor(matrix, dtype=torch.float32, device=self.device_)
 

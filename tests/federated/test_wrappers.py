@@ -58,6 +58,7 @@ def test_every_hook_and_declaration_reaches_the_wrapped_strategy(wrap):
     assert (outer.name, outer.shares_model, outer.pools_prior, outer.phased) == ("recording", True, True, True)
     outer.setup(10, 4, comm)
     outer.steps_per_round(1)
+    outer.exchanges_per_round(1)
     outer.begin_round(params)
     outer.on_gradients(torch.zeros(3), 4, comm)
     outer.aggregate(params, comm)
