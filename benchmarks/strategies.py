@@ -1,14 +1,17 @@
 """Which federated strategy wins on non-IID hospitals: every strategy against centralized (the upper bound) and
 isolated (one site alone, the lower bound), on the MDS cohort (3 sites that differ like a referral centre and
-community hospitals) and on flchain split into 3 sites by age (covariate shift), TVAE, 3 MPI ranks.
+community hospitals), on flchain split into 3 sites by age (covariate shift) and on flchain over 5 sites with a
+Dirichlet(0.3) skew of death (label skew), one MPI rank per site, for each seed.
 
 Every figure is the release judged against the consortium's pooled held-out rows (`hpcsynth.evaluate.judge`).
-Prints per cohort each strategy's scores, its gain over isolated and the share of the isolated-to-centralized
-gap it closes, then quality, CSF and GSF against the round; the last line names the best federated strategy
-and its ratio to centralized.
+Prints per cohort each strategy's scores (mean and seed-to-seed standard deviation), its gain over isolated, the
+share of the isolated-to-centralized gap it closes, and its price: bytes exchanged and wall time per round; with
+one seed and `--every`, quality, CSF and GSF against the round. The last line names the best federated strategy
+that shares no rows and its ratio to centralized.
 
-Usage: python benchmarks/strategies.py [--rounds R] [--local-epochs E] [--every N] [--cohorts mds,...]
-       [--strategies centralized,isolated,...]   (needs mpiexec on PATH)
+Usage: python benchmarks/strategies.py [--model tvae] [--seeds 0,1,2] [--rounds R] [--local-epochs E]
+       [--every N] [--epsilon EPS] [--cohorts mds,...] [--strategies centralized,isolated,...]
+       (needs mpiexec on PATH)
 """
 from __future__ import annotations
 
@@ -29,79 +32,122 @@ from hpcsynth.evaluate.metrics import metric
 from hpcsynth.io.evaluation import read_evaluation
 from hpcsynth.io.runfile import compared_strategies
 
-STRATEGIES = ["centralized", "isolated", "fedavg", "fedprox", "fedopt", "sd_sharing", "latent_alignment"]
-SHOWN = ("quality", "detection_auroc", "csf", "gsf", "tstr_auroc", "dcr_ratio", "wall_s")
+STRATEGIES = ["centralized", "isolated", "fedavg", "local_sgd", "fedprox", "fedopt", "scaffold", "feddyn",
+              "fedavgm", "sd_sharing", "latent_alignment"]
+SHARES_ROWS = ("sd_sharing",)  # strategies whose sites exchange synthetic rows, not only parameters
+SHOWN = ("quality", "detection_auroc", "csf", "gsf", "tstr_auroc", "dcr_ratio")
+PRICE = ("bytes_per_round", "wall_s_per_round", "wall_s")
 CURVES = ("quality", "csf", "gsf")
-COHORTS = {
-    "mds": {"builtin": "mds"},
-    "flchain-by-age": {"builtin": "flchain", "partition": {"kind": "covariate", "column": "age", "n_sites": 3}},
+COHORTS = {  # (data section, sites = MPI ranks)
+    "mds": ({"builtin": "mds"}, 3),
+    "flchain-by-age": ({"builtin": "flchain", "partition": {"kind": "covariate", "column": "age", "n_sites": 3}}, 3),
+    "flchain-dirichlet": ({"builtin": "flchain",
+                           "partition": {"kind": "dirichlet", "column": "death", "n_sites": 5, "alpha": 0.3}}, 5),
 }
+MODEL = {"tvae": {"batch_size": 500, "latent_dim": 64}, "ctgan": {"batch_size": 500}}
 
 
-def run(cohort: str, data: dict, strategies: list[str], args: argparse.Namespace, folder: Path) -> Path:
-    """Run the cohort's comparison job under mpiexec; return its comparison file."""
-    job = {"seed": 0, "data": data, "model": {"name": "tvae", "batch_size": 500, "latent_dim": 64},
+def run(cohort: str, strategies: list[str], seed: int, args: argparse.Namespace, folder: Path) -> Path:
+    """Run the cohort's comparison job under mpiexec for one seed; return its comparison file."""
+    data, sites = COHORTS[cohort]
+    job = {"seed": seed, "data": data, "model": {"name": args.model, **MODEL.get(args.model, {})},
            "federation": {"strategy": strategies, "rounds": args.rounds, "local_epochs": args.local_epochs},
-           "evaluation": {"every": args.every}, "output": str(folder / f"{cohort}.h5"), "progress": False}
-    path = folder / f"{cohort}.yaml"
+           "output": str(folder / f"{cohort}-{seed}.h5"), "progress": False}
+    if args.every:
+        job["evaluation"] = {"every": args.every}
+    if args.epsilon:
+        job["privacy"] = {"epsilon": args.epsilon, "delta": 1e-5}
+    path = folder / f"{cohort}-{seed}.yaml"
     path.write_text(yaml.safe_dump(job))
     mpiexec = shutil.which("mpiexec") or str(Path(sys.executable).with_name("mpiexec"))
-    subprocess.run([mpiexec, "-n", "3", sys.executable, "-m", "hpcsynth.cli", "run", str(path)], check=True,
+    subprocess.run([mpiexec, "-n", str(sites), sys.executable, "-m", "hpcsynth.cli", "run", str(path)], check=True,
                    stdout=subprocess.DEVNULL)
-    return folder / f"{cohort}.h5"
+    return folder / f"{cohort}-{seed}.h5"
 
 
 def scores(comparison: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(scores per strategy, with isolated's worst site as its own row; per-round curves per strategy)."""
+    """(scores and price per strategy, with isolated's worst site as its own row; per-round curves)."""
     rows, curves = {}, []
     with h5py.File(comparison) as f:
         for name in compared_strategies(f):
             run = f["runs"][name]
             stored = read_evaluation(run)
-            rows[name] = {k: stored.scores.get(k, float("nan")) for k in SHOWN}
+            rounds = pd.DataFrame(run["rounds"][()])
+            price = {"bytes_per_round": rounds["bytes_reduced"].mean(), "wall_s_per_round": rounds["wall_s"].mean(),
+                     "wall_s": stored.scores.get("wall_s", float("nan"))}
+            rows[name] = {**{k: stored.scores.get(k, float("nan")) for k in SHOWN}, **price}
             if stored.worst:
                 rows[f"{name} (worst site)"] = {k: stored.worst.get(k, float("nan")) for k in SHOWN}
-            rounds = pd.DataFrame(run["rounds"][()])
-            kept = rounds[rounds["quality"].notna()]
+            kept = rounds[rounds["quality"].notna()] if "quality" in rounds else rounds.iloc[:0]
             curves += [{"strategy": name, "round": int(r["round"]) + 1, **{k: r[k] for k in CURVES}}
                        for _, r in kept.iterrows()]
     return pd.DataFrame.from_dict(rows, orient="index"), pd.DataFrame(curves)
 
 
-def report(cohort: str, table: pd.DataFrame, curves: pd.DataFrame) -> tuple[str, float, float]:
-    """Print the cohort's tables; return the best federated strategy, its quality and its ratio to centralized."""
+def with_gaps(table: pd.DataFrame) -> pd.DataFrame:
+    """One seed's table with each strategy's gain over isolated and share of the isolated-to-centralized gap."""
     low, high = table.loc["isolated", "quality"], table.loc["centralized", "quality"]
     table["gain_over_isolated"] = table["quality"] - low
     table["gap_closed"] = table["gain_over_isolated"] / max(high - low, 1e-9)
-    print(f"\n{cohort} (isolated = one site alone: the sites' mean, and the worst site)")
-    print(table[["quality", "gain_over_isolated", "gap_closed", *SHOWN[1:]]].round(4).to_string())
+    table["ratio_to_centralized"] = table["quality"] / high
+    return table
+
+
+def report(cohort: str, tables: list[pd.DataFrame], curves: pd.DataFrame) -> tuple[str, float, float, float]:
+    """Print the cohort's tables over seeds; return the best federated strategy that shares no rows, its mean
+    quality, its seed-to-seed spread and its mean ratio to centralized."""
+    every = pd.concat(tables, keys=range(len(tables)), names=["seed", "strategy"])
+    columns = ["quality", "gain_over_isolated", "gap_closed", "ratio_to_centralized", *SHOWN[1:], *PRICE]
+    mean = every.groupby(level="strategy", sort=False)[columns].mean()
+    spread = every.groupby(level="strategy", sort=False)[["quality", "detection_auroc"]].std()
+    mean.insert(1, "quality_sd", spread["quality"])
+    mean.insert(mean.columns.get_loc("detection_auroc") + 1, "detection_sd", spread["detection_auroc"])
+    print(f"\n{cohort}: mean over {len(tables)} seed(s), sd = seed-to-seed standard deviation "
+          f"(isolated = one site alone: the sites' mean, and the worst site)")
+    with pd.option_context("display.width", 250, "display.max_columns", 30):
+        print(mean.round(4).to_string())
     print("(+ higher / - lower is better: " + ", ".join(f"{k} {metric(k).sign}" for k in SHOWN) + ")")
-    wide = curves.pivot(index="round", columns="strategy", values=list(CURVES))
-    print(f"\n{cohort}: quality, CSF and GSF against the round")
-    print(wide.round(4).to_string())
-    federated = table.drop(index=[i for i in table.index if i.startswith(("centralized", "isolated"))])["quality"]
+    if not curves.empty:
+        wide = curves.pivot(index="round", columns="strategy", values=list(CURVES))
+        print(f"\n{cohort}: quality, CSF and GSF against the round (seed {curves['seed'].iloc[0]})")
+        print(wide.round(4).to_string())
+    federated = mean.drop(index=[i for i in mean.index
+                                 if i.startswith(("centralized", "isolated", *SHARES_ROWS))])["quality"]
     name = federated.idxmax() if metric("quality").direction == "higher" else federated.idxmin()
-    return name, federated[name], federated[name] / high
+    return name, federated[name], mean.loc[name, "quality_sd"], mean.loc[name, "ratio_to_centralized"]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="tvae", help="the generator family (tvae, ctgan, ...)")
+    parser.add_argument("--seeds", default="0", help="comma-separated job seeds; several give mean and spread")
     parser.add_argument("--rounds", type=int, default=30)
     parser.add_argument("--local-epochs", type=int, default=10)
-    parser.add_argument("--every", type=int, default=5, help="score the release every N rounds")
+    parser.add_argument("--every", type=int, default=0, help="score the release every N rounds (first seed)")
+    parser.add_argument("--epsilon", type=float, default=0.0, help="train under DP-SGD at this epsilon (delta 1e-5)")
     parser.add_argument("--cohorts", default=",".join(COHORTS))
     parser.add_argument("--strategies", default=",".join(STRATEGIES))
     args = parser.parse_args()
-    strategies = args.strategies.split(",")
-    print(f"# {date.today()} {platform.machine()}, 3 MPI ranks, TVAE, {args.rounds} rounds x {args.local_epochs} "
-          f"local epochs, scored every {args.every} rounds")
+    strategies, seeds = args.strategies.split(","), [int(s) for s in args.seeds.split(",")]
+    privacy = f", DP-SGD epsilon {args.epsilon} delta 1e-5" if args.epsilon else ""
+    print(f"# {date.today()} {platform.machine()}, one MPI rank per site, {args.model}, {args.rounds} rounds x "
+          f"{args.local_epochs} local epochs{privacy}, seeds {args.seeds}"
+          + (f", scored every {args.every} rounds" if args.every else ""))
     best = []
     with tempfile.TemporaryDirectory() as tmp:
         for cohort in args.cohorts.split(","):
-            table, curves = scores(run(cohort, COHORTS[cohort], strategies, args, Path(tmp)))
-            best.append((cohort, *report(cohort, table, curves)))
-    for cohort, name, value, ratio in best:
-        print(f"{cohort}: best federated strategy {name} (quality {value:.4f}, {ratio:.3f}x centralized)")
+            tables, curves = [], []
+            for i, seed in enumerate(seeds):
+                every = args.every if i == 0 else 0
+                table, curve = scores(run(cohort, strategies, seed, argparse.Namespace(**{**vars(args),
+                                                                                          "every": every}), Path(tmp)))
+                tables.append(with_gaps(table))
+                if i == 0:  # the curves of the first seed (the others are scored after their last round only)
+                    curves.append(curve.assign(seed=seed))
+            best.append((cohort, *report(cohort, tables, pd.concat(curves, ignore_index=True))))
+    for cohort, name, value, spread, ratio in best:
+        print(f"{cohort}: best federated strategy without shared rows {name} (quality {value:.4f} sd {spread:.4f}, "
+              f"{ratio:.3f}x centralized)")
 
 
 if __name__ == "__main__":
