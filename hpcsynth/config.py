@@ -8,7 +8,6 @@ is the whole vocabulary of a job file: an unknown key is an error, not silently 
 from __future__ import annotations
 
 import dataclasses
-import inspect
 import math
 import types
 import typing
@@ -341,12 +340,6 @@ def _names(registry: dict[str, type], keep) -> str:
     return ", ".join(name for name, cls in registry.items() if keep(cls))
 
 
-def _one_lr(model: type) -> bool:
-    """Whether a generator trains with one local learning rate, its constructor option `lr` (CTGAN has one per
-    network; no generator declares this on its class yet)."""
-    return "lr" in inspect.signature(model).parameters
-
-
 def _check_combinations(cfg: RunConfig) -> None:
     """Model, strategy and option combinations that do not apply, refused before any work rather than run as
     something else; every rule reads what the generator, the strategy or the wrapper declares."""
@@ -358,9 +351,9 @@ def _check_combinations(cfg: RunConfig) -> None:
         _require(model.trains_by in strategy.trains,
                  f"federation.strategy: {s} does not apply to model.name {m.name}, which {learns} "
                  f"(use {_names(STRATEGIES, lambda c: model.trains_by in c.trains)})")
-        _require(not strategy.needs_lr or _one_lr(model),
+        _require(not strategy.needs_lr or model.one_lr,
                  f"federation.strategy: {s} needs the model's one learning rate lr, which model.name {m.name} "
-                 f"does not have (use {_names(MODELS, _one_lr)})")
+                 f"does not have (use {_names(MODELS, lambda c: c.one_lr)})")
         _require(not strategy.needs_latent or model.has_latent,
                  f"federation.strategy: {s} needs an encoder and a decoder "
                  f"({_names(MODELS, lambda c: c.has_latent)}), not model.name {m.name}")

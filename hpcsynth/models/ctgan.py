@@ -199,6 +199,7 @@ class CTGAN(GradientGenerator):
         Temperature of the Gumbel-softmax outputs.
     """
 
+    one_lr = False  # the generator and the critic train at their own rates
     name = "ctgan"
     batch_coupled = True  # BatchNorm in the generator and the critic's pac groups
     default_numeric = "mode_specific"

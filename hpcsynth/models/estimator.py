@@ -38,8 +38,9 @@ class Generator(abc.ABC):
     `name` (the job file's `model.name`), `trains_by` ("gradients": rounds of local steps, or "counts": one
     exact exchange of counts), `has_latent` (latent-space strategies apply), `dp_sgd` (DP-SGD covers every
     release made from real rows), `default_numeric` (the numeric transform the family trains best on),
-    `native_conditions` (whether `sample(conditions=)` conditions the model, or filters its draws) and
-    `batch_coupled` (a row's gradient depends on the rest of its batch, so sharding a batch changes training).
+    `native_conditions` (whether `sample(conditions=)` conditions the model, or filters its draws),
+    `batch_coupled` (a row's gradient depends on the rest of its batch, so sharding a batch changes training) and
+    `one_lr` (every parameter trains at the one learning rate `lr`, which SCAFFOLD's control variates read).
     """
 
     name: ClassVar[str] = "generator"
@@ -49,6 +50,7 @@ class Generator(abc.ABC):
     default_numeric: ClassVar[str] = "quantile"
     native_conditions: ClassVar[bool] = False
     batch_coupled: ClassVar[bool] = False
+    one_lr: ClassVar[bool] = False
     _SAMPLE = 1  # the purpose key of the sampling streams
 
     seed: int

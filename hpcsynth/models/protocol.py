@@ -84,6 +84,7 @@ class GradientGenerator(Generator):
     supports_privacy = False  # `loss(batch, loss_noise(n))` is a per-row function DP-SGD can vmap
     compilable = False  # `_train_loss(batch, loss_noise(n))` is a pure function torch.compile can take
     compile_min_steps = 5000  # `compile="auto"` compiles from this many training steps ahead (fit) or taken
+    one_lr = True  # one optimiser at `lr` over the flat buffer (a family with one per network says False)
     lr: float
     weight_decay: float
     optimizer: str
