@@ -42,13 +42,22 @@ class Distances:
     holdout: np.ndarray
 
 
-def site_distances(synthetic: pd.DataFrame, train: pd.DataFrame, holdout: pd.DataFrame,
-                   transformer: TableTransformer) -> Distances:
+def real_distances(train: pd.DataFrame, holdout: pd.DataFrame,
+                   transformer: TableTransformer) -> tuple[np.ndarray, np.ndarray]:
+    """(the training rows in the distance space, every held-out row's distance to its nearest training row): the
+    part of `site_distances` that no synthetic table changes."""
     reference = privacy_features(train, transformer)
-    k, nearest = min(2, len(reference)), NeighbourSearch()
-    d, _ = nearest(privacy_features(synthetic, transformer), reference, k=k)
-    held = nearest(privacy_features(holdout, transformer), reference, k=1)[0][:, 0] if len(holdout) \
+    held = NeighbourSearch()(privacy_features(holdout, transformer), reference, k=1)[0][:, 0] if len(holdout) \
         else np.empty(0, dtype=np.float32)
+    return reference, held
+
+
+def site_distances(synthetic: pd.DataFrame, train: pd.DataFrame, holdout: pd.DataFrame,
+                   transformer: TableTransformer, real: tuple[np.ndarray, np.ndarray] | None = None) -> Distances:
+    """This site's distances; `real`: the result of `real_distances` for these rows, kept from an earlier call."""
+    reference, held = real if real is not None else real_distances(train, holdout, transformer)
+    k = min(2, len(reference))
+    d, _ = NeighbourSearch()(privacy_features(synthetic, transformer), reference, k=k)
     return Distances(d[:, 0], d[:, k - 1], held)
 
 

@@ -2,8 +2,12 @@
 
 Lopez-Paz & Oquab (2017) turned two-sample testing into classification: train a classifier to separate the
 two samples; if it cannot beat chance (AUROC 0.5) the samples are alike. SDMetrics' detection metrics and
-SynthCity's `detection_xgb` do the same. Here: scikit-learn's histogram gradient boosting, real held-out rows
-against as many synthetic rows drawn at random, AUROC of 3-fold out-of-fold predictions (0.5 is best).
+SynthCity's `detection_xgb` do the same. Here: scikit-learn's histogram gradient boosting (20 trees of 15 leaves at
+learning rate 0.3; categories of more than two levels split as categories, two-level ones as their 0/1 codes),
+real held-out rows against as many synthetic rows drawn at random, AUROC of 3-fold out-of-fold predictions (0.5 is
+best). Until 2026-12-07 the classifier was that of the utility scores (60 trees at 0.1, every category declared
+as such): three times the cost for the same figure (on the demo's releases the consortium AUROC moved by at most
+0.007, less than a change of seed moves it; benchmarks/README.md, "What scoring costs").
 Which columns give the synthetic rows away comes from the same fitted folds: the permutation importance of each
 column on the held-out fold (Breiman 2001; scikit-learn's `permutation_importance`), in AUROC points.
 
@@ -23,7 +27,9 @@ import pandas as pd
 from scipy.stats import rankdata
 
 from hpcsynth.data.transformer import TableTransformer
-from hpcsynth.evaluate.encoding import classifier, feature_matrix
+from hpcsynth.evaluate.encoding import classifier, feature_matrix, two_level
+
+ITERATIONS, LEARNING_RATE = 20, 0.3  # the classifier's boosting: as far in total as 60 steps of 0.1
 
 
 @dataclass(frozen=True)
@@ -61,19 +67,21 @@ def _permuted_copies(x: np.ndarray, repeats: int, rng: np.random.Generator) -> n
 
 
 def detection(synthetic: pd.DataFrame, real: pd.DataFrame, transformer: TableTransformer, seed: int = 0,
-              folds: int = 3, importance: bool = False, repeats: int = 2) -> Detection:
+              folds: int = 3, importance: bool = False, repeats: int = 2, memo: dict | None = None) -> Detection:
     """The detection AUROC and, if `importance`, each column's share in it, from one set of fitted folds.
 
-    `n = min(len(real), len(synthetic))` rows of each are drawn; a gradient-boosting classifier is fitted on
-    each of `folds` stratified folds' complement and predicts the fold. The importance of a column is the
-    out-of-fold AUROC minus the out-of-fold AUROC obtained when that column's values are shuffled among each
-    held-out fold's rows (real and synthetic together; the classifier is not refitted), averaged over `repeats`
-    shuffles. It reads in AUROC points: 0 for a column the classifier does not use, close to `auroc - 0.5` for the
-    one column that gives the synthetic rows away; a small negative value is chance. Columns that carry the same
-    signal share it (shuffling one leaves its twin), so a drift spread over correlated columns shows smaller on
-    each. Deterministic for a given seed; NaN everywhere when there are fewer than `2 * folds` rows of either.
-    Cost: one prediction over `columns x repeats` shuffled copies of each fold, no refit (on one core, 300 + 300
-    rows of 32 columns: 0.2 s for the AUROC, 0.16 s more for the importances at `repeats=2`).
+    `n = min(len(real), len(synthetic))` rows of each are drawn; a gradient-boosting classifier (`ITERATIONS` trees
+    at `LEARNING_RATE`) is fitted on each of `folds` stratified folds' complement and predicts the fold. The
+    importance of a column is the out-of-fold AUROC minus the out-of-fold AUROC obtained when that column's values
+    are shuffled among each held-out fold's rows (real and synthetic together; the classifier is not refitted),
+    averaged over `repeats` shuffles. It reads in AUROC points: 0 for a column the classifier does not use, close to
+    `auroc - 0.5` for the one column that gives the synthetic rows away; a small negative value is chance. Columns
+    that carry the same signal share it (shuffling one leaves its twin), so a drift spread over correlated columns
+    shows smaller on each. Deterministic for a given seed; NaN everywhere when there are fewer than `2 * folds` rows
+    of either. Cost: one prediction over `columns x repeats` shuffled copies of each fold, no refit (on one core,
+    415 + 415 rows of 32 columns: 0.1 s for the AUROC, 0.06 s more for the importances at `repeats=2`). `memo`: a
+    dict kept across calls with the same `real` rows, where the encoded real rows are kept (the draw of real rows
+    depends on `seed` and the sample size only).
     """
     from sklearn.model_selection import StratifiedKFold
 
@@ -82,16 +90,20 @@ def detection(synthetic: pd.DataFrame, real: pd.DataFrame, transformer: TableTra
     if n < 2 * folds:
         return Detection(float("nan"), {c: float("nan") for c in columns} if importance else {})
     rng = np.random.default_rng(seed)
-    real_rows = real.iloc[rng.choice(len(real), n, replace=False)]
+    drawn = rng.choice(len(real), n, replace=False)
     syn_rows = synthetic.iloc[rng.choice(len(synthetic), n, replace=False)]
-    x_real, categorical = feature_matrix(real_rows, transformer, columns)
+    memo = {} if memo is None else memo
+    if (seed, n) not in memo:
+        memo[(seed, n)] = feature_matrix(real.iloc[drawn], transformer, columns)
+    x_real, categorical = memo[(seed, n)]
+    categorical = categorical & ~two_level(transformer, columns)
     x_syn, _ = feature_matrix(syn_rows, transformer, columns)
     x, y = np.vstack([x_real, x_syn]), np.r_[np.zeros(n), np.ones(n)]
     shuffle = np.random.default_rng([seed, 1])  # apart from the row draw: asking for importances changes no AUROC
     p = np.empty(2 * n)
     p_shuffled = np.empty((len(columns), repeats, 2 * n)) if importance else None
     for train, test in StratifiedKFold(folds, shuffle=True, random_state=seed).split(x, y):
-        model = classifier(categorical, seed).fit(x[train], y[train])
+        model = classifier(categorical, seed, ITERATIONS, LEARNING_RATE).fit(x[train], y[train])
         p[test] = model.predict_proba(x[test])[:, 1]
         if p_shuffled is not None:  # every shuffled copy of the fold in one call: one pass over the trees
             copies = _permuted_copies(x[test], repeats, shuffle)

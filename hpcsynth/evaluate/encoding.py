@@ -29,9 +29,17 @@ def feature_matrix(frame: pd.DataFrame, transformer: TableTransformer,
     return np.column_stack(blocks), np.asarray(categorical)
 
 
-def classifier(categorical: np.ndarray, seed: int = 0):
-    """scikit-learn's histogram gradient boosting, small and seeded: seconds on thousands of rows."""
+def classifier(categorical: np.ndarray, seed: int = 0, max_iter: int = 60, learning_rate: float = 0.1):
+    """scikit-learn's histogram gradient boosting, small and seeded: seconds on thousands of rows. Without a
+    categorical column, none is declared (scikit-learn then skips its per-column category encoder)."""
     from sklearn.ensemble import HistGradientBoostingClassifier
 
-    return HistGradientBoostingClassifier(max_iter=60, max_leaf_nodes=15, learning_rate=0.1,
-                                          categorical_features=categorical, random_state=seed)
+    return HistGradientBoostingClassifier(max_iter=max_iter, max_leaf_nodes=15, learning_rate=learning_rate,
+                                          categorical_features=categorical if categorical.any() else None,
+                                          random_state=seed)
+
+
+def two_level(transformer: TableTransformer, columns: list[str]) -> np.ndarray:
+    """Which of `columns` are categories of at most two levels (their codes 0, 1, and 2 for missing)."""
+    return np.array([isinstance(t := transformer.transform_of(c), CategoricalTransform) and len(t.labels_) <= 2
+                     for c in columns], dtype=bool)

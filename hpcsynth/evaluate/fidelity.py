@@ -53,17 +53,27 @@ def tv_from_counts(synthetic_counts: np.ndarray, real_counts: np.ndarray) -> flo
 
 def column_scores(synthetic: pd.DataFrame, holdout: pd.DataFrame, transformer: TableTransformer,
                   comm: Communicator) -> dict[str, float]:
-    """Shape score of each column of one synthetic table against the pooled held-out rows (collective)."""
-    scores = {}
+    """Shape score of each column of one synthetic table against the pooled held-out rows (collective: every
+    column's counts in one Allreduce, so a score costs one collective however many columns the table has)."""
+    local, sizes, synthetic_side = [], [], []
     for t in transformer.transforms_:
         name = t.spec.name
         if isinstance(t, CategoricalTransform):
-            real = comm.Allreduce(t.fit_stats(holdout[name]), "sum")
-            scores[name] = 1.0 - tv_from_counts(t.fit_stats(synthetic[name]), real)
+            local.append(np.asarray(t.fit_stats(holdout[name]), dtype=np.float64))
+            synthetic_side.append(t.fit_stats(synthetic[name]))
         else:
             points = _present(synthetic[name])
-            real = comm.Allreduce(ks_counts(_present(holdout[name]), points), "sum")
-            scores[name] = 1.0 - ks_from_counts(points, real)
+            local.append(ks_counts(_present(holdout[name]), points))
+            synthetic_side.append(points)
+        sizes.append(local[-1].size)
+    merged = comm.Allreduce(np.concatenate(local) if local else np.empty(0), "sum")
+    scores, start = {}, 0
+    for t, size, mine in zip(transformer.transforms_, sizes, synthetic_side):
+        real, start = merged[start:start + size], start + size
+        if isinstance(t, CategoricalTransform):
+            scores[t.spec.name] = 1.0 - tv_from_counts(mine, real)
+        else:
+            scores[t.spec.name] = 1.0 - ks_from_counts(mine, real)
     return scores
 
 

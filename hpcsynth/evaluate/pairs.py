@@ -139,26 +139,65 @@ def cramers_v(joint: np.ndarray) -> float:
     return float(association(table.astype(np.int64), method="cramer")) if min(table.shape) >= 2 else float("nan")
 
 
+@dataclass(frozen=True)
+class RealPairs:
+    """What pair trends read of the pooled held-out rows: the same for every synthetic table, so a judge computes
+    it once (`pooled_real_pairs`).
+
+    Parameters
+    ----------
+    r : ndarray
+        Pearson's r of every pair of number-valued columns, from summed moments.
+    edges : dict of str to ndarray
+        The bin edges of every numeric column, from the pooled range.
+    joint : ndarray
+        The concatenated joint counts of the pairs with a category or a binned number, summed over sites.
+    """
+
+    r: np.ndarray
+    edges: dict[str, np.ndarray]
+    joint: np.ndarray
+
+
+def _discrete_pairs(transformer: TableTransformer) -> tuple[list[str], list[str], list[tuple[str, str]]]:
+    """(numeric columns, number-valued columns, pairs scored from joint counts)."""
+    numeric = [t.spec.name for t in transformer.transforms_ if not isinstance(t, CategoricalTransform)]
+    pairs = list(combinations(transformer.columns, 2))
+    return numeric, numeric_valued(transformer), [p for p in pairs if not (p[0] in numeric and p[1] in numeric)]
+
+
+def _centre(transformer: TableTransformer, valued: list[str]) -> np.ndarray:
+    return np.array([getattr(transformer.transform_of(c), "min_", 0.0) for c in valued], dtype=np.float64)
+
+
+def pooled_real_pairs(holdout: pd.DataFrame, transformer: TableTransformer, comm: Communicator) -> RealPairs:
+    """The pooled held-out rows' correlations, bin edges and joint counts, exact from sums over sites
+    (collective)."""
+    numeric, valued, discrete = _discrete_pairs(transformer)
+    real_r = pearson_from_moments(summed(moments(holdout, valued, _centre(transformer, valued)), comm))
+    low, high = _ranges(holdout, numeric)
+    low, high = comm.Allreduce(low, "min"), comm.Allreduce(high, "max")
+    edges = {c: bin_edges(lo, hi) for c, lo, hi in zip(numeric, low, high)}
+    joint = summed(joint_counts(_codes(holdout, transformer, edges), _levels(transformer), discrete), comm)
+    return RealPairs(real_r, edges, joint)
+
+
 def pair_trends(synthetic: pd.DataFrame, holdout: pd.DataFrame, transformer: TableTransformer,
-                comm: Communicator, min_correlation: float = 0.0, min_association: float = 0.0) -> PairTrends:
-    """SDMetrics' column pair trends of one synthetic table against the pooled held-out rows (collective).
+                comm: Communicator, min_correlation: float = 0.0, min_association: float = 0.0,
+                real: RealPairs | None = None) -> PairTrends:
+    """SDMetrics' column pair trends of one synthetic table against the pooled held-out rows (collective unless
+    `real`, the result of `pooled_real_pairs` for these rows, is given: it does not change from one synthetic
+    table to the next).
 
     A pair counts in the mean when the real |r| exceeds `min_correlation` (numeric pairs) or the real
     Cramer's V exceeds `min_association` (other pairs); a threshold of 0 counts every pair."""
-    numeric = [t.spec.name for t in transformer.transforms_ if not isinstance(t, CategoricalTransform)]
-    valued = numeric_valued(transformer)
-    centre = np.array([getattr(transformer.transform_of(c), "min_", 0.0) for c in valued], dtype=np.float64)
-    real_r = pearson_from_moments(summed(moments(holdout, valued, centre), comm))
-    syn_r = pearson_from_moments(moments(synthetic, valued, centre))
-
-    low, high = _ranges(holdout, numeric)
-    low, high = comm.Allreduce(low, "min"), comm.Allreduce(high, "max")
-    real_edges = {c: bin_edges(lo, hi) for c, lo, hi in zip(numeric, low, high)}
+    numeric, valued, discrete = _discrete_pairs(transformer)
+    real = real if real is not None else pooled_real_pairs(holdout, transformer, comm)
+    real_r, real_joint = real.r, real.joint
+    syn_r = pearson_from_moments(moments(synthetic, valued, _centre(transformer, valued)))
     syn_edges = {c: bin_edges(lo, hi) for c, lo, hi in zip(numeric, *_ranges(synthetic, numeric))}
     levels = _levels(transformer)
     pairs = list(combinations(transformer.columns, 2))
-    discrete = [p for p in pairs if not (p[0] in numeric and p[1] in numeric)]
-    real_joint = summed(joint_counts(_codes(holdout, transformer, real_edges), levels, discrete), comm)
     syn_joint = joint_counts(_codes(synthetic, transformer, syn_edges), levels, discrete)
 
     scores, counted, start = {}, {}, 0

@@ -30,8 +30,8 @@ from hpcsynth.evaluate.fidelity import column_scores, wasserstein
 from hpcsynth.evaluate.genomics import GenomicComparison, compare_genomics, pooled_real_genomics
 from hpcsynth.evaluate.marginals import Marginal, marginals
 from hpcsynth.evaluate.metrics import METRICS, Direction, Pooling, Role, directions, metric
-from hpcsynth.evaluate.pairs import PairTrends, pair_trends
-from hpcsynth.evaluate.pooling import weighted_mean
+from hpcsynth.evaluate.pairs import PairTrends, pair_trends, pooled_real_pairs
+from hpcsynth.evaluate.pooling import summed, weighted_mean
 from hpcsynth.evaluate.privacy import privacy_features
 from hpcsynth.evaluate.survival import (
     CoxComparison,
@@ -41,10 +41,11 @@ from hpcsynth.evaluate.survival import (
     constraint_violations,
     cox_coefficients,
     horizons,
+    km_counts,
     pooled_real_cox,
     td_auroc,
 )
-from hpcsynth.evaluate.utility import compare_fits, fit, fit_predict, predict
+from hpcsynth.evaluate.utility import compare_fits, fit, fit_predict, predict, test_matrix
 
 
 @dataclass
@@ -244,9 +245,13 @@ class Context:
         return self.result.scores
 
     def on_one_site(self, compute: Callable[[], Any]) -> Any:
-        """What depends on the synthetic table alone (the same on every site), computed by the last site and
-        sent to the others (collective): the sites do not repeat the same fit."""
-        owner = self.comm.size - 1
+        """What depends on the synthetic table alone (the same on every site), computed by one site and sent to
+        the others (collective): the sites do not repeat the same fit. The sites take turns (the memo counts
+        them, and every site asks in the same order), so the fits of one evaluation, and of the releases scored
+        one after another, do not all wait on the same site."""
+        turn = self.memo.get("on_one_site", 0)
+        self.memo["on_one_site"] = turn + 1
+        owner = (self.comm.size - 1 - turn) % self.comm.size
         return self.comm.bcast(compute() if self.comm.rank == owner else None, root=owner)
 
     def once(self, key: str, compute: Callable[[], Any]) -> Any:
@@ -319,7 +324,8 @@ def _mean_of(values: dict, keep: Callable) -> float:
 def _shapes_and_pairs(ctx: Context) -> dict[str, float]:
     r = ctx.result
     r.shapes = column_scores(ctx.synthetic, ctx.holdout, ctx.transformer, ctx.comm)
-    r.pairs = pair_trends(ctx.synthetic, ctx.holdout, ctx.transformer, ctx.comm)
+    real = ctx.once("pairs", lambda: pooled_real_pairs(ctx.holdout, ctx.transformer, ctx.comm))
+    r.pairs = pair_trends(ctx.synthetic, ctx.holdout, ctx.transformer, ctx.comm, real=real)
     if ctx.whole:  # the report's histograms
         r.marginals = marginals(ctx.synthetic, ctx.holdout, ctx.transformer, ctx.comm)
     shapes = float(np.mean(list(r.shapes.values())))
@@ -335,7 +341,8 @@ def _coverage(ctx: Context) -> dict[str, float]:
 def _distinguishability(ctx: Context) -> dict[str, float]:
     """Wasserstein distance and detection AUROC; in a whole evaluation also the columns that give the synthetic
     rows away (permutation importances, weighted by held-out rows over sites)."""
-    found = detection(ctx.synthetic, ctx.holdout, ctx.transformer, ctx.spec.seed, importance=ctx.whole)
+    found = detection(ctx.synthetic, ctx.holdout, ctx.transformer, ctx.spec.seed, importance=ctx.whole,
+                      memo=ctx.once("detection", dict))
     if ctx.whole:
         pooled = weighted_mean(found.importance, float(len(ctx.holdout)), ctx.comm)
         ctx.result.detection_features = dict(top_features(pooled, TOP_FEATURES))
@@ -375,10 +382,10 @@ def _utility(ctx: Context) -> dict[str, float]:
     target, t = ctx.spec.target, ctx.transformer
     features = [c for c in t.columns if c not in (target, ctx.spec.time)]
     model = ctx.on_one_site(lambda: fit(ctx.synthetic, t, target, features, ctx.spec.seed))
-    fitted = predict(model, ctx.holdout, t, target, features)
+    encoded = ctx.once("tstr_test", lambda: test_matrix(ctx.holdout, t, target, features))
+    fitted = predict(model, ctx.holdout, t, target, features, encoded)
     if fitted is not None and fitted[2].size == 2:
-        kept = t.transform_of(target).codes(ctx.holdout[target]) != len(t.transform_of(target).labels_)
-        ctx.predictions = (kept, fitted[0] == fitted[2][1], fitted[1][:, 1])
+        ctx.predictions = (encoded[0], fitted[0] == fitted[2][1], fitted[1][:, 1])
     return compare_fits(fitted, ctx.once("trtr", lambda: fit_predict(ctx.train, ctx.holdout, t, target, features,
                                                                       ctx.spec.seed)))
 
@@ -386,7 +393,8 @@ def _utility(ctx: Context) -> dict[str, float]:
 @part("dcr_synthetic_p5", "dcr_holdout_p5", "dcr_ratio", "dcr_closer_than_holdout_median", "exact_match_rate",
       "nndr_p5", "nndr_median")
 def _distances(ctx: Context) -> dict[str, float]:
-    parts = ctx.comm.gather(attacks.site_distances(ctx.synthetic, ctx.train, ctx.holdout, ctx.transformer))
+    real = ctx.once("distances", lambda: attacks.real_distances(ctx.train, ctx.holdout, ctx.transformer))
+    parts = ctx.comm.gather(attacks.site_distances(ctx.synthetic, ctx.train, ctx.holdout, ctx.transformer, real))
     ctx.result.distances = parts or []
     return ctx.comm.bcast(attacks.distance_scores(parts) if parts is not None else None)
 
@@ -396,8 +404,10 @@ def _kaplan_meier(ctx: Context) -> dict[str, float]:
     """Overall and per risk group; a group's gap is NaN where it has no rows."""
     spec, t = ctx.spec, ctx.transformer
     levels = list(t.transform_of(spec.risk_group).labels_) if spec.risk_group else []
-    km = compare_km(ctx.synthetic, ctx.holdout, spec.time, spec.event, t.transform_of(spec.time).max_, ctx.comm,
-                    spec.risk_group, levels)
+    t_max = t.transform_of(spec.time).max_
+    real = ctx.once("km", lambda: summed(km_counts(ctx.holdout, spec.time, spec.event, t_max, spec.risk_group, levels),
+                                         ctx.comm))
+    km = compare_km(ctx.synthetic, ctx.holdout, spec.time, spec.event, t_max, ctx.comm, spec.risk_group, levels, real)
     ctx.result.km = km
     if km.worst_group is not None:
         ctx.result.notes["km_worst_group"] = km.worst_group
@@ -507,6 +517,20 @@ def selected(metrics: Collection[str] | None) -> list[Part]:
         wanted = grown
 
 
+_POOLS: list = []
+
+
+def _thread_pools():
+    """threadpoolctl's view of the process's thread pools, found once (finding them reads every loaded library:
+    milliseconds, at every evaluation before), after scikit-learn's OpenMP runtime is loaded."""
+    if not _POOLS:
+        import sklearn.ensemble  # noqa: F401  (loads the OpenMP runtime the classifiers use)
+        from threadpoolctl import ThreadpoolController
+
+        _POOLS.append(ThreadpoolController())
+    return _POOLS[0]
+
+
 def evaluate(synthetic: pd.DataFrame, train: pd.DataFrame, holdout: pd.DataFrame, transformer: TableTransformer,
              comm: Communicator, spec: EvalSpec | None = None, site: np.ndarray | None = None,
              n_sites: int = 1, metrics: Collection[str] | None = None, memo: dict | None = None) -> Evaluation:
@@ -516,14 +540,12 @@ def evaluate(synthetic: pd.DataFrame, train: pd.DataFrame, holdout: pd.DataFrame
 
     The classifiers run on one OpenMP thread: with several ranks per node (or a busy node), scikit-learn's
     default of a thread per core made each small fit a hundred times slower from threads waiting on each other."""
-    from threadpoolctl import threadpool_limits
-
     spec = spec or EvalSpec.default(transformer)
     site = np.full(len(holdout), comm.rank) if site is None else site
     ctx = Context(synthetic, train, holdout, transformer, comm, spec, site, n_sites, whole=metrics is None,
                   memo=memo if memo is not None else {})
     roles = spec.roles(n_sites)
-    with threadpool_limits(limits=1, user_api="openmp"):
+    with _thread_pools().limit(limits=1, user_api="openmp"):
         for p in selected(metrics):
             if not p.needs <= roles:
                 continue

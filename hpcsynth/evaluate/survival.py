@@ -2,8 +2,10 @@
 
 * Kaplan-Meier curves, real against synthetic, overall and per risk group, their largest gap, and a log-rank
   test: from counts of deaths and censorings on a shared time grid, summed over sites (exact up to the grid).
-* Cox log hazard ratios of key covariates (lifelines) on synthetic and real held-out rows; the real ones are
-  combined over sites by fixed-effect inverse-variance meta-analysis.
+* Cox log hazard ratios of key covariates on synthetic and real held-out rows; the real ones are combined over
+  sites by fixed-effect inverse-variance meta-analysis. The fit is lifelines' `CoxPHFitter(penalizer=0.01)`
+  (Efron's ties, ridge on standardised covariates) computed in vectorised numpy: the same coefficients and
+  standard errors (the tests compare them), ten times faster than lifelines' per-row loop.
 * C-index of a Cox model trained on synthetic rows (TSTR) or on real training rows (TRTR), tested on real
   held-out rows. Choices and checks: docs/notes/evaluate.md.
 """
@@ -102,18 +104,26 @@ def _groups(frame: pd.DataFrame, column: str | None, levels: list[str]) -> list[
     return [values == level for level in levels]
 
 
-def compare_km(synthetic: pd.DataFrame, holdout: pd.DataFrame, time: str, event: str, t_max: float,
-               comm: Communicator, group: str | None = None, levels: list[str] = ()) -> KMComparison:
-    """Kaplan-Meier real (pooled held-out rows, exact from summed counts) against synthetic, overall and by group."""
+def km_counts(frame: pd.DataFrame, time: str, event: str, t_max: float, group: str | None = None,
+              levels: list[str] = ()) -> np.ndarray:
+    """(1 + groups, 2, intervals) deaths and censorings of `frame` on the shared grid, overall then per group:
+    summable over sites."""
     grid = time_grid(t_max)
+    t = pd.to_numeric(frame[time], errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+    e = pd.to_numeric(frame[event], errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+    parts = [event_counts(t, e, grid)] + [event_counts(t[m], e[m], grid) for m in _groups(frame, group, levels)]
+    return np.stack(parts)
 
-    def counts(frame: pd.DataFrame) -> np.ndarray:
-        t = pd.to_numeric(frame[time], errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
-        e = pd.to_numeric(frame[event], errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
-        parts = [event_counts(t, e, grid)] + [event_counts(t[m], e[m], grid) for m in _groups(frame, group, levels)]
-        return np.stack(parts)
 
-    real, syn = summed(counts(holdout), comm), counts(synthetic)
+def compare_km(synthetic: pd.DataFrame, holdout: pd.DataFrame, time: str, event: str, t_max: float,
+               comm: Communicator, group: str | None = None, levels: list[str] = (),
+               real: np.ndarray | None = None) -> KMComparison:
+    """Kaplan-Meier real (pooled held-out rows, exact from summed counts) against synthetic, overall and by group
+    (collective unless `real`, the held-out rows' `km_counts` summed over sites, is given)."""
+    grid = time_grid(t_max)
+    if real is None:
+        real = summed(km_counts(holdout, time, event, t_max, group, levels), comm)
+    syn = km_counts(synthetic, time, event, t_max, group, levels)
     names = ["all", *levels]
     result = KMComparison(grid, {}, {}, {}, {})
     for k, name in enumerate(names):
@@ -127,14 +137,122 @@ def compare_km(synthetic: pd.DataFrame, holdout: pd.DataFrame, time: str, event:
     return result
 
 
-def _cox(frame: pd.DataFrame, covariates: list[str], time: str, event: str):
-    from lifelines import CoxPHFitter
+PENALIZER = 0.01  # ridge penalty of every Cox fit (lifelines' `penalizer`, on standardised covariates)
 
+
+@dataclass(frozen=True)
+class CoxFit:
+    """A fitted Cox model: log hazard ratios and standard errors of the covariates it kept, and their means.
+
+    Parameters
+    ----------
+    covariates : list of str
+        The covariates fitted (those of the frame with some variance).
+    params, se : ndarray
+        Log hazard ratios and their standard errors, on the covariates' own scale.
+    mean : ndarray
+        The covariates' means on the rows fitted: the linear predictor is centred on them, as lifelines does.
+    """
+
+    covariates: list[str]
+    params: np.ndarray
+    se: np.ndarray
+    mean: np.ndarray
+
+    def log_partial_hazard(self, frame: pd.DataFrame) -> np.ndarray:
+        """(x - mean) . beta of every row of `frame` (lifelines' `predict_log_partial_hazard`)."""
+        x = frame[self.covariates].to_numpy(dtype=np.float64)
+        return (x - self.mean) @ self.params
+
+
+def _efron(x: np.ndarray, time: np.ndarray, died: np.ndarray, beta: np.ndarray) -> tuple[np.ndarray, np.ndarray,
+                                                                                          float]:
+    """(Hessian, gradient, log-likelihood) of the Cox partial likelihood with Efron's ties at `beta`; rows sorted
+    by time. Vectorised over rows: the sums over a risk set are cumulative sums over the distinct times, from
+    the last back."""
+    phi = np.exp(x @ beta)
+    phi_x = phi[:, None] * x
+    phi_xx = phi_x[:, :, None] * x[:, None, :]
+    starts = np.flatnonzero(np.r_[True, time[1:] != time[:-1]])  # first row of every distinct time
+    at_risk = [np.flip(np.cumsum(np.flip(np.add.reduceat(a, starts, axis=0), 0), axis=0), 0)
+               for a in (phi, phi_x, phi_xx)]
+    # the deaths, grouped by their (distinct) time: rows are sorted, so a time's deaths are neighbours
+    dead = np.flatnonzero(died)
+    group = np.searchsorted(starts, dead, side="right") - 1
+    first = np.flatnonzero(np.r_[True, group[1:] != group[:-1]])
+    times, deaths = group[first], np.diff(np.r_[first, dead.size])
+    tied = [np.add.reduceat(a[dead], first, axis=0) for a in (phi, phi_x, phi_xx)]
+    # one term per death: at a time with m tied deaths, the l-th (l = 0..m-1) removes l/m of the tied deaths' sums
+    which = np.repeat(np.arange(times.size), deaths)
+    share = (np.arange(dead.size) - first[which]) / deaths[which]
+    s0 = at_risk[0][times][which] - share * tied[0][which]
+    s1 = at_risk[1][times][which] - share[:, None] * tied[1][which]
+    s2 = at_risk[2][times][which] - share[:, None, None] * tied[2][which]
+    mean_x = s1 / s0[:, None]
+    x_dead = x[dead].sum(axis=0)
+    gradient = x_dead - mean_x.sum(axis=0)
+    hessian = mean_x.T @ mean_x - np.einsum("kij,k->ij", s2, 1.0 / s0)
+    log_lik = float(x_dead @ beta - np.log(s0).sum())
+    return hessian, gradient, log_lik
+
+
+def _newton(x: np.ndarray, time: np.ndarray, died: np.ndarray, penalizer: float) -> tuple[np.ndarray, np.ndarray]:
+    """(beta, penalised Hessian at beta) of the ridge-penalised Efron partial likelihood, by lifelines'
+    Newton-Raphson: the same start (0), step-size rule (`lifelines.utils.StepSizer`), penalty
+    (n * penalizer * |beta|^2 / 2) and stopping tests, so both stop at the same iterate. Raises
+    `np.linalg.LinAlgError` when the Hessian is singular."""
+    from scipy.linalg import solve
+
+    n, d = x.shape
+    beta, delta = np.zeros(d), np.zeros(d)
+    step, initial, norms, temper = 0.95, 0.95, [], False
+    previous_ll, i = 0.0, 0
+    while True:
+        beta = beta + step * delta
+        i += 1
+        h, g, ll = _efron(x, time, died, beta)
+        ll -= 0.5 * n * penalizer * float(beta @ beta)
+        g = g - n * penalizer * beta
+        h[np.diag_indices(d)] -= n * penalizer
+        delta = solve(-h, g, assume_a="pos", check_finite=False)
+        if not np.all(np.isfinite(delta)):
+            raise np.linalg.LinAlgError("Newton step is not finite")
+        norm_delta = float(np.linalg.norm(delta))
+        if (norm_delta < 1e-7 or (previous_ll != 0 and abs(ll - previous_ll) / -previous_ll < 1e-9)
+                or g @ delta / 2 < 1e-7 or i >= 500 or step <= 1e-5 or (abs(ll) < 1e-4 and norm_delta > 1.0)):
+            return beta, h
+        previous_ll = ll
+        norms.append(norm_delta)  # lifelines' StepSizer
+        if temper:
+            step = min(step * 1.3, initial)
+        if norm_delta >= 15.0:
+            step, temper = step * 0.1, True
+        elif norm_delta > 5.0:
+            step, temper = step * 0.25, True
+        if len(norms) >= 3:
+            step = min(step * 1.3, 1.0) if np.all(np.diff(norms[-3:]) < 0) else step * 0.98
+
+
+def _cox(frame: pd.DataFrame, covariates: list[str], time: str, event: str) -> CoxFit | None:
+    """The ridge-penalised (`PENALIZER`) Cox model with Efron's ties, fitted as lifelines' `CoxPHFitter` fits it
+    (covariates standardised, Newton-Raphson from 0, standard errors from the penalised Hessian) in a few
+    vectorised numpy steps instead of its per-row loop; the tests hold it to lifelines' coefficients and standard
+    errors. None when the rows cannot support a fit (fewer than 10, fewer than 2 events, or a singular Hessian)."""
     data = frame[[*covariates, time, event]].apply(pd.to_numeric, errors="coerce").dropna()
     data = data.loc[:, data.std() > 0] if len(data) else data
     if time not in data or event not in data or len(data) < 10 or data[event].sum() < 2:
         return None
-    return CoxPHFitter(penalizer=0.01).fit(data, duration_col=time, event_col=event)
+    used = [c for c in covariates if c in data]
+    data = data.sort_values([time, event])
+    x = data[used].to_numpy(dtype=np.float64)
+    mean, std = x.mean(axis=0), x.std(axis=0, ddof=1)
+    try:
+        beta, hessian = _newton((x - mean) / std, data[time].to_numpy(dtype=np.float64),
+                                data[event].to_numpy() != 0, PENALIZER)
+        variance = -np.linalg.inv(hessian) / np.outer(std, std)
+    except np.linalg.LinAlgError:
+        return None
+    return CoxFit(used, beta / std, np.sqrt(np.diag(variance)), mean)
 
 
 @dataclass
@@ -174,8 +292,9 @@ def cox_coefficients(frame: pd.DataFrame, covariates: list[str], time: str,
     beta, se = np.full(len(covariates), np.nan), np.full(len(covariates), np.nan)
     if fit is not None:
         for k, c in enumerate(covariates):
-            if c in fit.params_.index:
-                beta[k], se[k] = fit.params_[c], fit.standard_errors_[c]
+            if c in fit.covariates:
+                j = fit.covariates.index(c)
+                beta[k], se[k] = fit.params[j], fit.se[j]
     return beta, se
 
 
@@ -207,11 +326,10 @@ def c_index(train: pd.DataFrame, test: pd.DataFrame, covariates: list[str], time
     fit = _cox(train, covariates, time, event)
     if fit is None:
         return float("nan")
-    used = list(fit.params_.index)
-    data = test[[*used, time, event]].apply(pd.to_numeric, errors="coerce").dropna()
+    data = test[[*fit.covariates, time, event]].apply(pd.to_numeric, errors="coerce").dropna()
     if len(data) < 2 or data[event].sum() < 1:
         return float("nan")
-    risk = fit.predict_partial_hazard(data[used]).to_numpy()
+    risk = np.exp(fit.log_partial_hazard(data))
     return float(concordance_index(data[time], -risk, data[event]))
 
 
@@ -256,14 +374,14 @@ def td_auroc(train: pd.DataFrame, censoring: pd.DataFrame, test: pd.DataFrame, c
     model = _cox(train, covariates, time, event)
     if model is None:
         return out
-    used = list(model.params_.index)
+    used = model.covariates
     reference = censoring[[time, event]].apply(pd.to_numeric, errors="coerce").dropna()
     data = test[[*used, time, event]].apply(pd.to_numeric, errors="coerce").dropna()
     data = data[data[time] <= reference[time].max()] if len(reference) else data.iloc[:0]
     live = [k for k, h in enumerate(at) if len(data) > 1 and _scorable(data, time, event, h)]
     if not live:
         return out
-    risk = model.predict_log_partial_hazard(data[used]).to_numpy()
+    risk = model.log_partial_hazard(data)
     try:
         out[live] = cumulative_dynamic_auc(_outcome(reference, time, event), _outcome(data, time, event), risk,
                                            np.asarray(at)[live])[0]

@@ -61,16 +61,26 @@ def fit(train: pd.DataFrame, transformer: TableTransformer, target: str, feature
     return classifier(categorical, seed).fit(x, y[keep])
 
 
-def predict(model, test: pd.DataFrame, transformer: TableTransformer, target: str,
-            features: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
-    """(test labels, predicted probabilities, classes) of `model` on the rows of `test` with a known target;
-    None without a model or without such rows."""
+def test_matrix(test: pd.DataFrame, transformer: TableTransformer, target: str,
+                features: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(rows with a known target, their labels, their feature matrix): what `predict` reads of the test rows,
+    the same for every model."""
     y = target_codes(test, transformer, target)
     keep = y != len(transformer.transform_of(target).labels_)
+    x, _ = feature_matrix(test[keep], transformer, features) if keep.any() else (None, None)
+    return keep, y[keep], x
+
+
+def predict(model, test: pd.DataFrame, transformer: TableTransformer, target: str, features: list[str],
+            encoded: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+            ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """(test labels, predicted probabilities, classes) of `model` on the rows of `test` with a known target;
+    None without a model or without such rows. `encoded`: `test_matrix` of these rows, kept from an earlier
+    call."""
+    keep, y, x = encoded if encoded is not None else test_matrix(test, transformer, target, features)
     if model is None or not keep.any():
         return None
-    x, _ = feature_matrix(test[keep], transformer, features)
-    return y[keep], model.predict_proba(x), model.classes_
+    return y, model.predict_proba(x), model.classes_
 
 
 def fit_predict(train: pd.DataFrame, test: pd.DataFrame, transformer: TableTransformer, target: str,

@@ -75,8 +75,7 @@ def test_worked_example_genomic_parts_equal_the_hand_numbers(worked):
 
 def test_cox_share_pools_site_fits_by_inverse_variance(sites, monkeypatch):
     """The Cox part of docs/composites.md on given fits: covariate 1 inside the pooled 95% CI, covariate 2 not."""
-    from types import SimpleNamespace
-
+    import numpy as np
     import pandas as pd
 
     from hpcsynth.evaluate import survival
@@ -86,8 +85,7 @@ def test_cox_share_pools_site_fits_by_inverse_variance(sites, monkeypatch):
 
     def fitted(frame, covariates, time, event):
         beta, se = fits[frame["who"].iloc[0]]
-        return SimpleNamespace(params_=pd.Series(beta, index=covariates),
-                               standard_errors_=pd.Series(se, index=covariates))
+        return survival.CoxFit(list(covariates), np.array(beta), np.array(se), np.zeros(len(covariates)))
 
     monkeypatch.setattr(survival, "_cox", fitted)
     synthetic = pd.DataFrame({"who": ["synthetic"]})
