@@ -40,7 +40,9 @@ class Generator(abc.ABC):
     release made from real rows), `default_numeric` (the numeric transform the family trains best on),
     `native_conditions` (whether `sample(conditions=)` conditions the model, or filters its draws),
     `batch_coupled` (a row's gradient depends on the rest of its batch, so sharding a batch changes training) and
-    `one_lr` (every parameter trains at the one learning rate `lr`, which SCAFFOLD's control variates read).
+    `one_lr` (every parameter trains at the one learning rate `lr`, which SCAFFOLD's control variates read) and
+    `survival_aware` (with a time and an event declared, the time is generated last, given the covariates and
+    the event, by a time head in the model: `hpcsynth.models.time_head`).
     """
 
     name: ClassVar[str] = "generator"
@@ -51,6 +53,7 @@ class Generator(abc.ABC):
     native_conditions: ClassVar[bool] = False
     batch_coupled: ClassVar[bool] = False
     one_lr: ClassVar[bool] = False
+    survival_aware: ClassVar[bool] = False
     _SAMPLE = 1  # the purpose key of the sampling streams
 
     seed: int

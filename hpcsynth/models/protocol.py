@@ -28,6 +28,7 @@ from hpcsynth.models.compiled_adam import CompiledAdamStep
 from hpcsynth.models.device import resolve_device, seeded_generator, use_bf16
 from hpcsynth.models.estimator import Draw, Generator
 from hpcsynth.models.flat import FlatParameters
+from hpcsynth.models.time_head import NEVER, SurvivalLayout, TimeHead, draw_levels
 
 GradHook = Callable[[torch.Tensor, int], None]
 
@@ -118,6 +119,27 @@ class GradientGenerator(Generator):
         families with `native_conditions`."""
         raise NotImplementedError
 
+    def _time_head(self, order: torch.Tensor) -> TimeHead:
+        """The survival head (`hpcsynth.models.time_head`) of a family whose training matrix holds the encoded
+        columns in `order` (position -> column of the transform's layout): the covariates, then the event's block,
+        then the time's value."""
+        layout = self.survival_layout_
+        position = {int(c): i for i, c in enumerate(order.tolist())}
+        events = [position[c] for c in layout.event]
+        return TimeHead(torch.arange(min(events), device=self.device_), torch.tensor(events, device=self.device_),
+                        position[layout.time])
+
+    def _with_outcome(self, out: torch.Tensor, generator: torch.Generator, order: torch.Tensor) -> torch.Tensor:
+        """Generator output (covariates) in the transform's layout, its categorical levels drawn, then the event
+        and the time drawn by the survival head given them (the head reads the columns in its family's `order`)."""
+        layout = self.survival_layout_
+        certain, onehot = draw_levels(out, layout.spans, generator)
+        level, time = self.time_head_.sample(onehot[:, order], generator)
+        event = torch.nn.functional.one_hot(level, len(layout.event)).to(certain.dtype)
+        certain[:, layout.event] = (1 - event) * NEVER
+        certain[:, layout.time] = time
+        return certain
+
     def _after_step(self) -> None:
         """Projection after each optimiser step (for example clamping a scale)."""
 
@@ -170,6 +192,7 @@ class GradientGenerator(Generator):
         self.transformer_ = transformer
         self.stream_ = stream
         self.device_ = resolve_device(self.device, local_rank)
+        self.survival_layout_ = SurvivalLayout.of(transformer) if self.survival_aware else None
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.seed)
             self.modules_ = [m.to(self.device_) for m in self._build(transformer.spans)]

@@ -109,6 +109,7 @@ class TVAE(GradientGenerator):
     dp_sgd = True
     supports_privacy = True
     compilable = True
+    survival_aware = True
     compile_min_steps = 20000  # `compile="auto"`: a step saves about 1.5 ms compiled (float32, one CPU thread)
 
     def __init__(self, *, epochs: int = 300, batch_size: int = 500, hidden: list[int] = (128, 128),
@@ -127,15 +128,29 @@ class TVAE(GradientGenerator):
         self.optimizer = optimizer
 
     def _build(self, spans: list[tuple[str, int]]) -> list[nn.Module]:
-        width = sum(w for _, w in spans)
-        order, self.n_gaussian_, self.softmax_groups_ = column_order(spans)
+        """The encoder and decoder over the encoded columns. With a survival time and event
+        (`survival_layout_`) they model the covariates only, and the survival head after them
+        (`hpcsynth.models.time_head`) the event and the time given the covariates; the training layout is then
+        the covariates (in the networks' order), the event's block, the time's value."""
+        survival = self.survival_layout_
+        target_spans = survival.covariate_spans if survival else spans
+        width = sum(w for _, w in target_spans)
+        order, self.n_gaussian_, self.softmax_groups_ = column_order(target_spans)
         self.part_sizes_ = [self.n_gaussian_] + [w * c for w, c in self.softmax_groups_]
+        self.n_targets_ = width
+        if survival:  # positions in the covariates' layout -> the transform's columns, then the event, the time
+            order = torch.cat([torch.tensor(survival.covariates)[order], torch.tensor(survival.event),
+                               torch.tensor([survival.time])])
         self.order_, self.inv_order_ = order.to(self.device_), torch.argsort(order).to(self.device_)
         self.latent_target_ = None  # (mean, variance, weight) when a strategy aligns latent spaces
-        self.encoder_ = _Encoder(width, list(self.hidden), self.latent_dim, self.order_)
+        self.encoder_ = _Encoder(width, list(self.hidden), self.latent_dim, self.order_[:width])
         self.decoder_ = _Decoder(self.latent_dim, list(self.hidden), width, self.n_gaussian_)
         self._ordered_for, self._ordered = None, None
-        return [self.encoder_, self.decoder_]
+        if not survival:
+            self.time_head_ = None
+            return [self.encoder_, self.decoder_]
+        self.time_head_ = self._time_head(self.order_)
+        return [self.encoder_, self.decoder_, self.time_head_]
 
     def loss_noise(self, n: int) -> torch.Tensor:
         """The reparameterisation draw of `n` rows."""
@@ -160,6 +175,9 @@ class TVAE(GradientGenerator):
         """The loss of rows `x` with their columns in the networks' order. The reconstruction term reads the
         decoder's outputs and the rows transposed (`_Decoder.columns`), split into the Gaussian part and one part
         per softmax group, so every term is a vectorised pass over contiguous memory."""
+        rows = x
+        if self.time_head_ is not None:  # the covariates, then the event and the time (the survival head's)
+            x = x[:, :self.n_targets_]
         mu, logvar = self.encoder_(x, ordered=True)
         std = torch.exp(0.5 * logvar)
         outputs = self.decoder_.columns(noise * std + mu).float().split(self.part_sizes_)
@@ -173,6 +191,8 @@ class TVAE(GradientGenerator):
                               - (target * logits).sum())
         mu, logvar, std = mu.float(), logvar.float(), std.float()
         kl = -0.5 * torch.sum(1 + logvar - mu**2 - std * std)
+        if self.time_head_ is not None:
+            reconstruction = reconstruction + self.time_head_.loss(rows)
         return (self.loss_factor * reconstruction + kl) / n + self._alignment(mu)
 
     def _compile_key(self) -> tuple:
@@ -221,4 +241,8 @@ class TVAE(GradientGenerator):
         g = self.n_gaussian_
         noise = torch.randn((n, g), generator=generator, device=out.device)
         out[:, :g] += noise * self.decoder_.sigma
-        return out[:, self.inv_order_]
+        if self.time_head_ is None:
+            return out[:, self.inv_order_]
+        full = out.new_zeros((n, len(self.order_)))
+        full[:, self.order_[:self.n_targets_]] = out
+        return self._with_outcome(full, generator, self.order_)

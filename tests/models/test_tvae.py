@@ -77,24 +77,34 @@ def test_local_state_restores_the_optimiser(cohort, fitted):
 
 def test_the_loss_is_the_per_column_loss(fitted, cohort):
     # the loss works in the networks' column order with one log-sum-exp per block width; it must equal SDV's
-    # loss written column by column on the decoder's output in the encoded order
+    # loss written column by column on the decoder's output in the encoded order, with the survival time and event
+    # left to the survival head: the cross-entropy of each row's (event, quantile bin of the time)
     batch = fitted.to_device(fitted.transformer_.encode(cohort))[:64]
     noise = torch.randn((64, fitted.latent_dim), generator=torch.Generator().manual_seed(0))
+    layout, head = fitted.survival_layout_, fitted.time_head_
     with torch.no_grad():
         ours = fitted.loss(batch, noise)
         mu, logvar = fitted.encoder_(batch)
-        recon = fitted.decoder_(noise * torch.exp(0.5 * logvar) + mu)[:, fitted.inv_order_]
+        recon = torch.zeros_like(batch)
+        recon[:, fitted.order_[:fitted.n_targets_]] = fitted.decoder_(noise * torch.exp(0.5 * logvar) + mu)
         sigma = torch.ones(batch.shape[1])
         sigma[fitted.order_[:fitted.n_gaussian_]] = fitted.decoder_.sigma
         total, start = torch.zeros(()), 0
         for kind, width in fitted.transformer_.spans:
             x, r = batch[:, start:start + width], recon[:, start:start + width]
-            if kind == "gaussian":
+            if start == layout.time or start in layout.event:
+                pass
+            elif kind == "gaussian":
                 s = sigma[start]
                 total = total + ((x - r) ** 2 / 2 / s**2).sum() + torch.log(s) * len(batch)
             else:
                 total = total + torch.nn.functional.cross_entropy(r, x.argmax(dim=1), reduction="sum")
             start += width
+        u = torch.distributions.Normal(0.0, 1.0).cdf(batch[:, layout.time])
+        time_bin = (u * head.bins).long().clamp(max=head.bins - 1)
+        outcome = batch[:, layout.event].argmax(dim=1) * head.bins + time_bin
+        logits = head.body(batch[:, fitted.order_[:fitted.n_targets_]])
+        total = total + torch.nn.functional.cross_entropy(logits, outcome, reduction="sum")
         kl = -0.5 * torch.sum(1 + logvar - mu**2 - logvar.exp())
         reference = (fitted.loss_factor * total + kl) / len(batch)
     assert ours == pytest.approx(float(reference), rel=1e-5)
