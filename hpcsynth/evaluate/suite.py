@@ -45,7 +45,7 @@ from hpcsynth.evaluate.survival import (
     pooled_real_cox,
     td_auroc,
 )
-from hpcsynth.evaluate.utility import compare_fits, fit, fit_predict, predict, test_matrix
+from hpcsynth.evaluate.utility import compare_fits, fit, fit_predict, fit_scores, predict, test_matrix
 
 
 @dataclass
@@ -386,8 +386,8 @@ def _utility(ctx: Context) -> dict[str, float]:
     fitted = predict(model, ctx.holdout, t, target, features, encoded)
     if fitted is not None and fitted[2].size == 2:
         ctx.predictions = (encoded[0], fitted[0] == fitted[2][1], fitted[1][:, 1])
-    return compare_fits(fitted, ctx.once("trtr", lambda: fit_predict(ctx.train, ctx.holdout, t, target, features,
-                                                                      ctx.spec.seed)))
+    trtr = ctx.once("trtr", lambda: fit_predict(ctx.train, ctx.holdout, t, target, features, ctx.spec.seed))
+    return compare_fits(fitted, trtr, ctx.once("trtr_scores", lambda: fit_scores(trtr)))
 
 
 @part("dcr_synthetic_p5", "dcr_holdout_p5", "dcr_ratio", "dcr_closer_than_holdout_median", "exact_match_rate",

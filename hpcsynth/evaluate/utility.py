@@ -89,13 +89,17 @@ def fit_predict(train: pd.DataFrame, test: pd.DataFrame, transformer: TableTrans
     return predict(fit(train, transformer, target, features, seed), test, transformer, target, features)
 
 
-def compare_fits(tstr, trtr) -> dict[str, float]:
-    """`tstr_*` and `trtr_*` AUROC, balanced accuracy and G-mean from two `fit_predict` results, and the ratio."""
-    scores: dict[str, float] = {}
-    for prefix, fitted in (("tstr", tstr), ("trtr", trtr)):
-        values = classification_scores(*fitted) if fitted is not None else \
-            {"auroc": float("nan"), "balanced_accuracy": float("nan"), "g_mean": float("nan")}
-        scores.update({f"{prefix}_{k}": v for k, v in values.items()})
+def fit_scores(fitted: tuple[np.ndarray, np.ndarray, np.ndarray] | None) -> dict[str, float]:
+    """`classification_scores` of a `fit_predict` result (NaN without one)."""
+    return classification_scores(*fitted) if fitted is not None else \
+        {"auroc": float("nan"), "balanced_accuracy": float("nan"), "g_mean": float("nan")}
+
+
+def compare_fits(tstr, trtr, trtr_scores: dict[str, float] | None = None) -> dict[str, float]:
+    """`tstr_*` and `trtr_*` AUROC, balanced accuracy and G-mean from two `fit_predict` results, and the ratio;
+    `trtr_scores`: `fit_scores(trtr)`, kept from an earlier call."""
+    scores: dict[str, float] = {f"tstr_{k}": v for k, v in fit_scores(tstr).items()}
+    scores.update({f"trtr_{k}": v for k, v in (trtr_scores if trtr_scores is not None else fit_scores(trtr)).items()})
     trtr = scores["trtr_auroc"]
     scores["tstr_trtr_auroc_ratio"] = scores["tstr_auroc"] / trtr if trtr > 0 else float("nan")
     return scores
