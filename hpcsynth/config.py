@@ -18,7 +18,7 @@ from typing import Any, Union
 import yaml
 
 from hpcsynth.data.cohorts import COHORTS
-from hpcsynth.data.declaration import DataConfig, PartitionConfig
+from hpcsynth.data.declaration import TIME_UNITS, DataConfig, PartitionConfig
 from hpcsynth.data.partition import KINDS as PARTITION_KINDS
 from hpcsynth.federated.registry import STRATEGIES
 from hpcsynth.federated.wrappers import SecureAggregation, SiteParallel
@@ -239,6 +239,10 @@ def _check_data(d: DataConfig) -> None:
     _require(0.0 <= d.holdout < 1.0, f"data.holdout: must be in [0, 1), got {d.holdout}")
     _require(isinstance(d.zero_time, (int, float)) and math.isfinite(d.zero_time) and d.zero_time > 0,
              f"data.zero_time: must be a positive number of the time column's units, got {d.zero_time!r}")
+    _require(d.time_unit is None or d.time_unit in TIME_UNITS,
+             f"data.time_unit: expected one of {', '.join(TIME_UNITS)}, got {d.time_unit!r}")
+    _require(d.time_unit is None or d.time is not None or d.builtin is not None,
+             "data.time_unit: names the unit of data.time, which is not given")
     for column, bound in d.bounds.items():
         _require(len(bound) == 2 and all(map(math.isfinite, bound)) and bound[0] < bound[1],
                  f"data.bounds.{column}: expected [low, high] with finite low < high, got {bound}")

@@ -115,6 +115,8 @@ def make_judge(path: Path, real: str | None, comm: Communicator, columns: dict |
     rows = real_rows(path, real, comm)
     transformer = scoring_transformer(rows, comm)
     spec = replace(EvalSpec.default(transformer, rows.cohort, rows.seed), **(columns or {}))
+    if rows.declared.time_unit is not None:  # data.time_unit (or the named cohort's): td-AUROC at 1, 3, 5 years
+        spec = replace(spec, time_unit=rows.declared.time_unit)
     missing = [c for key in ("quasi", "sensitive") for c in getattr(spec, key) if c not in transformer.columns]
     if missing:
         raise ConfigError(f"{path}: column {missing[0]!r} (--quasi/--sensitive) not in the run's schema")

@@ -340,6 +340,8 @@ def make_judge(cfg: RunConfig, site: SiteData, exact: TableTransformer, comm: Co
     if comm.rank % per_site:
         return None
     spec = EvalSpec.default(exact, COHORTS.get(cfg.data.builtin), cfg.seed)
+    if site.declared.time_unit is not None:  # data.time_unit (or the named cohort's): td-AUROC at 1, 3, 5 years
+        spec = dataclasses.replace(spec, time_unit=site.declared.time_unit)
     return Judge(site.train, site.holdout, exact, leaders, spec, max(comm.size // per_site, 1))
 
 

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+TIME_UNITS = ("days", "months", "years")  # data.time_unit: what the survival time column counts
+
 
 @dataclass
 class PartitionConfig:
@@ -38,6 +40,9 @@ class DataConfig:
     kinds: dict[str, str] = field(default_factory=dict)
     time: str | None = None
     event: str | None = None
+    # the unit of the time column (one of TIME_UNITS): the evaluation's time-dependent AUROC is then taken at 1, 3
+    # and 5 years; None takes a named cohort's own unit, else the event times' quartiles
+    time_unit: str | None = None
     target: str | None = None
     # public facts about columns, not learnt from the rows: a numeric column's range [low, high] (values are
     # clipped into it), a categorical column's levels; with a privacy budget they spend nothing
@@ -56,6 +61,7 @@ class Declarations:
     kinds: dict[str, str] = field(default_factory=dict)
     time: str | None = None
     event: str | None = None
+    time_unit: str | None = None
     target: str | None = None
     id_columns: list[str] = field(default_factory=list)
     site_column: str | None = None

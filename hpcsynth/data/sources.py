@@ -129,6 +129,7 @@ def declarations(cfg: DataConfig) -> Declarations:
         kinds=dict(cfg.kinds),
         time=cfg.time or (cohort.time if cohort else None),
         event=cfg.event or (cohort.event if cohort else None),
+        time_unit=cfg.time_unit or (cohort.time_unit if cohort else None),
         target=cfg.target,
         id_columns=list(cfg.id) or list(cohort.id_columns if cohort else ()),
         site_column=cfg.site_column or (cohort.site_column if cohort and cfg.partition is None else None),
