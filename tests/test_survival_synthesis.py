@@ -80,6 +80,13 @@ def test_without_an_event_the_time_is_an_ordinary_column(family, cohort):
     assert len(model.sample(10)) == 10
 
 
+def test_a_time_not_in_quantile_form_is_an_ordinary_column(cohort):
+    # the head's bins are the time's quantiles, read off the quantile transform; mode-specific times stay as they are
+    model = TVAE(epochs=1, batch_size=500, hidden=[16], latent_dim=4, compile="off", time="time", event="event",
+                 numeric="mode_specific").fit(cohort)
+    assert model.time_head_ is None and len(model.sample(10)) == 10
+
+
 @pytest.mark.mpi
 @pytest.mark.slow
 def test_fedavg_over_three_sites_recovers_the_hazard_ratio_and_the_survival_curve(mpirun, tmp_path):

@@ -29,9 +29,7 @@ class TableTransformer:
     `numeric` picks the transform of integer and continuous columns: `quantile` (to a standard normal, the
     default) or `mode_specific` (CTGAN's mixture-mode normalisation, `hpcsynth.data.mode_specific`).
     `zero_time` and `zero_time_rows` are the zero-time rule that loading applied to the survival time and the
-    rows it changed at this site; `fit` sums the rows over sites into `survival_`, which the schema records.
-    With both a time and an event declared, the time always takes the quantile transform, whatever `numeric`
-    says: the survival time head (`hpcsynth.models.time_head`) reads its bins off the time's quantiles."""
+    rows it changed at this site; `fit` sums the rows over sites into `survival_`, which the schema records."""
 
     def __init__(self, categorical: list[str] = (), time: str | None = None, event: str | None = None,
                  numeric: str = "quantile", kinds: dict[str, str] | None = None, target: str | None = None,
@@ -47,7 +45,6 @@ class TableTransformer:
         self.levels = {k: list(v) for k, v in (levels or {}).items()}
         self.zero_time = zero_time
         self.zero_time_rows = zero_time_rows
-        self.time_quantile = time is not None and event is not None
 
     @classmethod
     def declared(cls, declarations: Declarations, numeric: str = "quantile") -> TableTransformer:
@@ -119,8 +116,7 @@ class TableTransformer:
 
     def _transform(self, spec: ColumnSpec) -> NumericTransform | CategoricalTransform | ModeSpecificTransform:
         transform = transform_for(spec)
-        if self.numeric == "mode_specific" and spec.kind in ("integer", "continuous") \
-                and not (self.time_quantile and spec.role == "time"):
+        if self.numeric == "mode_specific" and spec.kind in ("integer", "continuous"):
             return ModeSpecificTransform(spec)
         return transform
 
@@ -156,7 +152,7 @@ class TableTransformer:
             "categorical": self.categorical, "time": self.time, "event": self.event, "numeric": self.numeric,
             "kinds": self.kinds, "target": self.target, "bounds": self.bounds, "levels": self.levels,
             "zero_time": self.zero_time, "privacy": getattr(self, "privacy_", None),
-            "survival": getattr(self, "survival_", None), "time_quantile": self.time_quantile,
+            "survival": getattr(self, "survival_", None),
             "columns": [{**spec.to_dict(), "state": t.state()} for spec, t in zip(self.schema_, self.transforms_)],
         })
 
@@ -165,7 +161,6 @@ class TableTransformer:
         data = json.loads(text)
         self = cls(data["categorical"], data["time"], data["event"], data["numeric"], data["kinds"], data["target"],
                    data.get("bounds"), data.get("levels"), data.get("zero_time"))
-        self.time_quantile = bool(data.get("time_quantile", False))  # files from before it: as they were fitted
         self.privacy_ = data.get("privacy")
         self.survival_ = data.get("survival")
         self.schema_, self.transforms_ = [], []
