@@ -22,7 +22,7 @@ from hpcsynth.data.shift import ShiftReport
 from hpcsynth.data.sources import SiteData
 from hpcsynth.data.transformer import TableTransformer
 from hpcsynth.evaluate.judge import Judge
-from hpcsynth.evaluate.metrics import directions, per_round
+from hpcsynth.evaluate.metrics import per_round
 from hpcsynth.evaluate.suite import EvalSpec, Evaluation
 from hpcsynth.federated.loop import train_rounds
 from hpcsynth.federated.preemption import StopRequest
@@ -32,7 +32,7 @@ from hpcsynth.federated.registry import make_strategy
 from hpcsynth.federated.strategy import Strategy
 from hpcsynth.federated.wrappers import within_site
 from hpcsynth.io.checkpoint import completed_scores, load_checkpoint, pack_state, unpack_state
-from hpcsynth.io.evaluation import write_evaluation
+from hpcsynth.io.evaluation import evaluation_groups
 from hpcsynth.io.runfile import RunContent, partial_path, write_comparison, write_run
 from hpcsynth.jobs.sites import shift_report
 from hpcsynth.messages import warn
@@ -306,15 +306,15 @@ def run_strategy(cfg: RunConfig, name: str, site: SiteData, transformer: TableTr
     scores = {**scores, "wall_s": time.perf_counter() - start}
     if comm.is_root:
         last = partial_path(path)
+        evaluation.scores["wall_s"] = scores["wall_s"]
         content = RunContent(cfg.text, cfg.source, name, n_sites, transformer, rounds=RoundRecord.table(records),
                              synthetic={"pooled": pd.concat(tables, ignore_index=True),
                                         **{f"site_{k}": t for k, t in enumerate(tables)}},
-                             evaluation=scores, directions=directions(scores),
-                             partition=site.partition, shift=shift, privacy=privacy_spent)
+                             evaluation=evaluation.scores, evaluation_groups=evaluation_groups(evaluation),
+                             evaluation_curves=evaluation.curves(), partition=site.partition, shift=shift,
+                             privacy=privacy_spent)
         _copy_checkpoint(last, content)
-        write_run(path, content)
-        evaluation.scores["wall_s"] = scores["wall_s"]
-        write_evaluation(path, evaluation)
+        write_run(path, content)  # one atomic write: the file is whole, its evaluation included, or absent
         last.unlink(missing_ok=True)
     comm.barrier()
     return StrategyResult(name, path, comm.bcast(scores), evaluation if comm.is_root else None)

@@ -16,6 +16,7 @@ import h5py
 from hpcsynth.evaluate.metrics import directions
 from hpcsynth.evaluate.suite import Evaluation
 from hpcsynth.files import create_private
+from hpcsynth.io.runfile import fill_evaluation
 
 
 def _site_groups(group: h5py.Group | None) -> list[dict[str, float]]:
@@ -24,14 +25,19 @@ def _site_groups(group: h5py.Group | None) -> list[dict[str, float]]:
     return [dict(group[k].attrs) for k in sorted(group, key=lambda k: int(k.split("_")[1]))]
 
 
+def evaluation_groups(evaluation: Evaluation) -> dict[str, dict]:
+    """The groups of `/evaluation` besides the scores: directions, notes, and the per-site figures."""
+    return {"directions": directions(evaluation.scores), "notes": {**evaluation.notes, "release": evaluation.release},
+            "worst": evaluation.worst, **{f"sites/site_{k}": s for k, s in enumerate(evaluation.sites)},
+            **{f"own_site/site_{k}": s for k, s in enumerate(evaluation.own_site)}}
+
+
 def write_evaluation(path: str | Path, evaluation: Evaluation) -> Path:
     """Replace `/evaluation` through a copy and a rename (scores the file had and this evaluation did not
     recompute are kept, with their directions); the copy keeps the file's mode, private for a run file."""
     target = Path(path)
     tmp = target.with_name(f".{target.name}.eval-{os.getpid()}")
-    groups = {"directions": directions(evaluation.scores), "notes": {**evaluation.notes, "release": evaluation.release},
-              "worst": evaluation.worst, **{f"sites/site_{k}": s for k, s in enumerate(evaluation.sites)},
-              **{f"own_site/site_{k}": s for k, s in enumerate(evaluation.own_site)}}
+    groups = evaluation_groups(evaluation)
     try:
         create_private(tmp)
         shutil.copyfile(target, tmp)
@@ -41,13 +47,8 @@ def write_evaluation(path: str | Path, evaluation: Evaluation) -> Path:
             old_directions = dict(f["evaluation/directions"].attrs) if "evaluation/directions" in f else {}
             if "evaluation" in f:
                 del f["evaluation"]
-            group = f.create_group("evaluation")
-            group.attrs.update({**old, **evaluation.scores})
             groups["directions"] = {**old_directions, **groups["directions"]}
-            for name, attrs in groups.items():
-                group.create_group(name).attrs.update(attrs)
-            for name, values in evaluation.curves().items():
-                group.create_dataset(f"curves/{name}", data=values)
+            fill_evaluation(f, {**old, **evaluation.scores}, groups, evaluation.curves())
         os.replace(tmp, target)
     finally:
         tmp.unlink(missing_ok=True)

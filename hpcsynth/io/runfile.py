@@ -48,7 +48,8 @@ class RunContent:
     checkpoint_round: int = -1
     local_states: list[bytes] = field(default_factory=list)
     evaluation: dict[str, float] = field(default_factory=dict)
-    directions: dict[str, str] = field(default_factory=dict)
+    evaluation_groups: dict[str, dict] = field(default_factory=dict)  # directions, notes, sites/site_k, ...
+    evaluation_curves: dict[str, np.ndarray] = field(default_factory=dict)
     partition: dict = field(default_factory=dict)
     shift: object = None
     privacy: dict = field(default_factory=dict)
@@ -168,9 +169,19 @@ def _fill(f: h5py.File, run: RunContent) -> None:
         for k, blob in enumerate(run.local_states):
             ckpt.create_dataset(f"site_{k}", data=np.frombuffer(blob, dtype=np.uint8))
     if run.evaluation:
-        ev = f.create_group("evaluation")
-        ev.attrs.update(run.evaluation)
-        ev.create_group("directions").attrs.update(run.directions)
+        fill_evaluation(f, run.evaluation, run.evaluation_groups, run.evaluation_curves)
+
+
+def fill_evaluation(f: h5py.File, scores: dict[str, float], groups: dict[str, dict],
+                    curves: dict[str, np.ndarray]) -> None:
+    """Write `/evaluation` (which must not exist): the scores as its attributes, each group's attributes
+    (`directions`, `notes`, `sites/site_k`, ...) and the report's curves (the layout: hpcsynth.io.evaluation)."""
+    group = f.create_group("evaluation")
+    group.attrs.update(scores)
+    for name, attrs in groups.items():
+        group.create_group(name).attrs.update(attrs)
+    for name, values in curves.items():
+        group.create_dataset(f"curves/{name}", data=values)
 
 
 def _fill_schema(schema: h5py.Group, transformer: TableTransformer) -> None:

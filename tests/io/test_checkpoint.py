@@ -64,7 +64,8 @@ def stopped_then_resumed(write_job, tmp_path: Path, spec: dict) -> tuple[Path, P
         if pid != process.pid:
             os.kill(pid, signal.SIGTERM)
     assert process.wait(timeout=60) == 3
-    assert start(job, "--resume").wait(timeout=240) == 0
+    resumed = start(job, "--resume")
+    assert resumed.wait(timeout=240) == 0, resumed.stderr.read()[-3000:]
     return tmp_path / "run.h5", tmp_path / "reference.h5"
 
 

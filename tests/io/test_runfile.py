@@ -30,7 +30,8 @@ def run(table):
                                 RoundRecord(1, 2.5, 1.1, 0.9, 0.2, 1024, 7)])
     return RunContent("seed: 0\n", "job.yaml", "fedavg", 2, transformer, synthetic={"pooled": table, "site_0": table},
                       rounds=rounds, checkpoint_params=np.ones((1, 5), np.float32), checkpoint_round=1,
-                      local_states=[b"abc", b"de"], evaluation={"fidelity": 0.9}, directions={"fidelity": "higher"})
+                      local_states=[b"abc", b"de"], evaluation={"fidelity": 0.9},
+                      evaluation_groups={"directions": {"fidelity": "higher"}})
 
 
 def test_tables_round_trip_with_kinds_labels_and_missing_values(tmp_path, run, table):
