@@ -87,6 +87,29 @@ def test_a_time_not_in_quantile_form_is_an_ordinary_column(cohort):
     assert model.time_head_ is None and len(model.sample(10)) == 10
 
 
+def test_dp_sgd_clips_and_noises_the_time_heads_gradient_with_the_rest(cohort):
+    # the head is part of the loss: its per-sample gradients (vmap of the one-row loss) sum to the batch gradient
+    import torch
+
+    from hpcsynth.federated.privacy import make_dpsgd
+
+    model = TVAE(epochs=1, batch_size=500, hidden=[16], latent_dim=4, compile="off", time="time", event="event",
+                 categorical=["group"]).fit(cohort)
+    mechanism = make_dpsgd(1.0, 1e-5, 1.0, "rdp", 0.1, 10, torch.Generator().manual_seed(0))
+    model.make_private(mechanism)
+    batch = model.to_device(model.transformer_.encode(cohort.iloc[:32]))
+    noise = model.loss_noise(32)
+    per_sample = mechanism.per_sample_gradients(batch, noise)
+    model.flat_.zero_grad()
+    (model.loss(batch, noise) * 32).backward()
+    torch.testing.assert_close(per_sample.sum(0), model.shared_gradients(), rtol=1e-4, atol=1e-4)
+    head = sum(p.numel() for p in model.time_head_.parameters())
+    assert per_sample[:, -head:].abs().sum() > 0  # the head's parameters are the last of the flat buffer
+    before = model.shared_parameters().clone()
+    model.local_update(batch, 2)
+    assert not torch.equal(before[-head:], model.shared_parameters()[-head:])
+
+
 @pytest.mark.mpi
 @pytest.mark.slow
 def test_fedavg_over_three_sites_recovers_the_hazard_ratio_and_the_survival_curve(mpirun, tmp_path):
