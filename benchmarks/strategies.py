@@ -79,7 +79,7 @@ def scores(comparison: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
             if stored.worst:
                 rows[f"{name} (worst site)"] = {k: stored.worst.get(k, float("nan")) for k in SHOWN}
             kept = rounds[rounds["quality"].notna()] if "quality" in rounds else rounds.iloc[:0]
-            curves += [{"strategy": name, "round": int(r["round"]) + 1, **{k: r[k] for k in CURVES}}
+            curves += [{"strategy": name, "round": int(r["round"]) + 1, **{k: r.get(k, float("nan")) for k in CURVES}}
                        for _, r in kept.iterrows()]
     return pd.DataFrame.from_dict(rows, orient="index"), pd.DataFrame(curves)
 
