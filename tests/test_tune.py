@@ -1,5 +1,7 @@
 """`hpcsynth tune` end to end: a tiny study of two-site FedAvg jobs under real mpiexec, run as two worker
-processes sharing one journal; its study file, its front, resuming it, a failing trial, and bad study files."""
+processes sharing one journal; its study file, its front, resuming it, a failing trial, and bad study files.
+Pruning: a trial's job stopped on its per-round score and recorded as pruned. IORBO: the mean-rank
+scalarisation by hand, its sampler, and a tiny study with `sampler: iorbo`."""
 from __future__ import annotations
 
 import os
@@ -10,22 +12,28 @@ from pathlib import Path
 
 import h5py
 import numpy as np
+import optuna
 import pandas as pd
 import pytest
 import yaml
 
 from hpcsynth.cli import main
+from hpcsynth.federated.records import RoundRecord
 from hpcsynth.io.inspect import describe
 from hpcsynth.io.study import read_trials
 from hpcsynth.messages import ConfigError
+from hpcsynth.tune.iorbo import IORBOSampler, mean_ranks
 from hpcsynth.tune.results import write_results
-from hpcsynth.tune.search import open_study, quotas, run_local, work
-from hpcsynth.tune.study_file import load_study
+from hpcsynth.tune.search import open_study, pruner, quotas, run_local, work
+from hpcsynth.tune.study_file import Param, load_study
+from hpcsynth.tune.trial import round_scores
 
 CLI = [sys.executable, "-m", "hpcsynth.cli"]
 JOB = {"seed": 0, "data": {"builtin": "mds", "n_patients": 200, "holdout": 0.2, "n_sites": 2},
        "model": {"name": "tvae", "batch_size": 50, "hidden": [16, 16], "latent_dim": 4},
        "federation": {"strategy": "fedavg", "rounds": 1, "local_epochs": 1}, "output": "unused.h5"}
+ONE_SITE = {**JOB, "data": {"builtin": "mds", "n_patients": 200, "holdout": 0.2, "n_sites": 1},
+            "federation": {"strategy": "centralized", "rounds": 1, "local_epochs": 1}}
 STUDY = {"job": "job.yaml", "space": {"model.batch_size": {"int": [20, 80]}, "model.lr": {"log_float": [1e-4, 1e-2]}},
          "objectives": ["quality", "detection_auroc"], "trials": 3, "parallel": 2, "output": "study.h5"}
 
@@ -147,6 +155,19 @@ def test_a_failing_trial_is_recorded_as_failed_and_the_study_goes_on(tmp_path):
     ({"space": {"model.batch_size": {"range": [1, 2]}}}, "space.model.batch_size: give exactly one of"),
     ({"objectives": ["qualty"]}, "objectives: 'qualty' is not a score"),
     ({"objectives": ["epsilon"]}, "objectives: epsilon is the privacy spent"),
+    ({"sampler": "bayes"}, "sampler: expected one of tpe, nsga2, iorbo"),
+    ({"objectives": ["quality"], "sampler": "iorbo"}, "sampler: iorbo ranks trials over several objectives"),
+    ({"prune": {"every": 1}}, "prune: Optuna prunes single-objective studies, and this one has 2 objectives"),
+    ({"objectives": ["wasserstein"], "prune": {"every": 1}}, "prune: the objective wasserstein has no per-round"),
+    ({"objectives": ["quality"], "prune": {}}, "prune.every: the job scores its release after the last round"),
+    ({"objectives": ["quality"], "prune": {"after": 2}}, "prune.after: unknown option"),
+    ({"objectives": ["quality"], "prune": {"every": 1, "pruner": "hyperband"}}, "prune.pruner: expected one of"),
+    ({"objectives": ["quality"], "prune": {"every": 1, "pruner": "percentile", "percentile": 150}},
+     "prune.percentile: must be in (0, 100)"),
+    ({"objectives": ["quality"], "prune": {"every": 1, "lower": 0.5}}, "prune.lower: only for pruner: threshold"),
+    ({"objectives": ["quality"], "prune": {"every": 1, "pruner": "threshold"}}, "prune.lower: the threshold pruner"),
+    ({"objectives": ["quality"], "prune": {"every": 0}}, "prune.every: must be at least 1"),
+    ({"objectives": ["quality"], "prune": {"every": 1, "warmup": -1}}, "prune.warmup: must be at least 0"),
 ])
 def test_a_bad_study_file_is_one_line_naming_the_key(tmp_path, change, named):
     path = write(tmp_path, {**STUDY, **change})
@@ -164,3 +185,108 @@ def test_the_cli_reports_a_bad_study_in_one_line(tmp_path, capsys):
 
 def test_the_budget_is_split_over_the_workers_evenly():
     assert quotas(5, 2) == [3, 2] and quotas(1, 4) == [1] and quotas(0, 2) == []
+
+
+def test_the_prune_section_gives_the_configured_pruner(tmp_path):
+    def built(prune: dict | None) -> optuna.pruners.BasePruner:
+        change = {"objectives": ["quality"]} if prune is None else {"objectives": ["quality"], "prune": prune}
+        return pruner(load_study(write(tmp_path, {**STUDY, **change})))
+
+    assert isinstance(built(None), optuna.pruners.NopPruner)
+    assert isinstance(built({"every": 2, "pruner": "none"}), optuna.pruners.NopPruner)
+    median = built({"every": 2, "startup": 3, "warmup": 1})
+    assert isinstance(median, optuna.pruners.MedianPruner)
+    assert (median._n_startup_trials, median._n_warmup_steps) == (3, 1)
+    percentile = built({"every": 2, "pruner": "percentile", "percentile": 10, "startup": 1})
+    assert isinstance(percentile, optuna.pruners.PercentilePruner) and percentile._percentile == 10
+    threshold = built({"every": 2, "pruner": "threshold", "lower": 0.5})
+    assert isinstance(threshold, optuna.pruners.ThresholdPruner) and threshold._lower == 0.5
+
+
+def test_round_scores_reads_the_scored_rounds_of_a_partial_file(tmp_path):
+    records = [RoundRecord(r, 1.0, 0.1, 0.1, 0.0, 0, 1, scores={"quality": 0.5 + r / 10} if r % 2 else {})
+               for r in range(4)]
+    partial = tmp_path / "run.partial.h5"
+    assert round_scores(partial, "quality") == []  # no file yet
+    with h5py.File(partial, "w") as f:
+        f.create_dataset("rounds", data=RoundRecord.table(records))
+    assert round_scores(partial, "quality") == [(1, pytest.approx(0.6)), (3, pytest.approx(0.8))]
+    assert round_scores(partial, "detection_auroc") == []  # not a column (yet)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("base, strategy", [
+    (ONE_SITE, "centralized"),  # one process
+    pytest.param(JOB, "fedavg", marks=pytest.mark.mpi),  # mpiexec -n 2: the ranks get the SIGTERM
+])
+def test_pruning_stops_a_trials_job_early_and_records_it_pruned(tmp_path, base, strategy):
+    """The threshold pruner stops any trial whose quality is below 0.999 at its first report: the job, set to
+    40 rounds, is stopped after its first scored round, checkpoints and exits 3; the trial is PRUNED."""
+    job = {**base, "federation": {"strategy": strategy, "rounds": 40, "local_epochs": 1}}
+    prune = {"pruner": "threshold", "lower": 0.999, "every": 1}
+    study = load_study(write(tmp_path, {**STUDY, "objectives": ["quality"], "trials": 1, "parallel": 1,
+                                        "prune": prune}, job))
+    shared = open_study(study, create=True)
+    work(study, 1, worker=0)
+    trial = shared.trials[0]
+    assert trial.state == optuna.trial.TrialState.PRUNED and list(trial.intermediate_values) == [0]
+    folder = study.trial_folder(0)
+    assert yaml.safe_load((folder / "job.yaml").read_text())["evaluation"]["every"] == 1
+    assert not (folder / "run.h5").exists()
+    with h5py.File(folder / "run.partial.h5") as f:  # what the stopped job left: a checkpoint, far from the end
+        assert f.attrs["status"] == "partial" and f["checkpoint"].attrs["round"] < 39
+        assert f["rounds"]["quality"][0] == pytest.approx(trial.intermediate_values[0])
+    assert "stopped by SIGTERM" in (folder / "log.txt").read_text()
+    write_results(study, shared)
+    with h5py.File(tmp_path / "study.h5") as f:
+        table = read_trials(f)
+        assert list(table["state"]) == ["PRUNED"] and list(f["front"][()]) == [] and "best" not in f
+    assert table["quality"][0] == pytest.approx(trial.intermediate_values[0])  # its last reported score
+
+
+def test_mean_rank_of_a_hand_worked_example():
+    # quality (higher better): 0.8, 0.6, 0.7 -> ranks 1, 3, 2; detection AUROC (lower better): 0.6, 0.55, 0.7
+    # -> ranks 2, 1, 3; mean ranks 1.5, 2.0, 2.5
+    values = [[0.8, 0.6], [0.6, 0.55], [0.7, 0.7]]
+    np.testing.assert_allclose(mean_ranks(values, [True, False]), [1.5, 2.0, 2.5])
+    # ties share their average rank: quality 0.5, 0.5, 0.9 -> 2.5, 2.5, 1
+    np.testing.assert_allclose(mean_ranks([[0.5, 0.6], [0.5, 0.55], [0.9, 0.7]], [True, False]), [2.25, 1.75, 2.0])
+    assert mean_ranks([], [True, False]).shape == (0,)
+
+
+def test_the_iorbo_sampler_recomputes_the_ranks_and_proposes_by_tpe(monkeypatch):
+    params = [Param("model.lr", "log_float", [1e-4, 1e-2]), Param("model.batch_size", "int", [20, 80]),
+              Param("model.name", "choice", ["tvae", "ctgan"])]
+    sampler = IORBOSampler(params, [True, False], seed=3)
+    monkeypatch.setattr(sampler, "sample_independent", lambda *a: pytest.fail("a value not from the TPE"))
+    shared = optuna.create_study(directions=["maximize", "minimize"], sampler=sampler)
+    scores = iter([(0.8, 0.6), (0.6, 0.55), (0.7, 0.7), (0.9, 0.5)])
+
+    def objective(trial: optuna.Trial) -> tuple[float, float]:
+        trial.suggest_float("model.lr", 1e-4, 1e-2, log=True)
+        trial.suggest_int("model.batch_size", 20, 80)
+        trial.suggest_categorical("model.name", ["tvae", "ctgan"])
+        return next(scores)
+
+    shared.optimize(objective, n_trials=3)
+    assert [t.value for t in sampler.scalarised(shared)] == [1.5, 2.0, 2.5]
+    shared.optimize(objective, n_trials=1)  # best on both: every older trial moves down a rank
+    assert [t.value for t in sampler.scalarised(shared)] == [2.5, 3.0, 3.5, 1.0]
+    assert len({t.params["model.lr"] for t in shared.trials}) == 4
+
+
+@pytest.mark.slow
+def test_a_tiny_iorbo_study_completes_and_chooses_the_lowest_mean_rank(tmp_path):
+    study = load_study(write(tmp_path, {**STUDY, "sampler": "iorbo", "trials": 3, "parallel": 1}, ONE_SITE))
+    shared = open_study(study, create=True)
+    work(study, 3, worker=0)
+    write_results(study, shared)
+    with h5py.File(tmp_path / "study.h5") as f:
+        table = read_trials(f).set_index("number")
+        best, by = int(f["best"].attrs["number"]), f["best"].attrs["chosen_by"]
+        front = list(f["front"][()])
+    assert set(table["state"]) == {"COMPLETE"} and len(table) == 3
+    want = mean_ranks(table[["quality", "detection_auroc"]].to_numpy(), [True, False])
+    np.testing.assert_allclose(table["mean_rank"], want)
+    assert best == table["mean_rank"].idxmin() and by == "the lowest mean rank" and best in front
+    assert "by the lowest mean rank" in describe(tmp_path / "study.h5")

@@ -1,10 +1,11 @@
 """The study file of `hpcsynth tune`: one HDF5 file per study, written atomically, readable with plain h5py.
 
 `/study` the study file's text; `/trials` a table, one row per trial: `number`, `state` (COMPLETE, FAIL, ...),
-`run` (its run file), one column per searched job key and one per objective (NaN where a trial has none);
-`/front` the numbers of the Pareto-optimal trials (the best trial for one objective), with the objectives and
-their directions as attributes; `/best` the chosen trial's job file text, ready to run, its number as an
-attribute. `hpcsynth inspect` prints it (`describe_study`).
+`run` (its run file), one column per searched job key and one per objective (NaN where a trial has none), and
+with IORBO `mean_rank`; `/front` the numbers of the Pareto-optimal trials (the best trial for one objective),
+with the objectives and their directions as attributes; `/best` the chosen trial's job file text, ready to
+run, its number and what chose it (`chosen_by`: the first objective, or the lowest mean rank with IORBO) as
+attributes. `hpcsynth inspect` prints it (`describe_study`).
 """
 from __future__ import annotations
 
@@ -39,6 +40,8 @@ class StudyContent:
         The numbers of the Pareto-optimal trials.
     best : int or None
         The chosen trial (None when no trial completed); `best_job` is its job file's text.
+    chosen_by : str
+        What chose it: "the first objective" (the front's best on it) or "the lowest mean rank" (IORBO).
     """
 
     text: str
@@ -49,6 +52,7 @@ class StudyContent:
     front: list[int] = field(default_factory=list)
     best: int | None = None
     best_job: str = ""
+    chosen_by: str = "the first objective"
 
 
 def _records(frame: pd.DataFrame) -> np.ndarray:
@@ -72,7 +76,8 @@ def write_study(path: str | Path, study: StudyContent) -> Path:
         front = f.create_dataset("front", data=np.asarray(study.front, dtype=np.int64))
         front.attrs["objectives"] = json.dumps(study.objectives)
         if study.best is not None:
-            f.create_dataset("best", data=study.best_job).attrs["number"] = study.best
+            best = f.create_dataset("best", data=study.best_job)
+            best.attrs.update({"number": study.best, "chosen_by": study.chosen_by})
 
     return atomic_write(path, fill)
 
@@ -99,7 +104,8 @@ def describe_study(f: h5py.File) -> list[str]:
     if "best" in f:
         number = int(f["best"].attrs["number"])
         run = table.loc[table["number"] == number, "run"].iloc[0]
-        lines.append(f"best: trial {number}, run file {run}; its job file is /best")
+        by = f["best"].attrs.get("chosen_by", "the first objective")
+        lines.append(f"best: trial {number} (by {by}), run file {run}; its job file is /best")
     else:
         lines.append("best: none (no trial completed)")
     return lines

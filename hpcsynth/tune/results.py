@@ -2,7 +2,9 @@
 
 With one objective the front is the best trial; with several it is Optuna's Pareto front of the completed
 trials, and the chosen trial is the front's best on the first objective listed (the study file's order says
-what matters most).
+what matters most). With `sampler: iorbo` the table has each completed trial's mean rank over the objectives
+(`mean_rank`), and the chosen trial is the one with the lowest (always on the front: a trial that dominates
+another ranks at least as well on every objective and better on one).
 """
 from __future__ import annotations
 
@@ -14,7 +16,17 @@ import pandas as pd
 from optuna.trial import TrialState
 
 from hpcsynth.io.study import StudyContent, write_study
+from hpcsynth.tune.iorbo import mean_ranks
 from hpcsynth.tune.study_file import Study
+
+MEAN_RANK = "mean_rank"  # the IORBO column of /trials
+
+
+def ranked(study: Study, shared: optuna.Study) -> dict[int, float]:
+    """Each completed trial's mean rank over the objectives (IORBO's value), by number."""
+    done = shared.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    ranks = mean_ranks([t.values for t in done], [d == "higher" for d in study.objectives.values()])
+    return {t.number: float(r) for t, r in zip(done, ranks)}
 
 
 def trials_table(study: Study, shared: optuna.Study) -> pd.DataFrame:
@@ -27,7 +39,11 @@ def trials_table(study: Study, shared: optuna.Study) -> pd.DataFrame:
                      **{p.key: t.params.get(p.key, math.nan) for p in study.params},
                      **dict(zip(study.objectives, values))})
     columns = ["number", "state", "run", *(p.key for p in study.params), *study.objectives]
-    return pd.DataFrame(rows, columns=columns)
+    table = pd.DataFrame(rows, columns=columns)
+    if study.sampler == "iorbo":
+        ranks = ranked(study, shared)
+        table[MEAN_RANK] = [ranks.get(n, math.nan) for n in table["number"]]
+    return table
 
 
 def front(shared: optuna.Study) -> list[optuna.trial.FrozenTrial]:
@@ -47,13 +63,21 @@ def chosen(shared: optuna.Study, optimal: list[optuna.trial.FrozenTrial]) -> opt
     return max(optimal, key=lambda t: (sign * t.values[0], -t.number))
 
 
+def lowest_rank(study: Study, shared: optuna.Study) -> optuna.trial.FrozenTrial | None:
+    """The completed trial with the lowest mean rank (the lowest number among ties)."""
+    ranks = ranked(study, shared)
+    return shared.trials[min(ranks, key=lambda n: (ranks[n], n))] if ranks else None
+
+
 def write_results(study: Study, shared: optuna.Study) -> Path:
     """Write the study HDF5 file (`hpcsynth.io.study`) from the shared study; return its path."""
     optimal = front(shared)
-    best = chosen(shared, optimal)
+    iorbo = study.sampler == "iorbo"
+    best = lowest_rank(study, shared) if iorbo else chosen(shared, optimal)
     job = study.trial_folder(best.number) / "job.yaml" if best is not None else None
     content = StudyContent(study.text, str(study.source), trials_table(study, shared), [p.key for p in study.params],
                            dict(study.objectives), [t.number for t in optimal],
                            best.number if best is not None else None,
-                           job.read_text(encoding="utf-8") if job is not None else "")
+                           job.read_text(encoding="utf-8") if job is not None else "",
+                           "the lowest mean rank" if iorbo else "the first objective")
     return write_study(study.output, content)

@@ -6,6 +6,11 @@ processes, or on separate nodes of a shared filesystem, share one study without 
 asks the study for values, runs the trial as a job (`hpcsynth.tune.trial`) and tells the study its objectives;
 a trial that fails is recorded as failed and the worker goes on. `run_local` runs the workers as processes on
 this machine (`python -m hpcsynth.tune.search STUDY.yaml QUOTA WORKER`), each with its share of the budget.
+
+With `prune:` the worker reports each per-round score of the objective to the trial (`trial.report`, the round
+as the step) while its job runs, and stops the job when the study's pruner says so: the trial is then recorded
+as pruned. With `sampler: iorbo` the study keeps the real objectives and `hpcsynth.tune.iorbo.IORBOSampler`
+proposes each trial's values from the trials' current mean ranks.
 """
 from __future__ import annotations
 
@@ -19,8 +24,9 @@ from optuna.storages.journal import JournalFileBackend
 from optuna.trial import FrozenTrial, Trial, TrialState
 
 from hpcsynth.messages import ConfigError
+from hpcsynth.tune.iorbo import IORBOSampler
 from hpcsynth.tune.study_file import Param, Study, load_study
-from hpcsynth.tune.trial import TrialFailed, run_trial
+from hpcsynth.tune.trial import TrialFailed, TrialStopped, Watch, run_trial
 
 STUDY_NAME = "hpcsynth"
 FINISHED = (TrialState.COMPLETE, TrialState.FAIL, TrialState.PRUNED)
@@ -33,20 +39,36 @@ def storage(study: Study) -> JournalStorage:
 
 
 def sampler(study: Study, worker: int) -> optuna.samplers.BaseSampler:
-    """TPE or NSGA-II, seeded per worker (workers with one seed would propose the same values)."""
+    """TPE, NSGA-II or IORBO, seeded per worker (workers with one seed would propose the same values)."""
     seed = study.seed + worker
     if study.sampler == "nsga2":
         return optuna.samplers.NSGAIISampler(seed=seed)
+    if study.sampler == "iorbo":
+        return IORBOSampler(study.params, [d == "higher" for d in study.objectives.values()], seed=seed)
     return optuna.samplers.TPESampler(seed=seed)
+
+
+def pruner(study: Study) -> optuna.pruners.BasePruner:
+    """The study's pruner (`prune:`); none without a `prune:` section."""
+    prune = study.prune
+    if prune is None or prune.pruner == "none":
+        return optuna.pruners.NopPruner()
+    if prune.pruner == "threshold":
+        return optuna.pruners.ThresholdPruner(lower=prune.lower, upper=prune.upper, n_warmup_steps=prune.warmup)
+    if prune.pruner == "percentile":
+        return optuna.pruners.PercentilePruner(prune.percentile, n_startup_trials=prune.startup,
+                                               n_warmup_steps=prune.warmup)
+    return optuna.pruners.MedianPruner(n_startup_trials=prune.startup, n_warmup_steps=prune.warmup)
 
 
 def open_study(study: Study, worker: int = 0, create: bool = False) -> optuna.Study:
     """The Optuna study of `study` (created when `create`; else it must exist)."""
     directions = ["maximize" if d == "higher" else "minimize" for d in study.objectives.values()]
     if create:
-        return optuna.create_study(storage=storage(study), sampler=sampler(study, worker), study_name=STUDY_NAME,
-                                   directions=directions)
-    return optuna.load_study(storage=storage(study), sampler=sampler(study, worker), study_name=STUDY_NAME)
+        return optuna.create_study(storage=storage(study), sampler=sampler(study, worker), pruner=pruner(study),
+                                   study_name=STUDY_NAME, directions=directions)
+    return optuna.load_study(storage=storage(study), sampler=sampler(study, worker), pruner=pruner(study),
+                             study_name=STUDY_NAME)
 
 
 def suggest(trial: Trial, param: Param) -> int | float | str | bool:
@@ -59,12 +81,27 @@ def suggest(trial: Trial, param: Param) -> int | float | str | bool:
     return trial.suggest_float(param.key, low, high, log=param.kind == "log_float")
 
 
+def watcher(trial: Trial) -> Watch:
+    """Report a per-round score to the trial and say whether the pruner stops it."""
+
+    def watch(step: int, value: float) -> bool:
+        trial.report(value, step)
+        return trial.should_prune()
+
+    return watch
+
+
 def work(study: Study, quota: int, worker: int) -> None:
-    """Run `quota` trials of the shared study: ask, run the job, tell (a failed trial is told as failed)."""
+    """Run `quota` trials of the shared study: ask, run the job, tell (a failed trial is told as failed, a
+    stopped one as pruned)."""
 
     def objective(trial: Trial) -> tuple[float, ...]:
         trial.set_user_attr("run", str(study.trial_folder(trial.number) / "run.h5"))
-        scores = run_trial(study, trial.number, {p.key: suggest(trial, p) for p in study.params})
+        values = {p.key: suggest(trial, p) for p in study.params}
+        try:
+            scores = run_trial(study, trial.number, values, watcher(trial) if study.prune is not None else None)
+        except TrialStopped as stopped:
+            raise optuna.TrialPruned(str(stopped)) from None
         return tuple(scores.values())
 
     open_study(study, worker).optimize(objective, n_trials=quota, catch=(TrialFailed,))

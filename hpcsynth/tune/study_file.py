@@ -20,13 +20,14 @@ import yaml
 
 from hpcsynth.config import RunConfig, _build, _coerce, from_dict, load
 from hpcsynth.data.sources import count_sites
-from hpcsynth.evaluate.metrics import METRICS, Direction
+from hpcsynth.evaluate.metrics import METRICS, Direction, per_round
 from hpcsynth.messages import ConfigError
 from hpcsynth.submit import set_option
 
 PRIVACY_SPENT = "epsilon"  # the objective that is the privacy a trial spent (the largest epsilon of any site)
 RANGE_KINDS = ("int", "float", "log_float", "choice")
-SAMPLERS = ("tpe", "nsga2")
+SAMPLERS = ("tpe", "nsga2", "iorbo")
+PRUNERS = ("median", "percentile", "threshold", "none")
 SET_BY_STUDY = ("output", "progress")  # every trial's own run file, no progress bar
 Scalar = int | float | str | bool
 
@@ -51,6 +52,37 @@ class Param:
 
 
 @dataclass
+class Prune:
+    """Stopping bad trials early on their per-round scores (the study file's `prune:` section).
+
+    Parameters
+    ----------
+    pruner : {"median", "percentile", "threshold", "none"}
+        Optuna's MedianPruner, PercentilePruner, ThresholdPruner, or none (the scores are reported, nothing is
+        stopped).
+    startup : int
+        Trials completed before any trial is pruned (median, percentile: `n_startup_trials`).
+    warmup : int
+        Rounds a trial reports before it may be pruned (median, percentile: `n_warmup_steps`).
+    percentile : float
+        The percentile pruner's percentile, in (0, 100): a trial is kept while its best score is among the best
+        `percentile` % of the others' at the same round (50 is the median; lower stops more).
+    lower, upper : float or None
+        The threshold pruner's bounds: a trial whose score falls below `lower` or above `upper` is stopped.
+    every : int or None
+        The trials' `evaluation.every` (score the release every this many rounds); default: the job's own.
+    """
+
+    pruner: str = "median"
+    startup: int = 5
+    warmup: int = 0
+    percentile: float = 25.0
+    lower: float | None = None
+    upper: float | None = None
+    every: int | None = None
+
+
+@dataclass
 class StudyFields:
     """The study file's vocabulary, parsed by `hpcsynth.config`'s helpers (an unknown key is an error)."""
 
@@ -59,9 +91,10 @@ class StudyFields:
     objectives: list[str]
     trials: int = 20
     parallel: int = 1
-    sampler: str | None = None  # tpe for one objective, nsga2 for several
+    sampler: str | None = None  # tpe for one objective, nsga2 for several; iorbo (several): the mean rank
     seed: int = 0
     output: str | None = None  # default: the study file's name with .h5
+    prune: Prune | None = None  # stop bad trials on their per-round scores (one objective only)
 
 
 @dataclass
@@ -84,14 +117,16 @@ class Study:
         Each objective with its direction (the evaluation registry's; ``epsilon``: lower).
     trials, parallel : int
         The budget (trials run, failed ones included) and the number of trials run at once.
-    sampler : {"tpe", "nsga2"}
-        Optuna's sampler.
+    sampler : {"tpe", "nsga2", "iorbo"}
+        Optuna's sampler; iorbo is TPE on each trial's mean rank over the objectives (`hpcsynth.tune.iorbo`).
     seed : int
         The sampler's seed (worker k seeds with seed + k).
     output : Path
         The study HDF5 file; `folder` holds the journal and the trials.
     ranks : int
         The processes of one trial: one per site (and per rank of a site), one for a one-site job.
+    prune : Prune or None
+        Stop bad trials on the per-round scores of the (single) objective; None: every trial runs to its end.
     """
 
     source: Path
@@ -106,6 +141,7 @@ class Study:
     seed: int
     output: Path
     ranks: int = 1
+    prune: Prune | None = None
 
     @property
     def folder(self) -> Path:
@@ -182,6 +218,32 @@ def _objectives(names: list[str], study: StudyFields, base: dict) -> dict[str, D
     return {name: METRICS["epsilon_spent" if name == PRIVACY_SPENT else name].direction for name in names}
 
 
+def _prune(prune: Prune, objectives: dict[str, Direction], base: dict) -> Prune:
+    """Check the `prune:` section: one objective with a per-round score, a job that scores during training, the
+    pruner's own settings only."""
+    _require(prune.pruner in PRUNERS, f"prune.pruner: expected one of {', '.join(PRUNERS)}, got {prune.pruner!r}")
+    _require(len(objectives) == 1, f"prune: Optuna prunes single-objective studies, and this one has "
+             f"{len(objectives)} objectives ({', '.join(objectives)})")
+    objective = next(iter(objectives))
+    _require(objective in per_round(), f"prune: the objective {objective} has no per-round score "
+             f"(per-round: {', '.join(per_round())})")
+    _require(prune.startup >= 0, f"prune.startup: must be at least 0, got {prune.startup}")
+    _require(prune.warmup >= 0, f"prune.warmup: must be at least 0, got {prune.warmup}")
+    _require(prune.every is None or prune.every >= 1, f"prune.every: must be at least 1, got {prune.every}")
+    _require(prune.every is not None or (base.get("evaluation") or {}).get("every") is not None,
+             "prune.every: the job scores its release after the last round only (no evaluation.every); give "
+             "prune.every (rounds between scores)")
+    if prune.pruner == "percentile":
+        _require(0 < prune.percentile < 100, f"prune.percentile: must be in (0, 100), got {prune.percentile}")
+    if prune.pruner == "threshold":
+        _require(prune.lower is not None or prune.upper is not None,
+                 "prune.lower: the threshold pruner needs lower or upper (or both)")
+    else:
+        for key in ("lower", "upper"):
+            _require(getattr(prune, key) is None, f"prune.{key}: only for pruner: threshold")
+    return prune
+
+
 def _validate(fields: StudyFields, source: Path, text: str) -> Study:
     _require(fields.trials >= 1, f"trials: must be at least 1, got {fields.trials}")
     _require(fields.parallel >= 1, f"parallel: must be at least 1, got {fields.parallel}")
@@ -194,11 +256,14 @@ def _validate(fields: StudyFields, source: Path, text: str) -> Study:
     base = yaml.safe_load(cfg.text) or {}
     params = [_param(key, spec, base) for key, spec in fields.space.items()]
     objectives = _objectives(fields.objectives, fields, base)
+    _require(fields.sampler != "iorbo" or len(objectives) > 1,
+             "sampler: iorbo ranks trials over several objectives; with one objective use tpe")
+    prune = _prune(fields.prune, objectives, base) if fields.prune is not None else None
     output = source.parent / (fields.output or source.with_suffix(".h5").name)
     sampler = fields.sampler or ("tpe" if len(objectives) == 1 else "nsga2")
     ranks = count_sites(cfg.data) * cfg.federation.ranks_per_site
     return Study(source, text, job, base, params, objectives, fields.trials, fields.parallel, sampler, fields.seed,
-                 output, ranks)
+                 output, ranks, prune)
 
 
 def load_study(path: str | Path) -> Study:
