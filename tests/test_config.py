@@ -8,7 +8,7 @@ from hpcsynth.config import ConfigError, from_dict, load, to_dict
 def test_demo_job_loads_with_documented_keys():
     cfg = load("jobs/demo.yaml")
     assert cfg.data.builtin == "mds"
-    assert cfg.strategies == ["centralized", "isolated", "fedavg"]
+    assert cfg.strategies == ["centralized", "isolated", "fedavg", "local_sgd"]
     assert cfg.model.name == "tvae" and cfg.federation.rounds == 30
     assert cfg.output == "runs/demo.h5"
     assert "builtin: mds" in cfg.text
