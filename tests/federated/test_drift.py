@@ -14,6 +14,7 @@ from hpcsynth.config import ConfigError, FederationConfig, from_dict
 from hpcsynth.federated.drift import FedAvgM, FedDyn, Scaffold
 from hpcsynth.federated.registry import STRATEGIES, make_strategy
 from hpcsynth.io.checkpoint import pack_state, unpack_state
+from tests.federated.gradient_support import hooked_and_autograd
 
 PROGRAM = Path(__file__).with_name("programs") / "drift_rounds.py"
 DRIFT = ["scaffold", "feddyn", "fedavgm"]
@@ -114,25 +115,13 @@ def test_feddyn_gradient_equals_autograd_of_the_regularised_loss():
     alpha = 0.7
     strategy = make_strategy("feddyn", {"feddyn_alpha": alpha})
     strategy.setup(len(data), 30, SoloComm())
-    params = model.shared_parameters()
-    strategy.begin_round(params)
-    anchor = params.clone()
-    previous = torch.randn(params.shape, generator=torch.Generator().manual_seed(3))
+    previous = torch.randn(model.shared_parameters().shape, generator=torch.Generator().manual_seed(3))
     strategy.grad_local = previous.clone()
-    with torch.no_grad():
-        params.add_(torch.randn(params.shape, generator=torch.Generator().manual_seed(1)), alpha=0.1)
-    noise = torch.randn((len(data), 2), generator=torch.Generator().manual_seed(2))
+    def term(theta, anchor):
+        return -(previous * theta).sum() + alpha / 2 * (theta - anchor).pow(2).sum()
 
-    model.flat_.zero_grad()
-    model.loss(data, noise).backward()
-    strategy.on_gradients(model.shared_gradients(), len(data), SoloComm())
-    hooked = model.shared_gradients().clone()
-
-    model.flat_.zero_grad()
-    theta = torch.cat([p.reshape(-1) for p in model.flat_.params])
-    regularised = model.loss(data, noise) - (previous * theta).sum() + alpha / 2 * (theta - anchor).pow(2).sum()
-    regularised.backward()
-    assert float((model.shared_gradients() - hooked).abs().max()) < 1e-5
+    hooked, regularised, params, anchor = hooked_and_autograd(strategy, model, data, term)
+    assert float((regularised - hooked).abs().max()) < 1e-5
     assert float((alpha * (params - anchor) - previous).abs().max()) > 1e-2  # the terms are there to be missed
 
 

@@ -46,31 +46,16 @@ def _tiny_tvae():
 
 
 def test_fedprox_gradient_equals_autograd_of_the_penalised_loss():
-    import torch
-
     from hpcsynth.comm import SoloComm
     from hpcsynth.federated.registry import make_strategy
+    from tests.federated.gradient_support import hooked_and_autograd
 
     model, data = _tiny_tvae()
     mu = 0.7
     strategy = make_strategy("fedprox", {"mu": mu})
     strategy.setup(len(data), 30, SoloComm())
-    params = model.shared_parameters()
-    strategy.begin_round(params)
-    anchor = params.clone()
-    with torch.no_grad():
-        params.add_(torch.randn(params.shape, generator=torch.Generator().manual_seed(1)), alpha=0.1)
-    noise = torch.randn((len(data), 2), generator=torch.Generator().manual_seed(2))
-
-    model.flat_.zero_grad()
-    model.loss(data, noise).backward()
-    strategy.on_gradients(model.shared_gradients(), len(data), SoloComm())
-    hooked = model.shared_gradients().clone()
-
-    model.flat_.zero_grad()
-    theta = torch.cat([p.reshape(-1) for p in model.flat_.params])
-    (model.loss(data, noise) + mu / 2 * (theta - anchor).pow(2).sum()).backward()
-    penalised = model.shared_gradients().clone()
+    hooked, penalised, params, anchor = hooked_and_autograd(
+        strategy, model, data, lambda theta, anchor: mu / 2 * (theta - anchor).pow(2).sum())
     assert float((penalised - hooked).abs().max()) < 1e-6
     assert float((mu * (params - anchor)).abs().max()) > 1e-2  # the term is there to be missed
 

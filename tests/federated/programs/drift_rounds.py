@@ -12,6 +12,7 @@ fedavgm    parameters and the momentum; with beta 0 and server lr 1 it is FedAvg
 """
 import numpy as np
 import pandas as pd
+from every_rank import run_on_every_rank
 
 from hpcsynth.comm import MPIComm
 from hpcsynth.data.transformer import TableTransformer
@@ -145,11 +146,4 @@ def main(comm: MPIComm) -> None:
 
 
 if __name__ == "__main__":
-    world = MPIComm()
-    try:
-        main(world)
-    except BaseException:  # one rank's failed check stops every rank, rather than leaving them in a collective
-        import traceback
-
-        traceback.print_exc()
-        world.abort(1)
+    run_on_every_rank(main)

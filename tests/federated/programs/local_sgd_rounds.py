@@ -11,6 +11,7 @@ formula, in numpy from every site's model and optimiser state just before each e
 """
 import numpy as np
 import pandas as pd
+from every_rank import run_on_every_rank
 
 from hpcsynth.comm import MPIComm
 from hpcsynth.data.transformer import TableTransformer
@@ -79,11 +80,4 @@ def main(comm: MPIComm) -> None:
 
 
 if __name__ == "__main__":
-    world = MPIComm()
-    try:
-        main(world)
-    except BaseException:  # one rank's failed check stops every rank, rather than leaving them in a collective
-        import traceback
-
-        traceback.print_exc()
-        world.abort(1)
+    run_on_every_rank(main)

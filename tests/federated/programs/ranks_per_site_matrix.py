@@ -5,6 +5,7 @@ R=2 must agree. sd_sharing saves its first phase's site models and checks that i
 import sys
 
 import numpy as np
+from every_rank import run_on_every_rank
 from fedavg_step import LATENT, noise, site_rows
 
 from hpcsynth.comm import MPIComm
@@ -59,11 +60,4 @@ def main(per_site: int, out: str, comm: MPIComm) -> None:
 
 
 if __name__ == "__main__":
-    world = MPIComm()
-    try:
-        main(int(sys.argv[1]), sys.argv[2], world)
-    except BaseException:  # one rank's failed check stops every rank, rather than leaving them in a collective
-        import traceback
-
-        traceback.print_exc()
-        world.abort(1)
+    run_on_every_rank(lambda world: main(int(sys.argv[1]), sys.argv[2], world))
