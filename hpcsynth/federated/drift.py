@@ -108,11 +108,10 @@ class Scaffold(_Anchored):
 
     def attach(self, model: Any, data: torch.Tensor, comm: Communicator) -> None:
         """Bind the model's local learning rate (the job calls this before training)."""
-        try:
-            self.lr = float(model.lr)
-        except AttributeError:
+        if not model.one_lr:
             raise ValueError(f"federation.strategy: scaffold needs the model's one learning rate lr, which "
-                             f"{type(model).__name__} does not have") from None
+                             f"{type(model).__name__} does not have")
+        self.lr = float(model.lr)
 
     def state(self) -> dict:
         return {"c": self.c, "c_local": self.c_local}

@@ -60,6 +60,8 @@ def _started(name: str, options: dict | None = None, model=None):
 
 
 class _Lr:
+    one_lr = True
+
     def __init__(self, lr: float) -> None:
         self.lr = lr
 
