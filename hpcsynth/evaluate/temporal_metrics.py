@@ -1,0 +1,28 @@
+"""The temporal scores' declarations: name, direction and how sites combine them, as `hpcsynth.evaluate.metrics`
+declares the table scores.
+
+They are kept apart from the registry's `METRICS` because the registry promises that every declared score is
+produced by a part of the table suite (`hpcsynth.evaluate.suite`), and these are produced from sequences by
+`hpcsynth.evaluate.temporal_score.score_sequences` instead. The pipeline that stores them in a run file adds them
+to the registry with `declare(*TEMPORAL)` where it registers their producer.
+"""
+from __future__ import annotations
+
+from hpcsynth.evaluate.metrics import Metric, Pooling
+
+C, H, D = Pooling.COUNTS, Pooling.HOLDOUT, Pooling.DISTANCES
+TEMPORAL: tuple[Metric, ...] = (
+    # exact from counts merged over sites (hpcsynth.evaluate.temporal)
+    Metric("visit_column_shapes", "higher", C), Metric("lab_time_gap", "lower", C),
+    Metric("autocorr_lag1_gap", "lower", C), Metric("autocorr_lag2_gap", "lower", C),
+    Metric("length_similarity", "higher", C), Metric("interval_similarity", "higher", C),
+    Metric("event_order_gap", "lower", C),
+    # site-weighted by held-out patients (hpcsynth.evaluate.temporal_detection, temporal_tstr)
+    Metric("trajectory_detection_auroc", "lower", H),
+    Metric("temporal_tstr_r2", "higher", H), Metric("temporal_trtr_r2", "higher", H),
+    # privacy per trajectory (hpcsynth.evaluate.trajectories): distances gathered on rank 0; copies exact
+    Metric("trajectory_dcr_synthetic_p5", "higher", D), Metric("trajectory_dcr_holdout_p5", "higher", D),
+    Metric("trajectory_dcr_ratio", "higher", D), Metric("trajectory_dcr_closer_than_holdout_median", "lower", D),
+    Metric("trajectory_nndr_p5", "higher", D), Metric("trajectory_nndr_median", "higher", D),
+    Metric("trajectory_summary_match_rate", "lower", D), Metric("trajectory_exact_match_rate", "lower", C))
+TEMPORAL_METRICS: dict[str, Metric] = {m.name: m for m in TEMPORAL}
