@@ -79,8 +79,12 @@ def cmd_datasets(args: argparse.Namespace) -> None:
     from hpcsynth.data.cohorts import COHORTS, load_cohort
 
     if args.action == "list":
+        from hpcsynth.data.longitudinal import LONGITUDINAL
+
         for name, cohort in COHORTS.items():
-            print(f"{name:<9} time={cohort.time:<10} event={cohort.event:<9} {cohort.description}")
+            print(f"{name:<13} per-patient   time={cohort.time:<10} event={cohort.event:<9} {cohort.description}")
+        for name, seq in LONGITUDINAL.items():
+            print(f"{name:<13} longitudinal  key={seq.key:<11} index={seq.index:<7} {seq.description}")
         return
     if args.name not in COHORTS:
         raise ConfigError(f"unknown dataset {args.name!r} (known: {', '.join(COHORTS)})")

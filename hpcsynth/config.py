@@ -19,6 +19,7 @@ import yaml
 
 from hpcsynth.data.cohorts import COHORTS
 from hpcsynth.data.declaration import TIME_UNITS, DataConfig, PartitionConfig
+from hpcsynth.data.longitudinal import LONGITUDINAL
 from hpcsynth.data.partition import KINDS as PARTITION_KINDS
 from hpcsynth.federated.registry import STRATEGIES
 from hpcsynth.federated.wrappers import SecureAggregation, SiteParallel
@@ -27,7 +28,7 @@ from hpcsynth.models import MODELS
 from hpcsynth.models.bayesnet import NOISES as DP_NOISES
 from hpcsynth.models.bayesnet import STRUCTURES as BAYESNET_STRUCTURES
 
-BUILTIN_DATASETS = tuple(COHORTS)
+BUILTIN_DATASETS = (*COHORTS, *LONGITUDINAL)
 COLUMN_KINDS = ("binary", "integer", "continuous", "categorical", "datetime")
 
 
@@ -89,6 +90,7 @@ class FederationConfig:
     server_lr_momentum: float = 1.0  # fedavgm: the server step size (server_lr is fedopt's Adam rate)
     secure_aggregation: bool = False  # pairwise-masked aggregation (hpcsynth.federated.secure)
     ranks_per_site: int = 1  # ranks of one site train data-parallel (hpcsynth.federated.wrappers.SiteParallel)
+    sites_per_rank: int = 1  # virtual sites hosted by every rank, in turn (hpcsynth.virtual_sites)
     alignment_weight: float = 1.0  # latent_alignment: weight of the latent-moment matching penalty
 
 
@@ -236,6 +238,7 @@ def _check_data(d: DataConfig) -> None:
         _require(kind in COLUMN_KINDS, f"data.kinds.{column}: unknown kind {kind!r} (known: {', '.join(COLUMN_KINDS)})")
     if d.partition is not None:
         _check_partition(d.partition, d)
+    _check_sequence(d)
     _require(0.0 <= d.holdout < 1.0, f"data.holdout: must be in [0, 1), got {d.holdout}")
     _require(isinstance(d.zero_time, (int, float)) and math.isfinite(d.zero_time) and d.zero_time > 0,
              f"data.zero_time: must be a positive number of the time column's units, got {d.zero_time!r}")
@@ -249,6 +252,30 @@ def _check_data(d: DataConfig) -> None:
     for column, labels in d.levels.items():
         _require(len(labels) > 0 and len(set(labels)) == len(labels),
                  f"data.levels.{column}: expected a non-empty list of distinct levels, got {labels}")
+
+
+def _check_sequence(d: DataConfig) -> None:
+    """data.sequence and data.context: both columns named, all distinct; a named longitudinal cohort declares
+    its own, a named one-row-per-patient cohort has none (the columns themselves are checked when read)."""
+    if d.builtin in LONGITUDINAL:
+        _require(d.sequence is None and not d.context,
+                 f"data.sequence: builtin {d.builtin} declares its own key, index and context; remove "
+                 f"data.{'sequence' if d.sequence is not None else 'context'}")
+        return
+    if d.sequence is None:
+        _require(not d.context, "data.context: names the static columns of data.sequence, which is not given")
+        return
+    _require(d.builtin is None, f"data.sequence: builtin {d.builtin} has one row per patient (longitudinal: "
+                                f"{', '.join(LONGITUDINAL)})")
+    s = d.sequence
+    _require(s.key is not None, "data.sequence.key: required (the patient identifier column)")
+    _require(s.index is not None, "data.sequence.index: required (the visit time column: days or datetimes)")
+    _require(s.key != s.index, f"data.sequence.index: {s.index!r} is also data.sequence.key")
+    for column in d.context:
+        _require(column not in (s.key, s.index),
+                 f"data.context: {column!r} is data.sequence.{'key' if column == s.key else 'index'}")
+    twice = sorted({c for c in d.context if d.context.count(c) > 1})
+    _require(not twice, f"data.context: {twice[0] if twice else ''!r} listed twice")
 
 
 def _check_partition(p: PartitionConfig, d: DataConfig) -> None:
@@ -400,6 +427,10 @@ def validate(cfg: RunConfig) -> RunConfig:
         _check_privacy(cfg.privacy)
     _require(cfg.federation.ranks_per_site >= 1,
              f"federation.ranks_per_site: must be at least 1, got {cfg.federation.ranks_per_site}")
+    _require(cfg.federation.sites_per_rank >= 1,
+             f"federation.sites_per_rank: must be at least 1, got {cfg.federation.sites_per_rank}")
+    _require(cfg.federation.sites_per_rank == 1 or cfg.federation.ranks_per_site == 1,
+             "federation.sites_per_rank: several sites per rank and several ranks per site do not combine")
     _require(bool(cfg.output), "output: must name the run file")
     _require(0 <= cfg.seed < 2**63, f"seed: must be in [0, 2^63), got {cfg.seed}")
     _check_combinations(cfg)

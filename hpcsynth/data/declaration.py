@@ -20,6 +20,22 @@ class PartitionConfig:
 
 
 @dataclass
+class SequenceConfig:
+    """`data.sequence`: the rows are visits of patients (hpcsynth.data.sequences).
+
+    Parameters
+    ----------
+    key : str
+        The patient identifier column.
+    index : str
+        The visit time column: a number of days, or datetimes; it becomes days since the patient's first visit.
+    """
+
+    key: str | None = None
+    index: str | None = None
+
+
+@dataclass
 class DataConfig:
     """Where the rows come from and how they split into sites.
 
@@ -50,6 +66,10 @@ class DataConfig:
     levels: dict[str, list[float | str]] = field(default_factory=dict)
     # the survival time given to a time of 0, in the time column's units (0.5: half a day for times in days)
     zero_time: float = 0.5
+    # longitudinal rows: the patient key and visit time, and the static per-patient columns (a named
+    # longitudinal cohort declares its own)
+    sequence: SequenceConfig | None = None
+    context: list[str] = field(default_factory=list)
 
 
 @dataclass
