@@ -117,3 +117,11 @@ def split_sites(seqs: Sequences, n_sites: int) -> list[Sequences]:
         out.append(from_frames(seqs.context[seqs.context[KEY].isin(mine)],
                                seqs.visits[seqs.visits[KEY].isin(mine)]))
     return out
+
+
+def shifted_lab(seqs: Sequences, lab: str, shift: float) -> Sequences:
+    """`lab` moved by `shift` at every visit: its per-visit marginal and its time profile wrong, the dynamics
+    kept."""
+    visits = seqs.visits.copy()
+    visits[lab] = visits[lab] + shift
+    return from_frames(seqs.context, visits)
