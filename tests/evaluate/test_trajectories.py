@@ -71,7 +71,8 @@ def test_a_copied_cohort_sits_on_the_training_patients_and_a_fresh_one_as_far_as
 SCORES = textwrap.dedent("""
     import sequence_cases as cases
     import hpcsynth.evaluate.neighbours as neighbours
-        from hpcsynth.evaluate.trajectories import site_distances
+    from hpcsynth.comm import SoloComm
+    from hpcsynth.evaluate.trajectories import site_distances
 
     def scores():
         train, holdout = cases.real_cohort(10, 0), cases.real_cohort(6, 1, first_key=100)
