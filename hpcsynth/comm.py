@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 _OPS = ("sum", "min", "max")
+ABANDON_AFTER_S = 2.0  # how long the other sites of a process get to stop after one failed
 
 
 class Communicator:
@@ -202,7 +203,9 @@ class SitesInOneProcess:
 
     def run(self, work: Callable[[Communicator], Any]) -> list[Any]:
         """`work(comm)` on every site, each with its own `ThreadComm`; the results in site order. The first
-        failure is raised here, after every other site has been released from its collective."""
+        failure is raised here, after every other site has been released from its collective (a site still
+        inside a collective across processes, see `hpcsynth.virtual_sites`, is left after `ABANDON_AFTER_S`
+        for the caller to abort the job)."""
         results: list[Any] = [None] * self.size
         errors: list[BaseException] = []
 
@@ -216,11 +219,15 @@ class SitesInOneProcess:
                     errors.append(err)
                     self.arrived.abort()
 
-        threads = [threading.Thread(target=site, args=(k,), name=f"site-{k}") for k in range(self.size)]
+        threads = [threading.Thread(target=site, args=(k,), name=f"site-{k}", daemon=True) for k in range(self.size)]
         for t in threads:
             t.start()
+        deadline = None
         for t in threads:
-            t.join()
+            while t.is_alive() and (deadline is None or time.monotonic() < deadline):
+                t.join(0.05)
+                if errors and deadline is None:
+                    deadline = time.monotonic() + ABANDON_AFTER_S
         if errors:
             raise errors[0]
         return results

@@ -115,12 +115,18 @@ def run_job(config: str | Path, *, out: str | None = None, resume: bool = False,
     from hpcsynth.comm import world
     from hpcsynth.federated.preemption import StopRequest
     from hpcsynth.jobs.train import main
+    from hpcsynth.virtual_sites import host_sites
 
     comm = world()
     bar = progress_bar(cfg, comm)
     stop = StopRequest().install()
+
+    def site(site_comm: Communicator) -> list[StrategyResult]:
+        return main(cfg, site_comm, progress=bar if site_comm.is_root else None, resume=resume, stop=stop)
+
+    per_rank = cfg.federation.sites_per_rank
     try:
-        return collectively(comm, lambda: main(cfg, comm, progress=bar, resume=resume, stop=stop))
+        return collectively(comm, lambda: site(comm) if per_rank == 1 else host_sites(per_rank, comm, site)[0])
     finally:
         if bar:
             bar.close()

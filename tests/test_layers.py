@@ -25,6 +25,7 @@ LAYERS = {
     "hpcsynth.messages": "utilities",
     "hpcsynth.files": "utilities",
     "hpcsynth.comm": "comm",
+    "hpcsynth.virtual_sites": "comm",  # several sites per rank: a communicator over threads and ranks
     "hpcsynth.kernels": "comm",  # beside the communicator: usable by every layer
     "hpcsynth.data": "data",
     "hpcsynth.models": "models",
