@@ -123,12 +123,12 @@ class SequenceTransformer:
         visits = self._truncated(sequences.visits)
         row = pd.Index(keys).get_indexer(visits[self.key_])
         if (row < 0).any():
-            raise DataError(f"sequences: visits of patient {visits[self.key_].iloc[int(np.argmax(row < 0))]!r} "
+            raise DataError(f"sequences: visits of patient {visits[self.key_].iloc[int(np.argmax(row < 0))]} "
                             f"have no context row")
         step = visits.groupby(self.key_, sort=False).cumcount().to_numpy()
         lengths = np.bincount(row, minlength=n)
         if (lengths == 0).any():
-            raise DataError(f"sequences: patient {keys[int(np.argmax(lengths == 0))]!r} has no visits")
+            raise DataError(f"sequences: patient {keys[int(np.argmax(lengths == 0))]} has no visits")
         per_visit = np.zeros((len(visits), self.visit_width), dtype=np.float32)
         gaps = _gaps(visits, self.key_, self.index_)
         present = np.isfinite(gaps)

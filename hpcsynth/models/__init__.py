@@ -7,10 +7,13 @@ from hpcsynth.models.ctgan import CTGAN
 from hpcsynth.models.ddpm import TabDDPM
 from hpcsynth.models.estimator import Generator
 from hpcsynth.models.protocol import GradientGenerator
+from hpcsynth.models.sequence_vae import SequenceVAE
 from hpcsynth.models.tvae import TVAE
 from hpcsynth.models.vae_bgm import VAEBGM
 
 MODELS: dict[str, type[Generator]] = {cls.name: cls for cls in (TVAE, CTGAN, VAEBGM, TabDDPM, BayesianNetwork)}
+# the generators of `Sequences` (patients as visit sequences), apart from the table families
+SEQUENCE_MODELS: dict[str, type[Generator]] = {cls.name: cls for cls in (SequenceVAE,)}
 
 
 def make_model(options: Mapping[str, Any], seed: int, epochs: int) -> Generator:
@@ -27,4 +30,4 @@ def make_model(options: Mapping[str, Any], seed: int, epochs: int) -> Generator:
 
 
 __all__ = ["Generator", "GradientGenerator", "BayesianNetwork", "CTGAN", "TabDDPM", "TVAE", "VAEBGM", "make_model",
-           "MODELS"]
+           "MODELS", "SequenceVAE", "SEQUENCE_MODELS"]

@@ -11,7 +11,7 @@ from hpcsynth.data.sequences import Sequences
 KEY, INDEX = "patient_id", "day"
 
 
-def cohort(n: int = 300, seed: int = 0, first_key: int = 0, max_visits: int = 12) -> Sequences:
+def cohort(n: int = 300, seed: int = 0, first_key: int = 0, max_visits: int = 25) -> Sequences:
     """`n` patients keyed `first_key`, `first_key` + 1, ...; 1 to `max_visits` visits each."""
     rng = np.random.default_rng(seed)
     keys = np.arange(first_key, first_key + n)
@@ -21,7 +21,7 @@ def cohort(n: int = 300, seed: int = 0, first_key: int = 0, max_visits: int = 12
     rows = []
     for key, a in zip(keys, arm):
         b = a == "B"
-        length = int(min(1 + rng.geometric(0.25 if b else 0.15), max_visits))
+        length = int(min(rng.geometric(0.2 if b else 0.12), max_visits))
         gaps = rng.lognormal(np.log(30 if b else 90), 0.4, length - 1)
         days = np.concatenate([[0.0], np.cumsum(gaps)]).round(1)
         hb = np.empty(length)
