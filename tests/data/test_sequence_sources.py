@@ -208,3 +208,19 @@ def test_good_site_files_load_on_every_rank(mpirun, tmp_path, followup):
     counts = sorted(int(n) for n in re.findall(r"loaded (\d+) patients", result.stdout))
     sizes = followup.context["site"].value_counts().sort_index().tolist()
     assert counts == sorted(sizes)
+
+
+@pytest.mark.parametrize("data, message", [
+    ({"path": "v.csv", "sequence": {"key": "pid"}}, "data.sequence.index: required"),
+    ({"path": "v.csv", "sequence": {"key": "pid", "index": "t", "when": "x"}}, "data.sequence.when: unknown option"),
+    ({"path": "v.csv", "sequence": {"key": "pid", "index": "t"}, "context": ["sex", "pid"]},
+     "data.context: 'pid' is data.sequence.key"),
+    ({"path": "v.csv", "context": ["sex"]}, "data.context: names the static columns of data.sequence"),
+    ({"builtin": "mds", "sequence": {"key": "pid", "index": "t"}}, "data.sequence: builtin mds has one row per patient"),
+    ({"builtin": "pbcseq", "context": ["age"]}, "data.sequence: builtin pbcseq declares its own"),
+])
+def test_sequence_options_are_refused_in_one_line_naming_the_key(data, message):
+    from hpcsynth.messages import ConfigError
+
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        from_dict({"data": data}, "job.yaml")
