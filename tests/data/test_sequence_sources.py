@@ -216,7 +216,8 @@ def test_good_site_files_load_on_every_rank(mpirun, tmp_path, followup):
     ({"path": "v.csv", "sequence": {"key": "pid", "index": "t"}, "context": ["sex", "pid"]},
      "data.context: 'pid' is data.sequence.key"),
     ({"path": "v.csv", "context": ["sex"]}, "data.context: names the static columns of data.sequence"),
-    ({"builtin": "mds", "sequence": {"key": "pid", "index": "t"}}, "data.sequence: builtin mds has one row per patient"),
+    ({"builtin": "mds", "sequence": {"key": "pid", "index": "t"}},
+     "data.sequence: builtin mds has one row per patient"),
     ({"builtin": "pbcseq", "context": ["age"]}, "data.sequence: builtin pbcseq declares its own"),
 ])
 def test_sequence_options_are_refused_in_one_line_naming_the_key(data, message):
