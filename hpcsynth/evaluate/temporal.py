@@ -34,7 +34,8 @@ def labs_of(seqs: Sequences, event: str | None = None) -> list[str]:
     return [c for c in seqs.visit_columns if c != event and pd.api.types.is_numeric_dtype(seqs.visits[c])]
 
 
-def _numbers(values: pd.Series) -> np.ndarray:
+def as_numbers(values: pd.Series) -> np.ndarray:
+    """A column as floats (NaN where missing or not a number)."""
     return pd.to_numeric(values, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
 
 
@@ -44,7 +45,7 @@ def _sorted_present(x: np.ndarray) -> np.ndarray:
 
 def intervals(seqs: Sequences) -> np.ndarray:
     """The days between consecutive visits of every patient."""
-    key, day = seqs.visits[seqs.key].to_numpy(), _numbers(seqs.visits[seqs.index])
+    key, day = seqs.visits[seqs.key].to_numpy(), as_numbers(seqs.visits[seqs.index])
     same = key[1:] == key[:-1]
     return np.diff(day)[same]
 
@@ -64,7 +65,7 @@ def visit_marginals(real: Sequences, synthetic: Sequences, comm: Communicator | 
     for column in real.visit_columns:
         r, s = real.visits[column], synthetic.visits[column]
         if pd.api.types.is_numeric_dtype(r):
-            scores[column] = exact_shape(_numbers(r), _numbers(s), comm)
+            scores[column] = exact_shape(as_numbers(r), as_numbers(s), comm)
             continue
         mine = set(r.dropna().astype(str)) | set(s.dropna().astype(str))
         levels = sorted(set().union(*comm.allgather(sorted(mine))))
@@ -91,7 +92,7 @@ def autocorrelation_sums(seqs: Sequences, lab: str, lag: int) -> np.ndarray:
     """[sum of lag-`lag` products, sum of squares] of the lab's deviations from each patient's own mean, over its
     measured visits (a visit without the lab is skipped, not a gap): summable over sites."""
     present = seqs.visits[[seqs.key, lab]].dropna()
-    key, x = present[seqs.key].to_numpy(), _numbers(present[lab])
+    key, x = present[seqs.key].to_numpy(), as_numbers(present[lab])
     if x.size == 0:
         return np.zeros(2)
     d = x - present.groupby(seqs.key, sort=False)[lab].transform("mean").to_numpy(dtype=np.float64)
@@ -110,7 +111,7 @@ def event_order_counts(seqs: Sequences, event: str, lab: str) -> np.ndarray:
     """[event onsets preceded by a falling lab, event onsets where that can be told]: at a patient's first visit
     with the event, the lab's latest measured value (at or before it) below the measured value before that."""
     v = seqs.visits
-    key, flag, x = v[seqs.key].to_numpy(), _numbers(v[event]) > 0.5, _numbers(v[lab])
+    key, flag, x = v[seqs.key].to_numpy(), as_numbers(v[event]) > 0.5, as_numbers(v[lab])
     falling = told = 0
     starts = np.flatnonzero(np.r_[True, key[1:] != key[:-1]])
     for start, end in zip(starts, np.r_[starts[1:], len(key)]):
@@ -166,7 +167,7 @@ class TimeProfile:
 
 def _bin_sums(seqs: Sequences, lab: str, edges: np.ndarray) -> np.ndarray:
     """(3, bins) count, sum and sum of squares of the lab's measured values per time bin."""
-    day, x = _numbers(seqs.visits[seqs.index]), _numbers(seqs.visits[lab])
+    day, x = as_numbers(seqs.visits[seqs.index]), as_numbers(seqs.visits[lab])
     keep = np.isfinite(x) & np.isfinite(day)
     bins = np.clip(np.searchsorted(edges, day[keep], side="right") - 1, 0, len(edges) - 2)
     size = len(edges) - 1
@@ -184,7 +185,7 @@ def _moments(sums: np.ndarray) -> np.ndarray:
 
 def time_edges(real: Sequences, comm: Communicator | None = None, n_bins: int = N_TIME_BINS) -> np.ndarray:
     """`n_bins` equal bins from entry to the latest real visit of any site (collective)."""
-    day = _numbers(real.visits[real.index])
+    day = as_numbers(real.visits[real.index])
     latest = comm_max(float(np.nanmax(day)) if day.size else 0.0, comm or SoloComm())
     return np.linspace(0.0, max(latest, 1.0), n_bins + 1)
 
