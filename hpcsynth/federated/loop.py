@@ -3,8 +3,9 @@
 Each round a site runs `local_epochs` worth of optimiser steps on its own rows (the strategy may reduce the
 gradients after every step), then the strategy aggregates the parameter buffer: once, or after each of the
 near-equal stretches of steps it asks for (`exchanges_per_round`). Per round the loop records the
-mean loss over sites, the wall time split into compute and communication, and the bytes reduced; the caller's
-`on_round` writes them with a checkpoint.
+mean loss over sites, the wall time split into compute and communication, the bytes reduced and the largest
+peak memory of any rank (gathered with the round's reports); the caller's `on_round` writes them with a
+checkpoint.
 """
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ import torch
 
 from hpcsynth.comm import Communicator
 from hpcsynth.federated.preemption import Interrupted, StopRequest
-from hpcsynth.federated.records import RoundRecord
+from hpcsynth.federated.records import RoundRecord, peak_rss_mb
 from hpcsynth.federated.strategy import Strategy
 from hpcsynth.models import Generator
 
@@ -70,14 +71,15 @@ def train_rounds(model: Generator, data: torch.Tensor, strategy: Strategy, comm:
         loss /= steps
         wall = time.perf_counter() - t0
         spent = model.privacy_.accountant.epsilon() if model.privacy_ is not None else 0.0
-        reports = comm.allgather((loss, n_rows, stop.signal_name if stop else None, spent))
-        mean_loss = sum(site_loss * n for site_loss, n, _, _ in reports) / sum(n for _, n, _, _ in reports)
+        reports = comm.allgather((loss, n_rows, stop.signal_name if stop else None, spent, peak_rss_mb()))
+        mean_loss = sum(site_loss * n for site_loss, n, *_ in reports) / sum(n for _, n, *_ in reports)
         record = RoundRecord(r, mean_loss, wall, wall - comm_seconds, comm_seconds,
-                             comm.bytes_reduced - bytes_before, steps, max(e for *_, e in reports))
+                             comm.bytes_reduced - bytes_before, steps, max(e for *_, e, _ in reports),
+                             max_rss_mb=max(rss for *_, rss in reports))
         records.append(record)
         if on_round is not None:
             on_round(record)
-        signals = [name for _, _, name, _ in reports if name]
+        signals = [name for _, _, name, *_ in reports if name]
         if signals:
             raise Interrupted(r, signals[0])
     return records

@@ -2,9 +2,18 @@
 release's scores where the round was evaluated."""
 from __future__ import annotations
 
+import resource
+import sys
 from dataclasses import dataclass, field, fields
 
 import numpy as np
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory so far, in MB (getrusage's high-water mark: kB on Linux, bytes on
+    macOS)."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 1e6 if sys.platform == "darwin" else peak / 1e3
 
 
 @dataclass
@@ -25,6 +34,9 @@ class RoundRecord:
         Optimiser steps of the round on this site.
     epsilon : float
         The most privacy any site has spent so far (0 without DP-SGD).
+    max_rss_mb : float
+        The largest peak resident memory of any rank so far, in MB (0 where not measured: run files written
+        before it was recorded, the one-off exchange of counts).
     eval_s : float
         Wall time of evaluating the release after this round, sampling included (NaN when not evaluated).
     scores : dict
@@ -39,6 +51,7 @@ class RoundRecord:
     bytes_reduced: int
     steps: int
     epsilon: float = 0.0
+    max_rss_mb: float = 0.0
     eval_s: float = float("nan")
     scores: dict[str, float] = field(default_factory=dict)
 
