@@ -23,7 +23,7 @@ import torch
 
 from hpcsynth.comm import Communicator
 from hpcsynth.data.transformer import TableTransformer
-from hpcsynth.models.compiled import CompiledGradient, EagerGradient, use_compile
+from hpcsynth.models.compiled import CompiledGradient, EagerGradient, compile_cache_warm, use_compile
 from hpcsynth.models.compiled_adam import CompiledAdamStep
 from hpcsynth.models.device import resolve_device, seeded_generator, use_bf16
 from hpcsynth.models.estimator import Draw, Generator
@@ -359,7 +359,7 @@ class GradientGenerator(Generator):
 
     def _compile_now(self) -> bool:
         return use_compile(self.compile, self.device_, max(self.planned_steps_, self.steps_taken_),
-                           self.compile_min_steps)
+                           self.compile_min_steps, warm=self.compile == "auto" and compile_cache_warm(self))
 
     # -- privacy and checkpoints --------------------------------------------------------------------------
     def make_private(self, mechanism) -> GradientGenerator:
