@@ -158,9 +158,11 @@ def cmd_scale(args: argparse.Namespace) -> None:
     table, projection, png = scale.study(Path(args.config), ranks, args.mode, Path(args.folder),
                                          spec_from_args(args) if args.slurm else None,
                                          Path(args.plot) if args.plot else None)
-    print(table.to_string(index=False, float_format=lambda x: f"{x:.4g}"))
+    print(scale.report(table, projection).to_string(index=False, na_rep="", float_format=lambda x: f"{x:.4g}"))
     model = projection.model
-    print(f"allreduce model: t = 2 log2(p) * {model.alpha:.3g} s + 2 (p-1)/p * n * {model.beta:.3g} s/B")
+    print(f"allreduce model: t = 2 log2(p) * {model.alpha:.3g} s + 2 (p-1)/p * n * {model.beta:.3g} s/B, fitted "
+          f"to the measured rows (comm_residual_s: measured minus fitted comm per round)")
+    print(f"projected rows: the model beyond the largest run ({int(table['ranks'].max())} ranks), not measured")
     print(f"projected round at {scale.PROJECT_TO} sites: {float(projection.round_s(scale.PROJECT_TO)):.4g} s, "
           f"efficiency {float(projection.efficiency(scale.PROJECT_TO)):.3f} (a projection, not a measurement)")
     print(f"plot: {png}")
@@ -289,13 +291,19 @@ def _add_status(sub: Subcommands) -> None:
 
 
 def _add_scale(sub: Subcommands) -> None:
-    scl = sub.add_parser("scale", help="a strong or weak scaling study with an allreduce model to 1,024 sites")
+    scl = sub.add_parser("scale", help="a strong or weak scaling study with an allreduce model to 1,024 sites",
+                         description="One job per rank count, measured from its run file (round time, compute, "
+                                     "comm, peak memory per rank); the alpha-beta allreduce model is fitted to "
+                                     "them, its residuals shown, and rows beyond the largest run are labelled "
+                                     "projected. With --slurm --nodes N each run is spread evenly over N nodes "
+                                     "(fewer when it has fewer ranks).")
     scl.add_argument("config", help="the YAML job file (built-in cohort, one strategy)")
     scl.add_argument("--ranks", required=True, help="comma-separated rank counts, e.g. 1,2,4")
     scl.add_argument("--mode", choices=["strong", "weak"], default="strong",
                      help="strong: data.n_patients in all; weak: data.n_patients / (first rank count) per site")
     scl.add_argument("--slurm", action="store_true", help="one SLURM job per rank count instead of local mpiexec")
-    add_job_options(scl, None, "with --slurm: at most this many ranks per node (default: all on one node)")
+    add_job_options(scl, None, "with --slurm and one node: at most this many ranks per node (default: all on "
+                               "one node); with --nodes N > 1 the ranks are split evenly instead")
     scl.add_argument("--folder", default="runs/scale", help="job files, run files, table and plot")
     scl.add_argument("--plot", help="the PNG to write (default FOLDER/MODE.png)")
     scl.set_defaults(func=cmd_scale)
