@@ -5,6 +5,7 @@
   every part's state) and encodes every site's patients as the pooled fit does;
 - centralized and fedavg, 6 rounds of 2 local epochs: the loss falls, every rank ends with the same parameters,
   and every rank samples sequences that meet a condition on the context;
+- isolated: site parameters of their own; latent_alignment: site encoders, one averaged decoder;
 - fedavg with DP-SGD (the project's accountant, calibrated to epsilon 3 over the planned steps): every site
   spends at most its budget (and most of it), the sites still end with equal parameters, and the loss stays
   finite.
@@ -91,6 +92,23 @@ def check_strategy(comm: MPIComm, transformer: SequenceTransformer, mine: Sequen
     print(f"rank {comm.rank}: {name} losses {losses[0]:.1f} -> {losses[-1]:.1f}, parameters equal", flush=True)
 
 
+def check_site_models(comm: MPIComm, transformer: SequenceTransformer, mine: Sequences) -> None:
+    """isolated: each site trains alone (its parameters its own); latent_alignment: the decoders are averaged,
+    the encoders (first in the flat buffer) stay per site, and the sampling prior is the pooled latent Gaussian."""
+    for name in ("isolated", "latent_alignment"):
+        model, records = train(comm, transformer, mine, name, private=False)
+        losses = [r.loss for r in records]
+        assert losses[-1] < 0.8 * losses[0], (name, losses)
+        encoder = sum(p.numel() for p in model.encoder_.parameters())
+        params = model.shared_parameters()
+        assert same_on_every_rank(comm, params[:encoder]) > 1e-3, name
+        decoders = same_on_every_rank(comm, params[encoder:])
+        assert decoders > 1e-3 if name == "isolated" else decoders < 1e-5, (name, decoders)
+        assert model.sample(20).n_patients == 20
+        print(f"rank {comm.rank}: {name} losses {losses[0]:.1f} -> {losses[-1]:.1f}", flush=True)
+    assert model.latent_target_ is not None
+
+
 def check_private(comm: MPIComm, transformer: SequenceTransformer, mine: Sequences) -> None:
     model, records = train(comm, transformer, mine, "fedavg", private=True)
     spent = model.privacy_.accountant.epsilon()
@@ -109,6 +127,7 @@ def main(comm: MPIComm) -> None:
     transformer = check_merged_fit(comm, mine)
     for name in ("centralized", "fedavg"):
         check_strategy(comm, transformer, mine, name)
+    check_site_models(comm, transformer, mine)
     check_private(comm, transformer, mine)
     print(f"rank {comm.rank}: ALL OK", flush=True)
 
