@@ -22,7 +22,12 @@ def _print_results(results: list) -> None:
     from hpcsynth.evaluate.metrics import per_round
     from hpcsynth.evaluate.report import RunSection, summary_table
 
-    print(summary_table([RunSection(r.strategy, r.evaluation) for r in results], (*per_round(), "wall_s")))
+    if results and results[0].evaluation is None:  # a longitudinal job: its temporal scores
+        from hpcsynth.evaluate.temporal_metrics import sequence_table
+
+        print(sequence_table({r.strategy: r.scores for r in results}))
+    else:
+        print(summary_table([RunSection(r.strategy, r.evaluation) for r in results], (*per_round(), "wall_s")))
     for r in results:
         print(f"run file: {r.path}")
 

@@ -24,7 +24,7 @@ from hpcsynth.data.partition import KINDS as PARTITION_KINDS
 from hpcsynth.federated.registry import STRATEGIES
 from hpcsynth.federated.wrappers import SecureAggregation, SiteParallel
 from hpcsynth.messages import ConfigError
-from hpcsynth.models import MODELS
+from hpcsynth.models import MODELS, SEQUENCE_MODELS
 from hpcsynth.models.bayesnet import NOISES as DP_NOISES
 from hpcsynth.models.bayesnet import STRUCTURES as BAYESNET_STRUCTURES
 
@@ -41,6 +41,8 @@ class ModelConfig:
     batch_size: int = 500
     hidden: list[int] | None = None  # the family's default: TVAE 128-128 (SDV), diffusion 256-256 (TabDDPM)
     latent_dim: int = 64
+    gru_dim: int | None = None  # sequence_vae: the GRUs' state width
+    max_visits: int | None = None  # sequence_vae: an upper bound on the visits a patient's row holds
     lr: float = 1e-3
     weight_decay: float = 1e-5
     loss_factor: float = 2.0
@@ -291,7 +293,8 @@ def _check_partition(p: PartitionConfig, d: DataConfig) -> None:
 
 
 def _check_model(m: ModelConfig) -> None:
-    _require(m.name in MODELS, f"model.name: unknown model {m.name!r} (known: {', '.join(MODELS)})")
+    _require(m.name in MODELS or m.name in SEQUENCE_MODELS,
+             f"model.name: unknown model {m.name!r} (known: {', '.join([*MODELS, *SEQUENCE_MODELS])})")
     _require(m.epochs is None or m.epochs >= 1, f"model.epochs: must be at least 1, got {m.epochs}")
     _require(m.batch_size >= 2, f"model.batch_size: must be at least 2, got {m.batch_size}")
     _require(m.hidden is None or (len(m.hidden) >= 1 and all(h >= 1 for h in m.hidden)),
@@ -375,7 +378,13 @@ def _check_combinations(cfg: RunConfig) -> None:
     """Model, strategy and option combinations that do not apply, refused before any work rather than run as
     something else; every rule reads what the generator, the strategy or the wrapper declares."""
     m, f = cfg.model, cfg.federation
-    model = MODELS[m.name]
+    longitudinal = cfg.data.builtin in LONGITUDINAL or cfg.data.sequence is not None
+    _require(longitudinal == (m.name in SEQUENCE_MODELS),
+             f"model.name: {m.name} " + (f"models one row per patient; the data are visits (use "
+                                        f"{', '.join(SEQUENCE_MODELS)})" if longitudinal else
+                                        "models visit sequences; the data have one row per patient (give "
+                                        "data.sequence, or a longitudinal builtin)"))
+    model = {**MODELS, **SEQUENCE_MODELS}[m.name]
     learns = {"counts": "exchanges counts", "gradients": "trains by gradient steps"}[model.trains_by]
     for s in cfg.strategies:
         strategy = STRATEGIES[s]

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from hpcsynth.comm import Communicator
 from hpcsynth.config import ConfigError, RunConfig
+from hpcsynth.data.sequence_sources import count_sequence_sites, is_longitudinal, load_site_sequences
 from hpcsynth.data.sources import count_sites, load_site
 from hpcsynth.federated.preemption import StopRequest
 from hpcsynth.federated.registry import STRATEGIES
@@ -34,7 +35,7 @@ def plan_sites(cfg: RunConfig, comm: Communicator) -> tuple[int, int | None]:
             raise ConfigError(f"{cfg.source}: data defines {declared} sites but the job runs {comm.size} ranks "
                               f"({per_site} per site)")
         return n_sites, comm.rank // per_site
-    n_sites = count_sites(cfg.data)
+    n_sites = count_sequence_sites(cfg.data) if is_longitudinal(cfg.data) else count_sites(cfg.data)
     federated = [s for s in cfg.strategies if not STRATEGIES[s].data_parallel]  # only those can pool the sites
     if n_sites > 1 and federated:
         raise ConfigError(f"{cfg.source}: federation.strategy {federated[0]} with {n_sites} sites needs one rank "
@@ -49,6 +50,11 @@ def main(cfg: RunConfig, comm: Communicator, progress=None, resume: bool = False
     With `resume`, finished strategies are skipped and an interrupted one continues from its checkpoint.
     Returns the `StrategyResult` of every strategy."""
     n_sites, site_index = plan_sites(cfg, comm)
+    if is_longitudinal(cfg.data):
+        data = agree(lambda: load_site_sequences(cfg.data, site_index, n_sites, cfg.seed), comm)
+        from hpcsynth.jobs.longitudinal import run_longitudinal
+
+        return run_longitudinal(cfg, data, comm, n_sites, progress, stop)
     whole = agree(lambda: load_site(cfg.data, site_index, n_sites, cfg.seed), comm)
     site = whole
     if comm.size > 1 and cfg.federation.ranks_per_site > 1:

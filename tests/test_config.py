@@ -93,9 +93,17 @@ def test_to_dict_round_trips_through_yaml():
 
 def test_the_names_config_accepts_are_the_registries():
     from hpcsynth.federated.registry import STRATEGIES
-    from hpcsynth.models import MODELS
+    from hpcsynth.models import MODELS, SEQUENCE_MODELS
 
     with pytest.raises(ConfigError, match=f"known: {', '.join(STRATEGIES)}\\)"):
         from_dict({"data": {"builtin": "mds"}, "federation": {"strategy": "fedsgd"}})
-    with pytest.raises(ConfigError, match=f"known: {', '.join(MODELS)}\\)"):
+    with pytest.raises(ConfigError, match=f"known: {', '.join([*MODELS, *SEQUENCE_MODELS])}\\)"):
         from_dict({"data": {"builtin": "mds"}, "model": {"name": "gan9000"}})
+
+
+def test_a_sequence_model_goes_with_visits_and_a_table_model_with_one_row_per_patient():
+    with pytest.raises(ConfigError, match="model.name: tvae models one row per patient; the data are visits"):
+        from_dict({"data": {"builtin": "mds_followup"}, "model": {"name": "tvae"}})
+    with pytest.raises(ConfigError, match="model.name: sequence_vae models visit sequences"):
+        from_dict({"data": {"builtin": "mds"}, "model": {"name": "sequence_vae"}})
+    assert from_dict({"data": {"builtin": "mds_followup"}, "model": {"name": "sequence_vae"}}).model.gru_dim is None

@@ -89,3 +89,4 @@ class Declarations:
     levels: dict[str, list] = field(default_factory=dict)
     zero_time: float = 0.5
     zero_time_rows: int = 0
+    visit_event: str | None = None  # longitudinal data: a 0/1 visit column whose first 1 is an event onset

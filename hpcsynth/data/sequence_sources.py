@@ -87,7 +87,7 @@ def sequence_declarations(cfg: DataConfig) -> tuple[Declarations, str, str, list
         return decl, cfg.sequence.key, cfg.sequence.index, list(cfg.context)
     decl = replace(decl, categorical=list(cfg.categorical) or list(cohort.categorical),
                    time=cfg.time or cohort.time, event=cfg.event or cohort.event,
-                   time_unit=cfg.time_unit or cohort.time_unit,
+                   time_unit=cfg.time_unit or cohort.time_unit, visit_event=cohort.visit_event,
                    site_column=cfg.site_column or (cohort.site_column if cfg.partition is None else None))
     return decl, cohort.key, cohort.index, []
 

@@ -26,3 +26,22 @@ TEMPORAL: tuple[Metric, ...] = (
     Metric("trajectory_nndr_p5", "higher", D), Metric("trajectory_nndr_median", "higher", D),
     Metric("trajectory_summary_match_rate", "lower", D), Metric("trajectory_exact_match_rate", "lower", C))
 TEMPORAL_METRICS: dict[str, Metric] = {m.name: m for m in TEMPORAL}
+# the columns of a longitudinal job's printed table: fidelity, within-patient structure, utility, privacy
+SUMMARY = ("visit_column_shapes", "length_similarity", "interval_similarity", "autocorr_lag1_gap", "event_order_gap",
+           "trajectory_detection_auroc", "temporal_tstr_r2", "trajectory_dcr_ratio")
+
+
+def sequence_table(scores: dict[str, dict[str, float]]) -> str:
+    """The printed comparison of a longitudinal job: one row per strategy (isolated: the sites' mean, one site
+    alone), the summary scores and the wall time, with each score's direction below."""
+    import pandas as pd
+
+    from hpcsynth.federated.registry import STRATEGIES
+
+    rows = {(f"{name} (one site alone, mean)" if STRATEGIES[name].releases_per_site else name):
+            {k: s.get(k, float("nan")) for k in (*SUMMARY, "wall_s")} for name, s in scores.items()}
+    table = pd.DataFrame.from_dict(rows, orient="index").rename_axis("strategy").reset_index()
+    signs = ", ".join(f"{k} {'+' if TEMPORAL_METRICS[k].direction == 'higher' else '-'}" for k in SUMMARY)
+    with pd.option_context("display.width", 250, "display.max_columns", 20):
+        return ("What each strategy releases, scored against the consortium's pooled held-out patients:\n"
+                f"{table.round(4).to_string(index=False)}\n(+ higher / - lower is better: {signs}, wall_s -)")

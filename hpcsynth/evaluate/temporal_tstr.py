@@ -69,6 +69,15 @@ def _regressor(categorical: np.ndarray, seed: int):
                                          random_state=seed)
 
 
+def _fit_predict(x_fit: np.ndarray, y_fit: np.ndarray, x: np.ndarray, categorical: np.ndarray,
+                 seed: int) -> np.ndarray:
+    """The regressor's predictions for `x`, fitted on the rows given; a feature without any value among them
+    (a lab never measured in a small release) is left out, as the binning of an all-missing numeric column
+    fails (a categorical one is kept: its missing values are a level)."""
+    keep = categorical | ~np.isnan(x_fit).all(axis=0)
+    return _regressor(categorical[keep], seed).fit(x_fit[:, keep], y_fit).predict(x[:, keep])
+
+
 def _r2(y: np.ndarray, pred: np.ndarray) -> float:
     from sklearn.metrics import r2_score
 
@@ -87,10 +96,10 @@ def site_next_visit(real: Sequences, synthetic: Sequences, labs: list[str], trai
         xs, ys, _, _ = _samples(synthetic, lab, labs, levels)
         if y.size < 2:
             continue
-        tstr.append(_r2(y, _regressor(categorical, seed).fit(xs, ys).predict(x)) if ys.size >= 2 else np.nan)
+        tstr.append(_r2(y, _fit_predict(xs, ys, x, categorical, seed)) if ys.size >= 2 else np.nan)
         if train is not None:
             xt, yt, _, _ = _samples(train, lab, labs, levels)
-            trtr.append(_r2(y, _regressor(categorical, seed).fit(xt, yt).predict(x)) if yt.size >= 2 else np.nan)
+            trtr.append(_r2(y, _fit_predict(xt, yt, x, categorical, seed)) if yt.size >= 2 else np.nan)
             continue
         half = np.isin(patient, np.unique(patient)[np.random.default_rng(seed).permutation(np.unique(patient).size)
                                                    % 2 == 0])
@@ -98,7 +107,7 @@ def site_next_visit(real: Sequences, synthetic: Sequences, labs: list[str], trai
         for fold in (half, ~half):
             if fold.all() or not fold.any():
                 break
-            pred[fold] = _regressor(categorical, seed).fit(x[~fold], y[~fold]).predict(x[fold])
+            pred[fold] = _fit_predict(x[~fold], y[~fold], x[fold], categorical, seed)
         trtr.append(_r2(y, pred) if np.isfinite(pred).all() else np.nan)
 
     def mean(values: list[float]) -> float:

@@ -12,9 +12,11 @@ from hpcsynth.evaluate.metrics import headline, per_round
 from hpcsynth.evaluate.policy import DEFAULT_POLICY
 from hpcsynth.evaluate.report import OWN_SITE, QUESTION, RunSection, sites_frame, summary_table
 from hpcsynth.evaluate.suite import Evaluation
+from hpcsynth.evaluate.temporal_metrics import sequence_table
 from hpcsynth.io.evaluation import read_evaluation
 from hpcsynth.io.gate import judge
 from hpcsynth.io.runfile import compared_strategies, read_table
+from hpcsynth.io.sequence_runfile import is_sequence_run, long_format, read_sequences
 from hpcsynth.io.study import describe_study
 from hpcsynth.messages import ConfigError, warn
 
@@ -52,6 +54,8 @@ def _describe_run(g: h5py.Group) -> list[str]:
     lines = [f"strategy: {a['strategy']}   sites: {a['n_sites']}   status: {a['status']}   created: {a['created']}"]
     cfg = g["config"].attrs
     lines.append("versions: " + ", ".join(f"{k} {cfg[k]}" for k in cfg if k != "source"))
+    if is_sequence_run(g):
+        return lines + _describe_sequences(g)
     schema = g["schema"]
     columns = [n for n in schema if n != "transformer"]
     kinds = pd.Series([schema[n].attrs["kind"] for n in columns]).value_counts()
@@ -79,6 +83,18 @@ def _describe_run(g: h5py.Group) -> list[str]:
     return lines
 
 
+def _describe_sequences(g: h5py.Group) -> list[str]:
+    """The rest of a longitudinal run: patients and visits per release, rounds, the temporal scores."""
+    sizes = {name: (len(next(iter(t["context"].values()))), len(next(iter(t["visits"].values()))))
+             for name, t in g["synthetic"].items()}
+    lines = ["synthetic patients / visits: " + ", ".join(f"{k} {p} / {v}" for k, (p, v) in sizes.items())]
+    lines += ["rounds:"] + _indented(pd.DataFrame(g["rounds"][()]).round(4).to_string(index=False))
+    scores = dict(g["evaluation"].attrs)
+    alone = " (one site alone: the sites' mean)" if "worst" in g["evaluation"] else ""
+    lines.append(f"evaluation{alone}, against the consortium's pooled held-out patients:")
+    return lines + [f"  {k:<42} {float(v):.4f}" for k, v in scores.items()]
+
+
 def _f4(x: float) -> str:
     return f"{x:.4f}"
 
@@ -88,7 +104,11 @@ def _indented(text: str) -> list[str]:
 
 
 def _comparison(f: h5py.File) -> list[str]:
-    """Every strategy's stored scores in the table `hpcsynth evaluate` prints (the same numbers)."""
+    """Every strategy's stored scores in the table `hpcsynth evaluate` prints (the same numbers); for a
+    longitudinal job, the table `hpcsynth run` printed."""
+    if all(is_sequence_run(f["runs"][name]) for name in compared_strategies(f)):
+        scores = {name: dict(f["runs"][name]["evaluation"].attrs) for name in compared_strategies(f)}
+        return ["comparison:"] + _indented(sequence_table(scores))
     sections = [RunSection(name, read_evaluation(f["runs"][name]) or Evaluation()) for name in compared_strategies(f)]
     present = {k for s in sections for k in s.evaluation.scores}
     keys = tuple(k for k in (*dict.fromkeys((*per_round(), *headline())), "wall_s") if k in present)
@@ -133,6 +153,8 @@ def load_synthetic(path: str | Path, site: int | None = None, strategy: str | No
         name = "pooled" if site is None else f"site_{site}"
         if "synthetic" not in g or name not in g["synthetic"]:
             raise ConfigError(f"{path}: no synthetic table {name!r}")
+        if is_sequence_run(g):  # visits in long format: one row per visit, the patient's context repeated
+            return long_format(read_sequences(g, name))
         return read_table(g["synthetic"][name])
 
 
@@ -162,7 +184,10 @@ def export(path: str | Path, out: str | Path, site: int | None = None, strategy:
     fmt = table_format(out)
     frame = load_synthetic(path, site, strategy)
     with open_run(path, strategy) as run:
-        failed = [o for o in judge(run, DEFAULT_POLICY, site) if not o.passed]
+        failed = [] if is_sequence_run(run) else [o for o in judge(run, DEFAULT_POLICY, site) if not o.passed]
+        if is_sequence_run(run):
+            warn(f"export: {path} holds visit sequences, which no release policy covers yet; this table is not "
+                 "cleared to leave the sites")
     if failed:
         warn(f"export: {path} fails the default release policy ({', '.join(o.check.name for o in failed)}); this "
              "table is not cleared to leave the sites (`hpcsynth release` says why; docs/release.md)")

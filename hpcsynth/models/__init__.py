@@ -20,7 +20,7 @@ def make_model(options: Mapping[str, Any], seed: int, epochs: int) -> Generator:
     """The generator `options["name"]` names (a job's `model:` section as a mapping), with the job's seed; each
     family takes the options its constructor names (so `model:` can hold several families' hyperparameters),
     and `epochs` when it trains by epochs."""
-    cls = MODELS[options["name"]]
+    cls = {**MODELS, **SEQUENCE_MODELS}[options["name"]]
     accepted = cls.param_names()
     params = {k: v for k, v in options.items() if k in accepted and v is not None}
     params["seed"] = seed

@@ -1,0 +1,120 @@
+"""The run file of a longitudinal job: the same header, `/rounds` and `/evaluation` as a table run, and each
+synthetic release as two plain tables, `/synthetic/<name>/context` (one row per patient) and
+`/synthetic/<name>/visits` (one row per visit), readable with h5py alone: one dataset per column, numbers as
+float64, text as integer codes with their labels (code -1: missing), as `hpcsynth.io.runfile.read_table` reads.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pandas as pd
+
+from hpcsynth.data.sequences import Sequences
+from hpcsynth.io.runfile import _fill_header, atomic_write, read_table
+
+
+@dataclass
+class SequenceRun:
+    """What a longitudinal strategy's run file holds.
+
+    Parameters
+    ----------
+    config_text, config_source : str
+        The job file's text and where it came from.
+    strategy : str
+        The strategy's name.
+    n_sites : int
+        The number of sites.
+    transformer_state : str
+        The patient-row transform, as JSON (`SequenceTransformer.state`).
+    rounds : ndarray
+        One record per round (`RoundRecord.table`).
+    synthetic : dict
+        {name: Sequences}: "pooled" and "site_<k>".
+    scores : dict
+        The temporal scores of the release against the consortium (`/evaluation` attributes).
+    worst : dict
+        For releases judged one site alone: the worst site's value of each score (empty otherwise).
+    sites : list of dict
+        For releases judged one site alone: each site's scores.
+    epsilon_spent : list of float
+        Each site's privacy spent under DP-SGD (empty without).
+    """
+
+    config_text: str
+    config_source: str
+    strategy: str
+    n_sites: int
+    transformer_state: str
+    rounds: np.ndarray
+    synthetic: dict[str, Sequences]
+    scores: dict[str, float]
+    worst: dict[str, float] = field(default_factory=dict)
+    sites: list[dict[str, float]] = field(default_factory=list)
+    epsilon_spent: list[float] = field(default_factory=list)
+
+
+def write_plain_table(group: h5py.Group, frame: pd.DataFrame) -> None:
+    """One dataset per column: numbers (and booleans) as float64, anything else as codes with their labels."""
+    group.attrs["columns"] = json.dumps([str(c) for c in frame.columns])
+    for column in frame.columns:
+        values = frame[column]
+        if pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values):
+            ds = group.create_dataset(str(column), data=values.to_numpy(dtype=np.float64, na_value=np.nan))
+            ds.attrs["kind"] = "integer" if pd.api.types.is_integer_dtype(values) else "continuous"
+        else:
+            codes, labels = pd.factorize(values.astype("string"), sort=True)
+            ds = group.create_dataset(str(column), data=codes.astype(np.int64))
+            ds.attrs["labels"] = json.dumps([str(v) for v in labels])
+            ds.attrs["kind"] = "categorical"
+
+
+def _fill(f: h5py.File, run: SequenceRun) -> None:
+    _fill_header(f, "run", run.config_text, run.config_source)
+    f.attrs.update({"strategy": run.strategy, "n_sites": run.n_sites, "data": "sequences"})
+    schema = f.create_group("schema")
+    schema.create_dataset("sequence_transformer", data=run.transformer_state)
+    for name, release in run.synthetic.items():
+        group = f.require_group("synthetic").create_group(name)
+        group.attrs.update({"key": release.key, "index": release.index})
+        write_plain_table(group.create_group("context"), release.context)
+        write_plain_table(group.create_group("visits"), release.visits)
+    f.create_dataset("rounds", data=run.rounds)
+    if run.epsilon_spent:
+        f.create_group("privacy").attrs["epsilon_spent"] = run.epsilon_spent
+    evaluation = f.create_group("evaluation")
+    evaluation.attrs.update(run.scores)
+    if run.worst:
+        evaluation.create_group("worst").attrs.update(run.worst)
+    for k, scores in enumerate(run.sites):
+        evaluation.require_group("sites").create_group(f"site_{k}").attrs.update(scores)
+
+
+def write_sequence_run(path: str | Path, run: SequenceRun) -> Path:
+    """Write the run file atomically (whole or absent)."""
+    return atomic_write(path, lambda f: _fill(f, run))
+
+
+def is_sequence_run(f: h5py.File) -> bool:
+    """Whether an open run file holds visit sequences rather than tables."""
+    return f.attrs.get("data") == "sequences"
+
+
+def read_sequences(f: h5py.File, name: str = "pooled") -> Sequences:
+    """The stored release `name` back as `Sequences`."""
+    group = f["synthetic"][name]
+    return Sequences(read_table(group["context"]), read_table(group["visits"]), str(group.attrs["key"]),
+                     str(group.attrs["index"]))
+
+
+def long_format(release: Sequences) -> pd.DataFrame:
+    """One row per visit: the key, the visit time, the patient's context columns, then the visit's values (the
+    shape `hpcsynth export` writes and `data.sequence` reads back)."""
+    context = release.context
+    merged = release.visits.merge(context, on=release.key, how="left", sort=False)
+    order = [release.key, release.index, *release.context_columns, *release.visit_columns]
+    return merged[order]
