@@ -1,5 +1,10 @@
-"""Scaling studies: one job at each rank count, the per-round times from the run files, efficiency, and an
-alpha-beta model of the allreduce fitted to the measurements and projected to 1,024 sites.
+"""Scaling studies: one job at each rank count, the per-round times and peak memory from the run files,
+efficiency, and an alpha-beta model of the allreduce fitted to the measurements and projected to 1,024 sites.
+
+Every row `measure` returns is measured; the model's residual at each measured point (measured minus fitted
+communication time) is reported beside it, and the rank counts beyond the largest run are projections, labelled
+as such in `report`'s table and in the plot. Under SLURM a run may be spread over several nodes (`layout`); on
+the local cluster these are emulated nodes, one slurmd each on the same machine (slurm/local-cluster.sh).
 
 Strong scaling keeps the consortium fixed (`data.n_patients` patients in all, split over p sites); weak scaling
 keeps each site's size fixed (`data.n_patients / ranks[0]` patients per site, so the smallest run is the same
@@ -15,6 +20,7 @@ import subprocess
 import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import h5py
 import numpy as np
@@ -26,6 +32,9 @@ from scipy.optimize import nnls
 from hpcsynth.config import load
 from hpcsynth.messages import ConfigError
 from hpcsynth.submit import JobSpec, submit_sbatch, wait
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 PROJECT_TO = 1024
 
@@ -106,15 +115,28 @@ def run_local(configs: list[Path], ranks: list[int]) -> None:
             raise ChildProcessError(f"the run on {p} ranks failed:\n{done.stderr.strip()}")
 
 
+def layout(p: int, spec: JobSpec) -> tuple[int, int]:
+    """(nodes, ranks per node) of the run on `p` ranks. With `spec.nodes` > 1 the ranks are spread evenly over
+    that many nodes (fewer when p is smaller); otherwise `spec.ntasks_per_node` caps the ranks per node and the
+    nodes follow from it."""
+    if spec.nodes > 1:
+        nodes = min(spec.nodes, p)
+        if p % nodes:
+            raise ValueError(f"--ranks: {p} ranks do not split evenly over --nodes {nodes}")
+        return nodes, p // nodes
+    per_node = min(p, spec.ntasks_per_node)
+    if p % per_node:
+        raise ValueError(f"--ranks: {p} ranks do not fill nodes of {per_node} tasks")
+    return p // per_node, per_node
+
+
 def run_slurm(configs: list[Path], ranks: list[int], spec: JobSpec, folder: Path) -> list[str]:
-    """Submit one SLURM job per rank count (an array cannot vary its size), then wait for all of them.
-    `spec.ntasks_per_node` caps the ranks per node; the nodes follow from it."""
+    """Submit one SLURM job per rank count (an array cannot vary its size), each sized by `layout`, then wait
+    for all of them."""
+    sizes = [layout(p, spec) for p in ranks]  # every size checked before anything is submitted
     jobs = []
-    for path, p in zip(configs, ranks):
-        per_node = min(p, spec.ntasks_per_node)
-        if p % per_node:
-            raise ValueError(f"--ranks: {p} ranks do not fill nodes of {per_node} tasks")
-        sized = replace(spec, nodes=p // per_node, ntasks_per_node=per_node, job_name=f"{spec.job_name}-p{p}")
+    for path, p, (nodes, per_node) in zip(configs, ranks, sizes):
+        sized = replace(spec, nodes=nodes, ntasks_per_node=per_node, job_name=f"{spec.job_name}-p{p}")
         jobs.append(submit_sbatch(sized, [path], folder))
     for job_id, p in zip(jobs, ranks):
         failed = [s for s in wait(job_id) if s.state != "COMPLETED"]
@@ -128,9 +150,17 @@ def _calls_per_round(strategy: str, steps: int) -> int:
     return steps if strategy == "centralized" else 1
 
 
+def _peak_memory(rounds: np.ndarray) -> float:
+    """The largest peak resident memory of any rank over the run, in MB (NaN for files that predate it)."""
+    if "max_rss_mb" not in (rounds.dtype.names or ()) or not (rounds["max_rss_mb"] > 0).any():
+        return float("nan")
+    return float(rounds["max_rss_mb"].max())
+
+
 def measure(paths: list[Path]) -> pd.DataFrame:
-    """One row per run file: ranks and the median per-round times (the first round, which pays for MPI's
-    connection set-up and the first allocations, is left out when there are more)."""
+    """One row per run file: ranks, the median per-round times (the first round, which pays for MPI's
+    connection set-up and the first allocations, is left out when there are more) and the largest peak memory
+    of any rank."""
     rows = []
     for path in paths:
         with h5py.File(path, "r") as f:
@@ -143,7 +173,8 @@ def measure(paths: list[Path]) -> pd.DataFrame:
         rows.append({"ranks": p, "strategy": strategy, "round_s": float(np.median(steady["wall_s"])),
                      "compute_s": float(np.median(steady["compute_s"])),
                      "comm_s": float(np.median(steady["comm_s"])), "calls": calls,
-                     "bytes_per_call": float(np.median(steady["bytes_reduced"])) / calls})
+                     "bytes_per_call": float(np.median(steady["bytes_reduced"])) / calls,
+                     "max_rss_mb": _peak_memory(rounds)})
     return pd.DataFrame(rows).sort_values("ranks", ignore_index=True)
 
 
@@ -191,59 +222,107 @@ def project(table: pd.DataFrame, mode: str) -> Projection:
                       int(table["calls"].iloc[-1]), float(table["bytes_per_call"].iloc[-1]))
 
 
-def plot(table: pd.DataFrame, projection: Projection, out: Path, title: str) -> Path:
-    """Two panels on one figure: round time (measured parts, modelled total to 1,024 sites) and efficiency
-    (measured, projected)."""
-    import matplotlib
+def residuals(table: pd.DataFrame, model: AlphaBeta) -> tuple[np.ndarray, np.ndarray]:
+    """(fitted, residual) communication seconds per round at each measured point: calls x t(p, n), and the
+    measured `comm_s` minus it (0 fitted at p = 1, where nothing is exchanged)."""
+    fitted = table["calls"].to_numpy() * model(table["ranks"], table["bytes_per_call"])
+    return fitted, table["comm_s"].to_numpy() - fitted
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+
+def projected_ranks(table: pd.DataFrame) -> np.ndarray:
+    """The rank counts `report` projects to: powers of two above the largest run, up to `PROJECT_TO`."""
+    largest = int(table["ranks"].max())
+    return np.array([2 ** k for k in range(1, int(math.log2(PROJECT_TO)) + 1) if 2 ** k > largest], dtype=int)
+
+
+def report(table: pd.DataFrame, projection: Projection) -> pd.DataFrame:
+    """The measured rows (`point` = "measured") followed by the model's rows beyond the largest run (`point` =
+    "projected"): round time, communication and efficiency only, since nothing else of them is known."""
+    measured = table.assign(point="measured")
+    ahead = projected_ranks(table)
+    model = projection.calls * projection.model(ahead, projection.nbytes)
+    projected = pd.DataFrame({"ranks": ahead, "point": "projected", "round_s": projection.round_s(ahead),
+                              "comm_s": model, "efficiency": projection.efficiency(ahead)})
+    out = pd.concat([measured, projected], ignore_index=True)
+    return out[["point"] + [c for c in out.columns if c != "point"]]
+
+
+def figure(table: pd.DataFrame, projection: Projection, title: str) -> Figure:
+    """Three panels on one figure: round time (measured parts, modelled total to 1,024 sites), efficiency
+    (measured, projected) and the allreduce model's residual at each measured point. The range beyond the
+    largest run is shaded and every curve there is labelled a projection. Returns the matplotlib figure."""
+    from matplotlib.figure import Figure
 
     grid = np.unique(np.round(np.logspace(0, math.log2(PROJECT_TO), 60, base=2)).astype(int))
     grid = grid[grid >= projection.p0]
-    fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.6), dpi=100)
+    fig = Figure(figsize=(13, 3.8), dpi=100)
+    left, right, third = fig.subplots(1, 3)
     p = table["ranks"]
+    largest = float(p.max())
+    for axis in (left, right):
+        axis.axvspan(largest, PROJECT_TO, color="0.92", zorder=0)
+        axis.text(math.sqrt(largest * PROJECT_TO), 0.97, "projection\n(not measured)", ha="center", va="top",
+                  transform=axis.get_xaxis_transform(), fontsize=7, color="0.35")
     left.plot(p, table["round_s"], "o", color="k", label="round (measured)")
     left.plot(p, table["compute_s"], "s", color="tab:blue", label="compute (measured)")
     left.plot(p, table["comm_s"], "^", color="tab:red", label="comm (measured)")
-    left.plot(grid, projection.round_s(grid), "--", color="k", label="round (projected)")
+    left.plot(grid, projection.round_s(grid), "--", color="k", label="round (model; projected beyond the runs)")
     exchanging = grid[grid > 1]
     left.plot(exchanging, projection.calls * projection.model(exchanging, projection.nbytes), ":",
-              color="tab:red", label="allreduce model")
+              color="tab:red", label="allreduce model (fitted)")
     t_max = float(projection.round_s(PROJECT_TO))
-    left.annotate(f"{t_max * 1e3:.1f} ms at {PROJECT_TO}", (PROJECT_TO, t_max), textcoords="offset points",
-                  xytext=(-75, -14), fontsize=8)
+    left.annotate(f"projected: {t_max * 1e3:.1f} ms at {PROJECT_TO}", (PROJECT_TO, t_max), textcoords="offset points",
+                  xytext=(-110, -14), fontsize=8)
     left.set(xscale="log", yscale="log", xlabel="sites (MPI ranks)", ylabel="seconds per round")
     left.set_xscale("log", base=2)
     left.legend(fontsize=7)
     right.plot(p, efficiency(table, projection.mode), "o", color="k", label="measured")
-    right.plot(grid, projection.efficiency(grid), "--", color="k", label="projected")
+    right.plot(grid, projection.efficiency(grid), "--", color="k", label="model (projected beyond the runs)")
     right.set_xscale("log", base=2)
     right.set(xlabel="sites (MPI ranks)", ylabel=f"{projection.mode} scaling efficiency", ylim=(0, 1.1))
     right.legend(fontsize=7)
+    _, residual = residuals(table, projection.model)
+    third.axhline(0.0, color="0.5", lw=0.8)
+    third.plot(p, residual * 1e3, "o", color="tab:red", label="measured - fitted comm")
+    for x, y in zip(p, residual * 1e3):
+        third.annotate(f"{y:+.2g}", (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
+    third.set_xscale("log", base=2)
+    third.set(xlabel="sites (MPI ranks), measured only", ylabel="residual, ms per round",
+              title="alpha-beta fit residuals", xticks=list(p), xticklabels=[str(int(x)) for x in p])
+    third.legend(fontsize=7)
     model = projection.model
     fig.suptitle(f"{title}\nallreduce t = 2 log2(p) a + 2 (p-1)/p n b, fitted: a = {model.alpha * 1e3:.3g} ms, "
                  f"b = {model.beta * 1e9:.3g} ns/byte (n = {projection.nbytes / 1e3:.0f} kB)", fontsize=9)
     fig.tight_layout()
+    return fig
+
+
+def plot(table: pd.DataFrame, projection: Projection, out: Path, title: str) -> Path:
+    """`figure` written as a PNG to `out`."""
     out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out)
-    plt.close(fig)
+    figure(table, projection, title).savefig(out)
     return out
 
 
 def study(config: Path, ranks: list[int], mode: str, folder: Path, slurm: JobSpec | None = None,
           png: Path | None = None) -> tuple[pd.DataFrame, Projection, Path]:
-    """The whole study: job files, runs (local mpiexec, or SLURM jobs sized from `slurm`), the measured table
-    with efficiency (also written as `folder/<mode>.csv`), the projection and the plot (`folder/<mode>.png`
-    unless `png` is given)."""
+    """The whole study: job files, runs (local mpiexec, or SLURM jobs sized from `slurm` by `layout`), the
+    measured table with the nodes of each run, efficiency and the model's residuals (also written as
+    `folder/<mode>.csv`), the projection and the plot (`folder/<mode>.png` unless `png` is given)."""
     configs = study_configs(config, ranks, mode, folder)
     if slurm is None:
         run_local(configs, ranks)
     else:
         run_slurm(configs, ranks, slurm, folder)
     table = measure([folder / f"{mode}-p{p}.h5" for p in ranks])
+    by_ranks = {p: layout(p, slurm)[0] if slurm is not None else 1 for p in ranks}
+    table.insert(1, "nodes", [by_ranks[int(p)] for p in table["ranks"]])
     projection = project(table, mode)
     table["efficiency"] = efficiency(table, mode)
+    table["comm_fit_s"], table["comm_residual_s"] = residuals(table, projection.model)
     table.to_csv(folder / f"{mode}.csv", index=False)
-    png = plot(table, projection, png or folder / f"{mode}.png", f"{mode} scaling, {table['strategy'].iloc[0]}")
+    measured = ", ".join(str(p) for p in table["ranks"])
+    title = (f"{mode} scaling, {table['strategy'].iloc[0]}: measured at p = {measured} on up to "
+             f"{int(table['nodes'].max())} node(s)")
+    png = plot(table, projection, png or folder / f"{mode}.png", title)
     return table, projection, png
