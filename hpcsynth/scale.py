@@ -131,14 +131,15 @@ def layout(p: int, spec: JobSpec) -> tuple[int, int]:
 
 
 def run_slurm(configs: list[Path], ranks: list[int], spec: JobSpec, folder: Path) -> list[str]:
-    """Submit one SLURM job per rank count (an array cannot vary its size), each sized by `layout`, then wait
-    for all of them."""
+    """One SLURM job per rank count (an array cannot vary its size), each sized by `layout`, submitted when the
+    previous one has ended: runs that share nodes (or a machine's emulated nodes) would otherwise time each
+    other's contention."""
     sizes = [layout(p, spec) for p in ranks]  # every size checked before anything is submitted
     jobs = []
     for path, p, (nodes, per_node) in zip(configs, ranks, sizes):
         sized = replace(spec, nodes=nodes, ntasks_per_node=per_node, job_name=f"{spec.job_name}-p{p}")
-        jobs.append(submit_sbatch(sized, [path], folder))
-    for job_id, p in zip(jobs, ranks):
+        job_id = submit_sbatch(sized, [path], folder)
+        jobs.append(job_id)
         failed = [s for s in wait(job_id) if s.state != "COMPLETED"]
         if failed:
             raise ChildProcessError(f"the SLURM job on {p} ranks ({job_id}) ended {failed[0].state}")

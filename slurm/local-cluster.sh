@@ -20,6 +20,8 @@
 #   * CPUs per node: at least 4 (SlurmdParameters=config_overrides), even on a 2-core machine, so that the
 #     tests' 3-site jobs run on one node; hpcsynth's ranks sleep while they wait in barriers, so oversubscribing
 #     is harmless. Memory: 90% of the machine's, split between the nodes.
+#   * KillOnBadExit=1: when one task of a step dies, srun ends the others (a rank blocked in a collective with
+#     a dead peer would otherwise keep the job running until its time limit).
 #   * MinJobAge=3600: finished jobs stay visible to `scontrol show job` for an hour; there is no accounting
 #     database, so this is how `hpcsynth status` and slurm/bin/sacct see the end state of a job.
 #   * JobRequeue=1 so that a preempted or self-requeueing job goes back into the queue, and
@@ -83,6 +85,7 @@ SelectType=select/cons_tres
 SelectTypeParameters=CR_Core
 EnforcePartLimits=ALL
 JobRequeue=1
+KillOnBadExit=1
 MinJobAge=3600
 MailProg=/bin/true
 JobCompType=jobcomp/none
