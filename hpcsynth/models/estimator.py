@@ -54,6 +54,7 @@ class Generator(abc.ABC):
     batch_coupled: ClassVar[bool] = False
     one_lr: ClassVar[bool] = False
     survival_aware: ClassVar[bool] = False
+    transformer_type: ClassVar[type] = TableTransformer  # what `load` rebuilds the saved transform as
     _SAMPLE = 1  # the purpose key of the sampling streams
 
     seed: int
@@ -164,7 +165,7 @@ class Generator(abc.ABC):
                 raise ValueError(f"{path}: not a generator file written by Generator.save")
             family = _family(cls, str(f.attrs["family"]))
             params, stream = json.loads(f.attrs["params"]), int(f.attrs["stream"])
-            transformer = TableTransformer.from_state(f["transformer"].asstr()[()])
+            transformer = family.transformer_type.from_state(f["transformer"].asstr()[()])
             arrays = {key: dataset[()] for key, dataset in f["fitted"].items()}
         model = family(**params).setup(transformer, stream=stream)
         model._load_fitted_arrays(arrays)

@@ -245,6 +245,7 @@ class SequenceVAE(TVAE):
     supports_privacy = True
     compilable = True
     survival_aware = False
+    transformer_type = SequenceTransformer
     compile_min_steps = 40000  # `compile="auto"`: compiling the unrolled GRUs takes minutes; a step then saves ~60%
 
     def __init__(self, *, epochs: int = 300, batch_size: int = 500, hidden: list[int] = (128, 128),

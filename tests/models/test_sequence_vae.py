@@ -101,6 +101,15 @@ def test_the_same_seed_gives_the_same_patients_and_the_same_fit(real, fitted, on
     assert torch.equal(first.shared_parameters(), second.shared_parameters())
 
 
+def test_a_saved_model_loads_and_samples_the_same_patients(fitted, tmp_path):
+    fitted.save(tmp_path / "model.h5")
+    loaded = SequenceVAE.load(tmp_path / "model.h5")
+    assert repr(loaded) == repr(fitted) and loaded.transformer_.t_max_ == fitted.transformer_.t_max_
+    a, b = fitted.sample(30, seed=9), loaded.sample(30, seed=9)
+    pd.testing.assert_frame_equal(a.visits, b.visits)
+    pd.testing.assert_frame_equal(a.context, b.context)
+
+
 def test_the_private_path_computes_the_same_loss_and_exact_per_patient_gradients(real, one_thread):
     model = SequenceVAE(seed=0, **SMALL)
     transformer = model.make_transformer().fit(real)
