@@ -174,6 +174,8 @@ class _Decoder(nn.Module):
         for t in range(self.transformer.t_max_):
             h = self.gru.step(torch.cat([previous, given], dim=1), h)
             drawn, logits = layout.draw(self.out(h), self.visit_sigma, generator)
+            if t == 0:  # a first visit has no interval: 0, as the encoding writes it (and training never scores it)
+                drawn[:, 0] = 0.0
             present = (lengths > t).to(z.dtype)[:, None]
             previous = torch.cat([drawn, present], dim=1) * present
             steps.append(torch.cat([logits, present], dim=1))
