@@ -241,7 +241,6 @@ class SequenceVAE(TVAE):
     """
 
     name = "sequence_vae"
-    data_shape = "sequences"  # fits and samples `Sequences`, not a table
     has_latent = True
     dp_sgd = True
     supports_privacy = True
