@@ -43,3 +43,10 @@ def two_level(transformer: TableTransformer, columns: list[str]) -> np.ndarray:
     """Which of `columns` are categories of at most two levels (their codes 0, 1, and 2 for missing)."""
     return np.array([isinstance(t := transformer.transform_of(c), CategoricalTransform) and len(t.labels_) <= 2
                      for c in columns], dtype=bool)
+
+
+def observed_columns(x: np.ndarray, categorical: np.ndarray) -> np.ndarray:
+    """Which columns of a fit's rows scikit-learn's histogram boosting can bin: a numeric column without any
+    value among them (a lab never measured in a small release) fails its binning and carries nothing, so it is
+    left out; a categorical one is kept (its missing values are a level)."""
+    return categorical | ~np.isnan(x).all(axis=0)

@@ -18,7 +18,7 @@ import pandas as pd
 from hpcsynth.comm import Communicator, SoloComm
 from hpcsynth.data.sequences import Sequences
 from hpcsynth.evaluate.detection import ITERATIONS, LEARNING_RATE
-from hpcsynth.evaluate.encoding import classifier
+from hpcsynth.evaluate.encoding import classifier, observed_columns
 from hpcsynth.evaluate.pooling import weighted_mean
 from hpcsynth.evaluate.trajectories import categorical_context, summary
 
@@ -52,8 +52,9 @@ def site_detection(real: Sequences, synthetic: Sequences, labs: list[str], seed:
     y = np.r_[np.zeros(n), np.ones(n)]
     p = np.empty(2 * n)
     for train, test in StratifiedKFold(folds, shuffle=True, random_state=seed).split(x, y):
-        model = classifier(categorical, seed, ITERATIONS, LEARNING_RATE).fit(x[train], y[train])
-        p[test] = model.predict_proba(x[test])[:, 1]
+        keep = observed_columns(x[train], categorical)
+        model = classifier(categorical[keep], seed, ITERATIONS, LEARNING_RATE).fit(x[train][:, keep], y[train])
+        p[test] = model.predict_proba(x[test][:, keep])[:, 1]
     return float(roc_auc_score(y, p))
 
 

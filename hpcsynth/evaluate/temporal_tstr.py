@@ -21,6 +21,7 @@ import pandas as pd
 from hpcsynth.comm import Communicator, SoloComm
 from hpcsynth.data.sequences import Sequences
 from hpcsynth.evaluate.detection import ITERATIONS, LEARNING_RATE
+from hpcsynth.evaluate.encoding import observed_columns
 from hpcsynth.evaluate.pooling import weighted_mean
 from hpcsynth.evaluate.trajectories import categorical_context
 
@@ -71,10 +72,9 @@ def _regressor(categorical: np.ndarray, seed: int):
 
 def _fit_predict(x_fit: np.ndarray, y_fit: np.ndarray, x: np.ndarray, categorical: np.ndarray,
                  seed: int) -> np.ndarray:
-    """The regressor's predictions for `x`, fitted on the rows given; a feature without any value among them
-    (a lab never measured in a small release) is left out, as the binning of an all-missing numeric column
-    fails (a categorical one is kept: its missing values are a level)."""
-    keep = categorical | ~np.isnan(x_fit).all(axis=0)
+    """The regressor's predictions for `x`, fitted on the rows given, on the columns it can use
+    (`observed_columns`)."""
+    keep = observed_columns(x_fit, categorical)
     return _regressor(categorical[keep], seed).fit(x_fit[:, keep], y_fit).predict(x[:, keep])
 
 
