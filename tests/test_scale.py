@@ -27,7 +27,7 @@ from hpcsynth.scale import (
     study_configs,
 )
 from hpcsynth.submit import JobSpec
-from tests.conftest import REPO
+from mpi_support import REPO
 
 
 def test_the_alpha_beta_fit_recovers_the_parameters_that_generated_the_points():

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from hpcsynth.collect import collect
-from tests.slurm.conftest import run_cli
+from slurm_support import run_cli
 
 
 def test_job_array_over_strategies_is_collected_into_one_table(slurm_job, tmp_path):

@@ -15,7 +15,7 @@ import numpy as np
 
 from hpcsynth.io.runfile import partial_path
 from hpcsynth.submit import job_states
-from tests.slurm.conftest import REPO, checkpoint_round, run_cli, wait_for
+from slurm_support import REPO, checkpoint_round, run_cli, wait_for
 
 ROUNDS = 60
 

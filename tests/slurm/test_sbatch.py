@@ -8,7 +8,7 @@ from pathlib import Path
 import h5py
 
 from hpcsynth.io.runfile import partial_path
-from tests.slurm.conftest import REPO, checkpoint_round, run_cli, wait_for
+from slurm_support import REPO, checkpoint_round, run_cli, wait_for
 
 
 def _assert_complete_federated_run(path: Path, strategy: str = "fedavg", sites: int = 3) -> None:

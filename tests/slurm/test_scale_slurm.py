@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from hpcsynth.submit import JobSpec, submit_sbatch, wait
-from tests.slurm.conftest import run_cli
+from slurm_support import run_cli
 
 
 def _node_list(job_id: str) -> str:
