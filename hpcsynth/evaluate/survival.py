@@ -199,8 +199,11 @@ def _efron(x: np.ndarray, time: np.ndarray, died: np.ndarray, beta: np.ndarray) 
 def _newton(x: np.ndarray, time: np.ndarray, died: np.ndarray, penalizer: float) -> tuple[np.ndarray, np.ndarray]:
     """(beta, penalised Hessian at beta) of the ridge-penalised Efron partial likelihood, by lifelines'
     Newton-Raphson: the same start (0), step-size rule (`lifelines.utils.StepSizer`), penalty
-    (n * penalizer * |beta|^2 / 2) and stopping tests, so both stop at the same iterate. Raises
-    `np.linalg.LinAlgError` when the Hessian is singular."""
+    (n * penalizer * |beta|^2 / 2) and stopping tests, so both stop at the same iterate wherever lifelines'
+    steps raise the likelihood. Unlike lifelines, a step that lowers it is halved from the last iterate
+    (backtracking): with covariates many standard deviations out (flchain's kappa and lambda reach 20), the
+    quadratic model overshoots, and lifelines' iterates then run off to a fit with the signs reversed (a C-index
+    of 0.2 on flchain's training rows). Raises `np.linalg.LinAlgError` when the Hessian is singular."""
     from scipy.linalg import solve
 
     n, d = x.shape
@@ -208,10 +211,14 @@ def _newton(x: np.ndarray, time: np.ndarray, died: np.ndarray, penalizer: float)
     step, initial, norms, temper = 0.95, 0.95, [], False
     previous_ll, i = 0.0, 0
     while True:
-        beta = beta + step * delta
         i += 1
-        h, g, ll = _efron(x, time, died, beta)
-        ll -= 0.5 * n * penalizer * float(beta @ beta)
+        candidate = beta + step * delta
+        h, g, ll = _efron(x, time, died, candidate)
+        ll -= 0.5 * n * penalizer * float(candidate @ candidate)
+        if previous_ll != 0 and ll < previous_ll and step > 1e-5 and i < 500:
+            step *= 0.5  # backtrack: the step overshot the maximum
+            continue
+        beta = candidate
         g = g - n * penalizer * beta
         h[np.diag_indices(d)] -= n * penalizer
         delta = solve(-h, g, assume_a="pos", check_finite=False)

@@ -92,3 +92,24 @@ def test_cox_fit_equals_lifelines_with_ties_and_several_covariates(seed):
     assert np.allclose(got.params, expected.params_[covariates], rtol=1e-9, atol=1e-12)
     assert np.allclose(got.se, expected.standard_errors_[covariates], rtol=1e-9, atol=1e-12)
     assert np.allclose(got.log_partial_hazard(frame), expected.predict_log_partial_hazard(frame), atol=1e-9)
+
+
+def test_a_step_that_lowers_the_likelihood_is_halved_where_lifelines_runs_off():
+    """On flchain's training rows (kappa and lambda reach 20 standard deviations), a full Newton step overshoots
+    and lifelines' iterates settle on reversed signs: its model ranks the held-out patients backwards (C about
+    0.2). The backtracking fit keeps raising the likelihood and ranks them as a Cox model should."""
+    from lifelines.utils import concordance_index
+
+    from hpcsynth.config import from_dict
+    from hpcsynth.data.sources import load_site
+    from hpcsynth.evaluate.survival import _cox
+
+    cfg = from_dict({"data": {"builtin": "flchain"}, "federation": {"strategy": "centralized"}})
+    site = load_site(cfg.data, None, 1, 0)
+    covariates = ["age", "creatinine", "kappa", "lambda"]
+    train = site.train[[*covariates, "futime", "death"]].dropna()
+    test = site.holdout[[*covariates, "futime", "death"]].dropna()
+    runaway = CoxPHFitter(penalizer=0.01).fit(train, "futime", "death")
+    assert concordance_index(test["futime"], -runaway.predict_partial_hazard(test), test["death"]) < 0.3
+    assert _cox(train, covariates, "futime", "death").params[0] > 0  # the hazard rises with age
+    assert c_index(train, test, covariates, "futime", "death") > 0.75
