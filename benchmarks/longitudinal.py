@@ -40,7 +40,7 @@ import pandas as pd
 import torch
 import yaml
 
-from hpcsynth.data.declaration import DataConfig
+from hpcsynth.data.declaration import DataConfig, PartitionConfig
 from hpcsynth.data.sequence_sources import SiteSequences, load_site_sequences
 from hpcsynth.data.sequence_transformer import SequenceTransformer
 from hpcsynth.data.sequences import Sequences, sequences_from_long
@@ -208,6 +208,18 @@ def run_job(args: argparse.Namespace, folder: Path) -> Path:
     return folder / "pbcseq-by-age.h5"
 
 
+def sites_by_age(seed: int) -> str:
+    """Each site's patients and age band under the job's partition, as the job's ranks load them."""
+    cfg = DataConfig(builtin=COHORT, partition=PartitionConfig(kind="covariate", column="age", n_sites=3))
+    parts = []
+    for site in range(3):
+        data = load_site_sequences(cfg, site, 3, seed)
+        ages = pd.concat([data.train.context["age"], data.holdout.context["age"]])
+        parts.append(f"site {site}: {data.train.n_patients} training + {data.holdout.n_patients} held-out patients, "
+                     f"age {ages.min():.0f}-{ages.max():.0f}")
+    return "; ".join(parts)
+
+
 def stored_scores(comparison: Path) -> pd.DataFrame:
     """Each strategy's `/evaluation` attributes (isolated: the sites' mean, and its worst site as a row)."""
     rows = {}
@@ -243,6 +255,7 @@ def federated(args: argparse.Namespace) -> None:
     print(f"# {date.today()} {platform.machine()} {platform.processor() or ''} ({os.cpu_count()} cores), "
           f"mpiexec -n 3, one rank per site; {COHORT} split into 3 sites by age at entry (covariate partition of "
           f"the patients); sequence_vae, {args.rounds} rounds x {args.local_epochs} local epochs, seed {args.seed}")
+    print(f"# {sites_by_age(args.seed)}")
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
         table = stored_scores(run_job(args, Path(tmp)))
