@@ -59,7 +59,7 @@ def train_rounds(model: Generator, data: torch.Tensor, strategy: Strategy, comm:
     for r in range(start_round, rounds):
         if _budget_exhausted(model, steps, comm):
             break
-        comm_seconds, bytes_before, t0 = 0.0, comm.bytes_reduced, time.perf_counter()
+        comm_seconds, bytes_before, compiled_before, t0 = 0.0, comm.bytes_reduced, model.compile_s_, time.perf_counter()
         strategy.begin_round(model.shared_parameters(), model.trainable_mask())
         loss = 0.0
         for stretch in stretches:
@@ -71,11 +71,13 @@ def train_rounds(model: Generator, data: torch.Tensor, strategy: Strategy, comm:
         loss /= steps
         wall = time.perf_counter() - t0
         spent = model.privacy_.accountant.epsilon() if model.privacy_ is not None else 0.0
-        reports = comm.allgather((loss, n_rows, stop.signal_name if stop else None, spent, peak_rss_mb()))
+        compiled = model.compile_s_ - compiled_before
+        reports = comm.allgather((loss, n_rows, stop.signal_name if stop else None, spent, peak_rss_mb(), compiled))
         mean_loss = sum(site_loss * n for site_loss, n, *_ in reports) / sum(n for _, n, *_ in reports)
         record = RoundRecord(r, mean_loss, wall, wall - comm_seconds, comm_seconds,
-                             comm.bytes_reduced - bytes_before, steps, max(e for *_, e, _ in reports),
-                             max_rss_mb=max(rss for *_, rss in reports))
+                             comm.bytes_reduced - bytes_before, steps, max(report[3] for report in reports),
+                             max_rss_mb=max(report[4] for report in reports),
+                             compile_s=max(report[5] for report in reports))
         records.append(record)
         if on_round is not None:
             on_round(record)

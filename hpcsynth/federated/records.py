@@ -37,6 +37,9 @@ class RoundRecord:
     max_rss_mb : float
         The largest peak resident memory of any rank so far, in MB (0 where not measured: run files written
         before it was recorded, the one-off exchange of counts).
+    compile_s : float
+        The most time any rank spent compiling training steps during the round (inside `wall_s`; 0 when nothing
+        compiled, as in every round after the first with a warm or no compile).
     eval_s : float
         Wall time of evaluating the release after this round, sampling included (NaN when not evaluated).
     scores : dict
@@ -52,6 +55,7 @@ class RoundRecord:
     steps: int
     epsilon: float = 0.0
     max_rss_mb: float = 0.0
+    compile_s: float = 0.0
     eval_s: float = float("nan")
     scores: dict[str, float] = field(default_factory=dict)
 

@@ -56,6 +56,7 @@ class Generator(abc.ABC):
     survival_aware: ClassVar[bool] = False
     transformer_type: ClassVar[type] = TableTransformer  # what `load` rebuilds the saved transform as
     _SAMPLE = 1  # the purpose key of the sampling streams
+    compile_s_: float = 0.0  # seconds spent compiling training steps so far (families that compile add to it)
 
     seed: int
     categorical: list[str]
