@@ -6,6 +6,8 @@ float64, text as integer codes with their labels (code -1: missing), as `hpcsynt
 from __future__ import annotations
 
 import json
+import shutil
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -14,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from hpcsynth.data.sequences import Sequences
-from hpcsynth.io.runfile import _fill_header, atomic_write, read_table
+from hpcsynth.io.runfile import _fill_header, atomic_file, atomic_write, read_table
 
 
 @dataclass
@@ -86,17 +88,52 @@ def _fill(f: h5py.File, run: SequenceRun) -> None:
     f.create_dataset("rounds", data=run.rounds)
     if run.epsilon_spent:
         f.create_group("privacy").attrs["epsilon_spent"] = run.epsilon_spent
+    _fill_evaluation(f, run.scores, run.worst, run.sites)
+
+
+def _fill_evaluation(f: h5py.File, scores: dict[str, float], worst: dict[str, float],
+                     sites: list[dict[str, float]]) -> None:
     evaluation = f.create_group("evaluation")
-    evaluation.attrs.update(run.scores)
-    if run.worst:
-        evaluation.create_group("worst").attrs.update(run.worst)
-    for k, scores in enumerate(run.sites):
-        evaluation.require_group("sites").create_group(f"site_{k}").attrs.update(scores)
+    evaluation.attrs.update(scores)
+    if worst:
+        evaluation.create_group("worst").attrs.update(worst)
+    for k, site_scores in enumerate(sites):
+        evaluation.require_group("sites").create_group(f"site_{k}").attrs.update(site_scores)
 
 
 def write_sequence_run(path: str | Path, run: SequenceRun) -> Path:
     """Write the run file atomically (whole or absent)."""
     return atomic_write(path, lambda f: _fill(f, run))
+
+
+def rewrite_sequence_evaluation(path: str | Path, scores: dict[str, float], worst: dict[str, float],
+                                sites: list[dict[str, float]]) -> Path:
+    """Replace a longitudinal run file's `/evaluation` and nothing else, through a copy and an atomic rename
+    (a reader sees the old file or the new one). Scores the file had and `scores` lacks (the job's `wall_s`)
+    are kept; the file keeps its mode.
+
+    Parameters
+    ----------
+    path : str or Path
+        The run file.
+    scores : dict
+        The temporal scores of the release (isolated: the sites' mean).
+    worst : dict
+        For releases judged one site alone: the worst site's value of each score (empty otherwise).
+    sites : list of dict
+        For releases judged one site alone: each site's scores (empty otherwise).
+    """
+    source = Path(path)
+
+    def write(tmp: Path) -> None:
+        shutil.copyfile(source, tmp)
+        with h5py.File(tmp, "r+") as f:
+            kept = dict(f["evaluation"].attrs) if "evaluation" in f else {}
+            if "evaluation" in f:
+                del f["evaluation"]
+            _fill_evaluation(f, {**kept, **scores}, worst, sites)
+
+    return atomic_file(source, write, stat.S_IMODE(source.stat().st_mode))
 
 
 def is_sequence_run(f: h5py.File) -> bool:
