@@ -199,19 +199,42 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 
 
 def cmd_tune(args: argparse.Namespace) -> None:
-    """Run a tuning study's remaining trials as processes here, write the study file and print its summary; a
-    failed trial is recorded and the study goes on, a failed worker makes the exit non-zero (after the file)."""
-    from hpcsynth.io.inspect import describe
-    from hpcsynth.tune.results import write_results
-    from hpcsynth.tune.search import open_study, run_local
+    """Run a tuning study's remaining trials (--local: as processes here; --submit: as one SLURM array of workers,
+    printing its job id), then write the study file and its HTML report and print the summary (--submit: with
+    --wait, after the array ended). A failed trial is recorded and the study goes on; a failed worker (or array
+    task) makes the exit non-zero, after the files. --worker is what each array task runs."""
     from hpcsynth.tune.study_file import load_study
 
-    if not args.local:
-        raise ConfigError("tune: give --local to run the trials as processes here (SLURM arrays are not built yet)")
+    if args.worker:
+        from hpcsynth.tune.worker import serve
+
+        sys.exit(serve(args.study))
+    if args.local == args.submit:
+        raise ConfigError("tune: give --local (the trials as processes here) or --submit (a SLURM array of workers)")
+    if args.wait and not args.submit:
+        raise ConfigError("tune: --wait waits for the array of --submit")
     study = load_study(args.study)
-    failures = run_local(study, resume=args.resume, parallel=args.parallel)
-    path = write_results(study, open_study(study))
+    if args.local:
+        from hpcsynth.tune.search import run_local
+
+        failures = run_local(study, resume=args.resume, parallel=args.parallel)
+    else:
+        from hpcsynth.submit import spec_from_args, wait
+        from hpcsynth.tune.cluster import submit_array
+
+        args.ntasks_per_node = args.ntasks_per_node or study.ranks
+        job_id = submit_array(study, spec_from_args(args), args.parallel or study.parallel, args.resume)
+        print(job_id or f"tune: the budget of {study.trials} trials is used up; nothing submitted", flush=True)
+        if not args.wait:
+            return
+        states = wait(job_id, timeout=args.timeout) if job_id else []
+        failures = [f"array task {s.job_id} {s.state}" for s in states if s.state != "COMPLETED"]
+    from hpcsynth.io.inspect import describe
+    from hpcsynth.tune.report import conclude
+
+    path, report = conclude(study)
     print(describe(path))
+    print(f"report: {report}")
     if failures:
         fail("tune: " + "; ".join(failures), 1)
 
@@ -336,8 +359,16 @@ def _add_tune(sub: Subcommands) -> None:
                          "(docs/tuning.md)")
     tun.add_argument("study", help="the YAML study file (job, space, objectives, trials, parallel, output)")
     tun.add_argument("--local", action="store_true", help="run the trials as processes on this machine")
-    tun.add_argument("--parallel", type=int, help="trials at once (default: the study's `parallel`)")
+    tun.add_argument("--submit", action="store_true", help="run the trials as one SLURM array of workers (tasks "
+                     "share the study's journal); prints the array's job id")
+    tun.add_argument("--wait", action="store_true", help="with --submit: wait for the array, then write the study "
+                     "file and report and print the summary")
+    tun.add_argument("--timeout", type=float, help="with --wait: give up after this many seconds")
+    tun.add_argument("--parallel", type=int, help="trials at once: worker processes, or array tasks (default: the "
+                     "study's `parallel`)")
     tun.add_argument("--resume", action="store_true", help="continue the study in its folder up to `trials`")
+    add_job_options(tun, None, "with --submit: ranks per node of each task (default: a trial's ranks)")
+    tun.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)  # what each array task runs
     tun.set_defaults(func=cmd_tune)
 
 

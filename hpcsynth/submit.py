@@ -42,6 +42,7 @@ class JobSpec:
     partition: str | None = None
     time: str = "01:00:00"
     job_name: str = "hpcsynth"
+    script_template: str | None = None  # another template than cpu/gpu.sbatch (tune.sbatch: a study's workers)
 
     def __post_init__(self) -> None:
         if self.nodes < 1 or self.ntasks_per_node < 1 or self.gpus_per_task < 0:
@@ -54,7 +55,10 @@ class JobSpec:
 
     @property
     def template(self) -> str:
-        """The name of the GPU template (one rank per GPU) when GPUs are asked for, else the CPU one's."""
+        """The name of the GPU template (one rank per GPU) when GPUs are asked for, else the CPU one's (unless
+        `script_template` names another)."""
+        if self.script_template:
+            return self.script_template
         return "gpu.sbatch" if self.gpus_per_task else "cpu.sbatch"
 
     def directives(self) -> dict[str, str]:

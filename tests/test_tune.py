@@ -1,12 +1,18 @@
 """`hpcsynth tune` end to end: a tiny study of two-site FedAvg jobs under real mpiexec, run as two worker
 processes sharing one journal; its study file, its front, resuming it, a failing trial, and bad study files.
+The budget (interrupted trials do not count), a worker stopped by SIGTERM as an array task is, the HTML report.
 Pruning: a trial's job stopped on its per-round score and recorded as pruned. IORBO: the mean-rank
 scalarisation by hand, its sampler, and a tiny study with `sampler: iorbo`."""
 from __future__ import annotations
 
+import base64
+import io
 import os
+import re
+import signal
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,9 +28,23 @@ from hpcsynth.federated.records import RoundRecord
 from hpcsynth.io.inspect import describe
 from hpcsynth.io.study import read_trials
 from hpcsynth.messages import ConfigError
-from hpcsynth.tune.iorbo import IORBOSampler, mean_ranks
-from hpcsynth.tune.results import write_results
-from hpcsynth.tune.search import open_study, pruner, quotas, run_local, work
+from hpcsynth.submit import JobSpec
+from hpcsynth.tune.cluster import task_spec
+from hpcsynth.tune.iorbo import IORBOSampler, distribution, mean_ranks
+from hpcsynth.tune.report import MIN_FANOVA, importances, write_study_report
+from hpcsynth.tune.results import trials_table, write_results
+from hpcsynth.tune.search import (
+    ERROR,
+    INTERRUPTED,
+    claim,
+    fail_stale,
+    open_study,
+    pruner,
+    quotas,
+    remaining,
+    run_local,
+    work,
+)
 from hpcsynth.tune.study_file import Param, load_study
 from hpcsynth.tune.trial import round_scores
 
@@ -290,3 +310,112 @@ def test_a_tiny_iorbo_study_completes_and_chooses_the_lowest_mean_rank(tmp_path)
     np.testing.assert_allclose(table["mean_rank"], want)
     assert best == table["mean_rank"].idxmin() and by == "the lowest mean rank" and best in front
     assert "by the lowest mean rank" in describe(tmp_path / "study.h5")
+
+
+def _filled(tmp_path: Path, objectives: list[str], completed: int, failed: int = 0) -> tuple:
+    """A study whose journal holds `completed` trials (quality rises with the batch size alone; detection AUROC
+    falls with it) and `failed` trials whose jobs failed: the trials told as a worker tells them, no job run."""
+    study = load_study(write(tmp_path, {**STUDY, "objectives": objectives}))
+    shared = open_study(study, create=True)
+    spaces = {p.key: distribution(p) for p in study.params}
+    rng = np.random.default_rng(0)
+    for _ in range(completed):
+        params = {"model.batch_size": int(rng.integers(20, 81)), "model.lr": float(10 ** rng.uniform(-4, -2))}
+        quality = 0.3 + params["model.batch_size"] / 100
+        values = {"quality": quality, "detection_auroc": 1.2 - quality}
+        shared.add_trial(optuna.trial.create_trial(params=params, distributions=spaces,
+                                                   values=[values[o] for o in objectives]))
+    for _ in range(failed):
+        shared.add_trial(optuna.trial.create_trial(state=optuna.trial.TrialState.FAIL,
+                                                   user_attrs={ERROR: "trial exited with code 1"}))
+    return study, shared
+
+
+def _images(report: Path) -> dict[str, tuple[int, int]]:
+    """The report's embedded PNGs by their alt text, each decoded (it must be a valid PNG) to its size."""
+    from PIL import Image
+
+    found = {}
+    for alt, source in re.findall(r'<img alt="([^"]*)" src="data:image/png;base64,([^"]+)"', report.read_text()):
+        data = base64.b64decode(source)
+        assert data[:8] == b"\x89PNG\r\n\x1a\n"
+        image = Image.open(io.BytesIO(data))
+        image.load()
+        found[alt] = image.size
+    return found
+
+
+def test_the_report_draws_objectives_front_and_fanova_importances(tmp_path):
+    study, shared = _filled(tmp_path, ["quality", "detection_auroc"], completed=16, failed=1)
+    report = write_study_report(study, shared)
+    assert report == tmp_path / "study.html"
+    images = _images(report)
+    assert set(images) == {"objectives", "Pareto front", "parameter importances"}
+    assert all(w > 200 and h > 150 for w, h in images.values())
+    text = report.read_text()
+    assert "17 trials (16 COMPLETE, 1 FAIL) of a budget of 3" in text and "Front (Pareto-optimal trials)" in text
+    found = importances(study, shared)  # quality and detection AUROC depend on the batch size alone
+    assert set(found) == {"quality", "detection_auroc"}
+    assert all(shares["model.batch_size"] > 0.9 for shares in found.values())
+
+
+def test_the_report_says_why_there_are_no_importances_or_front(tmp_path):
+    study, shared = _filled(tmp_path, ["quality"], completed=MIN_FANOVA - 1)
+    report = write_study_report(study, shared, tmp_path / "few.html")
+    assert set(_images(report)) == {"objectives"}
+    text = report.read_text()
+    assert f"fANOVA needs at least {MIN_FANOVA} completed trials" in text and "this study has 4" in text
+    assert "One objective: the front is the best trial." in text
+
+
+def test_the_budget_counts_running_and_ended_trials_but_not_interrupted_ones(tmp_path):
+    study, shared = _filled(tmp_path, ["quality"], completed=1, failed=1)  # budget 3: 2 used
+    assert remaining(study, shared) == 1
+    running = claim(study, shared)
+    assert running is not None and remaining(study, shared) == 0 and claim(study, shared) is None
+    assert fail_stale(shared) == [running.number]  # its worker was lost: failed, and its place is free again
+    assert remaining(study, shared) == 1
+    interrupted = claim(study, shared)
+    interrupted.set_user_attr(INTERRUPTED, "SIGTERM while its job ran")
+    shared.tell(interrupted, state=optuna.trial.TrialState.FAIL)
+    assert remaining(study, shared) == 1
+    table = trials_table(study, shared).set_index("number")
+    assert list(table["interrupted"]) == [False, False, True, True]
+
+
+def test_a_task_allocation_smaller_than_a_trial_is_refused(tmp_path):
+    study = load_study(write(tmp_path))  # two sites: two ranks per trial
+    with pytest.raises(ConfigError, match="a trial runs 2 ranks .* but a task asks for 1"):
+        task_spec(study, JobSpec(ntasks_per_node=1))
+    assert task_spec(study, JobSpec(ntasks_per_node=2)).script().count("hpcsynth tune \"$study\" --worker") == 1
+
+
+def test_tune_needs_local_or_submit_and_wait_only_with_submit(tmp_path, capsys):
+    path = write(tmp_path)
+    for extra, said in ([[], "give --local"], [["--local", "--submit"], "give --local"],
+                        [["--local", "--wait"], "--wait waits for the array"]):
+        with pytest.raises(SystemExit) as exit_:
+            main(["tune", str(path), *extra])
+        assert exit_.value.code == 2 and said in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_a_worker_stopped_by_sigterm_records_its_trial_interrupted_and_exits_3(tmp_path):
+    """A local worker (the process an array task runs) gets SIGTERM while its trial's job runs, as `scancel`
+    sends it: the job is stopped, the trial is FAIL and interrupted (not counted), the worker exits with 3."""
+    job = {**ONE_SITE, "federation": {"strategy": "centralized", "rounds": 200, "local_epochs": 1}}
+    study = load_study(write(tmp_path, {**STUDY, "objectives": ["quality"], "trials": 1, "parallel": 1}, job))
+    open_study(study, create=True)
+    worker = subprocess.Popen([*CLI, "tune", str(study.source), "--worker"], stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True)
+    partial = study.trial_folder(0) / "run.partial.h5"
+    deadline = time.monotonic() + 120
+    while not partial.exists() and worker.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert partial.exists(), "the trial's job never wrote its first round"
+    worker.send_signal(signal.SIGTERM)
+    output, _ = worker.communicate(timeout=60)
+    assert worker.returncode == 3, output
+    trial = open_study(study).trials[0]
+    assert trial.state == optuna.trial.TrialState.FAIL and "SIGTERM" in trial.user_attrs[INTERRUPTED]
+    assert remaining(study, open_study(study)) == 1

@@ -17,6 +17,7 @@ from optuna.trial import TrialState
 
 from hpcsynth.io.study import StudyContent, write_study
 from hpcsynth.tune.iorbo import mean_ranks
+from hpcsynth.tune.search import counts
 from hpcsynth.tune.study_file import Study
 
 MEAN_RANK = "mean_rank"  # the IORBO column of /trials
@@ -30,15 +31,16 @@ def ranked(study: Study, shared: optuna.Study) -> dict[int, float]:
 
 
 def trials_table(study: Study, shared: optuna.Study) -> pd.DataFrame:
-    """One row per trial: number, state, run file, the values searched, the objectives (NaN where none)."""
+    """One row per trial: number, state, whether it was interrupted (failed under a stopped or lost worker, so
+    not counted in the budget), run file, the values searched, the objectives (NaN where none)."""
     rows = []
     for t in shared.get_trials(deepcopy=False):
         values = t.values if t.values is not None else [math.nan] * len(study.objectives)
-        rows.append({"number": t.number, "state": t.state.name,
+        rows.append({"number": t.number, "state": t.state.name, "interrupted": not counts(t),
                      "run": t.user_attrs.get("run", str(study.trial_folder(t.number) / "run.h5")),
                      **{p.key: t.params.get(p.key, math.nan) for p in study.params},
                      **dict(zip(study.objectives, values))})
-    columns = ["number", "state", "run", *(p.key for p in study.params), *study.objectives]
+    columns = ["number", "state", "interrupted", "run", *(p.key for p in study.params), *study.objectives]
     table = pd.DataFrame(rows, columns=columns)
     if study.sampler == "iorbo":
         ranks = ranked(study, shared)

@@ -5,7 +5,14 @@ folder: an append-only log that every worker reads and appends to under a file l
 processes, or on separate nodes of a shared filesystem, share one study without a database server. A worker
 asks the study for values, runs the trial as a job (`hpcsynth.tune.trial`) and tells the study its objectives;
 a trial that fails is recorded as failed and the worker goes on. `run_local` runs the workers as processes on
-this machine (`python -m hpcsynth.tune.search STUDY.yaml QUOTA WORKER`), each with its share of the budget.
+this machine (`python -m hpcsynth.tune.worker`), each with its share of the budget; on a cluster each task of a
+SLURM array is a worker (`hpcsynth.tune.cluster`) that runs trials until the budget is used up.
+
+The budget counts the trials that run and those that ended on their own values: complete, pruned, or failed
+with their job's error (user attribute `error`). A trial whose worker was stopped under it (a cancelled or
+preempted array task: user attribute `interrupted`) or died without a word (left RUNNING; `fail_stale` records
+it as failed when no worker runs) is failed too but does not count, so another trial takes its place. Starting a
+trial holds a lock beside the journal, so concurrent workers never start more trials than the budget.
 
 With `prune:` the worker reports each per-round score of the objective to the trial (`trial.report`, the round
 as the step) while its job runs, and stops the job when the study's pruner says so: the trial is then recorded
@@ -16,17 +23,18 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from pathlib import Path
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 
 import optuna
 from optuna.storages import JournalStorage
-from optuna.storages.journal import JournalFileBackend
+from optuna.storages.journal import JournalFileBackend, JournalFileSymlinkLock
 from optuna.trial import FrozenTrial, Trial, TrialState
 
 from hpcsynth.messages import ConfigError
 from hpcsynth.tune.iorbo import IORBOSampler
-from hpcsynth.tune.study_file import Param, Study, load_study
-from hpcsynth.tune.trial import TrialFailed, TrialStopped, Watch, run_trial
+from hpcsynth.tune.study_file import Param, Study
+from hpcsynth.tune.trial import TrialFailed, TrialInterrupted, TrialStopped, Watch, run_trial
 
 STUDY_NAME = "hpcsynth"
 FINISHED = (TrialState.COMPLETE, TrialState.FAIL, TrialState.PRUNED)
@@ -91,24 +99,100 @@ def watcher(trial: Trial) -> Watch:
     return watch
 
 
-def work(study: Study, quota: int, worker: int) -> None:
-    """Run `quota` trials of the shared study: ask, run the job, tell (a failed trial is told as failed, a
-    stopped one as pruned)."""
+ERROR = "error"  # a failed trial's user attribute: why its job failed (it counts towards the budget)
+INTERRUPTED = "interrupted"  # a failed trial's user attribute: why its worker stopped under it (it does not)
+Guard = Callable[[], AbstractContextManager]  # what a trial's job runs inside (the worker's signal handling)
 
-    def objective(trial: Trial) -> tuple[float, ...]:
-        trial.set_user_attr("run", str(study.trial_folder(trial.number) / "run.h5"))
-        values = {p.key: suggest(trial, p) for p in study.params}
-        try:
-            scores = run_trial(study, trial.number, values, watcher(trial) if study.prune is not None else None)
-        except TrialStopped as stopped:
-            raise optuna.TrialPruned(str(stopped)) from None
-        return tuple(scores.values())
 
-    open_study(study, worker).optimize(objective, n_trials=quota, catch=(TrialFailed,))
+def counts(trial: FrozenTrial) -> bool:
+    """Whether `trial` uses up the budget: it runs, or it ended on its own values (complete, pruned, or failed
+    with its job's error). A trial whose worker was stopped or died under it (cancelled, preempted, a lost node)
+    does not: the study runs another in its place."""
+    if trial.state == TrialState.FAIL:
+        return ERROR in trial.user_attrs
+    return trial.state in (TrialState.RUNNING, *FINISHED)
+
+
+def remaining(study: Study, shared: optuna.Study) -> int:
+    """Trials still to start before the budget is used up."""
+    return max(study.trials - sum(counts(t) for t in shared.get_trials(deepcopy=False)), 0)
+
+
+def fail_stale(shared: optuna.Study) -> list[int]:
+    """Record the trials left running (or waiting) as failed, and return their numbers. Only when no worker runs
+    any more (a resume, the end of an array): their workers were killed before they could say so."""
+    stale = shared.get_trials(deepcopy=False, states=(TrialState.RUNNING, TrialState.WAITING))
+    for trial in stale:
+        shared.tell(trial.number, state=TrialState.FAIL)
+    return [t.number for t in stale]
+
+
+def claim(study: Study, shared: optuna.Study) -> Trial | None:
+    """A new trial, or None when the budget is used up; the check and the ask hold the study's budget lock
+    (a symlink lock beside the journal, safe on NFS), so concurrent workers never start more than the budget."""
+    lock = JournalFileSymlinkLock(str(study.folder / "budget"))
+    lock.acquire()
+    try:
+        return shared.ask() if remaining(study, shared) > 0 else None
+    finally:
+        lock.release()
+
+
+def run_one(study: Study, shared: optuna.Study, trial: Trial, srun: bool = False, task: str = "",
+            guard: Guard = nullcontext) -> None:
+    """Run one claimed trial and tell the study how it ended: its objectives, pruned, failed (its job's error in
+    the user attribute `error`), or failed and interrupted (`interrupted`; the exception is re-raised, since
+    the worker is being stopped)."""
+    trial.set_user_attr("run", str(study.trial_folder(trial.number) / "run.h5"))
+    if task:
+        trial.set_user_attr("task", task)
+    values = {p.key: suggest(trial, p) for p in study.params}
+    try:
+        with guard():
+            scores = run_trial(study, trial.number, values, watcher(trial) if study.prune is not None else None,
+                               srun)
+    except TrialStopped:
+        shared.tell(trial, state=TrialState.PRUNED)
+    except TrialInterrupted as err:
+        trial.set_user_attr(INTERRUPTED, str(err))
+        shared.tell(trial, state=TrialState.FAIL)
+        raise
+    except TrialFailed as err:
+        trial.set_user_attr(ERROR, str(err))
+        shared.tell(trial, state=TrialState.FAIL)
+    except BaseException as err:
+        trial.set_user_attr(INTERRUPTED, f"the worker was stopped: {err or type(err).__name__}")
+        shared.tell(trial, state=TrialState.FAIL)
+        raise
+    else:
+        shared.tell(trial, list(scores.values()))
+
+
+def worker_offset(index: int, started_at: int) -> int:
+    """The sampler seed's offset of worker `index` of a start that found `started_at` trials: the index for a
+    new study; for a resumed one it differs from every earlier start's (a repeated seed would repeat the
+    sampler's random start-up values)."""
+    return index + 1000 * started_at
+
+
+def work(study: Study, quota: int | None, worker: int, srun: bool = False, task: str = "",
+         guard: Guard = nullcontext) -> None:
+    """Run trials of the shared study, one after another, until the budget is used up (or after `quota`
+    trials, when given). `srun`, `task` and `guard` go to `run_one`."""
+    started_at = len(open_study(study).get_trials(deepcopy=False))
+    shared = open_study(study, worker_offset(worker, started_at))
+    done = 0
+    while quota is None or done < quota:
+        trial = claim(study, shared)
+        if trial is None:
+            return
+        run_one(study, shared, trial, srun, task, guard)
+        done += 1
 
 
 def finished(trials: list[FrozenTrial]) -> int:
-    return sum(t.state in FINISHED for t in trials)
+    """The trials that used up the budget and have ended."""
+    return sum(t.state in FINISHED and counts(t) for t in trials)
 
 
 def quotas(remaining: int, parallel: int) -> list[int]:
@@ -129,24 +213,13 @@ def run_local(study: Study, resume: bool = False, parallel: int | None = None) -
     if resume and not exists:
         raise ConfigError(f"{study.source}: no study to resume in {study.folder}")
     shared = open_study(study, create=not exists)
-    for trial in shared.get_trials(deepcopy=False, states=(TrialState.RUNNING, TrialState.WAITING)):
-        shared.tell(trial.number, state=TrialState.FAIL)
-    remaining = study.trials - finished(shared.get_trials(deepcopy=False))
+    fail_stale(shared)
     workers = []
-    for k, quota in enumerate(quotas(max(remaining, 0), parallel or study.parallel)):
+    for k, quota in enumerate(quotas(remaining(study, shared), parallel or study.parallel)):
         log = study.folder / f"worker-{k}.log"
-        command = [sys.executable, "-m", "hpcsynth.tune.search", str(study.source), str(quota), str(k)]
+        command = [sys.executable, "-m", "hpcsynth.tune.worker", str(study.source), "--quota", str(quota),
+                   "--index", str(k)]
         with open(log, "a", encoding="utf-8") as out:
             workers.append((subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT), log))
     return [f"worker {k} exited with code {process.wait()} (log: {log})"
             for k, (process, log) in enumerate(workers) if process.wait() != 0]
-
-
-def main(argv: list[str] | None = None) -> None:
-    """A worker process: `python -m hpcsynth.tune.search STUDY.yaml QUOTA WORKER`."""
-    path, quota, worker = argv or sys.argv[1:]
-    work(load_study(Path(path)), int(quota), int(worker))
-
-
-if __name__ == "__main__":
-    main()

@@ -4,7 +4,10 @@ The job file goes to `<study folder>/trials/<n>/job.yaml` and writes `run.h5` be
 `mpiexec -n K hpcsynth run` (K the job's ranks: one per site) or, for a one-site job, as one plain process, so a
 trial is exactly the job a user would run by hand. Its objectives are read from the run file's `/evaluation`;
 one the job does not score is added by `hpcsynth evaluate` on the run file first. Any failure (a non-zero exit,
-a missing score) is a `TrialFailed`, which the study records as a failed trial before it goes on.
+a missing score) is a `TrialFailed`, which the study records as a failed trial before it goes on. A job that
+exits with code 3 checkpointed after a signal (cancelled, preempted, at its time limit): that is a
+`TrialInterrupted`, a failure of the cluster and not of the trial's values. Inside a SLURM allocation (a study's
+array task) the ranks are started with `srun --mpi=pmi2 -n K`, as the sbatch templates start them.
 
 With a `watch` (the study prunes), the runner polls the job's partial run file (`run.partial.h5`, replaced
 atomically after every round) for new per-round scores of the objective in `/rounds`, hands each to `watch` in
@@ -42,6 +45,10 @@ class TrialFailed(RuntimeError):
     """A trial's job failed or gave no score for an objective; the message says where its log is."""
 
 
+class TrialInterrupted(TrialFailed):
+    """A trial's job was stopped from outside (it checkpointed after a signal and exited with code 3)."""
+
+
 class TrialStopped(RuntimeError):
     """A watched trial's job was stopped on its per-round scores (the study records it as pruned)."""
 
@@ -61,10 +68,11 @@ def write_job(study: Study, number: int, values: dict[str, Any]) -> Path:
     return path
 
 
-def run_command(study: Study, job: Path) -> list[str]:
-    """`hpcsynth run job.yaml`, under `mpiexec -n K` when the job has more than one rank."""
-    launcher = [mpiexec(), "-n", str(study.ranks)] if study.ranks > 1 else []
-    return [*launcher, *CLI, "run", str(job)]
+def run_command(study: Study, job: Path, srun: bool = False) -> list[str]:
+    """`hpcsynth run job.yaml`, under `mpiexec -n K` (or `srun --mpi=pmi2 -n K` inside a SLURM allocation, `srun`)
+    when the job has more than one rank."""
+    launcher = ["srun", "--mpi=pmi2", "-n", str(study.ranks)] if srun else [mpiexec(), "-n", str(study.ranks)]
+    return [*(launcher if study.ranks > 1 else []), *CLI, "run", str(job)]
 
 
 def _run(command: list[str], log: Path, what: str) -> None:
@@ -72,6 +80,12 @@ def _run(command: list[str], log: Path, what: str) -> None:
         out.write(f"$ {' '.join(command)}\n")
         out.flush()
         code = subprocess.run(command, stdout=out, stderr=subprocess.STDOUT).returncode
+    _check(code, what, log)
+
+
+def _check(code: int, what: str, log: Path) -> None:
+    if code == 3:
+        raise TrialInterrupted(f"{what} was stopped by a signal and checkpointed (exit code 3; log: {log})")
     if code != 0:
         raise TrialFailed(f"{what} exited with code {code} (log: {log})")
 
@@ -169,8 +183,7 @@ def _run_watched(command: list[str], log: Path, what: str, partial: Path, column
     if stopped is not None:
         raise TrialStopped(f"{what} stopped after round {stopped + 1} on its {column} {value:.4g} "
                            f"(exit code {code}; log: {log})")
-    if code != 0:
-        raise TrialFailed(f"{what} exited with code {code} (log: {log})")
+    _check(code, what, log)
 
 
 def read_scores(run: Path) -> dict[str, float]:
@@ -183,18 +196,21 @@ def read_scores(run: Path) -> dict[str, float]:
     return scores
 
 
-def run_trial(study: Study, number: int, values: dict[str, Any], watch: Watch | None = None) -> dict[str, float]:
-    """Run trial `number` with `values` and return its objectives; TrialFailed when it cannot be scored.
+def run_trial(study: Study, number: int, values: dict[str, Any], watch: Watch | None = None,
+              srun: bool = False) -> dict[str, float]:
+    """Run trial `number` with `values` and return its objectives; TrialFailed when it cannot be scored
+    (TrialInterrupted when its job was stopped by a signal).
 
     With `watch`, each per-round score of the first objective goes to `watch(round, score)` as the job writes
-    it, and the job is stopped when `watch` returns True (TrialStopped)."""
+    it, and the job is stopped when `watch` returns True (TrialStopped). `srun`: start the ranks with `srun`
+    (the caller runs inside a SLURM allocation of at least the job's ranks)."""
     job = write_job(study, number, values)
     run, log = job.with_name("run.h5"), job.with_name("log.txt")
+    command = run_command(study, job, srun)
     if watch is None:
-        _run(run_command(study, job), log, f"trial {number}")
+        _run(command, log, f"trial {number}")
     else:
-        _run_watched(run_command(study, job), log, f"trial {number}", partial_path(run), next(iter(study.objectives)),
-                     watch)
+        _run_watched(command, log, f"trial {number}", partial_path(run), next(iter(study.objectives)), watch)
     scores = read_scores(run)
     missing = [name for name in study.objectives if name not in scores and name != PRIVACY_SPENT]
     if missing:
