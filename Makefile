@@ -31,6 +31,7 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -q $(if $(TORCH_INDEX),--extra-index-url $(TORCH_INDEX)) "$(TORCH)"
 	$(PIP) install -q $(MPI4PY_FLAGS) -e ".[$(EXTRAS)]"
+	$(PIP) install -q --no-deps "anonymeter==1.1.0"
 	@touch $(STAMP)
 
 demo: $(STAMP)

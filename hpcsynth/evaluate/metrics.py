@@ -148,6 +148,12 @@ declare(  # privacy (hpcsynth.evaluate.privacy, attacks)
     Metric("k_anonymity", "higher", T, ("sensitive", "quasi")),
     Metric("l_diversity", "higher", T, ("sensitive", "quasi")),
     Metric("homogeneity_risk", "lower", T, ("sensitive", "quasi")))
+declare(  # Anonymeter: risks beyond the control attack, with upper 95% bounds (hpcsynth.evaluate.anonymeter_risks)
+    *(Metric(f"{risk}{bound}", "lower", T, needs)
+      for risk, needs in (("singling_out_risk", ()), ("linkability_risk", ()), ("inference_risk", ("sensitive",)))
+      for bound in ("", "_ci_high")),
+    # density-ratio membership inference (hpcsynth.evaluate.domias)
+    Metric("domias_auroc", "lower", T, headline=True))
 declare(  # fairness (hpcsynth.evaluate.fairness)
     Metric("fairness_fidelity_min", "higher", C, ("subgroups",), headline=True),
     Metric("fairness_fidelity_gap", "lower", C, ("subgroups",)),

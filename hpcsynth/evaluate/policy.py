@@ -133,6 +133,10 @@ DEFAULT_POLICY = Policy((
     Check("no_exact_copies", "exact_match_rate", 0.0),
     Check("not_closer_than_holdout", "dcr_synthetic_p5", "dcr_holdout_p5"),
     Check("membership_inference", "membership_auroc", 0.6),
+    Check("density_membership_inference", "domias_auroc", 0.6),
+    Check("singling_out", "singling_out_risk_ci_high", 0.3),
+    Check("linkability", "linkability_risk_ci_high", 0.3),
+    Check("inference", "inference_risk_ci_high", 0.8),
     Check("privacy_budget", "epsilon_spent", "epsilon_budget", when="dp"),
 ))
 

@@ -23,8 +23,10 @@ from hpcsynth.data.cohorts import Cohort
 from hpcsynth.data.transformer import TableTransformer
 from hpcsynth.data.transforms import CategoricalTransform
 from hpcsynth.evaluate import attacks, composite
+from hpcsynth.evaluate.anonymeter_risks import anonymeter_risks
 from hpcsynth.evaluate.detection import detection, top_features
 from hpcsynth.evaluate.diversity import alpha_beta_authenticity, category_coverage
+from hpcsynth.evaluate.domias import domias_auroc
 from hpcsynth.evaluate.fairness import FairnessTable, fairness
 from hpcsynth.evaluate.fidelity import column_scores, wasserstein
 from hpcsynth.evaluate.genomics import GenomicComparison, compare_genomics, pooled_real_genomics
@@ -75,6 +77,9 @@ class EvalSpec:
     time_unit : {"days", "months", "years"} or None
         The time column's unit: the time-dependent AUROC is read at 1, 3 and 5 years (None: at the quartiles of
         the event times).
+    n_attacks : int
+        The training rows (and held-out rows) each of Anonymeter's attacks targets per site: more narrows the
+        confidence intervals and costs time.
     """
 
     time: str | None = None
@@ -89,6 +94,7 @@ class EvalSpec:
     age: str | None = None
     seed: int = 0
     time_unit: str | None = None
+    n_attacks: int = 500
 
     @classmethod
     def default(cls, transformer: TableTransformer, cohort: Cohort | None = None, seed: int = 0) -> EvalSpec:
@@ -363,6 +369,11 @@ def _membership(ctx: Context) -> dict[str, float]:
                                                          ctx.spec.seed)}
 
 
+@part("domias_auroc", local=True)
+def _domias(ctx: Context) -> dict[str, float]:
+    return {"domias_auroc": domias_auroc(ctx.synthetic, ctx.train, ctx.holdout, ctx.transformer, ctx.spec.seed)}
+
+
 @part("attribute_inference_accuracy", "attribute_inference_gain", local=True)
 def _attribute_inference(ctx: Context) -> dict[str, float]:
     inference = attacks.attribute_inference(ctx.synthetic, ctx.train, ctx.holdout, ctx.transformer,
@@ -373,6 +384,16 @@ def _attribute_inference(ctx: Context) -> dict[str, float]:
 @part("k_anonymity", "l_diversity", "homogeneity_risk", local=True)
 def _anonymity(ctx: Context) -> dict[str, float]:
     return attacks.anonymity(ctx.synthetic, ctx.train, ctx.transformer, ctx.spec.quasi, ctx.spec.sensitive[0])
+
+
+@part(*(f"{risk}{bound}" for risk in ("singling_out_risk", "linkability_risk", "inference_risk")
+        for bound in ("", "_ci_high")), local=True)
+def _anonymeter(ctx: Context) -> dict[str, float]:
+    """Anonymeter's singling-out, linkability and inference risks on this site's training rows, its held-out
+    rows the control set (the inference risk only with a sensitive column)."""
+    spec = ctx.spec
+    return anonymeter_risks(ctx.synthetic, ctx.train, ctx.holdout, ctx.transformer, spec.sensitive, spec.n_attacks,
+                            spec.seed)
 
 
 @part(*(f"{way}_{score}" for way in ("tstr", "trtr") for score in ("auroc", "balanced_accuracy", "g_mean")),

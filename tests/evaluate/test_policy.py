@@ -9,7 +9,9 @@ from hpcsynth.evaluate.policy import DEFAULT_POLICY, Check, evidence, load_polic
 from hpcsynth.messages import ConfigError
 from mpi_support import REPO
 
-PASSING = {"exact_match_rate": 0.0, "dcr_synthetic_p5": 1.2, "dcr_holdout_p5": 1.0, "membership_auroc": 0.55}
+PASSING = {"exact_match_rate": 0.0, "dcr_synthetic_p5": 1.2, "dcr_holdout_p5": 1.0, "membership_auroc": 0.55,
+           "domias_auroc": 0.52, "singling_out_risk_ci_high": 0.1, "linkability_risk_ci_high": 0.05,
+           "inference_risk_ci_high": 0.4}
 
 
 def test_the_shipped_policy_file_is_the_default_policy():
@@ -19,7 +21,7 @@ def test_the_shipped_policy_file_is_the_default_policy():
 def test_a_run_that_meets_every_check_passes_and_the_dp_check_does_not_apply_without_a_budget():
     outcomes = DEFAULT_POLICY.judge(evidence(PASSING, {}))
     assert all(o.passed for o in outcomes)
-    assert [o.applies for o in outcomes] == [True, True, True, False]
+    assert [o.applies for o in outcomes] == [True] * 7 + [False]
 
 
 def test_the_direction_of_the_score_decides_the_comparison():
