@@ -385,10 +385,6 @@ def _check_combinations(cfg: RunConfig) -> None:
                                         "models visit sequences; the data have one row per patient (give "
                                         "data.sequence, or a longitudinal builtin)"))
     model = {**MODELS, **SEQUENCE_MODELS}[m.name]
-    phased = [s for s in cfg.strategies if STRATEGIES[s].phased]
-    _require(not (longitudinal and phased),
-             f"federation.strategy: {phased[0] if phased else ''} shares synthetic rows in a second phase, which "
-             "visit sequences do not have yet (use a strategy of the round loop)")
     learns = {"counts": "exchanges counts", "gradients": "trains by gradient steps"}[model.trains_by]
     for s in cfg.strategies:
         strategy = STRATEGIES[s]

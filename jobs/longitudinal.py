@@ -16,11 +16,11 @@ import dataclasses
 import time
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from hpcsynth.comm import Communicator, local_rank
 from hpcsynth.config import RunConfig
+from hpcsynth.data.releases import pool
 from hpcsynth.data.sequence_sources import SiteSequences, check_sites_disjoint
 from hpcsynth.data.sequences import Sequences
 from hpcsynth.evaluate.temporal_metrics import TEMPORAL_METRICS
@@ -36,24 +36,6 @@ from hpcsynth.jobs.strategy_run import StrategyResult, set_threads, strategy_out
 from hpcsynth.models import make_model
 
 
-def pooled(releases: list[Sequences]) -> Sequences:
-    """The sites' patients as one release, re-keyed 0..n-1 in site order (each site keys its own from 0)."""
-    first = releases[0]
-    offsets = np.cumsum([0] + [r.n_patients for r in releases[:-1]])
-    rekeyed = [_shifted(r, int(o)) for r, o in zip(releases, offsets)]
-    return Sequences(pd.concat([r.context for r in rekeyed], ignore_index=True),
-                     pd.concat([r.visits for r in rekeyed], ignore_index=True), first.key, first.index)
-
-
-def _shifted(release: Sequences, offset: int) -> Sequences:
-    keys = {k: i + offset for i, k in enumerate(release.context[release.key])}
-
-    def rekey(frame: pd.DataFrame) -> pd.DataFrame:
-        return frame.assign(**{release.key: frame[release.key].map(keys)})
-
-    return dataclasses.replace(release, context=rekey(release.context), visits=rekey(release.visits))
-
-
 def score_release(releases: list[Sequences], per_site: bool, data: SiteSequences, event: str | None,
                   comm: Communicator, seed: int) -> tuple[dict[str, float], dict[str, float], list[dict]]:
     """(scores, worst, each site's scores) of the release against the consortium's held-out patients
@@ -64,7 +46,7 @@ def score_release(releases: list[Sequences], per_site: bool, data: SiteSequences
         return score_sequences(data.holdout, release, comm, train=data.train, event=event, seed=seed)
 
     if not per_site:
-        return judged(pooled(releases)), {}, []
+        return judged(pool(releases)), {}, []
     each = [judged(r) for r in releases]
     keys = list(each[0])
     table = pd.DataFrame(each, columns=keys)
@@ -89,18 +71,31 @@ def run_sequence_strategy(cfg: RunConfig, name: str, data: SiteSequences, transf
     start = time.perf_counter()
     path = strategy_output(cfg, name)
     strategy = make_strategy(name, vars(cfg.federation))
-    model = make_model(dataclasses.asdict(cfg.model), cfg.seed, cfg.federation.rounds * cfg.local_epochs)
-    model.setup(transformer, stream=comm.rank, local_rank=local_rank())
+
+    def fresh():  # every site's generator: the same family and seed
+        return make_model(dataclasses.asdict(cfg.model), cfg.seed, cfg.federation.rounds * cfg.local_epochs)
+
+    model = fresh().setup(transformer, stream=comm.rank, local_rank=local_rank())
     rows = model.to_device(transformer.encode(data.train))
     if cfg.privacy is not None:
         _private(cfg, model, strategy, data.train.n_patients, comm)
     strategy.attach(model, rows, comm)
+    records: list[RoundRecord] = []
 
-    def tick(record: RoundRecord) -> None:
-        progress(name, record)
+    def checkpointing(_model, _shared: bool):  # the round records (no resume for visit sequences yet)
+        def tick(record: RoundRecord) -> None:
+            records.append(record)
+            progress(name, record)
 
-    records = train_rounds(model, rows, strategy, comm, cfg.federation.rounds, cfg.local_epochs,
-                           cfg.model.batch_size, on_round=tick, stop=stop)
+        return tick
+
+    f = cfg.federation
+    if strategy.phased:  # sd_sharing: site models, then a shared one on the pooled synthetic patients
+        model = strategy.train(model, rows, comm, f.rounds, cfg.local_epochs, cfg.model.batch_size, checkpointing,
+                               fresh, stop)
+    else:
+        train_rounds(model, rows, strategy, comm, f.rounds, cfg.local_epochs, cfg.model.batch_size,
+                     on_round=checkpointing(model, strategy.shares_model), stop=stop)
     strategy.finish(model, rows, comm)
     releases = comm.allgather(model.sample(cfg.sample.n_rows or data.site_patients))
     scores, worst, sites = score_release(releases, strategy.releases_per_site, data, event, comm, cfg.seed)
@@ -109,7 +104,7 @@ def run_sequence_strategy(cfg: RunConfig, name: str, data: SiteSequences, transf
     if comm.is_root:
         write_sequence_run(path, SequenceRun(
             cfg.text, cfg.source, name, n_sites, transformer.state(), RoundRecord.table(records),
-            {"pooled": pooled(releases), **{f"site_{k}": r for k, r in enumerate(releases)}}, scores, worst, sites,
+            {"pooled": pool(releases), **{f"site_{k}": r for k, r in enumerate(releases)}}, scores, worst, sites,
             epsilon_spent=[e for e in spent if e is not None] if cfg.privacy is not None else []))
     comm.barrier()
     return StrategyResult(name, Path(path), comm.bcast(scores))

@@ -107,6 +107,3 @@ def test_a_sequence_model_goes_with_visits_and_a_table_model_with_one_row_per_pa
     with pytest.raises(ConfigError, match="model.name: sequence_vae models visit sequences"):
         from_dict({"data": {"builtin": "mds"}, "model": {"name": "sequence_vae"}})
     assert from_dict({"data": {"builtin": "mds_followup"}, "model": {"name": "sequence_vae"}}).model.gru_dim is None
-    with pytest.raises(ConfigError, match="federation.strategy: sd_sharing shares synthetic rows in a second phase"):
-        from_dict({"data": {"builtin": "mds_followup"}, "model": {"name": "sequence_vae"},
-                   "federation": {"strategy": ["fedavg", "sd_sharing"]}})

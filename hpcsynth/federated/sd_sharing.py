@@ -1,10 +1,11 @@
 """Synthetic-data sharing (`sd_sharing`): sites share synthetic rows instead of parameters.
 
 The strategy of the published MDS comparison (isolated, FedAvg and synthetic-data sharing against
-centralized): each site first trains alone (as `isolated`) and generates as many synthetic rows as it has real
-ones; the synthetic tables are exchanged (they are the product, never real rows); then one global model is
-trained on the pooled synthetic rows, data-parallel across the ranks (each rank a shard of the pooled table,
-gradients averaged every step as in `centralized`), so every site ends with the same model. The two phases get
+centralized): each site first trains alone (as `isolated`) and generates as many synthetic rows (or patients,
+for a sequence generator) as it has real ones; the synthetic releases are exchanged (they are the product, never
+real rows); then one global model is trained on the pooled synthetic records, data-parallel across the ranks
+(each rank a shard of the pool, `hpcsynth.data.releases`; gradients averaged every step as in `centralized`), so
+every site ends with the same model. The two phases get
 `rounds` rounds each, and `/rounds` lists them one after the other. With DP-SGD only the first phase touches
 real rows; the second is post-processing, so the shared model reports the site models' privacy spend. With
 several ranks per site the first phase is data-parallel inside each site. Resuming restarts from the first phase.
@@ -14,10 +15,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-import pandas as pd
 import torch
 
 from hpcsynth.comm import Communicator, local_rank
+from hpcsynth.data.releases import pool, shard
 from hpcsynth.federated.loop import train_rounds
 from hpcsynth.federated.preemption import StopRequest
 from hpcsynth.federated.records import RoundRecord
@@ -45,8 +46,7 @@ class SDSharing(Strategy):
                              on_round=checkpointing(model, False), stop=stop)
         spent = local[-1].epsilon if local else 0.0  # with DP-SGD: the most any site spent in phase 1
         alone.finish(model, data, comm)  # what a family fits after training, per site (VAE-BGM's prior)
-        pooled = pd.concat(comm.allgather(model.sample(int(data.shape[0]))), ignore_index=True)
-        shard = pooled.iloc[comm.rank::comm.size].reset_index(drop=True)
+        mine = shard(pool(comm.allgather(model.sample(int(data.shape[0])))), comm.rank, comm.size)
         shared = make_model().setup(model.transformer_, stream=model.stream_, local_rank=local_rank())
         on_round = checkpointing(shared, True)
 
@@ -57,7 +57,7 @@ class SDSharing(Strategy):
 
         pooled_training = Centralized()
         pooled_training.reducer = self.reducer  # masked too when the sites aggregate securely
-        train_rounds(shared, shared.to_device(model.transformer_.encode(shard)), pooled_training, comm, rounds,
+        train_rounds(shared, shared.to_device(model.transformer_.encode(mine)), pooled_training, comm, rounds,
                      local_epochs, batch_size, on_round=shifted, stop=stop)
         shared.privacy_ = model.privacy_  # post-processing of the private site models: theirs is its privacy record
         return shared

@@ -1,6 +1,7 @@
-"""`hpcsynth run` on visit data, end to end under `mpiexec -n 3`: every strategy trains a sequence generator,
-the run files hold the releases as plain context and visit tables, `inspect` prints the job's numbers again,
-`export` writes one row per visit, and a malformed long file stops every rank with one line."""
+"""`hpcsynth run` on visit data, end to end under `mpiexec -n 3`: every strategy (sd_sharing's two phases too)
+trains a sequence generator, the run files hold the releases as plain context and visit tables, `inspect` prints
+the job's numbers again, `export` writes one row per visit, and a malformed long file stops every rank with one
+line."""
 import subprocess
 import sys
 
@@ -19,7 +20,7 @@ MODEL = {"name": "sequence_vae", "batch_size": 100, "hidden": [32, 32], "latent_
 def _table(printed: str) -> list[list[str]]:
     """The rows of a printed strategy table, without the wall time (the last column)."""
     rows = [line.split() for line in printed.splitlines()
-            if line.strip().startswith(("centralized", "isolated", "fedavg"))]
+            if line.strip().startswith(("centralized", "isolated", "fedavg", "sd_sharing"))]
     return [row[:-1] for row in rows]
 
 
@@ -27,11 +28,14 @@ def _table(printed: str) -> list[list[str]]:
 @pytest.mark.slow
 def test_a_longitudinal_job_trains_stores_inspects_and_exports_its_releases(mpirun, write_job, tmp_path):
     job = write_job({"data": {"builtin": "mds_followup", "n_patients": 240, "holdout": 0.25}, "model": MODEL,
-                     "federation.strategy": ["isolated", "fedavg"], "federation.rounds": 2})
+                     "federation.strategy": ["isolated", "fedavg", "sd_sharing"], "federation.rounds": 2})
     done = mpirun(3, [*CLI, "run", str(job)], timeout=400)
     assert done.returncode == 0, done.stderr
     printed = _table(done.stdout)
-    assert len(printed) == 2 and printed[0][0] == "isolated" and "(one site alone, mean)" in done.stdout
+    assert len(printed) == 3 and printed[0][0] == "isolated" and "(one site alone, mean)" in done.stdout
+    with h5py.File(tmp_path / "run-sd_sharing.h5") as f:  # site models, then one on the pooled synthetic patients
+        assert f["rounds"]["round"].tolist() == [0, 1, 2, 3]
+        assert f["synthetic/pooled/context/patient_id"].shape == (240,)
     with h5py.File(tmp_path / "run-fedavg.h5") as f:
         assert f.attrs["data"] == "sequences" and f["rounds"].shape == (2,)
         visits, context = f["synthetic/pooled/visits"], f["synthetic/pooled/context"]
