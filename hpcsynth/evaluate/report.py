@@ -1,7 +1,8 @@
 """The HTML report: one self-contained file (plots embedded as base64 PNG), readable offline and mailable.
 
 Sections per run: the scores with their directions, marginals real against synthetic, Kaplan-Meier curves
-(overall and per risk group), the correlation difference heat map, gene frequencies, DCR histograms, fairness
+(overall and per risk group), the correlation difference heat map, gene frequencies, the privacy attacks
+(Anonymeter's risks with their bounds, the membership attacks), DCR histograms, fairness
 by subgroup, and the per-round curves of the federated training from `/rounds`; for a comparison file, first a
 strategy comparison of the headline scores. Plots are drawn with matplotlib's Agg backend (no display needed).
 """
@@ -234,6 +235,27 @@ def _scores_table(ev: Evaluation) -> str:
     return f"<table><tr><th>score</th><th>value</th><th>direction</th></tr>{rows}</table><ul>{notes}</ul>"
 
 
+ANONYMETER = ("singling_out_risk", "linkability_risk", "inference_risk")
+MEMBERSHIP = ("membership_auroc", "domias_auroc")
+
+
+def attacks_frame(ev: Evaluation) -> pd.DataFrame:
+    """Anonymeter's risks with their upper 95% bounds, then the two membership attacks side by side (the rows the
+    evaluation has)."""
+    rows = [{"attack": k, "value": ev.scores[k], "95% upper bound": ev.scores.get(f"{k}_ci_high", np.nan)}
+            for k in ANONYMETER if k in ev.scores]
+    rows += [{"attack": k, "value": ev.scores[k], "95% upper bound": np.nan} for k in MEMBERSHIP if k in ev.scores]
+    return pd.DataFrame(rows, columns=["attack", "value", "95% upper bound"])
+
+
+def attacks_html(ev: Evaluation) -> str:
+    """The report's table of the privacy attacks (`attacks_frame`), with how to read it."""
+    return ("<p class='note'>Anonymeter's risks are the attack's success on training rows beyond its success on "
+            "held-out rows (0: none); the release policy bounds the upper end of their interval. Membership AUROCs: "
+            "0.5 is chance; the distance attack and the density-ratio (DOMIAS) attack.</p>"
+            + _frame_html(attacks_frame(ev)))
+
+
 def _cox_table(ev: Evaluation) -> str:
     c = ev.cox
     rows = "".join(f"<tr><td>{html.escape(n)}</td><td>{np.exp(r):.3f}</td><td>{np.exp(r - 1.96 * s):.3f}-"
@@ -293,6 +315,8 @@ def run_html(section: RunSection) -> str:
     parts += ["<h3>Correlation difference</h3>", _img(correlation_figure(ev), "correlation difference")]
     if ev.genomics is not None:
         parts += ["<h3>Genomics</h3>", _img(genes_figure(ev), "genomics")]
+    if any(k in ev.scores for k in ANONYMETER + MEMBERSHIP):
+        parts += ["<h3>Privacy attacks</h3>", attacks_html(ev)]
     if ev.distances:
         parts += ["<h3>Distance to closest record</h3>", _img(dcr_figure(ev), "dcr histograms")]
     if ev.fairness is not None:

@@ -86,3 +86,16 @@ def test_the_suite_reports_the_risks_weighted_by_each_sites_training_rows(sites,
     for n in names:
         assert pooled[0][n] == pytest.approx(np.average([a[n] for a in alone], weights=weights))
 
+
+
+def test_the_report_shows_each_risk_with_its_upper_bound_next_to_the_membership_attacks():
+    from hpcsynth.evaluate.report import attacks_frame, attacks_html
+    from hpcsynth.evaluate.suite import Evaluation
+
+    scores = {"membership_auroc": 0.51, "singling_out_risk": 0.02, "singling_out_risk_ci_high": 0.11,
+              "linkability_risk": 0.0, "linkability_risk_ci_high": 0.01, "domias_auroc": 0.53}
+    frame = attacks_frame(Evaluation(scores=scores))
+    assert frame["attack"].tolist() == ["singling_out_risk", "linkability_risk", "membership_auroc", "domias_auroc"]
+    assert frame["95% upper bound"].tolist()[:2] == [0.11, 0.01]
+    page = attacks_html(Evaluation(scores=scores))
+    assert "<td>0.1100</td>" in page and "domias_auroc" in page and "inference_risk" not in page
