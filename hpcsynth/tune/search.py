@@ -21,6 +21,8 @@ proposes each trial's values from the trials' current mean ranks.
 """
 from __future__ import annotations
 
+import os
+import socket
 import subprocess
 import sys
 from collections.abc import Callable
@@ -140,10 +142,12 @@ def claim(study: Study, shared: optuna.Study) -> Trial | None:
 
 def run_one(study: Study, shared: optuna.Study, trial: Trial, srun: bool = False, task: str = "",
             guard: Guard = nullcontext) -> None:
-    """Run one claimed trial and tell the study how it ended: its objectives, pruned, failed (its job's error in
+    """Run one claimed trial (its user attributes: `run`, `worker` the host and process id running it, `task` the
+    array task) and tell the study how it ended: its objectives, pruned, failed (its job's error in
     the user attribute `error`), or failed and interrupted (`interrupted`; the exception is re-raised, since
     the worker is being stopped)."""
     trial.set_user_attr("run", str(study.trial_folder(trial.number) / "run.h5"))
+    trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")  # where to look for a lost trial
     if task:
         trial.set_user_attr("task", task)
     values = {p.key: suggest(trial, p) for p in study.params}
