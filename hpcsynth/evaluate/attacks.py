@@ -6,13 +6,16 @@ Distances are exact nearest-neighbour distances (`hpcsynth.kernels`) in the spac
 * NNDR: nearest over second-nearest training distance (near 0: a synthetic row sits on one patient);
 * membership inference: AUROC of minus the distance to the nearest synthetic row, T against H (0.5: safe);
 * attribute inference: the nearest synthetic row's sensitive value, accuracy on T and its gain over H;
-* k-anonymity, l-diversity and the homogeneity attack on declared quasi-identifiers (numbers in 10 bins).
+* k-anonymity, l-diversity and the homogeneity attack on declared quasi-identifiers (numbers in 10 bins), or on
+  every attribute (`worst_anonymity`): the worst over the most identifying combinations of attributes.
 Distances are gathered on rank 0 for pooled percentiles; the other scores are site-weighted by training rows.
 References and choices: docs/notes/evaluate.md.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
+from itertools import combinations
+from math import comb
 
 import numpy as np
 import pandas as pd
@@ -23,6 +26,7 @@ from hpcsynth.evaluate.neighbours import NeighbourSearch
 from hpcsynth.evaluate.privacy import dcr_scores, privacy_features
 
 N_QI_BINS = 10
+MAX_ENUMERATED = 5000  # attribute combinations ranked by distinct count in all-attribute mode
 
 
 @dataclass
@@ -108,17 +112,20 @@ def attribute_inference(synthetic: pd.DataFrame, train: pd.DataFrame, holdout: p
     return {"accuracy": on_train, "gain": on_train - on_holdout}
 
 
+def _codes(frame: pd.DataFrame, transformer: TableTransformer, name: str) -> np.ndarray:
+    """One attribute as integer class codes: a category's code, a number's bin (of `N_QI_BINS` on the shared
+    range; -1 when missing)."""
+    t = transformer.transform_of(name)
+    if isinstance(t, CategoricalTransform):
+        return np.asarray(t.codes(frame[name]), dtype=np.int64)
+    x = pd.to_numeric(frame[name], errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+    edges = np.linspace(t.min_, t.max_, N_QI_BINS + 1)[1:-1]
+    return np.where(np.isfinite(x), np.digitize(x, edges), -1).astype(np.int64)
+
+
 def _classes(frame: pd.DataFrame, transformer: TableTransformer, quasi: list[str]) -> pd.Series:
     """The equivalence class of every row over the quasi-identifiers (numbers binned on the shared range)."""
-    keys = []
-    for name in quasi:
-        t = transformer.transform_of(name)
-        if isinstance(t, CategoricalTransform):
-            keys.append(t.codes(frame[name]))
-        else:
-            x = pd.to_numeric(frame[name], errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
-            edges = np.linspace(t.min_, t.max_, N_QI_BINS + 1)[1:-1]
-            keys.append(np.where(np.isfinite(x), np.digitize(x, edges), -1))
+    keys = [_codes(frame, transformer, name) for name in quasi]
     return pd.Series(["|".join(map(str, key)) for key in zip(*keys)], index=frame.index, dtype=object)
 
 
@@ -135,3 +142,44 @@ def anonymity(synthetic: pd.DataFrame, train: pd.DataFrame, transformer: TableTr
     exposed = [only.get(c, -1) == v for c, v in zip(train_classes, t.codes(train[sensitive]))]
     return {"k_anonymity": float(sizes.min()), "l_diversity": float(distinct.min()),
             "homogeneity_risk": float(np.mean(exposed)) if exposed else float("nan")}
+
+
+def _joint(codes: dict[str, np.ndarray], combo: tuple[str, ...]) -> np.ndarray:
+    """One integer per row naming its class over the attributes `combo` (their codes in mixed radix)."""
+    key = np.zeros(len(codes[combo[0]]), dtype=np.int64)
+    for c in combo:
+        shifted = codes[c] + 1  # a missing number's bin is -1
+        key = key * (int(shifted.max(initial=0)) + 1) + shifted
+    return key
+
+
+def identifying_combinations(synthetic: pd.DataFrame, transformer: TableTransformer, candidates: list[str],
+                             max_quasi: int, limit: int) -> list[tuple[str, ...]]:
+    """The `limit` combinations of 1 to `max_quasi` candidate attributes that split the synthetic table into the
+    most equivalence classes (the most identifying; ties in the schema's order). Enumerated among the attributes
+    with the most distinct values alone, as many as keep the combinations enumerated within `MAX_ENUMERATED`.
+    Read from the synthetic table only, so every site tries the same combinations."""
+    codes = {c: _codes(synthetic, transformer, c) for c in candidates}
+    alone = sorted(candidates, key=lambda c: -len(np.unique(codes[c])))
+    width = len(alone)
+    while width > 1 and sum(comb(width, r) for r in range(1, max_quasi + 1)) > MAX_ENUMERATED:
+        width -= 1
+    pool = [c for c in candidates if c in alone[:width]]
+    tried = [combo for r in range(1, min(max_quasi, len(pool)) + 1) for combo in combinations(pool, r)]
+    distinct = [len(np.unique(_joint(codes, combo))) for combo in tried]
+    order = sorted(range(len(tried)), key=lambda i: -distinct[i])  # stable: ties keep the enumeration's order
+    return [tried[i] for i in order[:limit]]
+
+
+def worst_anonymity(synthetic: pd.DataFrame, train: pd.DataFrame, transformer: TableTransformer, sensitive: str,
+                    max_quasi: int = 3, limit: int = 50) -> dict[str, float]:
+    """k-anonymity, l-diversity and homogeneity risk with every attribute a potential quasi-identifier: the worst
+    of each (smallest k and l, largest risk) over the most identifying combinations of up to `max_quasi`
+    attributes other than `sensitive` (`identifying_combinations`, at most `limit` of them)."""
+    candidates = [c for c in transformer.columns if c != sensitive]
+    found = [anonymity(synthetic, train, transformer, list(combo), sensitive)
+             for combo in identifying_combinations(synthetic, transformer, candidates, max_quasi, limit)]
+    if not found:
+        return {"k_anonymity": float("nan"), "l_diversity": float("nan"), "homogeneity_risk": float("nan")}
+    return {"k_anonymity": min(f["k_anonymity"] for f in found), "l_diversity": min(f["l_diversity"] for f in found),
+            "homogeneity_risk": float(np.nanmax([f["homogeneity_risk"] for f in found]))}

@@ -68,8 +68,10 @@ class EvalSpec:
         The outcome of the utility classifiers (TSTR/TRTR).
     sensitive : list of str
         The attribute-inference target (the first one is attacked).
-    quasi : list of str
-        What the attacker knows, for k-anonymity, l-diversity and the homogeneity attack.
+    quasi : list of str, or "all"
+        What the attacker knows, for k-anonymity, l-diversity and the homogeneity attack. "all" (or ["all"], as
+        `hpcsynth evaluate --quasi all` gives it): every attribute is a potential quasi-identifier; it is stored
+        as `all_quasi` with `quasi` left empty.
     sex, age : str or None
         The columns that define the fairness subgroups.
     seed : int
@@ -77,6 +79,14 @@ class EvalSpec:
     time_unit : {"days", "months", "years"} or None
         The time column's unit: the time-dependent AUROC is read at 1, 3 and 5 years (None: at the quartiles of
         the event times).
+    all_quasi : bool
+        Every attribute but the sensitive one may be a quasi-identifier: the anonymity scores are the worst over
+        the `quasi_combinations` most identifying combinations of up to `max_quasi` attributes
+        (`hpcsynth.evaluate.attacks.worst_anonymity`). Cleared by a list of columns in `quasi`.
+    max_quasi : int
+        The most attributes in one combination tried in the all-attribute mode.
+    quasi_combinations : int
+        The most combinations tried in the all-attribute mode (ranked by the classes they split the release into).
     n_attacks : int
         The training rows (and held-out rows) each of Anonymeter's attacks targets per site: more narrows the
         confidence intervals and costs time.
@@ -89,12 +99,21 @@ class EvalSpec:
     cox: list[str] = field(default_factory=list)
     target: str | None = None
     sensitive: list[str] = field(default_factory=list)
-    quasi: list[str] = field(default_factory=list)
+    quasi: list[str] | str = field(default_factory=list)
     sex: str | None = None
     age: str | None = None
     seed: int = 0
     time_unit: str | None = None
     n_attacks: int = 500
+    all_quasi: bool = False
+    max_quasi: int = 3
+    quasi_combinations: int = 50
+
+    def __post_init__(self) -> None:
+        if self.quasi == "all" or list(self.quasi) == ["all"]:
+            self.quasi, self.all_quasi = [], True
+        elif self.quasi:
+            self.all_quasi = False
 
     @classmethod
     def default(cls, transformer: TableTransformer, cohort: Cohort | None = None, seed: int = 0) -> EvalSpec:
@@ -127,7 +146,7 @@ class EvalSpec:
         """The roles (`hpcsynth.evaluate.metrics.Role`) this spec can serve."""
         known = {"time": self.time, "event": self.event, "risk_group": self.risk_group,
                  "genes": len(self.genes) >= 2, "cox": self.cox, "target": self.target,
-                 "sensitive": self.sensitive, "quasi": self.quasi,
+                 "sensitive": self.sensitive, "quasi": self.quasi or self.all_quasi,
                  "subgroups": self.sex or self.age or n_sites > 1}
         return {role for role, value in known.items() if value}
 
@@ -383,7 +402,11 @@ def _attribute_inference(ctx: Context) -> dict[str, float]:
 
 @part("k_anonymity", "l_diversity", "homogeneity_risk", local=True)
 def _anonymity(ctx: Context) -> dict[str, float]:
-    return attacks.anonymity(ctx.synthetic, ctx.train, ctx.transformer, ctx.spec.quasi, ctx.spec.sensitive[0])
+    spec = ctx.spec
+    if spec.all_quasi:
+        return attacks.worst_anonymity(ctx.synthetic, ctx.train, ctx.transformer, spec.sensitive[0], spec.max_quasi,
+                                       spec.quasi_combinations)
+    return attacks.anonymity(ctx.synthetic, ctx.train, ctx.transformer, spec.quasi, spec.sensitive[0])
 
 
 @part(*(f"{risk}{bound}" for risk in ("singling_out_risk", "linkability_risk", "inference_risk")

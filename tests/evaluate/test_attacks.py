@@ -42,3 +42,49 @@ def test_k_anonymity_l_diversity_and_homogeneity_on_a_tiny_table():
     got = anonymity(synthetic, train, transformer, ["sex"], "s")
     # classes: F (3 rows, values a/b), M (2 rows, only a): the two M patients are exposed by homogeneity
     assert got == {"k_anonymity": 2.0, "l_diversity": 1.0, "homogeneity_risk": 0.5}
+
+
+def test_all_attribute_mode_is_the_worst_over_every_combination_when_none_is_left_out():
+    from itertools import combinations
+
+    from hpcsynth.evaluate.attacks import worst_anonymity
+
+    train, synthetic = _frame(120, 10), _frame(150, 11)
+    transformer = TableTransformer(categorical=["sex", "s"]).fit(train)
+    got = worst_anonymity(synthetic, train, transformer, "s", max_quasi=2, limit=100)
+    every = [anonymity(synthetic, train, transformer, list(c), "s")
+             for r in (1, 2) for c in combinations(["age", "x", "sex"], r)]
+    assert got == {"k_anonymity": min(e["k_anonymity"] for e in every),
+                   "l_diversity": min(e["l_diversity"] for e in every),
+                   "homogeneity_risk": max(e["homogeneity_risk"] for e in every)}
+    declared = anonymity(synthetic, train, transformer, ["sex"], "s")
+    assert got["k_anonymity"] < declared["k_anonymity"] and got["homogeneity_risk"] > declared["homogeneity_risk"]
+
+
+def test_the_combinations_tried_are_the_most_identifying_within_the_caps():
+    from hpcsynth.evaluate.attacks import identifying_combinations
+
+    train = _frame(200, 12)
+    transformer = TableTransformer(categorical=["sex", "s"]).fit(train)
+    tried = identifying_combinations(train, transformer, ["age", "x", "sex", "s"], max_quasi=2, limit=3)
+    assert len(tried) == 3 and all(len(c) <= 2 for c in tried)
+    assert tried[0] == ("age", "x")  # two numbers in 10 bins each split the rows most
+    assert ("sex",) not in tried and ("s",) not in tried  # two levels alone identify least
+
+
+def test_quasi_all_turns_on_the_all_attribute_mode_and_the_suite_reports_its_worst_k(mds, noisy_synthetic):
+    from dataclasses import replace
+
+    from hpcsynth.comm import SoloComm
+    from hpcsynth.evaluate.suite import EvalSpec, evaluate
+
+    declared = EvalSpec(sensitive=["os_event"], quasi=["age", "sex"])
+    everything = replace(declared, quasi=["all"])  # as `hpcsynth evaluate --quasi all` sets it
+    assert everything.all_quasi and everything.quasi == [] and "quasi" in everything.roles(1)
+    assert not replace(everything, quasi=["age"]).all_quasi and replace(everything, seed=3).all_quasi
+    train, holdout, _, t = mds
+    names = ["k_anonymity", "homogeneity_risk"]
+    worst = evaluate(noisy_synthetic, train, holdout, t, SoloComm(), everything, metrics=names).scores
+    some = evaluate(noisy_synthetic, train, holdout, t, SoloComm(), declared, metrics=names).scores
+    assert worst["k_anonymity"] <= some["k_anonymity"] and worst["homogeneity_risk"] >= some["homogeneity_risk"]
+    assert worst["k_anonymity"] == 1.0  # three binned attributes single out some synthetic row
