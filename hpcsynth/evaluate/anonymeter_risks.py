@@ -24,6 +24,7 @@ import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 import pandas as pd
@@ -69,6 +70,21 @@ def _seeded(seed: int) -> Iterator[None]:
             yield
         finally:
             np.random.set_state(saved)
+
+
+@lru_cache(maxsize=1)
+def _cache_compiled_kernels() -> None:
+    """Keep the Numba compilation of Anonymeter's mixed-type neighbour search on disk: it is not cached by the
+    library, and compiling it cost every process (every rank, every evaluation job) 20 to 60 s on a busy node;
+    loaded from the cache it costs about 1 s. Without a writable cache location it compiles as before."""
+    import anonymeter.evaluators  # noqa: F401  (the library's own import order: its modules import each other)
+    from anonymeter.neighbors import mixed_types_kneighbors as kernels
+
+    for dispatcher in (kernels.gower_distance, kernels._nearest_neighbors):
+        try:
+            dispatcher.enable_caching()
+        except RuntimeError:  # no cache location numba can write
+            return
 
 
 def _table(frame: pd.DataFrame, transformer: TableTransformer) -> pd.DataFrame:
@@ -130,6 +146,7 @@ def anonymeter_risks(synthetic: pd.DataFrame, train: pd.DataFrame, holdout: pd.D
     if len(train) < 2 or len(holdout) < 2 or len(synthetic) < 2:
         names = RISKS if sensitive else RISKS[:2]
         return {k: nan for name in names for k in (name, f"{name}_ci_high")}
+    _cache_compiled_kernels()
     ori, control, syn = (_table(f, transformer) for f in (train, holdout, synthetic))
     n = min(n_attacks, len(ori), len(control))
     found: dict[str, Risk] = {}
