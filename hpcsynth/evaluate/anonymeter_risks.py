@@ -141,7 +141,8 @@ def anonymeter_risks(synthetic: pd.DataFrame, train: pd.DataFrame, holdout: pd.D
                      seed: int = 0) -> dict[str, float]:
     """This site's three risks and their upper confidence bounds (`<risk>` and `<risk>_ci_high`): the release
     attacked on its training rows, with its held-out rows as control. Without a sensitive column the inference
-    risk is left out; without two training, held-out and synthetic rows every risk is NaN."""
+    risk is left out, with one column the linkability risk; without two training, held-out and synthetic rows
+    every risk is NaN."""
     nan = float("nan")
     if len(train) < 2 or len(holdout) < 2 or len(synthetic) < 2:
         names = RISKS if sensitive else RISKS[:2]
@@ -157,7 +158,8 @@ def anonymeter_risks(synthetic: pd.DataFrame, train: pd.DataFrame, holdout: pd.D
         with _seeded(seed), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # "attack as good as baseline": expected for a safe release
             found["singling_out_risk"] = singling_out(ori, syn, control, n, seed)
-            found["linkability_risk"] = linkability(ori, syn, control, n)
+            if ori.shape[1] >= 2:  # two halves to link
+                found["linkability_risk"] = linkability(ori, syn, control, n)
             if sensitive:
                 found["inference_risk"] = inference(ori, syn, control, n, transformer, sensitive)
     finally:

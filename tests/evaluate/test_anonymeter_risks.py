@@ -99,3 +99,9 @@ def test_the_report_shows_each_risk_with_its_upper_bound_next_to_the_membership_
     assert frame["95% upper bound"].tolist()[:2] == [0.11, 0.01]
     page = attacks_html(Evaluation(scores=scores))
     assert "<td>0.1100</td>" in page and "domias_auroc" in page and "inference_risk" not in page
+
+
+def test_a_site_with_too_few_rows_gets_nan_risks_not_an_error(cohort):
+    train, holdout, fresh, t = cohort
+    got = anonymeter_risks(fresh, train.iloc[:1], holdout, t, ["TP53"])
+    assert len(got) == 6 and all(np.isnan(v) for v in got.values())
