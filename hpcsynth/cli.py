@@ -224,7 +224,10 @@ def cmd_tune(args: argparse.Namespace) -> None:
 
         args.ntasks_per_node = args.ntasks_per_node or study.ranks
         job_id = submit_array(study, spec_from_args(args), args.parallel or study.parallel, args.resume)
-        print(job_id or f"tune: the budget of {study.trials} trials is used up; nothing submitted", flush=True)
+        if job_id is None:
+            print(f"tune: the budget of {study.trials} trials is used up; nothing submitted", file=sys.stderr)
+        else:
+            print(job_id, flush=True)  # alone on its line: JOB=$(hpcsynth tune STUDY --submit) works
         if not args.wait:
             return
         states = wait(job_id, timeout=args.timeout) if job_id else []

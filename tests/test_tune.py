@@ -354,8 +354,8 @@ def test_the_report_draws_objectives_front_and_fanova_importances(tmp_path):
     assert all(w > 200 and h > 150 for w, h in images.values())
     text = report.read_text()
     assert "17 trials (16 COMPLETE, 1 FAIL) of a budget of 3" in text and "Front (Pareto-optimal trials)" in text
-    found = importances(study, shared)  # quality and detection AUROC depend on the batch size alone
-    assert set(found) == {"quality", "detection_auroc"}
+    found, missing = importances(study, shared)  # quality and detection AUROC depend on the batch size alone
+    assert set(found) == {"quality", "detection_auroc"} and missing == {}
     assert all(shares["model.batch_size"] > 0.9 for shares in found.values())
 
 
@@ -366,6 +366,20 @@ def test_the_report_says_why_there_are_no_importances_or_front(tmp_path):
     text = report.read_text()
     assert f"fANOVA needs at least {MIN_FANOVA} completed trials" in text and "this study has 4" in text
     assert "One objective: the front is the best trial." in text
+
+
+def test_the_report_notes_an_objective_that_does_not_vary_instead_of_failing(tmp_path):
+    study, shared = _filled(tmp_path / "varies", ["quality"], completed=MIN_FANOVA)
+    flat = load_study(write(tmp_path / "flat", {**STUDY, "objectives": ["quality", "detection_auroc"]}))
+    constant = open_study(flat, create=True)
+    for trial in shared.trials:  # the same parameters; detection AUROC the same in every trial
+        constant.add_trial(optuna.trial.create_trial(params=trial.params, distributions=trial.distributions,
+                                                     values=[trial.value, 0.5]))
+    found, missing = importances(flat, constant)
+    assert set(found) == {"quality"} and "fANOVA could not fit detection_auroc" in missing["detection_auroc"]
+    report = write_study_report(flat, constant)
+    assert set(_images(report)) == {"objectives", "Pareto front", "parameter importances"}
+    assert "fANOVA could not fit detection_auroc" in report.read_text()
 
 
 def test_the_budget_counts_running_and_ended_trials_but_not_interrupted_ones(tmp_path):

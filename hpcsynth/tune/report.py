@@ -6,7 +6,8 @@ marks under the axis); the Pareto front, the first objective (the one that matte
 objective, e.g. quality against epsilon or against membership AUROC; and the parameter importances per
 objective from Optuna's fANOVA (`FanovaImportanceEvaluator`: a random forest on the completed trials, each
 parameter's share of the objective's variance). With fewer than `MIN_FANOVA` completed trials fANOVA has too
-little to fit and the report says so instead; a study with one objective has no front to draw (its front is its
+little to fit and the report says so instead, as it does for an objective whose value does not vary over the
+trials (fANOVA finds no variance to share out); a study with one objective has no front to draw (its front is its
 best trial) and says that. Then the table of trials, the front and the chosen trial.
 """
 from __future__ import annotations
@@ -76,12 +77,18 @@ def front_figure(study: Study, table: pd.DataFrame, optimal: list[int]):
     return fig
 
 
-def importances(study: Study, shared: optuna.Study) -> dict[str, dict[str, float]]:
-    """Each objective's parameter importances from fANOVA (normalised to sum to 1), seeded with the study's seed."""
+def importances(study: Study, shared: optuna.Study) -> tuple[dict[str, dict[str, float]], dict[str, str]]:
+    """Each objective's parameter importances from fANOVA (normalised to sum to 1, seeded with the study's
+    seed), and why fANOVA could not fit an objective (its values do not vary over the completed trials)."""
     keys = [p.key for p in study.params]
-    return {name: get_param_importances(shared, evaluator=FanovaImportanceEvaluator(seed=study.seed), params=keys,
-                                        target=lambda t, i=i: t.values[i])
-            for i, name in enumerate(study.objectives)}
+    found, missing = {}, {}
+    for i, name in enumerate(study.objectives):
+        try:
+            found[name] = get_param_importances(shared, evaluator=FanovaImportanceEvaluator(seed=study.seed),
+                                                params=keys, target=lambda t, i=i: t.values[i])
+        except RuntimeError as err:  # fANOVA's "zero total variance in all trees"
+            missing[name] = f"fANOVA could not fit {name} ({err}): its value hardly varies over the trials"
+    return found, missing
 
 
 def importance_figure(found: dict[str, dict[str, float]]):
@@ -120,7 +127,10 @@ def write_study_report(study: Study, shared: optuna.Study, path: str | Path | No
         body.append(_note("One objective: the front is the best trial."))
     body.append("<h2>Parameter importances (fANOVA)</h2>")
     if completed >= MIN_FANOVA:
-        body.append(_img(importance_figure(importances(study, shared)), "parameter importances"))
+        found, missing = importances(study, shared)
+        if found:
+            body.append(_img(importance_figure(found), "parameter importances"))
+        body += [_note(reason) for reason in missing.values()]
     else:
         body.append(_note(f"Not computed: fANOVA needs at least {MIN_FANOVA} completed trials to fit its forest, "
                           f"and this study has {completed}."))
