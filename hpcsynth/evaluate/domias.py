@@ -7,13 +7,14 @@ density of real rows the generator never saw. Dividing by the reference density 
 member or not, and only the excess over the population tells them apart.
 
 Per site: both densities are Gaussian kernel density estimates in the shared distance space
-(`hpcsynth.evaluate.privacy.privacy_features`). The synthetic density's bandwidth is the median distance of a
-synthetic row to its nearest other synthetic row (the generator's own granularity: a release that piles rows on
-its training rows gets a narrow kernel that sees the piles); the reference density's is Scott's rule times the
-mean feature spread (a site has few held-out rows, so their density is kept smooth). The reference is the site's
-held-out rows, each held-out row scored leaving itself out; the members are as many of the site's training rows.
-The score is the AUROC of the ratio, members against held-out rows (0.5: the release tells nothing),
-site-weighted by training rows.
+(`hpcsynth.evaluate.privacy.privacy_features`), each kernel as wide as its rows' spacing (`granularity`: the
+median distance of a row to its nearest other row; Scott's rule, which reads the features' spread, gives a kernel
+far narrower than the spacing of a few hundred rows in this space of dozens of one-hot columns, and the reference
+density of a small site then follows its nearest row alone). The synthetic kernel is `SHARPEN` times as wide
+(half), so that a synthetic row sitting on a training row counts more than one a typical spacing away. The
+reference is the site's held-out rows, each held-out row scored leaving itself out; the members are as many of
+the site's training rows. The score is the AUROC of the ratio, members against held-out rows (0.5: the release
+tells nothing), site-weighted by training rows.
 """
 from __future__ import annotations
 
@@ -26,7 +27,8 @@ from hpcsynth.evaluate.neighbours import NeighbourSearch
 from hpcsynth.evaluate.privacy import privacy_features
 
 CHUNK = 512  # query rows per block of squared distances
-FLOOR = 1e-3  # the narrowest synthetic kernel, as a share of the Scott bandwidth
+FLOOR = 1e-3  # the narrowest kernel, as a share of the Scott bandwidth
+SHARPEN = 0.5  # the synthetic kernel's width, as a share of the release's spacing
 
 
 def scott_bandwidth(x: np.ndarray) -> float:
@@ -76,7 +78,7 @@ def domias_auroc(synthetic: pd.DataFrame, train: pd.DataFrame, holdout: pd.DataF
     members = train.iloc[np.random.default_rng(seed).choice(len(train), n, replace=False)]
     syn, ref, ins = (privacy_features(f, transformer) for f in (synthetic, holdout, members))
     outs = ref[:n]
-    h_syn, h_ref = granularity(syn), scott_bandwidth(ref)
+    h_syn, h_ref = SHARPEN * granularity(syn), granularity(ref)
     score_in = log_density(ins, syn, h_syn) - log_density(ins, ref, h_ref)
     score_out = log_density(outs, syn, h_syn) - log_density(outs, ref, h_ref, leave_out_self=True)
     return float(roc_auc_score(np.r_[np.ones(n), np.zeros(n)], np.r_[score_in, score_out]))
