@@ -36,3 +36,14 @@ def test_sites_average_their_aurocs_weighted_by_held_out_patients(real, sites):
     alone = [site_detection(p, release, LABS) for p in parts]
     want = np.average(alone, weights=[p.n_patients for p in parts])
     assert federated == pytest.approx([want] * 3, rel=1e-12)
+
+
+def test_a_small_site_still_tells_a_release_with_absurd_labs_apart():
+    """25 held-out patients leave about 33 rows per training fold: scikit-learn's default of 20 rows per leaf
+    allowed no split there, and every release scored the same AUROC near 0.5."""
+    small = cases.real_cohort(25, 4)
+    absurd = small
+    for lab in LABS:
+        absurd = cases.shifted_lab(absurd, lab, 100.0)
+    assert site_detection(small, absurd, LABS) > 0.9
+    assert site_detection(small, cases.faithful(small), LABS) < 0.8
