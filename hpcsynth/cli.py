@@ -179,9 +179,12 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     sites run as threads, with the same figures."""
     from hpcsynth.comm import world
     from hpcsynth.evaluate.report import OWN_SITE, sites_frame, summary_table
+    from hpcsynth.io.sequence_runfile import holds_sequences
     from hpcsynth.jobs.evaluate import evaluate_file
 
     comm = world()
+    if holds_sequences(args.run):
+        return _evaluate_sequences(args, comm)
     try:
         columns = {k: v.split(",") for k, v in (("quasi", args.quasi), ("sensitive", args.sensitive)) if v}
         sections = evaluate_file(args.run, args.real, args.out, comm, columns, args.own_site)
@@ -195,6 +198,27 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
             print(f"\n{section.name}: {OWN_SITE}")
             table = sites_frame(section.evaluation, own_site=True)
             print(table.to_string(index=False, float_format=lambda x: f"{x:.4f}"))
+        print(f"report: {args.out or Path(args.run).with_suffix('.html')}")
+
+
+def _evaluate_sequences(args: argparse.Namespace, comm) -> None:
+    """`hpcsynth evaluate` on a longitudinal run: its temporal scores again, /evaluation, the report."""
+    from hpcsynth.evaluate.temporal_metrics import sequence_table
+    from hpcsynth.jobs.longitudinal_evaluate import evaluate_sequence_file
+
+    given = next((f"--{k.replace('_', '-')}" for k in ("real", "quasi", "sensitive", "own_site") if getattr(args, k)),
+                 None)
+    try:
+        if given:
+            raise ConfigError(f"evaluate: {given} is not supported for longitudinal runs yet ({args.run} holds "
+                              "visit sequences)")
+        sections = evaluate_sequence_file(args.run, args.out, comm)
+    except ConfigError as err:
+        fail(str(err), 2, comm, report=comm.is_root, agreed=True)
+    except Exception as err:
+        fail(f"{f'rank {comm.rank}: ' if comm.size > 1 else ''}{err or type(err).__name__}", 1, comm)
+    if comm.is_root:
+        print(sequence_table({s.name: s.scores for s in sections}))
         print(f"report: {args.out or Path(args.run).with_suffix('.html')}")
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import yaml
+from threadpoolctl import threadpool_limits
 
 from hpcsynth.comm import Communicator, SitesInOneProcess
 from hpcsynth.config import ConfigError, RunConfig, from_dict
@@ -25,7 +26,7 @@ from hpcsynth.evaluate.temporal import labs_of, time_profiles
 from hpcsynth.evaluate.temporal_figures import temporal_figures
 from hpcsynth.io.sequence_runfile import read_sequences, rewrite_sequence_evaluation
 from hpcsynth.jobs.evaluate import releases_per_site, run_files, site_tables
-from hpcsynth.jobs.longitudinal import pooled, score_release
+from hpcsynth.jobs.longitudinal import score_release
 from hpcsynth.jobs.sites import agree
 from hpcsynth.jobs.strategy_run import set_threads
 
@@ -78,6 +79,7 @@ def evaluate_sequence_run(name: str, path: Path, cfg: RunConfig, data: SiteSeque
     against the held-out patients of every site; the spaghetti plot's real patients are rank 0's."""
     with h5py.File(path, "r") as f:
         releases = [read_sequences(f, table) for table in site_tables(path)]
+        release = read_sequences(f, "pooled")  # every site's release together, as the job stored it
     per_site = releases_per_site(path)
     event = data.declared.visit_event
     scores, worst, sites = score_release(releases, per_site, data, event, comm, cfg.seed)
@@ -86,7 +88,6 @@ def evaluate_sequence_run(name: str, path: Path, cfg: RunConfig, data: SiteSeque
         with h5py.File(path, "r") as f:  # the rewritten scores, with the job's wall time kept
             scores = {k: float(v) for k, v in f["evaluation"].attrs.items()}
     comm.barrier()
-    release = pooled(releases)
     labs = labs_of(data.holdout, event)
     profiles = time_profiles(data.holdout, release, labs, comm)
     figures = temporal_figures(data.holdout, release, profiles, labs, comm,
@@ -97,13 +98,16 @@ def evaluate_sequence_run(name: str, path: Path, cfg: RunConfig, data: SiteSeque
 def evaluate_sequence_file(path: str | Path, out: str | Path | None, comm: Communicator) -> list[SequenceSection]:
     """Evaluate a longitudinal run or comparison file: update every run file's `/evaluation` and (rank 0) write
     the report, by default beside the file with `.html`. In one process, a run of K sites is evaluated by K
-    threads taking turns, each holding only its site's patients. Returns every strategy's section."""
+    threads taking turns, each holding only its site's patients. The classifiers run on one OpenMP thread, as in
+    the table suite: on a busy node scikit-learn's thread per core made each small fit ten times slower.
+    Returns every strategy's section."""
     runs = run_files(path)
 
     def sections(c: Communicator) -> list[SequenceSection]:
         set_threads()
-        cfg, data = real_patients(runs[0][1], c)
-        return [evaluate_sequence_run(name, run, cfg, data, c) for name, run in runs]
+        with threadpool_limits(limits=1, user_api="openmp"):  # per thread: OpenMP's thread count is per thread
+            cfg, data = real_patients(runs[0][1], c)
+            return [evaluate_sequence_run(name, run, cfg, data, c) for name, run in runs]
 
     ranks = len(site_tables(runs[0][1]))
     found = SitesInOneProcess(ranks).run(sections)[0] if comm.size == 1 and ranks > 1 else sections(comm)

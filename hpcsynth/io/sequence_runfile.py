@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from hpcsynth.data.sequences import Sequences
-from hpcsynth.io.runfile import _fill_header, atomic_file, atomic_write, read_table
+from hpcsynth.io.runfile import _fill_header, atomic_file, atomic_write, compared_strategies, read_table
 
 
 @dataclass
@@ -155,3 +155,16 @@ def long_format(release: Sequences) -> pd.DataFrame:
     merged = release.visits.merge(context, on=release.key, how="left", sort=False)
     order = [release.key, release.index, *release.context_columns, *release.visit_columns]
     return merged[order]
+
+
+def holds_sequences(path: str | Path) -> bool:
+    """Whether a run file, or every run a comparison file links, holds visit sequences (False for anything that
+    is not an HDF5 file, so that the table path reports it)."""
+    p = Path(path)
+    if not p.is_file() or not h5py.is_hdf5(p):
+        return False
+    with h5py.File(p, "r") as f:
+        if f.attrs.get("kind") == "comparison":
+            names = compared_strategies(f)
+            return bool(names) and all(is_sequence_run(f["runs"][name]) for name in names)
+        return is_sequence_run(f)
