@@ -153,7 +153,9 @@ declare(  # Anonymeter: risks beyond the control attack, with upper 95% bounds (
       for risk, needs in (("singling_out_risk", ()), ("linkability_risk", ()), ("inference_risk", ("sensitive",)))
       for bound in ("", "_ci_high")),
     # density-ratio membership inference (hpcsynth.evaluate.domias)
-    Metric("domias_auroc", "lower", T, headline=True))
+    Metric("domias_auroc", "lower", T, headline=True),
+    # loss-threshold membership inference on the run's weights, scored by `hpcsynth evaluate` (evaluate.whitebox)
+    Metric("whitebox_membership_auroc", "lower", H))
 declare(  # fairness (hpcsynth.evaluate.fairness)
     Metric("fairness_fidelity_min", "higher", C, ("subgroups",), headline=True),
     Metric("fairness_fidelity_gap", "lower", C, ("subgroups",)),

@@ -236,7 +236,7 @@ def _scores_table(ev: Evaluation) -> str:
 
 
 ANONYMETER = ("singling_out_risk", "linkability_risk", "inference_risk")
-MEMBERSHIP = ("membership_auroc", "domias_auroc")
+MEMBERSHIP = ("membership_auroc", "domias_auroc", "whitebox_membership_auroc")
 
 
 def attacks_frame(ev: Evaluation) -> pd.DataFrame:
@@ -252,7 +252,8 @@ def attacks_html(ev: Evaluation) -> str:
     """The report's table of the privacy attacks (`attacks_frame`), with how to read it."""
     return ("<p class='note'>Anonymeter's risks are the attack's success on training rows beyond its success on "
             "held-out rows (0: none); the release policy bounds the upper end of their interval. Membership AUROCs: "
-            "0.5 is chance; the distance attack and the density-ratio (DOMIAS) attack.</p>"
+            "0.5 is chance; the distance attack and the density-ratio (DOMIAS) attack on the rows, the white-box "
+            "loss attack on the weights the release never ships.</p>"
             + _frame_html(attacks_frame(ev)))
 
 

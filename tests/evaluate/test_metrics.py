@@ -14,7 +14,7 @@ from hpcsynth.evaluate.suite import PARTS, Evaluation, selected
 
 REPO = Path(__file__).resolve().parents[2]
 # scores the job writes besides the evaluation's: its wall time, and the privacy it spent (`/privacy`)
-JOB_SCORES = ("wall_s", "epsilon_spent")
+JOB_SCORES = ("wall_s", "epsilon_spent", "whitebox_membership_auroc")  # whitebox: jobs/evaluate.py
 
 
 def test_every_declaration_is_well_formed_and_every_registered_part_names_declared_metrics():
