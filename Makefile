@@ -23,7 +23,7 @@ EXTRAS := test
 MPI4PY_FLAGS := --no-binary=mpi4py
 endif
 
-.PHONY: setup demo test lint bench clean
+.PHONY: setup demo demo-longitudinal test lint bench clean
 
 setup: $(STAMP)
 
@@ -38,6 +38,11 @@ demo: $(STAMP)
 	@mkdir -p runs
 	PATH="$(abspath $(VENV))/bin:$$PATH" mpiexec -n $(NRANKS) hpcsynth run jobs/demo.yaml
 	PATH="$(abspath $(VENV))/bin:$$PATH" mpiexec -n $(NRANKS) hpcsynth evaluate runs/demo.h5 --out runs/demo.html
+
+demo-longitudinal: $(STAMP)
+	@mkdir -p runs
+	PATH="$(abspath $(VENV))/bin:$$PATH" mpiexec -n $(NRANKS) hpcsynth run jobs/longitudinal.yaml
+	PATH="$(abspath $(VENV))/bin:$$PATH" mpiexec -n $(NRANKS) hpcsynth evaluate runs/longitudinal.h5 --out runs/longitudinal.html
 
 test: $(STAMP)
 	PATH="$(abspath $(VENV))/bin:$$PATH" $(PY) -m pytest $(PYTEST_ARGS)
