@@ -11,7 +11,7 @@ the training job gave. The run file is rewritten atomically.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import h5py
@@ -27,6 +27,7 @@ from hpcsynth.data.transformer import TableTransformer
 from hpcsynth.evaluate.judge import Judge
 from hpcsynth.evaluate.report import RunSection, write_report
 from hpcsynth.evaluate.suite import EvalSpec, Evaluation
+from hpcsynth.evaluate.whitebox import SCORE, rebuild, whitebox_membership_auroc, whitebox_note
 from hpcsynth.federated.registry import STRATEGIES
 from hpcsynth.io.evaluation import write_evaluation
 from hpcsynth.io.runfile import compared_strategies
@@ -137,6 +138,23 @@ def _rounds(path: Path) -> pd.DataFrame | None:
         return pd.DataFrame(f["rounds"][()]) if "rounds" in f else None
 
 
+def whitebox_score(path: Path, comm: Communicator) -> tuple[float, str | None]:
+    """The white-box membership AUROC on the run's weights (collective) and, where the family has no per-row
+    loss, why it is NaN. Each site attacks the weights its release came from (`/checkpoint/params`: the shared
+    row, or its own) with its own training and held-out rows, whatever `--real` gives the judge."""
+    with h5py.File(path, "r") as f:
+        if "checkpoint" not in f:
+            return float("nan"), "no /checkpoint/params in the run file"
+        params = f["checkpoint/params"][()]
+        transformer = TableTransformer.from_state(f["schema/transformer"].asstr()[()])
+        text = f["config"][()]
+    text = text.decode() if isinstance(text, bytes) else str(text)
+    cfg = from_dict(yaml.safe_load(text), source=f"{path}:/config", text=text)
+    rows = real_rows(path, None, comm)
+    model = rebuild(asdict(cfg.model), cfg.seed, transformer, params[0 if len(params) == 1 else comm.rank])
+    return whitebox_membership_auroc(model, rows.train, rows.holdout, comm, cfg.seed), whitebox_note(model)
+
+
 def evaluate_run(path: Path, real: str | None, comm: Communicator, columns: dict | None = None,
                  own_site: bool = False) -> Evaluation:
     """Evaluate one run file's release against the consortium's held-out rows (collective) and, on rank 0,
@@ -146,6 +164,9 @@ def evaluate_run(path: Path, real: str | None, comm: Communicator, columns: dict
         tables = [read_stored(f["synthetic"][name]) for name in site_tables(path)]
     per_site = releases_per_site(path)
     result = judge.release(tables, per_site)
+    result.scores[SCORE], note = whitebox_score(path, comm)
+    if note is not None:
+        result.notes[SCORE] = note
     if own_site:
         result.own_site = judge.own_site(tables, per_site) or []
     if comm.is_root:
