@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 import pandas as pd
+from threadpoolctl import threadpool_limits
 
 from hpcsynth.comm import Communicator, local_rank
 from hpcsynth.config import RunConfig
@@ -43,7 +44,8 @@ def score_release(releases: list[Sequences], per_site: bool, data: SiteSequences
     sites' mean and `worst` the worst site's value of each (by its direction); else one release, no worst."""
 
     def judged(release: Sequences) -> dict[str, float]:
-        return score_sequences(data.holdout, release, comm, train=data.train, event=event, seed=seed)
+        with threadpool_limits(limits=1, user_api="openmp"):  # small fits: a thread per core only waits
+            return score_sequences(data.holdout, release, comm, train=data.train, event=event, seed=seed)
 
     if not per_site:
         return judged(pool(releases)), {}, []
