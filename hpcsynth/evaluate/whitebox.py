@@ -79,7 +79,8 @@ def rebuild(options: Mapping[str, Any], seed: int, transformer: TableTransformer
 
 def row_losses(model: GradientGenerator, frame: pd.DataFrame, seed: int, draws: int = DRAWS) -> np.ndarray:
     """Every row's training loss (the family's loss on a batch of one row), averaged over `draws` draws seeded by
-    `seed`: the same rows and seed give the same losses."""
+    `seed`: the same rows and seed give the same losses. It reseeds the model's training stream (the draws come
+    from it, as in training), so it is meant for a rebuilt model, not one still training."""
     make_draws = _draws_of(model)
     if make_draws is None:
         raise ValueError(f"{model.name}: no per-row training loss (see hpcsynth.evaluate.whitebox.ROW_LOSSES)")
