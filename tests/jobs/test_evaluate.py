@@ -27,7 +27,8 @@ def test_evaluate_a_run_file_in_one_process_and_with_real_rows_from_a_file(write
     assert done.returncode == 0, done.stderr
     assert "csf" in done.stdout and f"report: {tmp_path / 'run.html'}" in done.stdout
     scores, directions, notes = _scores(run)
-    assert {"quality", "wall_s", "csf", "gsf", "detection_auroc", "membership_auroc", "cindex_tstr"} <= set(scores)
+    assert {"quality", "wall_s", "csf", "gsf", "detection_auroc", "membership_auroc", "cindex_tstr",
+            "whitebox_membership_auroc"} <= set(scores)
     assert all(directions[k] == METRICS[k].direction for k in scores) and "km_worst_group" in notes
     with h5py.File(run, "r") as f:
         curves = f["evaluation/curves"]
