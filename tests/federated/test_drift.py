@@ -8,13 +8,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from gradient_support import hooked_and_autograd, tiny_tvae
 
 from hpcsynth.comm import SoloComm
 from hpcsynth.config import ConfigError, FederationConfig, from_dict
 from hpcsynth.federated.drift import FedAvgM, FedDyn, Scaffold
 from hpcsynth.federated.registry import STRATEGIES, make_strategy
 from hpcsynth.io.checkpoint import pack_state, unpack_state
-from tests.federated.gradient_support import hooked_and_autograd
 
 PROGRAM = Path(__file__).with_name("programs") / "drift_rounds.py"
 DRIFT = ["scaffold", "feddyn", "fedavgm"]
@@ -25,20 +25,6 @@ def test_two_rounds_of_each_equal_their_formulas_from_every_sites_local_model(mp
     result = mpirun(3, [sys.executable, str(PROGRAM)], timeout=180)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert result.stdout.count("ALL OK") == 3
-
-
-def _tiny_tvae():
-    import numpy as np
-    import pandas as pd
-
-    from hpcsynth.data.transformer import TableTransformer
-    from hpcsynth.models import TVAE
-
-    rng = np.random.default_rng(0)
-    frame = pd.DataFrame({"x": rng.normal(size=30), "c": rng.choice(["a", "b"], 30)})
-    transformer = TableTransformer().fit(frame)
-    model = TVAE(hidden=[8], latent_dim=2, optimizer="sgd", lr=0.01, seed=0).setup(transformer)
-    return model, model.to_device(transformer.encode(frame))
 
 
 def _round(strategy, params: torch.Tensor, change: list[float], trainable=None, steps: int = 2) -> None:
@@ -113,7 +99,7 @@ def test_scaffold_corrects_each_gradient_by_c_minus_c_k_on_trained_entries_only(
 
 
 def test_feddyn_gradient_equals_autograd_of_the_regularised_loss():
-    model, data = _tiny_tvae()
+    model, data = tiny_tvae(optimizer="sgd", lr=0.01)
     alpha = 0.7
     strategy = make_strategy("feddyn", {"feddyn_alpha": alpha})
     strategy.setup(len(data), 30, SoloComm())

@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from gradient_support import tiny_tvae
 
 from hpcsynth.config import ConfigError, from_dict
 from hpcsynth.data.transformer import TableTransformer
@@ -18,7 +19,6 @@ from hpcsynth.federated.local_sgd import LocalSGD
 from hpcsynth.federated.loop import _stretches
 from hpcsynth.federated.registry import STRATEGIES
 from hpcsynth.models import CTGAN
-from tests.federated.test_drift import _tiny_tvae
 
 PROGRAM = Path(__file__).with_name("programs") / "local_sgd_rounds.py"
 
@@ -65,7 +65,7 @@ def test_the_config_accepts_every_gradient_family_privacy_and_secure_aggregation
 
 
 def test_the_moments_are_every_optimisers_adam_state_and_none_under_sgd():
-    model, data = _tiny_tvae()  # plain SGD: no state to average
+    model, data = tiny_tvae(optimizer="sgd", lr=0.01)  # plain SGD: no state to average
     model.local_update(data, 2, 10)
     assert model.optimizer_moments() == []
     frame = pd.DataFrame({"x": np.random.default_rng(0).normal(size=40), "c": ["a", "b"] * 20})

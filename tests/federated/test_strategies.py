@@ -3,6 +3,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from gradient_support import hooked_and_autograd, tiny_tvae
 
 PROGRAM = Path(__file__).with_name("programs") / "fedavg_step.py"
 
@@ -31,26 +32,11 @@ def test_fedprox_mu0_is_fedavg_and_fedopt_is_a_hand_computed_fedadam_with_and_wi
     assert result.stdout.count("ALL OK") == 3
 
 
-def _tiny_tvae():
-    import numpy as np
-    import pandas as pd
-
-    from hpcsynth.data.transformer import TableTransformer
-    from hpcsynth.models import TVAE
-
-    rng = np.random.default_rng(0)
-    frame = pd.DataFrame({"x": rng.normal(size=30), "c": rng.choice(["a", "b"], 30)})
-    transformer = TableTransformer().fit(frame)
-    model = TVAE(hidden=[8], latent_dim=2, seed=0).setup(transformer)
-    return model, model.to_device(transformer.encode(frame))
-
-
 def test_fedprox_gradient_equals_autograd_of_the_penalised_loss():
     from hpcsynth.comm import SoloComm
     from hpcsynth.federated.registry import make_strategy
-    from tests.federated.gradient_support import hooked_and_autograd
 
-    model, data = _tiny_tvae()
+    model, data = tiny_tvae()
     mu = 0.7
     strategy = make_strategy("fedprox", {"mu": mu})
     strategy.setup(len(data), 30, SoloComm())
