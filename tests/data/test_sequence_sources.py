@@ -19,8 +19,11 @@ from hpcsynth.data.sequence_sources import count_sequence_sites, is_longitudinal
 PROGRAM = Path(__file__).with_name("programs") / "sequence_sites.py"
 
 
+SEQUENCE_MODEL = {"name": "sequence_vae"}  # visit data go with a sequence generator
+
+
 def data_config(**data):
-    return from_dict({"data": data}).data
+    return from_dict({"data": data, "model": SEQUENCE_MODEL}).data
 
 
 @pytest.fixture(scope="module")
@@ -177,7 +180,7 @@ def _check_every_rank_stopped(result, expect: str, seconds: float) -> None:
 @pytest.mark.parametrize("name", list(MPI_CASES))
 def test_bad_visits_stop_every_rank_with_the_same_line(name, mpirun, tmp_path, followup):
     expect, damage = MPI_CASES[name]
-    job = {"seed": 0, "progress": False, "output": str(tmp_path / "run.h5"),
+    job = {"seed": 0, "progress": False, "output": str(tmp_path / "run.h5"), "model": SEQUENCE_MODEL,
            "data": {"sites": site_files(tmp_path, followup, damage), "holdout": 0.2,
                     "sequence": {"key": "patient_id", "index": "day"}, "context": ["age", "sex", "ipssr_category"]}}
     path = tmp_path / "job.yaml"
@@ -199,7 +202,7 @@ def test_a_patient_without_visits_stops_every_rank_with_the_same_line(mpirun):
 @pytest.mark.mpi
 @pytest.mark.slow
 def test_good_site_files_load_on_every_rank(mpirun, tmp_path, followup):
-    job = {"seed": 0, "data": {"sites": site_files(tmp_path, followup), "holdout": 0.2,
+    job = {"seed": 0, "model": SEQUENCE_MODEL, "data": {"sites": site_files(tmp_path, followup), "holdout": 0.2,
                                "sequence": {"key": "patient_id", "index": "day"}, "context": ["age", "sex"]}}
     path = tmp_path / "job.yaml"
     path.write_text(yaml.safe_dump(job))
@@ -224,4 +227,4 @@ def test_sequence_options_are_refused_in_one_line_naming_the_key(data, message):
     from hpcsynth.messages import ConfigError
 
     with pytest.raises(ConfigError, match=re.escape(message)):
-        from_dict({"data": data}, "job.yaml")
+        from_dict({"data": data, "model": SEQUENCE_MODEL}, "job.yaml")
