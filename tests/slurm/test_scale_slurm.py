@@ -18,10 +18,25 @@ def _node_list(job_id: str) -> str:
     return next(field.split("=", 1)[1] for field in shown.split() if field.startswith("NodeList="))
 
 
+# MPICH's launch over srun's PMI-2 on two emulated nodes of one machine now and then garbles a request and UCX
+# then asserts on the peer's address (a launch failure of this test cluster, before any hpcsynth code runs)
+LAUNCH_FAILURE = ("mpi/pmi2: invalid client request", "UCP_OBJECT_VERSION")
+
+
+def _launch_failed(folder) -> bool:
+    return any(any(sign in log.read_text(errors="replace") for sign in LAUNCH_FAILURE)
+               for log in folder.glob("slurm-*.out"))
+
+
 def test_a_strong_scaling_study_runs_one_slurm_job_per_rank_count_over_two_nodes(slurm_job, tmp_path):
     job = slurm_job()
-    done = run_cli(["scale", str(job), "--ranks", "1,2,4", "--mode", "strong", "--slurm", "--nodes", "2",
-                    "--time", "00:10:00", "--folder", "scale"], cwd=tmp_path, timeout=420)
+    for attempt in range(3):  # again only when the launch itself failed (LAUNCH_FAILURE), never on our errors
+        for log in tmp_path.glob("slurm-*.out"):
+            log.unlink()
+        done = run_cli(["scale", str(job), "--ranks", "1,2,4", "--mode", "strong", "--slurm", "--nodes", "2",
+                        "--time", "00:10:00", "--folder", "scale"], cwd=tmp_path, timeout=420)
+        if done.returncode == 0 or not _launch_failed(tmp_path):
+            break
     assert done.returncode == 0, done.stdout + done.stderr
     table = pd.read_csv(tmp_path / "scale" / "strong.csv")
     assert list(table["ranks"]) == [1, 2, 4] and list(table["nodes"]) == [1, 2, 2]
