@@ -3,6 +3,7 @@ per rank count, spread over both nodes where it has the ranks, measured from the
 nodes (shared-memory reduction on each, Allreduce across) trains the same parameters as on one."""
 from __future__ import annotations
 
+import shutil
 import subprocess
 
 import h5py
@@ -33,6 +34,7 @@ def test_a_strong_scaling_study_runs_one_slurm_job_per_rank_count_over_two_nodes
     for attempt in range(3):  # again only when the launch itself failed (LAUNCH_FAILURE), never on our errors
         for log in tmp_path.glob("slurm-*.out"):
             log.unlink()
+        shutil.rmtree(tmp_path / "scale", ignore_errors=True)
         done = run_cli(["scale", str(job), "--ranks", "1,2,4", "--mode", "strong", "--slurm", "--nodes", "2",
                         "--time", "00:10:00", "--folder", "scale"], cwd=tmp_path, timeout=420)
         if done.returncode == 0 or not _launch_failed(tmp_path):
