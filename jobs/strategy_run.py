@@ -208,15 +208,15 @@ def _statistics_spent(transformer: TableTransformer) -> list[tuple[float, float,
 
 def _make_private(cfg: RunConfig, model: Generator, strategy: Strategy, n_rows: int, transformer: TableTransformer,
                   comm: Communicator) -> None:
-    """DP-SGD for this site, its noise calibrated so that the transform statistics and the planned steps together
-    spend `privacy.epsilon` exactly, drawn from the counter-based stream of (seed, rank, step), whose position a
-    checkpoint keeps as one number."""
+    """DP-SGD for this site, its noise calibrated so that the transform statistics, the family's own releases
+    outside DP-SGD (`private_releases`) and the planned steps together spend `privacy.epsilon` exactly; its noise
+    drawn from the counter-based stream of (seed, rank, step), whose position a checkpoint keeps as one number."""
     strategy.setup(n_rows, cfg.model.batch_size, comm)
-    steps = cfg.federation.rounds * strategy.steps_per_round(cfg.local_epochs)
+    steps = cfg.federation.rounds * strategy.steps_per_round(cfg.local_epochs) * model.private_steps_per_step
     p = cfg.privacy
     model.make_private(make_dpsgd(p.epsilon, _accountant_delta(p), p.max_grad_norm, p.accountant,
                                   strategy.batch_rows / n_rows, steps, (cfg.seed, comm.rank),
-                                  _statistics_spent(transformer)))
+                                  _statistics_spent(transformer) + model.private_releases()))
 
 
 def _privacy_record(cfg: RunConfig, model: Generator, transformer: TableTransformer, comm: Communicator) -> dict:

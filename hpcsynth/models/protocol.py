@@ -362,6 +362,17 @@ class GradientGenerator(Generator):
                            self.compile_min_steps, warm=self.compile == "auto" and compile_cache_warm(self))
 
     # -- privacy and checkpoints --------------------------------------------------------------------------
+    @property
+    def private_steps_per_step(self) -> int:
+        """DP-SGD steps (each one Poisson sample of the rows, one accountant step) per step of `local_update`."""
+        return 1
+
+    def private_releases(self) -> list[tuple[float, float, int]]:
+        """What the family releases from the rows outside DP-SGD when private, as accountant history entries
+        (noise multiplier, sample rate, releases), known before training so that DP-SGD's noise is calibrated
+        to the rest of the budget. Nothing by default."""
+        return []
+
     def make_private(self, mechanism) -> GradientGenerator:
         """Train with `mechanism` (hpcsynth.federated.privacy.DPSGD) from now on."""
         if not self.supports_privacy:
