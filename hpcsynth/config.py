@@ -410,9 +410,13 @@ def _check_combinations(cfg: RunConfig) -> None:
     _require(not f.secure_aggregation or model.trains_by in SecureAggregation.trains,
              f"federation.secure_aggregation: masks apply to parameter and gradient buffers; model.name {m.name} "
              f"{learns}, which are not masked")
-    _require(cfg.privacy is None or cfg.privacy.statistics_share == 0 or m.numeric != "mode_specific",
+    _require(cfg.privacy is None or cfg.privacy.statistics_share == 0
+             or (m.numeric or model.default_numeric) != "mode_specific",
              "model.numeric: mode_specific has no private fit of its mixture; use quantile with privacy "
              "(or privacy.statistics_share: 0)")
+    _require(cfg.privacy is None or m.name != "ctgan" or m.pac == 1,
+             f"model.pac: DP-CTGAN's critic scores one row at a time; set model.pac: 1 with privacy "
+             f"(got {m.pac or 'the default, 10'})")
     _require(cfg.privacy is None or model.dp_sgd,
              f"privacy: DP-SGD applies to {_names(MODELS, lambda c: c.dp_sgd)}, not model.name {m.name}"
              + (" (its own model.epsilon gives noisy counts)" if model.trains_by == "counts" else ""))

@@ -57,7 +57,7 @@ def test_local_epochs_come_from_model_epochs_spread_over_rounds():
      "federation.strategy"),
     ({"data": {"builtin": "mds"}, "model": {"name": "ctgan"}, "federation": {"strategy": "latent_alignment"}},
      "federation.strategy"),
-    ({"data": {"builtin": "mds"}, "model": {"name": "ctgan"}, "privacy": {"epsilon": 1.0}}, "privacy"),
+    ({"data": {"builtin": "mds"}, "model": {"name": "ctgan"}, "privacy": {"epsilon": 1.0}}, "model.pac"),
     ({"data": {"builtin": "mds"}, "model": {"name": "bayesnet", "epsilon": 1.0}, "federation": {"ranks_per_site": 2}},
      "model.epsilon"),
     ({"data": {"builtin": "mds"}, "model": {"name": "ctgan"},

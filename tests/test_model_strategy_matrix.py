@@ -158,7 +158,9 @@ REFUSALS += [  # a refused strategy inside a list of accepted ones
                  "federation.strategy", ["latent_alignment", "ctgan"], id="ctgan-latent_alignment-in-a-list"),
 ]
 REFUSALS += [pytest.param({"model.name": m, "privacy": {"epsilon": 1.0}}, "privacy", [m], id=f"{m}-privacy")
-             for m in ("ctgan", "bayesnet", "vae_bgm")]
+             for m in ("bayesnet", "vae_bgm")]
+REFUSALS += [pytest.param({"model.name": "ctgan", "model.pac": 10, "privacy": {"epsilon": 1.0}}, "model.pac",
+                          ["pac: 1"], id="ctgan-privacy-packed")]
 REFUSALS += [pytest.param({"federation.strategy": ["fedavg", "latent_alignment"], "privacy": {"epsilon": 1.0}},
                           "privacy", ["latent_alignment", "latent moments"], id="latent_alignment-privacy")]
 REFUSALS += [pytest.param({"model.name": "bayesnet", "federation.secure_aggregation": True},
@@ -175,10 +177,10 @@ def test_a_pair_that_does_not_apply_is_a_config_error_naming_the_key(overrides, 
     assert all(word in message for word in named), message
 
 
-@pytest.mark.parametrize("model", ["tvae", "ddpm"])
+@pytest.mark.parametrize("model", ["tvae", "ddpm", "ctgan"])
 def test_the_models_that_take_dp_sgd_are_accepted_with_privacy(model):
     strategies = [s for s in MATRIX[model] if s != "latent_alignment"]
-    cfg = from_dict(job_mapping(model, strategies, Path("run.h5"), {"privacy": {"epsilon": 1.0}}))
+    cfg = from_dict(job_mapping(model, strategies, Path("run.h5"), {"privacy": {"epsilon": 1.0}, "model.pac": 1}))
     assert cfg.privacy.epsilon == 1.0
 
 

@@ -214,17 +214,28 @@ class DPSGD:
         self.accountant.accountant.history = list(state["history"])
         self.noise.load_state(state["noise"])
 
+    def poisson_sample(self, data: torch.Tensor) -> torch.Tensor:
+        """This step's rows: each row of `data` kept with probability q, from the model's training stream."""
+        chosen = torch.rand(data.shape[0], generator=self.model.train_generator_, device=data.device)
+        return data[chosen < self.sample_rate]
+
+    def release(self, per_sample: torch.Tensor, out: torch.Tensor, n_rows: int) -> float:
+        """The private step's gradient from the sample's (rows, parameters) gradients, written into `out`:
+        clipped, summed, noised, over the expected batch q * n of a site of `n_rows` rows, and charged to the
+        accountant; returns that expected batch."""
+        expected = self.sample_rate * n_rows
+        summed = self.clipper(per_sample).sum(dim=0) if len(per_sample) else 0.0
+        out.copy_((summed + self.noise(out)) / expected)
+        self.accountant.step()
+        return expected
+
     def gradient(self, data: torch.Tensor) -> tuple[float, float]:
         """Fill the flat gradient for one step; return (the batch's mean loss, the expected batch rows)."""
-        model, n = self.model, data.shape[0]
-        chosen = torch.rand(n, generator=model.train_generator_, device=data.device) < self.sample_rate
-        batch = data[chosen]
+        model = self.model
+        batch = self.poisson_sample(data)
         noise = model.loss_noise(batch.shape[0])
-        expected = self.sample_rate * n
-        flat = model.shared_gradients()
-        summed = self.clipper(self.per_sample_gradients(batch, noise)).sum(dim=0) if len(batch) else 0.0
-        flat.copy_((summed + self.noise(flat)) / expected)
-        self.accountant.step()
+        per_sample = self.per_sample_gradients(batch, noise) if len(batch) else batch[:, :0]
+        expected = self.release(per_sample, model.shared_gradients(), data.shape[0])
         with torch.no_grad():
             loss = float(model.loss(batch, noise)) if len(batch) else float("nan")
         return loss, expected

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+from torch.func import functional_call, grad, vmap
 from torch.nn import functional as F
 
 from hpcsynth.data.transforms import CategoricalTransform
@@ -105,6 +106,19 @@ class _Critic(nn.Module):
         for layer, d in zip(reversed(self.rest[:-1]), reversed(factors[:-1])):
             g = (g @ layer.weight) * d
         return a, (g @ self.weight_data, g @ self.weight_cond)
+
+
+class _ExampleScores(nn.Module):
+    """The critic's scores of one example's rows (real, fake, interpolate) and the input gradient of the last,
+    as a module's forward, so torch.func can call it with per-example parameters."""
+
+    def __init__(self, critic: _Critic) -> None:
+        super().__init__()
+        self.critic = critic
+
+    def forward(self, rows: torch.Tensor, cond: torch.Tensor, keep: list[torch.Tensor]
+                ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+        return self.critic.scores(rows, cond, tail=1, keep=keep)
 
 
 def _share_running_statistics(module: nn.Module) -> None:
@@ -201,6 +215,8 @@ class CTGAN(GradientGenerator):
 
     one_lr = False  # the generator and the critic train at their own rates
     name = "ctgan"
+    dp_sgd = True  # DP-SGD on the critic (with pac 1); the generator never reads a row
+    supports_privacy = True
     batch_coupled = True  # BatchNorm in the generator and the critic's pac groups
     default_numeric = "mode_specific"
     native_conditions = True
@@ -320,13 +336,19 @@ class CTGAN(GradientGenerator):
         return (torch.logsumexp(logits, dim=1) - chosen).mean()
 
     def _row_index(self, data: torch.Tensor) -> _RowIndex | None:
-        """The by-level index of `data`'s rows (built once per data tensor, from its one-hot blocks)."""
+        """The by-level index of `data`'s rows (built once per data tensor, from its one-hot blocks). A private
+        model keeps each row's flat levels instead, and draws the generator's levels from the transform's
+        counts, never from the rows."""
         if self._rows_for is not data:
             self._rows_for, self._data = data, data[:, self.perm_]
             if self.block_start_.numel():
                 codes = torch.stack([data[:, s:s + w].argmax(dim=1) for s, w in
                                      zip(self.block_start_.tolist(), self.block_width_.tolist())], dim=1)
-                self._rows_index = _RowIndex(codes + self.level_offset_, int(self.level_column_.numel()))
+                self._codes = codes + self.level_offset_
+                if self.privacy_ is not None:
+                    self._levels = self.original_levels_
+                    return None
+                self._rows_index = _RowIndex(self._codes, int(self.level_column_.numel()))
                 self._levels = _LevelSampler(torch.log1p(self._rows_index.count.double()), self.level_column_,
                                              int(self.block_start_.numel()))
         return self._rows_index
@@ -352,7 +374,8 @@ class CTGAN(GradientGenerator):
         critic_params = list(self.critic_.parameters())
         g_total = torch.zeros((), device=self.device_)
         self.steps_taken_ += steps
-        critic_gradient = self._gradient_function("critic", self._critic_loss, [self.critic_])
+        critic_gradient = (self._gradient_function("critic", self._critic_loss, [self.critic_])
+                           if self.privacy_ is None else None)
         generator_gradient = self._gradient_function("generator", self._generator_loss, [self.generator_])
         devices = [self.device_] if self.device_.type == "cuda" else []
         with torch.random.fork_rng(devices=devices):
@@ -360,6 +383,9 @@ class CTGAN(GradientGenerator):
             torch.manual_seed(int(seed))
             for _ in range(steps):
                 for _ in range(self.discriminator_steps):
+                    if self.privacy_ is not None:
+                        self._step(self.optimizer_.critic, self._private_critic_gradient(), grad_hook)
+                        continue
                     levels = self._draw(size, cond, noise)
                     if levels is None:
                         real = torch.randint(data.shape[0], (size,), device=self.device_)
@@ -416,6 +442,60 @@ class CTGAN(GradientGenerator):
             shared = cond.reshape(packs, self.pac * cond.shape[1])
             loss = -self.critic_.scores(fake.reshape(packs, -1), shared, keep=keep)[0].float().mean()
         return loss if levels is None else loss + self._condition_loss(raw, levels)
+
+    # -- differential privacy ---------------------------------------------------------------------------------
+    @property
+    def private_steps_per_step(self) -> int:
+        """Every critic update reads a Poisson sample of the rows; the generator's never reads one."""
+        return self.discriminator_steps
+
+    def make_private(self, mechanism) -> CTGAN:
+        """DP-SGD on the critic, the only network that reads rows. The critic then scores rows one at a time
+        (`pac` 1): a pack would mix rows, and a clipped pack's gradient bounds no single row's influence."""
+        if self.pac != 1:
+            raise ValueError(f"model.pac: DP-CTGAN's critic scores one row at a time; set pac: 1 (got {self.pac})")
+        super().make_private(mechanism)
+        self._critic_scores = _ExampleScores(self.critic_)
+        self._critic_names = [name for name, _ in self._critic_scores.named_parameters()]
+        self._per_example = vmap(grad(self._example_critic_loss), in_dims=(None, 0, 0, 0, 0, 0))
+        return self
+
+    def _private_critic_gradient(self) -> float:
+        """One DP-SGD critic step into the critic's part of the gradient buffer; returns the expected batch.
+
+        Each row of the Poisson sample is one example: it conditions on the level of one of its own discrete
+        columns (drawn uniformly), and is paired with a generated row of that condition, from the generator with
+        its BatchNorm in inference mode (running statistics), so the fake row depends on that example and public
+        draws only. The example's loss, the WGAN-GP critic loss of that pair, is clipped per example."""
+        data = self._data
+        chosen = self.privacy_.poisson_sample(torch.arange(data.shape[0], device=self.device_))
+        m, levels = chosen.shape[0], int(self.level_column_.numel())
+        cond = torch.zeros((m, levels), device=self.device_)
+        if levels:
+            column = torch.randint(int(self.block_start_.numel()), (m, 1), device=self.device_)
+            self._condition(self._codes[chosen].gather(1, column)[:, 0], cond)
+        self.generator_.eval()
+        with torch.no_grad():
+            noise = torch.randn((m, self.embedding_dim), device=self.device_)
+            fake = self._activate(self.generator_(torch.cat([noise, cond], dim=1)))
+        self.generator_.train()
+        alpha = torch.rand((m, 1), device=self.device_)
+        keep = [k.view(m, 3, -1) for k in self.critic_.keep_masks(3 * m, self.device_)]
+        per_example = fake.new_zeros((0, 0))
+        if m:
+            params = {n: p.detach() for n, p in self._critic_scores.named_parameters()}
+            grads = self._per_example(params, data[chosen], fake, alpha, cond, keep)
+            per_example = torch.cat([grads[n].reshape(m, -1) for n in self._critic_names], dim=1)
+        region = self._gradient_region(list(self.critic_.parameters()))
+        return self.privacy_.release(per_example, region, data.shape[0])
+
+    def _example_critic_loss(self, params: dict, real: torch.Tensor, fake: torch.Tensor, alpha: torch.Tensor,
+                             cond: torch.Tensor, keep: list[torch.Tensor]) -> torch.Tensor:
+        """One example's WGAN-GP critic loss: its real row, its generated row, their interpolate's penalty."""
+        rows = torch.stack([real, fake, alpha * real + (1.0 - alpha) * fake])
+        scores, (by_data, by_cond) = functional_call(self._critic_scores, params, (rows, cond[None], keep))
+        norm = (by_data.square().sum() + by_cond.square().sum()).sqrt()
+        return scores[1, 0] - scores[0, 0] + self.gp_lambda * (norm - 1.0) ** 2
 
     def _step(self, optimizer: torch.optim.Optimizer, share: int, grad_hook: GradHook | None) -> None:
         """The update of one network from its part of the gradient buffer (the other part is left as it is;

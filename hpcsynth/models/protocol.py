@@ -348,14 +348,18 @@ class GradientGenerator(Generator):
         if function is not None and (function.compiled or not self._compile_now()):
             return function
         params = [p for m in modules for p in m.parameters()]
-        start = (params[0].data_ptr() - self.flat_.data.data_ptr()) // self.flat_.data.element_size()
-        region = self.flat_.grad[start:start + sum(p.numel() for p in params)]
+        region = self._gradient_region(params)
         if self._compile_now():
             function = CompiledGradient(self, loss, params, region)
         else:
             function = EagerGradient(self.flat_, loss, region)
         self._compiled[key] = function
         return function
+
+    def _gradient_region(self, params: list[torch.nn.Parameter]) -> torch.Tensor:
+        """The part of the flat gradient buffer that holds `params`' gradients (consecutive in the buffer)."""
+        start = (params[0].data_ptr() - self.flat_.data.data_ptr()) // self.flat_.data.element_size()
+        return self.flat_.grad[start:start + sum(p.numel() for p in params)]
 
     def _compile_now(self) -> bool:
         return use_compile(self.compile, self.device_, max(self.planned_steps_, self.steps_taken_),
