@@ -53,6 +53,10 @@ def cmd_inspect(args: argparse.Namespace) -> None:
     from hpcsynth.io.inspect import describe
 
     print(describe(args.run))
+    if args.report:
+        from hpcsynth.tune.report import report_from_file
+
+        print(f"report: {report_from_file(args.run, args.report)}")
 
 
 def cmd_export(args: argparse.Namespace) -> None:
@@ -286,8 +290,10 @@ def _add_shift(sub: Subcommands) -> None:
 
 
 def _add_inspect(sub: Subcommands) -> None:
-    ins = sub.add_parser("inspect", help="print a readable summary of a run file")
-    ins.add_argument("run", help="a run file (.h5)")
+    ins = sub.add_parser("inspect", help="print a readable summary of a run, comparison or study file")
+    ins.add_argument("run", help="a run, comparison or study file (.h5)")
+    ins.add_argument("--report", metavar="OUT.html", help="a study file: also write its HTML report, drawn from "
+                     "the study's journal (docs/tuning.md)")
     ins.set_defaults(func=cmd_inspect)
 
 

@@ -72,8 +72,12 @@ class ModelConfig:
     pac: int | None = None
     precision: str | None = None
     compile: bool | str | None = None  # auto (long CPU runs) | on | off (YAML's true/false too): torch.compile
-    # vae_bgm (hpcsynth.models.vae_bgm): components of the latent mixture prior
+    # vae_bgm (hpcsynth.models.vae_bgm): components of the latent mixture prior; with privacy, its DP-EM fit's
+    # noise multiplier, iterations and L2 clipping bound
     n_components: int | None = None
+    prior_noise_multiplier: float | None = None
+    prior_iterations: int | None = None
+    prior_clip: float | None = None
     # any family: the numeric transform (quantile, or mode_specific as CTGAN's default)
     numeric: str | None = None
 
@@ -301,6 +305,7 @@ def _check_model(m: ModelConfig) -> None:
              f"model.hidden: layer sizes must be positive, got {m.hidden}")
     _check_bayesnet_ddpm(m)
     _check_ctgan(m)
+    _check_vae_bgm(m)
     _require(m.latent_dim >= 1, f"model.latent_dim: must be at least 1, got {m.latent_dim}")
     _require(m.lr > 0, f"model.lr: must be positive, got {m.lr}")
     _require(m.weight_decay >= 0, f"model.weight_decay: must be non-negative, got {m.weight_decay}")
@@ -343,6 +348,14 @@ def _check_ctgan(m: ModelConfig) -> None:
              f"model.compile: expected auto, on or off, got {m.compile!r}")
     _require(m.numeric in (None, "quantile", "mode_specific"),
              f"model.numeric: expected quantile or mode_specific, got {m.numeric!r}")
+
+
+def _check_vae_bgm(m: ModelConfig) -> None:
+    for key in ("prior_noise_multiplier", "prior_clip"):
+        _require(getattr(m, key) is None or getattr(m, key) > 0,
+                 f"model.{key}: must be positive, got {getattr(m, key)}")
+    _require(m.prior_iterations is None or m.prior_iterations >= 1,
+             f"model.prior_iterations: must be at least 1, got {m.prior_iterations}")
 
 
 def _check_federation(f: FederationConfig) -> None:
@@ -417,6 +430,9 @@ def _check_combinations(cfg: RunConfig) -> None:
     _require(cfg.privacy is None or m.name != "ctgan" or m.pac == 1,
              f"model.pac: DP-CTGAN's critic scores one row at a time; set model.pac: 1 with privacy "
              f"(got {m.pac or 'the default, 10'})")
+    _require(cfg.privacy is None or cfg.evaluation.every is None or not model.private_finish,
+             f"evaluation.every: a private {m.name} fits its sampling prior on the rows once, for the release, as "
+             f"its budget plans; per-round evaluation would fit it again (leave evaluation.every out with privacy)")
     _require(cfg.privacy is None or model.dp_sgd,
              f"privacy: DP-SGD applies to {_names(MODELS, lambda c: c.dp_sgd)}, not model.name {m.name}"
              + (" (its own model.epsilon gives noisy counts)" if model.trains_by == "counts" else ""))

@@ -23,6 +23,7 @@ import pandas as pd
 import pytest
 import yaml
 
+import hpcsynth
 from hpcsynth.cli import main
 from hpcsynth.federated.records import RoundRecord
 from hpcsynth.io.inspect import describe
@@ -31,7 +32,7 @@ from hpcsynth.messages import ConfigError
 from hpcsynth.submit import JobSpec
 from hpcsynth.tune.cluster import task_spec
 from hpcsynth.tune.iorbo import IORBOSampler, distribution, mean_ranks
-from hpcsynth.tune.report import MIN_FANOVA, importances, write_study_report
+from hpcsynth.tune.report import MIN_FANOVA, importances, report_from_file, write_study_report
 from hpcsynth.tune.results import trials_table, write_results
 from hpcsynth.tune.search import (
     ERROR,
@@ -380,6 +381,58 @@ def test_the_report_notes_an_objective_that_does_not_vary_instead_of_failing(tmp
     report = write_study_report(flat, constant)
     assert set(_images(report)) == {"objectives", "Pareto front", "parameter importances"}
     assert "fANOVA could not fit detection_auroc" in report.read_text()
+
+
+def _concluded(tmp_path: Path) -> Path:
+    """The study file of `_filled`'s 16 completed trials and one failed, each trial with its job file as a worker
+    leaves it; its path."""
+    study, shared = _filled(tmp_path, ["quality", "detection_auroc"], completed=16, failed=1)
+    for trial in shared.trials:
+        folder = study.trial_folder(trial.number)
+        folder.mkdir(parents=True)
+        (folder / "job.yaml").write_text(yaml.safe_dump({**JOB, "model": {**JOB["model"], **trial.params}}))
+    return write_results(study, shared)
+
+
+def test_inspect_prints_a_study_files_trials_front_and_best(tmp_path, capsys):
+    path = _concluded(tmp_path)
+    main(["inspect", str(path)])
+    lines = capsys.readouterr().out.splitlines()
+    with h5py.File(path) as f:
+        front, best = list(f["front"][()]), int(f["best"].attrs["number"])
+    assert lines[0] == f"{path}: hpcsynth study file, version {hpcsynth.__version__}"
+    assert lines[1] == "objectives: quality (higher is better), detection_auroc (lower is better)"
+    assert lines[2] == "trials: 17 (16 COMPLETE, 1 FAIL)"
+    assert lines[3].split() == ["number", "state", "interrupted", "model.batch_size", "model.lr", "quality",
+                                "detection_auroc"]
+    assert [line.split()[:2] for line in lines[4:21]] == [[str(n), "COMPLETE"] for n in range(16)] + [["16", "FAIL"]]
+    assert lines[21] == "front (Pareto-optimal trials): " + ", ".join(map(str, front))
+    assert lines[22].startswith(f"best: trial {best} (by the first objective), run file ") and len(lines) == 23
+    assert not list(tmp_path.glob("*.html"))  # no report without --report
+
+
+def test_inspect_report_writes_the_study_report_with_its_plots_from_the_journal(tmp_path, capsys):
+    path = _concluded(tmp_path)
+    out = tmp_path / "elsewhere" / "report.html"
+    main(["inspect", str(path), "--report", str(out)])
+    printed = capsys.readouterr().out
+    assert "trials: 17 (16 COMPLETE, 1 FAIL)" in printed and printed.endswith(f"report: {out}\n")
+    images = _images(out)
+    assert set(images) == {"objectives", "Pareto front", "parameter importances"}
+    assert all(w > 200 and h > 150 for w, h in images.values())
+    assert "17 trials (16 COMPLETE, 1 FAIL) of a budget of 3" in out.read_text()
+
+
+def test_inspect_report_refuses_a_run_file_and_a_study_without_its_journal(tmp_path):
+    run = tmp_path / "run.h5"
+    with h5py.File(run, "w") as f:
+        f.attrs["kind"] = "run"
+    with pytest.raises(ConfigError, match="not a study file"):
+        report_from_file(run, tmp_path / "run.html")
+    path = _concluded(tmp_path / "study")
+    (tmp_path / "study" / "study" / "journal.log").unlink()
+    with pytest.raises(ConfigError, match="journal .* is gone"):
+        report_from_file(path, tmp_path / "study.html")
 
 
 def test_the_budget_counts_running_and_ended_trials_but_not_interrupted_ones(tmp_path):

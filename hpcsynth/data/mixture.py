@@ -104,19 +104,23 @@ class FederatedBGM:
         comm = comm or SoloComm()
         x = self._rows(x)
         k, d = self.n_components, x.shape[1]
-        self._m_step(comm.Allreduce(mixture_stats(x, resp), "sum"), k, d)
+        self._m_step(self._merged(x, resp, 0.0, comm), k, d)
         self.converged_ = False
         iterations = self.max_iter if n_iter is None else n_iter
         for self.n_iter_ in range(1, iterations + 1):
             previous = self.weights_
             log_resp, log_norm = self._e_step(x)
-            stats = comm.Allreduce(mixture_stats(x, np.exp(log_resp), float(log_norm.sum())), "sum")
+            stats = self._merged(x, np.exp(log_resp), float(log_norm.sum()), comm)
             self._m_step(stats, k, d)
             self.mean_log_likelihood_ = stats[-1] / max(stats[:k].sum(), 1.0)
             if n_iter is None and np.abs(self.weights_ - previous).max() < self.tol:
                 self.converged_ = True
                 break
         return self
+
+    def _merged(self, x: np.ndarray, resp: np.ndarray, log_norm_sum: float, comm: Communicator) -> np.ndarray:
+        """The sites' summed `mixture_stats` of their rows under `resp` (collective: one Allreduce)."""
+        return comm.Allreduce(mixture_stats(x, resp, log_norm_sum), "sum")
 
     def _m_step(self, stats: np.ndarray, k: int, d: int) -> None:
         """The variational updates of scikit-learn's `_m_step` for diagonal covariances, from summed statistics."""

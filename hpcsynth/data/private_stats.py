@@ -36,8 +36,32 @@ def _public_edges() -> np.ndarray:
 PUBLIC_EDGES = _public_edges()
 
 
+class SiteNoise:
+    """A site's Gaussian mechanism: N(0, (z s)^2) on every value of a release of L2 sensitivity s, from the
+    site's own seeded stream `rng`; each release counted in `releases`, the accountant's entry (z, 1, releases).
+    The fields come from the dataclass that mixes it in."""
+
+    noise_multiplier: float
+    releases: int
+    rng: np.random.Generator
+
+    def perturb(self, local: np.ndarray, sensitivity: float = 1.0) -> np.ndarray:
+        """This site's values plus N(0, (z * sensitivity)^2) noise on each: one release, counted."""
+        self.releases += 1
+        std = self.noise_multiplier * sensitivity
+        return np.asarray(local, dtype=np.float64) + self.rng.normal(0.0, std, np.shape(local))
+
+    def release(self, local: np.ndarray, comm: Communicator) -> np.ndarray:
+        """Sum over sites of each site's noisy counts (collective)."""
+        return comm.Allreduce(self.perturb(local), "sum")
+
+    def merged_std(self, comm: Communicator) -> float:
+        """The standard deviation of the noise in a merged count: every site added its own."""
+        return self.noise_multiplier * np.sqrt(comm.size)
+
+
 @dataclass
-class StatisticsNoise:
+class StatisticsNoise(SiteNoise):
     """One site's Gaussian noise for its share of the transform statistics, and the releases it has made."""
 
     noise_multiplier: float
@@ -50,19 +74,6 @@ class StatisticsNoise:
 
     def __post_init__(self) -> None:
         self.rng = np.random.default_rng([self.seed, self.rank, 0x5747])
-
-    def perturb(self, local: np.ndarray) -> np.ndarray:
-        """This site's counts plus N(0, z^2) noise on each: one release, counted for the accountant."""
-        self.releases += 1
-        return np.asarray(local, dtype=np.float64) + self.rng.normal(0.0, self.noise_multiplier, np.shape(local))
-
-    def release(self, local: np.ndarray, comm: Communicator) -> np.ndarray:
-        """Sum over sites of each site's noisy counts (collective)."""
-        return comm.Allreduce(self.perturb(local), "sum")
-
-    def merged_std(self, comm: Communicator) -> float:
-        """The standard deviation of the noise in a merged count: every site added its own."""
-        return self.noise_multiplier * np.sqrt(comm.size)
 
     @property
     def level_threshold(self) -> float:

@@ -5,7 +5,8 @@ centralized): each site first trains alone (as `isolated`) and generates as many
 for a sequence generator) as it has real ones; the synthetic releases are exchanged (they are the product, never
 real rows); then one global model is trained on the pooled synthetic records, data-parallel across the ranks
 (each rank a shard of the pool, `hpcsynth.data.releases`; gradients averaged every step as in `centralized`), so
-every site ends with the same model. The two phases get
+every site ends with the same model; what it fits after training (VAE-BGM's prior) it fits on the same pooled
+synthetic records. The two phases get
 `rounds` rounds each, and `/rounds` lists them one after the other. With DP-SGD only the first phase touches
 real rows; the second is post-processing, so the shared model reports the site models' privacy spend. With
 several ranks per site the first phase is data-parallel inside each site. Resuming restarts from the first phase.
@@ -57,7 +58,13 @@ class SDSharing(Strategy):
 
         pooled_training = Centralized()
         pooled_training.reducer = self.reducer  # masked too when the sites aggregate securely
-        train_rounds(shared, shared.to_device(model.transformer_.encode(mine)), pooled_training, comm, rounds,
-                     local_epochs, batch_size, on_round=shifted, stop=stop)
+        self.synthetic_rows = shared.to_device(model.transformer_.encode(mine))
+        train_rounds(shared, self.synthetic_rows, pooled_training, comm, rounds, local_epochs, batch_size,
+                     on_round=shifted, stop=stop)
         shared.privacy_ = model.privacy_  # post-processing of the private site models: theirs is its privacy record
         return shared
+
+    def finish(self, model: Any, data: torch.Tensor, comm: Communicator) -> None:
+        """The shared model's prior over every site, on this rank's share of the pooled synthetic records it was
+        trained on, not on the real rows `data`: like its training, it reads no real row and spends nothing."""
+        model.finish(self.synthetic_rows, comm)

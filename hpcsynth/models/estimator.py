@@ -36,13 +36,15 @@ class Generator(abc.ABC):
 
     Families declare, for the registry and config validation (never found with `hasattr`):
     `name` (the job file's `model.name`), `trains_by` ("gradients": rounds of local steps, or "counts": one
-    exact exchange of counts), `has_latent` (latent-space strategies apply), `dp_sgd` (DP-SGD covers every
-    release made from real rows), `default_numeric` (the numeric transform the family trains best on),
+    exact exchange of counts), `has_latent` (latent-space strategies apply), `dp_sgd` (DP-SGD, with the
+    family's own private releases, covers every release made from real rows), `default_numeric` (the numeric
+    transform the family trains best on),
     `native_conditions` (whether `sample(conditions=)` conditions the model, or filters its draws),
     `batch_coupled` (a row's gradient depends on the rest of its batch, so sharding a batch changes training) and
     `one_lr` (every parameter trains at the one learning rate `lr`, which SCAFFOLD's control variates read) and
     `survival_aware` (with a time and an event declared, the time is generated last, given the covariates and
-    the event, by a time head in the model: `hpcsynth.models.time_head`).
+    the event, by a time head in the model: `hpcsynth.models.time_head`) and `private_finish` (when private,
+    what it fits after training from the rows is a release its budget plans once, so it is fitted once per run).
     """
 
     name: ClassVar[str] = "generator"
@@ -54,6 +56,7 @@ class Generator(abc.ABC):
     batch_coupled: ClassVar[bool] = False
     one_lr: ClassVar[bool] = False
     survival_aware: ClassVar[bool] = False
+    private_finish: ClassVar[bool] = False
     transformer_type: ClassVar[type] = TableTransformer  # what `load` rebuilds the saved transform as
     _SAMPLE = 1  # the purpose key of the sampling streams
     compile_s_: float = 0.0  # seconds spent compiling training steps so far (families that compile add to it)

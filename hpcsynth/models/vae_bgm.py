@@ -2,6 +2,11 @@
 training (Apellániz, Parras and Zazo, arXiv 2404.08434), so that samples come from where the rows actually lie
 in latent space. Federated, the mixture is fitted by federated EM (`hpcsynth.data.mixture.FederatedBGM`) and
 every site ends with the same prior; training itself is TVAE's, so every strategy applies unchanged.
+
+Private (DP-VAE-BGM): training is TVAE's DP-SGD, and the prior is fitted once, after training, by DP-EM
+(`hpcsynth.data.private_mixture.PrivateBGM`) with each site's own noise; its releases are planned in the
+accountant before training (`private_releases`), so DP-SGD is calibrated to the rest of the budget. A second fit
+on the rows would release more than planned and is refused.
 """
 from __future__ import annotations
 
@@ -10,6 +15,8 @@ import torch
 
 from hpcsynth.comm import Communicator, SoloComm
 from hpcsynth.data.mixture import FederatedBGM
+from hpcsynth.data.private_mixture import MixtureNoise, PrivateBGM
+from hpcsynth.data.transformer import TableTransformer
 from hpcsynth.models.protocol import OPTIMISER_PARAMETERS, documents_parameters
 from hpcsynth.models.tvae import TVAE, VAE_PARAMETERS
 
@@ -22,10 +29,19 @@ class VAEBGM(TVAE):
     ----------
     n_components : int, default 10
         Upper bound on the mixture's components (the Dirichlet-process prior prunes the unused ones).
+    prior_noise_multiplier : float, default 50.0
+        With privacy, z of the prior's DP-EM fit: each release of its statistics gets Gaussian noise of standard
+        deviation z times the release's L2 sensitivity. The fit's 3 * (prior_iterations + 2) releases enter the
+        accountant ahead of DP-SGD (with the defaults they alone spend about epsilon 0.46 at delta 1e-5).
+    prior_iterations : int, default 10
+        With privacy, the EM iterations of the prior's fit, all of them run (three releases each).
+    prior_clip : float, default 5.0
+        With privacy, the L2 bound every latent mean is clipped to before the fit: the scale of the
+        sensitivities (C for the weighted sums, C^2 for the weighted sums of squares).
     """
 
     name = "vae_bgm"
-    dp_sgd = False  # its sampling prior is fitted on the exact latent means of the real rows
+    private_finish = True
     _PRIOR = ("weight_concentration_a", "weight_concentration_b", "means", "covariances")
 
     def __init__(self, *, epochs: int = 300, batch_size: int = 500, n_components: int = 10,
@@ -33,12 +49,31 @@ class VAEBGM(TVAE):
                  weight_decay: float = 1e-5, optimizer: str = "adam", device: str = "auto", seed: int = 0,
                  categorical: list[str] = (), time: str | None = None, event: str | None = None,
                  numeric: str | None = None, precision: str = "fp32", compile: str | bool = "auto",
-                 progress: bool = False) -> None:
+                 progress: bool = False, prior_noise_multiplier: float = 50.0, prior_iterations: int = 10,
+                 prior_clip: float = 5.0) -> None:
         super().__init__(epochs=epochs, batch_size=batch_size, hidden=hidden, latent_dim=latent_dim,
                          loss_factor=loss_factor, lr=lr, weight_decay=weight_decay, optimizer=optimizer,
                          device=device, seed=seed, categorical=categorical, time=time, event=event, numeric=numeric,
                          precision=precision, compile=compile, progress=progress)
         self.n_components = n_components
+        self.prior_noise_multiplier = prior_noise_multiplier
+        self.prior_iterations = prior_iterations
+        self.prior_clip = prior_clip
+
+    def setup(self, transformer: TableTransformer, stream: int = 0, local_rank: int = 0) -> VAEBGM:
+        super().setup(transformer, stream, local_rank)
+        self.prior_noise_ = None  # this site's DP-EM noise, once private
+        return self
+
+    def private_releases(self) -> list[tuple[float, float, int]]:
+        """The prior's DP-EM fit as an accountant history entry: (prior_noise_multiplier, 1.0, its releases)."""
+        return [(self.prior_noise_multiplier, 1.0, PrivateBGM.releases(self.prior_iterations))]
+
+    def make_private(self, mechanism) -> VAEBGM:
+        """DP-SGD for training (TVAE's), and DP-EM with this site's own noise stream for the prior."""
+        super().make_private(mechanism)
+        self.prior_noise_ = MixtureNoise(self.prior_noise_multiplier, self.seed, self.stream_)
+        return self
 
     def _fitted_arrays(self) -> dict[str, np.ndarray]:
         """The weights and the fitted mixture (its variational weight parameters, means and covariances)."""
@@ -58,7 +93,17 @@ class VAEBGM(TVAE):
             m.eval()
         with torch.no_grad():
             means, _ = self.encoder_(data)
-        self.prior_ = FederatedBGM(n_components=self.n_components).fit(means.double().cpu().numpy(), comm or SoloComm())
+        self.prior_ = self._unfitted_prior().fit(means.double().cpu().numpy(), comm or SoloComm())
+
+    def _unfitted_prior(self) -> FederatedBGM:
+        """Exact federated EM, or, when private, DP-EM with this site's noise; a private model fits once."""
+        noise = self.prior_noise_
+        if noise is None:
+            return FederatedBGM(n_components=self.n_components)
+        if noise.releases:
+            raise RuntimeError("VAEBGM: the private prior was fitted already; the privacy budget plans one fit "
+                               "(a second would release the rows' statistics again)")
+        return PrivateBGM(noise, self.prior_clip, self.prior_iterations, self.seed, n_components=self.n_components)
 
     def _latent(self, n: int, generator: torch.Generator) -> torch.Tensor:
         """Latent draws from the fitted mixture (weights, means, diagonal covariances)."""

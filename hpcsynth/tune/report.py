@@ -9,12 +9,16 @@ parameter's share of the objective's variance). With fewer than `MIN_FANOVA` com
 little to fit and the report says so instead, as it does for an objective whose value does not vary over the
 trials (fANOVA finds no variance to share out); a study with one objective has no front to draw (its front is its
 best trial) and says that. Then the table of trials, the front and the chosen trial.
+
+`hpcsynth inspect STUDY.h5 --report OUT.html` draws the report again (`report_from_file`) from the journal of the
+study the file was written from: fANOVA needs each trial's parameter distributions, which only the journal keeps.
 """
 from __future__ import annotations
 
 import html
 from pathlib import Path
 
+import h5py
 import numpy as np
 import optuna
 import pandas as pd
@@ -22,9 +26,10 @@ from optuna.importance import FanovaImportanceEvaluator, get_param_importances
 from optuna.trial import TrialState
 
 from hpcsynth.evaluate.report import STYLE, _figure, _frame_html, _img
+from hpcsynth.messages import ConfigError
 from hpcsynth.tune.results import chosen, front, lowest_rank, trials_table, write_results
 from hpcsynth.tune.search import fail_stale, open_study
-from hpcsynth.tune.study_file import Study
+from hpcsynth.tune.study_file import Study, load_study
 
 MIN_FANOVA = 5  # completed trials below which the importances are not computed
 
@@ -152,3 +157,23 @@ def conclude(study: Study) -> tuple[Path, Path]:
     shared = open_study(study)
     fail_stale(shared)
     return write_results(study, shared), write_study_report(study, shared)
+
+
+def study_of_file(path: str | Path) -> Study:
+    """The study a study HDF5 file was written from (its `/study` source), whose journal must still be there."""
+    with h5py.File(path, "r") as f:
+        if f.attrs.get("kind") != "study":
+            raise ConfigError(f"{path}: not a study file; --report draws a study's report (`hpcsynth evaluate` "
+                              "writes a run's)")
+        source = f["study"].attrs["source"]
+    study = load_study(source)
+    if not study.journal.is_file():
+        raise ConfigError(f"{path}: its study's journal {study.journal} is gone; the report is drawn from it")
+    return study
+
+
+def report_from_file(path: str | Path, out: str | Path) -> Path:
+    """Write the report of the study file `path` to `out` from its study's journal, as it stands now (trials run
+    since the file was written included); return `out`."""
+    study = study_of_file(path)
+    return write_study_report(study, open_study(study), out)

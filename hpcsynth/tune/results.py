@@ -77,8 +77,8 @@ def write_results(study: Study, shared: optuna.Study) -> Path:
     iorbo = study.sampler == "iorbo"
     best = lowest_rank(study, shared) if iorbo else chosen(shared, optimal)
     job = study.trial_folder(best.number) / "job.yaml" if best is not None else None
-    content = StudyContent(study.text, str(study.source), trials_table(study, shared), [p.key for p in study.params],
-                           dict(study.objectives), [t.number for t in optimal],
+    content = StudyContent(study.text, str(study.source.resolve()), trials_table(study, shared),
+                           [p.key for p in study.params], dict(study.objectives), [t.number for t in optimal],
                            best.number if best is not None else None,
                            job.read_text(encoding="utf-8") if job is not None else "",
                            "the lowest mean rank" if iorbo else "the first objective")
