@@ -7,14 +7,14 @@ the seed) against its held-out rows (non-members); 0.5 is chance, and the consor
 sites weighted by held-out rows. It measures what releasing the weights would leak, which is why
 `hpcsynth release` ships rows only (docs/release.md).
 
-The per-row loss is each family's own training loss on a batch of one row (`loss(row[None], draws)`, mapped
-over the rows with `torch.func.vmap`), with its random draws fixed by the seed and averaged over `DRAWS` draws:
-* TVAE and VAE-BGM: the negative ELBO, loss_factor * reconstruction + KL, the reparameterisation noise drawn
-  from the seed;
-* TabDDPM: the denoising loss at the fixed timesteps `DDPM_TIMESTEPS` (shares of the diffusion steps), the
-  forward noise drawn from the seed.
-Families without a per-row loss registered in `ROW_LOSSES` (CTGAN, whose critic scores packs of rows under
-dropout, and the Bayesian network, which has no gradient loss) score NaN with a note saying why.
+The per-row loss is, for each family registered in `ROW_LOSSES`:
+* TVAE and VAE-BGM: the negative ELBO, loss_factor * reconstruction + KL, on a batch of one row
+  (`loss(row[None], draws)`, mapped over the rows with `torch.func.vmap`), the reparameterisation noise drawn
+  from the seed, averaged over `DRAWS` draws;
+* TabDDPM: likewise its denoising loss at the fixed timesteps `DDPM_TIMESTEPS` (shares of the diffusion steps);
+* CTGAN: minus the trained critic's score of the row (`CTGAN.row_scores`, dropout off), the discriminator
+  attack of Hayes et al. (LOGAN, PETS 2019): a critic that memorised its training rows scores them higher.
+The Bayesian network has no gradient loss; it scores NaN with a note saying why.
 """
 from __future__ import annotations
 
@@ -28,13 +28,14 @@ import torch
 from hpcsynth.comm import Communicator
 from hpcsynth.data.transformer import TableTransformer
 from hpcsynth.evaluate.pooling import weighted_mean
-from hpcsynth.models import TVAE, Generator, GradientGenerator, TabDDPM, make_model
+from hpcsynth.models import CTGAN, TVAE, Generator, GradientGenerator, TabDDPM, make_model
 
 DRAWS = 4  # random draws of the loss averaged per row
 DDPM_TIMESTEPS = (0.05, 0.25, 0.5)  # TabDDPM's fixed timesteps, as shares of its diffusion steps
 SCORE = "whitebox_membership_auroc"
 
 Draws = Callable[[GradientGenerator, int, int], torch.Tensor]
+RowLoss = Callable[[GradientGenerator, torch.Tensor, int, int], np.ndarray]
 
 
 def _reparameterisation(model: GradientGenerator, n: int, draw: int) -> torch.Tensor:
@@ -50,11 +51,33 @@ def _fixed_timestep(model: GradientGenerator, n: int, draw: int) -> torch.Tensor
     return draws
 
 
-ROW_LOSSES: dict[type[GradientGenerator], Draws] = {TVAE: _reparameterisation, TabDDPM: _fixed_timestep}
-"""The families whose training loss is a per-row function of the row and fixed draws, with how to draw them."""
+def _training_loss(make_draws: Draws) -> RowLoss:
+    """The family's training loss of each row alone, its draws made by `make_draws`, averaged over draws."""
+
+    def losses(model: GradientGenerator, data: torch.Tensor, seed: int, draws: int) -> np.ndarray:
+        one = torch.func.vmap(lambda row, noise: model.loss(row[None], noise[None]), randomness="error")
+        total = np.zeros(data.shape[0])
+        with torch.no_grad():
+            for d in range(draws):
+                model.train_generator_.manual_seed(seed * 1000 + d)
+                total += one(data, make_draws(model, data.shape[0], d)).double().cpu().numpy()
+        return total / draws
+
+    return losses
 
 
-def _draws_of(model: Generator) -> Draws | None:
+def _critic_loss(model: CTGAN, data: torch.Tensor, seed: int, draws: int) -> np.ndarray:
+    """Minus the critic's score of each row (deterministic: no draws)."""
+    return -model.row_scores(data).double().cpu().numpy()
+
+
+ROW_LOSSES: dict[type[GradientGenerator], RowLoss] = {TVAE: _training_loss(_reparameterisation),
+                                                      TabDDPM: _training_loss(_fixed_timestep), CTGAN: _critic_loss}
+"""The families with a per-row loss to threshold, and how to compute it from the encoded rows, a seed and the
+number of draws."""
+
+
+def _row_loss_of(model: Generator) -> RowLoss | None:
     for family in type(model).__mro__:
         if family in ROW_LOSSES:
             return ROW_LOSSES[family]
@@ -81,17 +104,10 @@ def row_losses(model: GradientGenerator, frame: pd.DataFrame, seed: int, draws: 
     """Every row's training loss (the family's loss on a batch of one row), averaged over `draws` draws seeded by
     `seed`: the same rows and seed give the same losses. It reseeds the model's training stream (the draws come
     from it, as in training), so it is meant for a rebuilt model, not one still training."""
-    make_draws = _draws_of(model)
-    if make_draws is None:
+    row_loss = _row_loss_of(model)
+    if row_loss is None:
         raise ValueError(f"{model.name}: no per-row training loss (see hpcsynth.evaluate.whitebox.ROW_LOSSES)")
-    data = model.to_device(model.transformer_.encode(frame))
-    one = torch.func.vmap(lambda row, noise: model.loss(row[None], noise[None]), randomness="error")
-    total = np.zeros(len(frame))
-    with torch.no_grad():
-        for d in range(draws):
-            model.train_generator_.manual_seed(seed * 1000 + d)
-            total += one(data, make_draws(model, len(frame), d)).double().cpu().numpy()
-    return total / draws
+    return row_loss(model, model.to_device(model.transformer_.encode(frame)), seed, draws)
 
 
 def site_whitebox_auroc(model: Generator, train: pd.DataFrame, holdout: pd.DataFrame, seed: int = 0) -> float:
@@ -100,7 +116,7 @@ def site_whitebox_auroc(model: Generator, train: pd.DataFrame, holdout: pd.DataF
     from sklearn.metrics import roc_auc_score
 
     n = min(len(train), len(holdout))
-    if n == 0 or not isinstance(model, GradientGenerator) or _draws_of(model) is None:
+    if n == 0 or not isinstance(model, GradientGenerator) or _row_loss_of(model) is None:
         return float("nan")
     members = train.iloc[np.random.default_rng(seed).choice(len(train), n, replace=False)]
     loss_in, loss_out = row_losses(model, members, seed), row_losses(model, holdout.iloc[:n], seed)
@@ -109,10 +125,9 @@ def site_whitebox_auroc(model: Generator, train: pd.DataFrame, holdout: pd.DataF
 
 def whitebox_note(model: Generator) -> str | None:
     """Why a family scores NaN (None when it has a per-row loss)."""
-    if isinstance(model, GradientGenerator) and _draws_of(model) is not None:
+    if isinstance(model, GradientGenerator) and _row_loss_of(model) is not None:
         return None
-    return (f"{model.name}: no per-row training loss to threshold (a Bayesian network has none; CTGAN's critic "
-            "scores packs of rows under dropout); the white-box attack is not run")
+    return f"{model.name}: no per-row training loss to threshold; the white-box attack is not run"
 
 
 def whitebox_membership_auroc(model: Generator, train: pd.DataFrame, holdout: pd.DataFrame, comm: Communicator,

@@ -342,9 +342,7 @@ class CTGAN(GradientGenerator):
         if self._rows_for is not data:
             self._rows_for, self._data = data, data[:, self.perm_]
             if self.block_start_.numel():
-                codes = torch.stack([data[:, s:s + w].argmax(dim=1) for s, w in
-                                     zip(self.block_start_.tolist(), self.block_width_.tolist())], dim=1)
-                self._codes = codes + self.level_offset_
+                self._codes = self._level_codes(data)
                 if self.privacy_ is not None:
                     self._levels = self.original_levels_
                     return None
@@ -352,6 +350,29 @@ class CTGAN(GradientGenerator):
                 self._levels = _LevelSampler(torch.log1p(self._rows_index.count.double()), self.level_column_,
                                              int(self.block_start_.numel()))
         return self._rows_index
+
+    def _level_codes(self, data: torch.Tensor) -> torch.Tensor:
+        """Each row's flat level index in every discrete column, (rows, discrete columns), from its one-hot blocks."""
+        codes = torch.stack([data[:, s:s + w].argmax(dim=1) for s, w in
+                             zip(self.block_start_.tolist(), self.block_width_.tolist())], dim=1)
+        return codes + self.level_offset_
+
+    def row_scores(self, data: torch.Tensor) -> torch.Tensor:
+        """The trained critic's score of every encoded row, dropout off: the row repeated to a whole pack,
+        conditioned on each of its own discrete levels in turn, the scores averaged. A critic that memorised
+        its training rows scores them above rows it never saw (Hayes et al.'s white-box attack, PETS 2019)."""
+        self.critic_.eval()
+        rows = data[:, self.perm_].repeat(1, self.pac)
+        n, levels = data.shape[0], int(self.level_column_.numel())
+        with torch.no_grad():
+            if not levels:
+                return self.critic_(rows, data.new_zeros((n, 0)))[:, 0]
+            codes, cond = self._level_codes(data), data.new_zeros((n, levels))
+            total = data.new_zeros(n)
+            for column in range(codes.shape[1]):
+                self._condition(codes[:, column], cond)
+                total += self.critic_(rows, cond.repeat(1, self.pac))[:, 0]
+        return total / codes.shape[1]
 
     # -- training ---------------------------------------------------------------------------------------------
     def steps_per_epoch(self, n_rows: int, batch_size: int | None = None) -> int:

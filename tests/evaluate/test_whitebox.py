@@ -13,7 +13,9 @@ from hpcsynth.evaluate.whitebox import (
     whitebox_membership_auroc,
     whitebox_note,
 )
-from hpcsynth.models import TVAE, BayesianNetwork
+import torch
+
+from hpcsynth.models import CTGAN, TVAE, BayesianNetwork
 
 CATEGORICAL = ["sex", "cyto_risk", "ipssr_category"]
 OPTIONS = dict(name="tvae", batch_size=60, hidden=[64, 64], latent_dim=16, compile="off", device="cpu",
@@ -82,3 +84,35 @@ def test_a_bayesian_network_has_no_loss_to_attack_and_says_so(rows, light):
     assert np.isnan(site_whitebox_auroc(model, train, holdout))
     assert whitebox_note(model).startswith("bayesnet: no per-row training loss")
     assert whitebox_note(light) is None
+
+
+@pytest.fixture(scope="module")
+def ctgan(rows):
+    """A small CTGAN after a few steps (its critic's scores are what the attack reads, trained or not)."""
+    return CTGAN(epochs=3, batch_size=20, pac=5, generator_dim=[16], discriminator_dim=[16], seed=0, compile="off",
+                 categorical=CATEGORICAL, time="os_months", event="os_event").fit(rows[0])
+
+
+def test_a_ctgan_row_loss_is_minus_its_critic_score_of_the_row_packed_with_itself_under_each_own_level(rows, ctgan):
+    frame = rows[0].iloc[:4]
+    data = ctgan.to_device(ctgan.transformer_.encode(frame))
+    packs = data[:, ctgan.perm_].repeat(1, ctgan.pac)
+    codes = ctgan._level_codes(data)
+    ctgan.critic_.eval()
+    by_hand = []
+    with torch.no_grad():
+        for column in range(codes.shape[1]):
+            cond = torch.nn.functional.one_hot(codes[:, column], int(ctgan.level_column_.numel())).float()
+            by_hand.append(ctgan.critic_(packs, cond.repeat(1, ctgan.pac))[:, 0])
+    expected = -torch.stack(by_hand).mean(dim=0).double().numpy()
+    np.testing.assert_allclose(row_losses(ctgan, frame, seed=0), expected, rtol=1e-5, atol=1e-6)
+    assert len(set(np.round(expected, 6))) == 4  # the rows are told apart
+
+
+def test_a_rebuilt_ctgan_gives_the_same_white_box_auroc_and_it_is_a_probability(rows, ctgan):
+    options = dict(name="ctgan", batch_size=20, pac=5, generator_dim=[16], discriminator_dim=[16], compile="off",
+                   categorical=CATEGORICAL, time="os_months", event="os_event")
+    again = rebuild(options, 0, ctgan.transformer_, ctgan.shared_parameters().detach().cpu().numpy())
+    found = site_whitebox_auroc(ctgan, *rows)
+    assert 0.0 <= found <= 1.0 and whitebox_note(ctgan) is None
+    assert site_whitebox_auroc(again, *rows) == pytest.approx(found)
