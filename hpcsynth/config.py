@@ -27,6 +27,7 @@ from hpcsynth.messages import ConfigError
 from hpcsynth.models import MODELS, SEQUENCE_MODELS
 from hpcsynth.models.bayesnet import NOISES as DP_NOISES
 from hpcsynth.models.bayesnet import STRUCTURES as BAYESNET_STRUCTURES
+from hpcsynth.models.ddpm import SAMPLERS as DDPM_SAMPLERS
 
 BUILTIN_DATASETS = (*COHORTS, *LONGITUDINAL)
 COLUMN_KINDS = ("binary", "integer", "continuous", "categorical", "datetime")
@@ -58,6 +59,7 @@ class ModelConfig:
     # ddpm (hpcsynth.models.ddpm)
     diffusion_steps: int | None = None
     sample_steps: int | None = None
+    sampler: str | None = None  # ancestral | ddim (respaced reverse steps)
     time_dim: int | None = None
     # ctgan (hpcsynth.models.ctgan; SDV's defaults when None); it trains with generator_lr and
     # discriminator_lr, not lr
@@ -72,6 +74,9 @@ class ModelConfig:
     pac: int | None = None
     precision: str | None = None
     compile: bool | str | None = None  # auto (long CPU runs) | on | off (YAML's true/false too): torch.compile
+    # where compiled steps are kept for the next process (default $HPCSYNTH_COMPILE_CACHE, else
+    # ~/.cache/hpcsynth/compile); a directory every rank can reach, such as one on the shared filesystem
+    compile_cache: str | None = None
     # vae_bgm (hpcsynth.models.vae_bgm): components of the latent mixture prior; with privacy, its DP-EM fit's
     # noise multiplier, iterations and L2 clipping bound
     n_components: int | None = None
@@ -326,6 +331,8 @@ def _check_bayesnet_ddpm(m: ModelConfig) -> None:
     _require(m.structure in (None, *BAYESNET_STRUCTURES),
              f"model.structure: expected one of {', '.join(BAYESNET_STRUCTURES)}, got {m.structure!r}")
     _require(m.noise in (None, *DP_NOISES), f"model.noise: expected one of {', '.join(DP_NOISES)}, got {m.noise!r}")
+    _require(m.sampler in (None, *DDPM_SAMPLERS),
+             f"model.sampler: expected one of {', '.join(DDPM_SAMPLERS)}, got {m.sampler!r}")
 
 
 def _check_ctgan(m: ModelConfig) -> None:

@@ -12,6 +12,8 @@ that links them; rank 0 prints the comparison table.
 """
 from __future__ import annotations
 
+import os
+
 from hpcsynth.comm import Communicator
 from hpcsynth.config import ConfigError, RunConfig
 from hpcsynth.data.sequence_sources import count_sequence_sites, is_longitudinal, load_site_sequences
@@ -43,6 +45,14 @@ def plan_sites(cfg: RunConfig, comm: Communicator) -> tuple[int, int | None]:
     return n_sites, None
 
 
+def use_job_compile_cache(cfg: RunConfig) -> None:
+    """Point the compile cache at `model.compile_cache` when the job names one: the variable
+    `hpcsynth.models.compiled.use_compile_cache` reads where a step compiles (set here without importing torch,
+    which the job loads only once its data is good)."""
+    if cfg.model.compile_cache is not None:
+        os.environ["HPCSYNTH_COMPILE_CACHE"] = os.path.expanduser(cfg.model.compile_cache)
+
+
 def main(cfg: RunConfig, comm: Communicator, progress=None, resume: bool = False,
          stop: StopRequest | None = None) -> list:
     """Run the job described by `cfg` on this rank (collective: every rank calls it with the same config).
@@ -50,6 +60,7 @@ def main(cfg: RunConfig, comm: Communicator, progress=None, resume: bool = False
     With `resume`, finished strategies are skipped and an interrupted one continues from its checkpoint.
     Returns the `StrategyResult` of every strategy."""
     n_sites, site_index = plan_sites(cfg, comm)
+    use_job_compile_cache(cfg)
     if is_longitudinal(cfg.data):
         data = agree(lambda: load_site_sequences(cfg.data, site_index, n_sites, cfg.seed), comm)
         from hpcsynth.jobs.longitudinal import run_longitudinal
