@@ -157,8 +157,15 @@ REFUSALS += [  # a refused strategy inside a list of accepted ones
     pytest.param({"model.name": "ctgan", "federation.strategy": ["fedavg", "latent_alignment"]},
                  "federation.strategy", ["latent_alignment", "ctgan"], id="ctgan-latent_alignment-in-a-list"),
 ]
-REFUSALS += [pytest.param({"model.name": m, "privacy": {"epsilon": 1.0}}, "privacy", [m], id=f"{m}-privacy")
-             for m in ("bayesnet", "vae_bgm")]
+REFUSALS += [pytest.param({"model.name": "bayesnet", "privacy": {"epsilon": 1.0}}, "privacy", ["bayesnet"],
+                          id="bayesnet-privacy")]
+REFUSALS += [  # DP-VAE-BGM fits its prior from the rows once; the mode-specific mixture has no private fit
+    pytest.param({"model.name": "vae_bgm", "privacy": {"epsilon": 1.0}, "evaluation.every": 1}, "evaluation.every",
+                 ["vae_bgm", "once"], id="vae_bgm-privacy-every"),
+    pytest.param({"model.name": "vae_bgm", "model.numeric": "mode_specific",
+                  "privacy": {"epsilon": 1.0, "statistics_share": 0.2}}, "model.numeric", ["mode_specific"],
+                 id="vae_bgm-privacy-mode_specific"),
+]
 REFUSALS += [pytest.param({"model.name": "ctgan", "model.pac": 10, "privacy": {"epsilon": 1.0}}, "model.pac",
                           ["pac: 1"], id="ctgan-privacy-packed")]
 REFUSALS += [pytest.param({"federation.strategy": ["fedavg", "latent_alignment"], "privacy": {"epsilon": 1.0}},
@@ -177,7 +184,7 @@ def test_a_pair_that_does_not_apply_is_a_config_error_naming_the_key(overrides, 
     assert all(word in message for word in named), message
 
 
-@pytest.mark.parametrize("model", ["tvae", "ddpm", "ctgan"])
+@pytest.mark.parametrize("model", ["tvae", "ddpm", "ctgan", "vae_bgm"])
 def test_the_models_that_take_dp_sgd_are_accepted_with_privacy(model):
     strategies = [s for s in MATRIX[model] if s != "latent_alignment"]
     cfg = from_dict(job_mapping(model, strategies, Path("run.h5"), {"privacy": {"epsilon": 1.0}, "model.pac": 1}))

@@ -61,8 +61,9 @@ class VAEBGM(TVAE):
         self.prior_clip = prior_clip
 
     def setup(self, transformer: TableTransformer, stream: int = 0, local_rank: int = 0) -> VAEBGM:
+        """TVAE's setup; the prior is fitted exactly until `make_private` gives this site its DP-EM noise."""
         super().setup(transformer, stream, local_rank)
-        self.prior_noise_ = None  # this site's DP-EM noise, once private
+        self.prior_noise_ = None
         return self
 
     def private_releases(self) -> list[tuple[float, float, int]]:
@@ -89,11 +90,12 @@ class VAEBGM(TVAE):
 
     def finish(self, data: torch.Tensor, comm: Communicator | None = None) -> None:
         """Fit the latent prior on this site's encoded rows (collective when `comm` spans sites)."""
+        prior = self._unfitted_prior()
         for m in self.modules_:
             m.eval()
         with torch.no_grad():
             means, _ = self.encoder_(data)
-        self.prior_ = self._unfitted_prior().fit(means.double().cpu().numpy(), comm or SoloComm())
+        self.prior_ = prior.fit(means.double().cpu().numpy(), comm or SoloComm())
 
     def _unfitted_prior(self) -> FederatedBGM:
         """Exact federated EM, or, when private, DP-EM with this site's noise; a private model fits once."""

@@ -1,44 +1,17 @@
 """Federated EM: the updates are scikit-learn's, and three sites summing statistics equal the pooled fit."""
-import threading
-
 import numpy as np
 import pytest
 from sklearn.mixture import BayesianGaussianMixture
 
-from hpcsynth.comm import Communicator
+from comm_support import fit_on_sites
 from hpcsynth.data.mixture import FederatedBGM, moment_stats
 
 RNG = np.random.default_rng(7)
 DATA = np.concatenate([RNG.normal(-5, 1, 1200), RNG.normal(2, 0.5, 600), RNG.normal(8, 2, 200)])
 
 
-class ThreadSumComm(Communicator):
-    """`size` sites as threads of one process: every Allreduce combines all sites' buffers (a real collective
-    in miniature, so each site runs its own fit against the others)."""
-
-    def __init__(self, rank: int, shared: dict) -> None:
-        super().__init__()
-        self.rank, self.size, self.shared = rank, shared["size"], shared
-
-    def _allreduce(self, buffer: np.ndarray, op: str) -> None:
-        slots, barrier = self.shared["slots"], self.shared["barrier"]
-        slots[self.rank] = buffer.copy()
-        barrier.wait()
-        combined = {"sum": np.sum, "min": np.min, "max": np.max}[op](np.stack(slots), axis=0)
-        barrier.wait()
-        buffer[...] = combined
-
-
-def fit_on_sites(parts: list[np.ndarray], **options) -> list[FederatedBGM]:
-    shared = {"size": len(parts), "slots": [None] * len(parts), "barrier": threading.Barrier(len(parts))}
-    models = [FederatedBGM(**options) for _ in parts]
-    threads = [threading.Thread(target=m.fit, args=(x, ThreadSumComm(k, shared))) for k, (m, x) in
-               enumerate(zip(models, parts))]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    return models
+def fit_on(parts: list[np.ndarray], **options) -> list[FederatedBGM]:
+    return fit_on_sites([FederatedBGM(**options) for _ in parts], parts)
 
 
 def test_updates_equal_scikit_learns_from_the_same_responsibilities():
@@ -66,7 +39,7 @@ def test_three_sites_summing_statistics_equal_the_pooled_fit():
     # unequal sites with different mixes of the modes, as hospitals differ
     order = np.argsort(DATA + RNG.normal(0, 3, DATA.size))
     parts = [DATA[order[:300]], DATA[order[300:1500]], DATA[order[1500:]]]
-    sites = fit_on_sites(parts)
+    sites = fit_on(parts)
     for site in sites:
         assert site.n_iter_ == pooled.n_iter_
         np.testing.assert_allclose(site.means_, pooled.means_, rtol=1e-8, atol=1e-8)
@@ -75,7 +48,7 @@ def test_three_sites_summing_statistics_equal_the_pooled_fit():
 
 
 def test_a_site_without_rows_takes_part_and_ends_with_the_same_mixture():
-    sites = fit_on_sites([DATA[:1000], np.empty(0), DATA[1000:]], max_iter=20)
+    sites = fit_on([DATA[:1000], np.empty(0), DATA[1000:]], max_iter=20)
     np.testing.assert_array_equal(sites[0].means_, sites[1].means_)
     np.testing.assert_array_equal(sites[2].weights_, sites[1].weights_)
 

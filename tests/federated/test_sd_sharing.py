@@ -46,3 +46,33 @@ def test_the_site_models_finish_before_they_sample_for_the_shared_phase():
     assert hasattr(local, "prior_") and shared is not local
     shared.finish(data)
     assert len(shared.sample(30)) == 30
+
+
+def test_the_shared_model_fits_its_prior_on_the_synthetic_rows_and_a_private_site_model_on_the_real_once():
+    """The private site models fit their DP prior once (the planned releases); the shared model, trained on
+    synthetic rows only, fits its prior on them too: the real rows handed to `finish` are never read."""
+    import torch
+
+    from hpcsynth.comm import SoloComm
+    from hpcsynth.data.mds import simulate_mds
+    from hpcsynth.data.mixture import FederatedBGM
+    from hpcsynth.data.private_mixture import PrivateBGM
+    from hpcsynth.federated.privacy import make_dpsgd
+    from hpcsynth.models.vae_bgm import VAEBGM
+
+    frame = simulate_mds(n_patients=120, seed=1).drop(columns=["patient_id", "site"])
+    make = lambda: VAEBGM(epochs=1, batch_size=64, hidden=[8], latent_dim=2, n_components=2, seed=0,  # noqa: E731
+                          compile="off", prior_iterations=2)
+    local = make()
+    transformer = local.make_transformer().fit(frame)
+    local.setup(transformer)
+    local.make_private(make_dpsgd(5.0, 1e-5, 1.0, "rdp", 0.5, 2, (0, 0), local.private_releases()))
+    data = local.to_device(transformer.encode(frame))
+    strategy = make_strategy("sd_sharing")
+    shared = strategy.train(local, data, SoloComm(), 1, 1, 64, lambda m, s: (lambda r: None), make)
+    assert isinstance(local.prior_, PrivateBGM) and local.prior_noise_.releases == PrivateBGM.releases(2)
+    strategy.finish(shared, data, SoloComm())
+    means = shared.prior_.means_.copy()
+    strategy.finish(shared, torch.full_like(data, float("nan")), SoloComm())
+    assert type(shared.prior_) is FederatedBGM and np.isfinite(means).all()
+    assert np.array_equal(shared.prior_.means_, means)
