@@ -414,6 +414,9 @@ def _check_combinations(cfg: RunConfig) -> None:
         _require(not strategy.needs_lr or model.one_lr,
                  f"federation.strategy: {s} needs the model's one learning rate lr, which model.name {m.name} "
                  f"does not have (use {_names(MODELS, lambda c: c.one_lr)})")
+        _require(not strategy.needs_normalisation or model.normalised,
+                 f"federation.strategy: {s} keeps the BatchNorm layers local "
+                 f"({_names(MODELS, lambda c: c.normalised)}); model.name {m.name} has none")
         _require(not strategy.needs_latent or model.has_latent,
                  f"federation.strategy: {s} needs an encoder and a decoder "
                  f"({_names(MODELS, lambda c: c.has_latent)}), not model.name {m.name}")

@@ -59,7 +59,7 @@ _ONE_LR = [*_GRADIENT, "scaffold"]  # scaffold reads the model's one learning ra
 MATRIX = {  # the pairs the configuration accepts (test_the_config_accepts_exactly_the_matrix keeps this honest)
     "tvae": [*_ONE_LR, "latent_alignment"],
     "vae_bgm": [*_ONE_LR, "latent_alignment"],
-    "ctgan": _GRADIENT,
+    "ctgan": [*_GRADIENT, "fedbn"],  # fedbn: only a family with BatchNorm layers
     "ddpm": _ONE_LR,
     "bayesnet": ["centralized", "isolated", "fedavg"],
 }
@@ -334,6 +334,11 @@ def check_strategy(model, strategy, job, folder, params, rounds, transformer) ->
         assert sent[:ROUNDS] == [0] * ROUNDS
         assert rounds["steps"].tolist() == [local_steps] * ROUNDS + [pooled_steps] * ROUNDS
         assert sent[ROUNDS:] == [per_step * pooled_steps] * ROUNDS
+    elif strategy == "fedbn":  # one Allreduce of the buffer; the sites keep their own BatchNorm entries
+        assert rounds["steps"].tolist() == [local_steps] * ROUNDS and sent == [buffer] * ROUNDS
+        local = fresh_model(job, transformer).normalisation_mask().numpy()
+        assert local.any() and not np.array_equal(params[0, local], params[1, local])
+        assert np.array_equal(params[0, ~local], params[1, ~local])
     elif strategy == "latent_alignment":  # site encoders, one decoder: only the decoder and the moments are summed
         encoder = sum(p.numel() for p in fresh_model(job, transformer).encoder_.parameters())
         assert not np.array_equal(params[0, :encoder], params[1, :encoder])

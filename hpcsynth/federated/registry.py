@@ -13,13 +13,13 @@ from hpcsynth.federated.drift import FedAvgM, FedDyn, Scaffold
 from hpcsynth.federated.latent_alignment import LatentAlignment
 from hpcsynth.federated.local_sgd import LocalSGD
 from hpcsynth.federated.sd_sharing import SDSharing
-from hpcsynth.federated.strategies import Centralized, FedAvg, FedOpt, FedProx, Isolated
+from hpcsynth.federated.strategies import Centralized, FedAvg, FedBN, FedOpt, FedProx, Isolated
 from hpcsynth.federated.strategy import Strategy
 from hpcsynth.federated.wrappers import SecureAggregation
 
 STRATEGIES: dict[str, type[Strategy]] = {
     cls.name: cls for cls in (Centralized, Isolated, FedAvg, LocalSGD, FedProx, FedOpt, Scaffold, FedDyn, FedAvgM,
-                              SDSharing, LatentAlignment)}
+                              FedBN, SDSharing, LatentAlignment)}
 
 
 def make_strategy(name: str, options: Mapping[str, Any] | None = None) -> Strategy:

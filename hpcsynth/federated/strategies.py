@@ -8,6 +8,8 @@ fedavg       McMahan et al. (AISTATS 2017): local epochs, then theta = sum_k (n_
 fedprox      Li et al. (MLSys 2020): FedAvg plus the proximal term mu/2 ||theta - theta_global||^2 locally.
 fedopt       Reddi et al. (ICLR 2021), FedAdam: the round's averaged change is a pseudo-gradient for a server
              Adam step that every rank takes alike, so it costs no traffic.
+fedbn        Li et al. (ICLR 2021): FedAvg of everything but the BatchNorm layers, whose weights and running
+             statistics stay each site's own, so a site's feature shift is normalised locally.
 """
 from __future__ import annotations
 
@@ -42,6 +44,27 @@ class FedAvg(Strategy):
 
     def aggregate(self, params: torch.Tensor, comm: Communicator) -> None:
         self.reducer.weighted_sum(params, self.n_rows / self.total_rows, comm)
+
+
+class FedBN(FedAvg):
+    """FedAvg outside the normalisation layers: their entries (`normalisation_mask`) keep each site's values.
+    Every site ends with its own model (shared weights, its own BatchNorm), so each releases its own table."""
+
+    name = "fedbn"
+    trains = frozenset({"gradients"})
+    needs_normalisation = True
+    shares_model = False
+    pools_prior = False
+    releases_per_site = True
+
+    def attach(self, model, data: torch.Tensor, comm: Communicator) -> None:
+        self.local = model.normalisation_mask()
+
+    def aggregate(self, params: torch.Tensor, comm: Communicator) -> None:
+        with torch.no_grad():
+            own = params[self.local].clone()
+            super().aggregate(params, comm)
+            params[self.local] = own
 
 
 class GlobalBatchShares(Strategy):

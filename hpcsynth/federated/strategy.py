@@ -55,6 +55,7 @@ class Strategy:
     # -- declarations: what the strategy supports, read by config validation and the job ------------------------
     trains: ClassVar[frozenset[str]] = frozenset({"gradients"})  # the generators' `trains_by` values it applies to
     needs_latent: ClassVar[bool] = False  # only for generators that declare `has_latent`
+    needs_normalisation: ClassVar[bool] = False  # only for generators that declare `normalised` (BatchNorm layers)
     needs_lr: ClassVar[bool] = False  # reads the generator's one local learning rate `lr` (a constructor option)
     supports_secure_aggregation: ClassVar[bool] = True  # its exchanges can go through pairwise masks
     dp_sgd_gap: ClassVar[str] = ""  # what it exchanges that DP-SGD does not cover ("" when DP-SGD covers all)

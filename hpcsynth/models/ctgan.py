@@ -216,6 +216,7 @@ class CTGAN(GradientGenerator):
     one_lr = False  # the generator and the critic train at their own rates
     name = "ctgan"
     dp_sgd = True  # DP-SGD on the critic (with pac 1); the generator never reads a row
+    normalised = True  # BatchNorm in the generator's residual blocks
     supports_privacy = True
     batch_coupled = True  # BatchNorm in the generator and the critic's pac groups
     default_numeric = "mode_specific"

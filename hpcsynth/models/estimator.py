@@ -44,7 +44,8 @@ class Generator(abc.ABC):
     `one_lr` (every parameter trains at the one learning rate `lr`, which SCAFFOLD's control variates read) and
     `survival_aware` (with a time and an event declared, the time is generated last, given the covariates and
     the event, by a time head in the model: `hpcsynth.models.time_head`) and `private_finish` (when private,
-    what it fits after training from the rows is a release its budget plans once, so it is fitted once per run).
+    what it fits after training from the rows is a release its budget plans once, so it is fitted once per run)
+    and `normalised` (it has BatchNorm layers, whose weights and statistics FedBN keeps local).
     """
 
     name: ClassVar[str] = "generator"
@@ -57,6 +58,7 @@ class Generator(abc.ABC):
     one_lr: ClassVar[bool] = False
     survival_aware: ClassVar[bool] = False
     private_finish: ClassVar[bool] = False
+    normalised: ClassVar[bool] = False
     transformer_type: ClassVar[type] = TableTransformer  # what `load` rebuilds the saved transform as
     _SAMPLE = 1  # the purpose key of the sampling streams
     compile_s_: float = 0.0  # seconds spent compiling training steps so far (families that compile add to it)

@@ -236,6 +236,18 @@ class GradientGenerator(Generator):
         gradient-free parameters (CTGAN's BatchNorm running moments), which strategies average as they are."""
         return self.trainable_
 
+    def normalisation_mask(self) -> torch.Tensor:
+        """Which entries of the shared buffer belong to BatchNorm layers (their affine weights and, where kept in
+        the buffer, their running moments): what FedBN leaves local."""
+        mask = torch.zeros_like(self.trainable_)
+        for module in self.modules_:
+            for layer in module.modules():
+                if isinstance(layer, torch.nn.modules.batchnorm._BatchNorm):
+                    for tensor in layer.parameters():
+                        start = (tensor.data_ptr() - self.flat_.data.data_ptr()) // self.flat_.data.element_size()
+                        mask[start:start + tensor.numel()] = True
+        return mask
+
     def optimizer_moments(self) -> list[torch.Tensor]:
         """The optimiser's running per-entry state (Adam's first and second moments; nothing under plain SGD), in
         an order every site shares: what a strategy that keeps the sites' optimisers in step averages."""

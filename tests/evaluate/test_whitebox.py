@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from hpcsynth.data.mds import simulate_mds
 from hpcsynth.evaluate.attacks import membership_auroc
@@ -13,8 +14,6 @@ from hpcsynth.evaluate.whitebox import (
     whitebox_membership_auroc,
     whitebox_note,
 )
-import torch
-
 from hpcsynth.models import CTGAN, TVAE, BayesianNetwork
 
 CATEGORICAL = ["sex", "cyto_risk", "ipssr_category"]

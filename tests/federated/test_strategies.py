@@ -115,3 +115,13 @@ def test_fedprox_fedopt_and_centralized_run_end_to_end_with_secure_aggregation(m
             reductions = rounds["steps"] if name == "centralized" else 1
             assert (rounds["bytes_reduced"] == 8 * f["checkpoint/params"].shape[1] * reductions).all()
             assert 0.0 < f["evaluation"].attrs["quality"] <= 1.0
+
+
+FEDBN = Path(__file__).with_name("programs") / "fedbn_rounds.py"
+
+
+@pytest.mark.mpi
+def test_fedbn_averages_all_but_the_batchnorm_layers_with_and_without_secure_aggregation(mpirun):
+    result = mpirun(3, [sys.executable, str(FEDBN)], timeout=180)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert result.stdout.count("ALL OK") == 3
