@@ -232,6 +232,9 @@ def _privacy_record(cfg: RunConfig, model: Generator, transformer: TableTransfor
             "statistics_share": p.statistics_share,
             "statistics_noise_multiplier": statistics.get("noise_multiplier", 0.0),
             "statistics_releases": statistics.get("releases", 0),
+            # the family's own releases outside DP-SGD (VAE-BGM's DP-EM prior): noise multipliers and counts
+            "model_release_noise_multiplier": [r[0] for r in model.private_releases()],
+            "model_releases": [r[2] for r in model.private_releases()],
             "noise_multiplier": [s[0] for s in sites],
             "sample_rate": [s[1] for s in sites], "epsilon_spent": [s[2] for s in sites]}
 

@@ -70,6 +70,8 @@ def test_private_vae_bgm_reports_the_epsilon_of_opacus_accountant_on_its_history
         privacy = f["privacy"].attrs
         statistics = (float(privacy["statistics_noise_multiplier"]), 1.0, int(privacy["statistics_releases"]))
         prior = (z, 1.0, 3 * (iterations + 2))
+        assert list(privacy["model_release_noise_multiplier"]) == [z]
+        assert list(privacy["model_releases"]) == [prior[2]]
         spent = np.asarray(privacy["epsilon_spent"])
         for sigma, rate, eps in zip(privacy["noise_multiplier"], privacy["sample_rate"], spent):
             n_rows = round(100 / rate)  # the site's rows: its batch over the sample rate
