@@ -124,6 +124,8 @@ def _describe_privacy(p: h5py.AttributeManager) -> list[str]:
                      f"{p['statistics_noise_multiplier']:.3g} ({p['statistics_share']:.0%} of epsilon)")
     else:
         lines.append("  transform statistics: exact (not covered by epsilon)")
+    for sigma, count in zip(p.get("model_release_noise_multiplier", []), p.get("model_releases", [])):
+        lines.append(f"  the model's own releases (outside DP-SGD): {count} Gaussian, noise multiplier {sigma:.3g}")
     spent = ", ".join(f"{e:.3f}" for e in p["epsilon_spent"])
     sigma = ", ".join(f"{s:.3g}" for s in p["noise_multiplier"])
     lines.append(f"  epsilon spent per site: {spent}; DP-SGD noise multiplier per site: {sigma}")

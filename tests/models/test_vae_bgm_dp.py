@@ -10,6 +10,7 @@ from hpcsynth.data.accounting import RDP_ORDERS
 from hpcsynth.data.mds import simulate_mds
 from hpcsynth.data.private_mixture import PrivateBGM
 from hpcsynth.federated.privacy import make_dpsgd
+from hpcsynth.io.inspect import describe
 from hpcsynth.io.runfile import read_table
 from hpcsynth.models import VAEBGM
 
@@ -80,6 +81,8 @@ def test_private_vae_bgm_reports_the_epsilon_of_opacus_accountant_on_its_history
             assert eps > opacus_epsilon([statistics, steps], privacy) + 0.02  # the prior's share is in it
         assert np.all(spent <= 6.0) and np.all(spent > 5.9)
         pooled, site = read_table(f["synthetic/pooled"]), read_table(f["synthetic/site_0"])
+    shown = f"the model's own releases (outside DP-SGD): {3 * (iterations + 2)} Gaussian, noise multiplier 15"
+    assert shown in describe(tmp_path / "run.h5")  # hpcsynth inspect
     assert list(pooled.columns) == list(site.columns) == list(frame.columns)
     assert len(pooled) > len(site) > 0 and set(pooled["sex"].dropna()) <= set(frame["sex"])
 
