@@ -251,6 +251,7 @@ def _check_data(d: DataConfig) -> None:
         _check_partition(d.partition, d)
     _check_sequence(d)
     _require(0.0 <= d.holdout < 1.0, f"data.holdout: must be in [0, 1), got {d.holdout}")
+    _require(0.0 <= d.validation < 1.0, f"data.validation: must be in [0, 1), got {d.validation}")
     _require(isinstance(d.zero_time, (int, float)) and math.isfinite(d.zero_time) and d.zero_time > 0,
              f"data.zero_time: must be a positive number of the time column's units, got {d.zero_time!r}")
     _require(d.time_unit is None or d.time_unit in TIME_UNITS,

@@ -84,13 +84,13 @@ class Finished:
 
 @pytest.fixture(scope="module")
 def study(tmp_path_factory) -> Finished:
-    path = write(tmp_path_factory.mktemp("study"), {**STUDY, "trials": 2})
+    path = write(tmp_path_factory.mktemp("study"), {**STUDY, "trials": 2, "validation": 0.25})
     done = tune(path, "--parallel", "2")
     assert done.returncode == 0, done.stderr
     with h5py.File(path.with_name("study.h5")) as f:
         before = read_trials(f)
     stamps = {row["number"]: Path(row["run"]).stat().st_mtime_ns for _, row in before.iterrows()}
-    path.write_text(yaml.safe_dump({**STUDY, "trials": 3}), encoding="utf-8")
+    path.write_text(yaml.safe_dump({**STUDY, "trials": 3, "validation": 0.25}), encoding="utf-8")
     resumed = load_study(path)  # what `hpcsynth tune --resume` does, in this process (one interpreter start less)
     assert run_local(resumed, resume=True) == []
     write_results(resumed, open_study(resumed))
@@ -116,6 +116,7 @@ def test_study_file_has_every_trial_with_its_run_file_and_values(study):
         assert Path(row["run"]).is_file()
         job = yaml.safe_load(Path(row["run"]).with_name("job.yaml").read_text())
         assert job["model"]["batch_size"] == row["model.batch_size"] and job["model"]["lr"] == row["model.lr"]
+        assert job["data"]["validation"] == 0.25  # scored on a validation share of the training rows
         with h5py.File(row["run"]) as run:
             assert run.attrs["n_sites"] == 2  # run under mpiexec -n 2, one rank per site
             assert run["evaluation"].attrs["quality"] == pytest.approx(row["quality"])
@@ -135,6 +136,7 @@ def test_front_is_the_non_dominated_trials_and_best_is_a_runnable_job(study):
         assert (n in front) == (not beaten)
     assert table.loc[best, "quality"] == max(table.loc[front, "quality"])
     assert yaml.safe_load(best_job)["model"]["batch_size"] == table.loc[best, "model.batch_size"]
+    assert "validation" not in yaml.safe_load(best_job)["data"]  # ready to run: judged on the held-out rows
     assert "front (Pareto-optimal trials)" in describe(study.path.with_name("study.h5"))
 
 
@@ -188,6 +190,7 @@ def test_a_failing_trial_is_recorded_as_failed_and_the_study_goes_on(tmp_path):
     ({"objectives": ["quality"], "prune": {"every": 1, "lower": 0.5}}, "prune.lower: only for pruner: threshold"),
     ({"objectives": ["quality"], "prune": {"every": 1, "pruner": "threshold"}}, "prune.lower: the threshold pruner"),
     ({"objectives": ["quality"], "prune": {"every": 0}}, "prune.every: must be at least 1"),
+    ({"validation": 1.0}, "validation: must be in [0, 1)"),
     ({"objectives": ["quality"], "prune": {"every": 1, "warmup": -1}}, "prune.warmup: must be at least 0"),
 ])
 def test_a_bad_study_file_is_one_line_naming_the_key(tmp_path, change, named):

@@ -50,6 +50,9 @@ class DataConfig:
     n_sites: int | None = None
     n_patients: int = 4427
     holdout: float = 0.2
+    # a share of the training rows judged in place of the held-out rows, which the job then never reads: a
+    # tuning study's trials are scored on it, so the rows that check the tuned model are unseen by its search
+    validation: float = 0.0
     partition: PartitionConfig | None = None
     id: list[str] = field(default_factory=list)
     categorical: list[str] = field(default_factory=list)

@@ -29,6 +29,7 @@ from hpcsynth.data.sources import (
     count_sites,
     declarations,
     read_table,
+    split_judged,
 )
 
 if TYPE_CHECKING:
@@ -201,9 +202,10 @@ def load_site_sequences(cfg: DataConfig, site: int | None, n_sites: int, seed: i
                    kinds={c: k for c, k in decl.kinds.items() if c not in dropped})
     _check_tables(seqs, decl, where)
     seqs = replace(seqs, context=apply_zero_time(seqs.context, decl, f"{where} (context)"))
-    train, holdout = split_patients(seqs, cfg.holdout, seed, site)
+    train, holdout = split_judged(seqs, cfg, seed, site, split_patients)
     if train.n_patients == 0:
-        raise DataError(f"{where}: no training patients left after holding out {cfg.holdout:.0%}")
+        raise DataError(f"{where}: no training patients left after holding out {cfg.holdout:.0%}"
+                        + (f" and {cfg.validation:.0%} for validation" if cfg.validation else ""))
     return SiteSequences(site, train, holdout, decl, key, index, partition, site_patients=seqs.n_patients)
 
 

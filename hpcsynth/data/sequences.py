@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 from hpcsynth.data.schema import DataError
-from hpcsynth.data.sources import split_holdout
+from hpcsynth.data.sources import HOLDOUT, split_holdout
 
 if TYPE_CHECKING:
     from hpcsynth.comm import Communicator
@@ -261,10 +261,11 @@ def sequences_from_tables(context: pd.DataFrame, visits: pd.DataFrame, key: str,
 
 
 # -- splits ---------------------------------------------------------------------------------------------------
-def split_patients(sequences: Sequences, share: float, seed: int, site: int | None) -> tuple[Sequences, Sequences]:
+def split_patients(sequences: Sequences, share: float, seed: int, site: int | None,
+                   purpose: int = HOLDOUT) -> tuple[Sequences, Sequences]:
     """Training and held-out `Sequences`, split by patient, never by visit: the project's seeded held-out draw
-    (`split_holdout`, the same seed, site and share as a table's rows) taken over the context rows."""
-    train, held = split_holdout(sequences.context, share, seed, site)
+    (`split_holdout`, the same seed, site, share and purpose as a table's rows) taken over the context rows."""
+    train, held = split_holdout(sequences.context, share, seed, site, purpose)
     return sequences.select(train[sequences.key]), sequences.select(held[sequences.key])
 
 

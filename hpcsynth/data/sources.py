@@ -12,6 +12,7 @@ stop the job from that site's rank.
 from __future__ import annotations
 
 import csv
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -267,11 +268,27 @@ def check_site(frame: pd.DataFrame, decl: Declarations, where: str) -> None:
     _warn_many_levels(frame, decl, where)
 
 
-def split_holdout(frame: pd.DataFrame, share: float, seed: int, site: int | None) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """A reproducible random share of the site's rows held out for evaluation."""
-    rng = np.random.default_rng([seed, 0 if site is None else site + 1, 7])
+HOLDOUT, VALIDATION = 7, 8  # the purpose keys of the two seeded splits
+
+
+def split_holdout(frame: pd.DataFrame, share: float, seed: int, site: int | None,
+                  purpose: int = HOLDOUT) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """A reproducible random share of the site's rows held out for evaluation (`purpose` VALIDATION: the
+    validation share of the training rows, an independent draw)."""
+    rng = np.random.default_rng([seed, 0 if site is None else site + 1, purpose])
     held = rng.random(len(frame)) < share
     return frame[~held].reset_index(drop=True), frame[held].reset_index(drop=True)
+
+
+def split_judged(frame: pd.DataFrame, cfg: DataConfig, seed: int, site: int | None,
+                 split: Callable = split_holdout) -> tuple:
+    """The training rows and the rows the job judges its release against: the held-out share (`data.holdout`),
+    or, with `data.validation`, that share of the remaining training rows, the held-out rows then left unread.
+    `split` draws a share (by rows here, by patient for sequences)."""
+    train, judged = split(frame, cfg.holdout, seed, site)
+    if cfg.validation > 0:
+        train, judged = split(train, cfg.validation, seed, site, VALIDATION)
+    return train, judged
 
 
 def apply_zero_time(frame: pd.DataFrame, decl: Declarations, where: str) -> pd.DataFrame:
@@ -309,7 +326,8 @@ def load_site(cfg: DataConfig, site: int | None, n_sites: int, seed: int) -> Sit
     frame, source, partition = _raw_site(cfg, decl, site, n_sites, seed)
     where = source if site is None else f"{source} (site {site})"
     frame = prepare(frame, decl, where)
-    train, holdout = split_holdout(frame, cfg.holdout, seed, site)
+    train, holdout = split_judged(frame, cfg, seed, site)
     if train.empty:
-        raise DataError(f"{where}: no training rows left after holding out {cfg.holdout:.0%}")
+        raise DataError(f"{where}: no training rows left after holding out {cfg.holdout:.0%}"
+                        + (f" and {cfg.validation:.0%} for validation" if cfg.validation else ""))
     return SiteData(site, train, holdout, decl, partition, site_rows=len(frame))

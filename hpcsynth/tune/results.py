@@ -13,6 +13,7 @@ from pathlib import Path
 
 import optuna
 import pandas as pd
+import yaml
 from optuna.trial import TrialState
 
 from hpcsynth.io.study import StudyContent, write_study
@@ -71,6 +72,17 @@ def lowest_rank(study: Study, shared: optuna.Study) -> optuna.trial.FrozenTrial 
     return shared.trials[min(ranks, key=lambda n: (ranks[n], n))] if ranks else None
 
 
+def best_job(study: Study, trial_job: Path) -> str:
+    """The chosen trial's job file as `/best` keeps it, ready to run: with a validation split, its release is
+    judged on the held-out rows again (the split removed), the rows the search never saw."""
+    text = trial_job.read_text(encoding="utf-8")
+    if study.validation == 0:
+        return text
+    job = yaml.safe_load(text)
+    job["data"].pop("validation", None)
+    return yaml.safe_dump(job, sort_keys=False)
+
+
 def write_results(study: Study, shared: optuna.Study) -> Path:
     """Write the study HDF5 file (`hpcsynth.io.study`) from the shared study; return its path."""
     optimal = front(shared)
@@ -80,6 +92,6 @@ def write_results(study: Study, shared: optuna.Study) -> Path:
     content = StudyContent(study.text, str(study.source.resolve()), trials_table(study, shared),
                            [p.key for p in study.params], dict(study.objectives), [t.number for t in optimal],
                            best.number if best is not None else None,
-                           job.read_text(encoding="utf-8") if job is not None else "",
+                           best_job(study, job) if job is not None else "",
                            "the lowest mean rank" if iorbo else "the first objective")
     return write_study(study.output, content)

@@ -95,6 +95,9 @@ class StudyFields:
     seed: int = 0
     output: str | None = None  # default: the study file's name with .h5
     prune: Prune | None = None  # stop bad trials on their per-round scores (one objective only)
+    # a share of every site's training rows the trials are scored on (their data.validation), so that the
+    # held-out rows, which /best's job is judged on, are never seen by the search (0: trials use the held-out rows)
+    validation: float = 0.0
 
 
 @dataclass
@@ -127,6 +130,8 @@ class Study:
         The processes of one trial: one per site (and per rank of a site), one for a one-site job.
     prune : Prune or None
         Stop bad trials on the per-round scores of the (single) objective; None: every trial runs to its end.
+    validation : float
+        The trials' `data.validation`: the share of the training rows they are scored on (0: the held-out rows).
     """
 
     source: Path
@@ -142,6 +147,7 @@ class Study:
     output: Path
     ranks: int = 1
     prune: Prune | None = None
+    validation: float = 0.0
 
     @property
     def folder(self) -> Path:
@@ -250,6 +256,7 @@ def _validate(fields: StudyFields, source: Path, text: str) -> Study:
     _require(fields.sampler in (None, *SAMPLERS),
              f"sampler: expected one of {', '.join(SAMPLERS)}, got {fields.sampler!r}")
     _require(len(fields.space) > 0, "space: give at least one job key to search")
+    _require(0.0 <= fields.validation < 1.0, f"validation: must be in [0, 1), got {fields.validation}")
     job = source.parent / fields.job
     cfg = load(job)  # the base job must be a good job on its own
     _require(len(cfg.strategies) == 1, f"job: {job} compares {len(cfg.strategies)} strategies; a study tunes one")
@@ -263,7 +270,7 @@ def _validate(fields: StudyFields, source: Path, text: str) -> Study:
     sampler = fields.sampler or ("tpe" if len(objectives) == 1 else "nsga2")
     ranks = count_sites(cfg.data) * cfg.federation.ranks_per_site
     return Study(source, text, job, base, params, objectives, fields.trials, fields.parallel, sampler, fields.seed,
-                 output, ranks, prune)
+                 output, ranks, prune, fields.validation)
 
 
 def load_study(path: str | Path) -> Study:

@@ -63,6 +63,8 @@ def write_job(study: Study, number: int, values: dict[str, Any]) -> Path:
     job["output"], job["progress"] = str((folder / "run.h5").resolve()), False
     if study.prune is not None and study.prune.every is not None:
         set_option(job, "evaluation.every", study.prune.every)
+    if study.validation > 0:
+        set_option(job, "data.validation", study.validation)
     path = folder / "job.yaml"
     path.write_text(yaml.safe_dump(job, sort_keys=False), encoding="utf-8")
     return path

@@ -71,6 +71,18 @@ def test_holdout_split_is_reproducible_and_site_specific():
     assert not split_holdout(frame, 0.2, 0, 1)[1].equals(h1)
 
 
+def test_a_validation_share_of_the_training_rows_is_judged_and_the_held_out_rows_are_never_read():
+    plain = load_site(DataConfig(builtin="mds", n_patients=500, holdout=0.2), 1, 3, seed=1)
+    tuned = load_site(DataConfig(builtin="mds", n_patients=500, holdout=0.2, validation=0.25), 1, 3, seed=1)
+
+    def rows(frame: pd.DataFrame) -> list[str]:
+        return sorted(frame.astype(str).agg("|".join, axis=1))
+
+    assert rows(pd.concat([tuned.train, tuned.holdout])) == rows(plain.train)  # both from the training rows
+    assert not set(rows(tuned.holdout)) & set(rows(plain.holdout))
+    assert 0.15 < len(tuned.holdout) / len(plain.train) < 0.35
+
+
 def flchain_file(tmp_path) -> DataConfig:
     """flchain's published rows (three times of 0) as a user's CSV, declared as the cohort declares itself."""
     load_cohort("flchain").to_csv(tmp_path / "flchain.csv", index=False)
