@@ -30,6 +30,11 @@ class FlatParameters:
             p.grad = self.grad[offset:offset + n].view_as(p)
             offset += n
 
+    def span(self, tensor: torch.Tensor) -> slice:
+        """Where a parameter (a view into `data`) lies in the flat buffer."""
+        start = (tensor.data_ptr() - self.data.data_ptr()) // self.data.element_size()
+        return slice(start, start + tensor.numel())
+
     def zero_grad(self) -> None:
         self.grad.zero_()
 

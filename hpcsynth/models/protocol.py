@@ -244,8 +244,7 @@ class GradientGenerator(Generator):
             for layer in module.modules():
                 if isinstance(layer, torch.nn.modules.batchnorm._BatchNorm):
                     for tensor in layer.parameters():
-                        start = (tensor.data_ptr() - self.flat_.data.data_ptr()) // self.flat_.data.element_size()
-                        mask[start:start + tensor.numel()] = True
+                        mask[self.flat_.span(tensor)] = True
         return mask
 
     def optimizer_moments(self) -> list[torch.Tensor]:
@@ -370,7 +369,7 @@ class GradientGenerator(Generator):
 
     def _gradient_region(self, params: list[torch.nn.Parameter]) -> torch.Tensor:
         """The part of the flat gradient buffer that holds `params`' gradients (consecutive in the buffer)."""
-        start = (params[0].data_ptr() - self.flat_.data.data_ptr()) // self.flat_.data.element_size()
+        start = self.flat_.span(params[0]).start
         return self.flat_.grad[start:start + sum(p.numel() for p in params)]
 
     def _compile_now(self) -> bool:
