@@ -5,52 +5,11 @@ constraint, centralized in one process and under `mpiexec -n 3` FedAvg."""
 import sys
 
 import numpy as np
-import pandas as pd
 import pytest
 import yaml
-from lifelines import CoxPHFitter
 
-from hpcsynth.comm import SoloComm
-from hpcsynth.evaluate.survival import compare_km, constraint_violations
 from hpcsynth.models import TVAE, VAEBGM
-
-HAZARD_RATIO = 2.0
-FOLLOW_UP = 12.0
-
-
-def simulate(n: int = 1500, seed: int = 0) -> pd.DataFrame:
-    """Exponential event times with baseline hazard 0.1 and hazard ratio 2 for `treated`, an age and a group that
-    do not act, exponential losses to follow-up (mean 15) and the end of follow-up at 12."""
-    rng = np.random.default_rng(seed)
-    treated = rng.integers(0, 2, n)
-    event_time = rng.exponential(1.0 / (0.1 * HAZARD_RATIO ** treated))
-    censoring = np.minimum(rng.exponential(15.0, n), FOLLOW_UP)
-    return pd.DataFrame({"treated": treated, "age": rng.normal(60, 10, n), "group": rng.choice(["a", "b", "c"], n),
-                         "time": np.minimum(event_time, censoring).round(3) + 0.001,
-                         "event": (event_time <= censoring).astype(int)})
-
-
-def hazard_ratio(frame: pd.DataFrame) -> tuple[float, float, float]:
-    """The Cox hazard ratio of `treated` and its 95% interval."""
-    cox = CoxPHFitter().fit(frame[["treated", "time", "event"]].astype(float), "time", "event")
-    low, high = np.exp(cox.confidence_intervals_.loc["treated"])
-    return float(np.exp(cox.params_["treated"])), float(low), float(high)
-
-
-def km_gap(synthetic: pd.DataFrame, real: pd.DataFrame) -> float:
-    return compare_km(synthetic, real, "time", "event", float(real["time"].max()), SoloComm()).gaps["all"]
-
-
-def check_survival(synthetic: pd.DataFrame, real: pd.DataFrame) -> None:
-    """The hazard ratio's interval on 1500 synthetic rows covers 2; the Kaplan-Meier gap of all the rows (several
-    thousand, so that the synthetic curve's own sampling noise stays small) is below 0.05; no constraint breaks."""
-    ratio, low, high = hazard_ratio(synthetic.iloc[:1500])
-    assert low <= HAZARD_RATIO <= high, (ratio, low, high)
-    gap = km_gap(synthetic, real)
-    assert gap < 0.05, gap
-    declared = synthetic["event"].isin([0, 1]).to_numpy()
-    found = constraint_violations(synthetic["time"].to_numpy(dtype=float), declared, float(real["time"].max()))
-    assert found["rows"] == 0, found
+from survival_support import HAZARD_RATIO, check_survival, hazard_ratio, simulate
 
 
 @pytest.fixture(scope="module")
