@@ -6,8 +6,10 @@ Dirichlet(0.3) skew of death (label skew), one MPI rank per site, for each seed.
 Every figure is the release judged against the consortium's pooled held-out rows (`hpcsynth.evaluate.judge`).
 Prints per cohort each strategy's scores (mean and seed-to-seed standard deviation), its gain over isolated, the
 share of the isolated-to-centralized gap it closes, and its price: bytes exchanged and wall time per round; with
-one seed and `--every`, quality, CSF and GSF against the round. The last line names the best federated strategy
-that shares no rows and its ratio to centralized.
+one seed and `--every`, quality, CSF and GSF against the round; and the survival figures (Kaplan-Meier gap overall
+and per risk group, log-rank p, Cox hazard-ratio agreement, C-index and time-dependent AUROC TSTR against TRTR,
+constraint violations) with each strategy's Kaplan-Meier gap less centralized's. The last line names the best
+federated strategy that shares no rows and its ratio to centralized.
 
 Usage: python benchmarks/strategies.py [--model tvae] [--seeds 0,1,2] [--rounds R] [--local-epochs E]
        [--every N] [--epsilon EPS] [--cohorts mds,...] [--strategies centralized,isolated,...]
@@ -36,6 +38,8 @@ STRATEGIES = ["centralized", "isolated", "fedavg", "local_sgd", "fedprox", "fedo
               "fedavgm", "sd_sharing", "latent_alignment"]
 SHARES_ROWS = ("sd_sharing",)  # strategies whose sites exchange synthetic rows, not only parameters
 SHOWN = ("quality", "detection_auroc", "csf", "gsf", "tstr_auroc", "dcr_ratio")
+SURVIVAL = ("km_max_gap", "km_group_max_gap", "km_logrank_p", "cox_hr_in_ci", "cox_log_hr_mae", "cindex_tstr",
+            "cindex_trtr", "td_auroc_tstr", "td_auroc_trtr", "survival_constraint_violations")
 PRICE = ("bytes_per_round", "wall_s_per_round", "wall_s")
 CURVES = ("quality", "csf", "gsf")
 COHORTS = {  # (data section, sites = MPI ranks)
@@ -48,7 +52,9 @@ MODEL = {"tvae": {"batch_size": 500, "latent_dim": 64}, "ctgan": {"batch_size": 
 
 
 def run(cohort: str, strategies: list[str], seed: int, args: argparse.Namespace, folder: Path) -> Path:
-    """Run the cohort's comparison job under mpiexec for one seed; return its comparison file."""
+    """Run the cohort's comparison job under mpiexec for one seed, then the full evaluation (`hpcsynth evaluate`:
+    the job scores only its per-round subset; the survival table needs the C-index and time-dependent AUROC);
+    return its comparison file."""
     data, sites = COHORTS[cohort]
     job = {"seed": seed, "data": data, "model": {"name": args.model, **MODEL.get(args.model, {})},
            "federation": {"strategy": strategies, "rounds": args.rounds, "local_epochs": args.local_epochs},
@@ -59,10 +65,12 @@ def run(cohort: str, strategies: list[str], seed: int, args: argparse.Namespace,
         job["privacy"] = {"epsilon": args.epsilon, "delta": 1e-5}
     path = folder / f"{cohort}-{seed}.yaml"
     path.write_text(yaml.safe_dump(job))
+    output = folder / f"{cohort}-{seed}.h5"
     mpiexec = shutil.which("mpiexec") or str(Path(sys.executable).with_name("mpiexec"))
-    subprocess.run([mpiexec, "-n", str(sites), sys.executable, "-m", "hpcsynth.cli", "run", str(path)], check=True,
-                   stdout=subprocess.DEVNULL)
-    return folder / f"{cohort}-{seed}.h5"
+    for command in (["run", str(path)], ["evaluate", str(output), "--out", str(output.with_suffix(".html"))]):
+        subprocess.run([mpiexec, "-n", str(sites), sys.executable, "-m", "hpcsynth.cli", *command], check=True,
+                       stdout=subprocess.DEVNULL)
+    return output
 
 
 def scores(comparison: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -75,9 +83,9 @@ def scores(comparison: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
             rounds = pd.DataFrame(run["rounds"][()])
             price = {"bytes_per_round": rounds["bytes_reduced"].mean(), "wall_s_per_round": rounds["wall_s"].mean(),
                      "wall_s": stored.scores.get("wall_s", float("nan"))}
-            rows[name] = {**{k: stored.scores.get(k, float("nan")) for k in SHOWN}, **price}
+            rows[name] = {**{k: stored.scores.get(k, float("nan")) for k in (*SHOWN, *SURVIVAL)}, **price}
             if stored.worst:
-                rows[f"{name} (worst site)"] = {k: stored.worst.get(k, float("nan")) for k in SHOWN}
+                rows[f"{name} (worst site)"] = {k: stored.worst.get(k, float("nan")) for k in (*SHOWN, *SURVIVAL)}
             kept = rounds[rounds["quality"].notna()] if "quality" in rounds else rounds.iloc[:0]
             curves += [{"strategy": name, "round": int(r["round"]) + 1, **{k: r.get(k, float("nan")) for k in CURVES}}
                        for _, r in kept.iterrows()]
@@ -90,6 +98,7 @@ def with_gaps(table: pd.DataFrame) -> pd.DataFrame:
     table["gain_over_isolated"] = table["quality"] - low
     table["gap_closed"] = table["gain_over_isolated"] / max(high - low, 1e-9)
     table["ratio_to_centralized"] = table["quality"] / high
+    table["km_gap_over_centralized"] = table["km_max_gap"] - table.loc["centralized", "km_max_gap"]
     return table
 
 
@@ -107,6 +116,13 @@ def report(cohort: str, tables: list[pd.DataFrame], curves: pd.DataFrame) -> tup
     with pd.option_context("display.width", 250, "display.max_columns", 30):
         print(mean.round(4).to_string())
     print("(+ higher / - lower is better: " + ", ".join(f"{k} {metric(k).sign}" for k in SHOWN) + ")")
+    survival = every.groupby(level="strategy", sort=False)[[*SURVIVAL, "km_gap_over_centralized"]].mean()
+    if survival["km_max_gap"].notna().any():
+        print(f"\n{cohort}: survival, mean over {len(tables)} seed(s) (km_gap_over_centralized: the strategy's "
+              "Kaplan-Meier gap less centralized's)")
+        with pd.option_context("display.width", 250, "display.max_columns", 30):
+            print(survival.round(4).to_string())
+        print("(+ higher / - lower is better: " + ", ".join(f"{k} {metric(k).sign}" for k in SURVIVAL) + ")")
     if not curves.empty:
         wide = curves.pivot(index="round", columns="strategy", values=list(CURVES))
         print(f"\n{cohort}: quality, CSF and GSF against the round (seed {curves['seed'].iloc[0]})")
