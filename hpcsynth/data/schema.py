@@ -89,7 +89,8 @@ def infer_schema(
     """Infer the shared schema of `frame`'s columns across all sites (collective: every rank calls it).
 
     Columns keep the order of the frame; sites must agree on the column names (checked here). Declared kinds
-    (`kinds`, `declared_categorical`) win over inference; a survival time is continuous, an event binary. The
+    (`kinds`, `declared_categorical`) win over inference; a survival time is continuous, an event binary, or
+    categorical when its numeric codes go beyond 0 and 1 (0 censored, every other code one cause or state). The
     sites' dtypes travel with their kinds and merge as pooled rows would (`hpcsynth.data.dtypes`)."""
     names = list(frame.columns)
     all_names = comm.allgather(names)
@@ -108,8 +109,8 @@ def infer_schema(
         if name in declared_categorical:
             kind = "categorical"
         kind = (kinds or {}).get(name, kind)
-        if role == "event":
-            kind = "binary"
+        if role == "event":  # integer codes beyond 0/1: a competing-risk or multi-state event (0 censored)
+            kind = "categorical" if kind == "integer" else "binary"
         if role == "time":
             kind = "continuous"
         specs.append(ColumnSpec(name, kind, role, merge_dtypes([d for _, d in sites], kind)))

@@ -12,7 +12,7 @@ from enum import Enum
 from typing import Literal
 
 Direction = Literal["higher", "lower"]
-Role = Literal["time", "event", "risk_group", "genes", "cox", "target", "sensitive", "quasi", "subgroups"]
+Role = Literal["time", "event", "causes", "risk_group", "genes", "cox", "target", "sensitive", "quasi", "subgroups"]
 
 
 class Pooling(str, Enum):
@@ -122,6 +122,8 @@ declare(  # survival (hpcsynth.evaluate.survival)
     Metric("cox_hr_in_ci", "higher", IV, (*SURVIVAL, "cox")), Metric("cox_log_hr_mae", "lower", IV, (*SURVIVAL, "cox")),
     Metric("cindex_tstr", "higher", H, (*SURVIVAL, "cox")), Metric("cindex_trtr", "higher", H, (*SURVIVAL, "cox")),
     Metric("td_auroc_tstr", "higher", H, (*SURVIVAL, "cox")), Metric("td_auroc_trtr", "higher", H, (*SURVIVAL, "cox")),
+    # competing risks: the largest gap over causes between real and synthetic cumulative incidence
+    Metric("cif_max_gap", "lower", C, (*SURVIVAL, "causes")),
     # synthetic rows breaking a survival constraint: a function of the synthetic table alone, the same on every
     # site, hence exact
     Metric("survival_constraint_violations", "lower", C, SURVIVAL))

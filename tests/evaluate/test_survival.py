@@ -1,15 +1,18 @@
-"""Kaplan-Meier, log-rank, Cox and C-index against lifelines; site counts give the pooled curves exactly."""
+"""Kaplan-Meier, log-rank, Cox, C-index and cumulative incidence against lifelines; site counts give the pooled
+curves exactly."""
 import numpy as np
 import pandas as pd
 import pytest
-from lifelines import CoxPHFitter, KaplanMeierFitter
+from lifelines import AalenJohansenFitter, CoxPHFitter, KaplanMeierFitter
 from lifelines.statistics import logrank_test
 
 from hpcsynth.comm import SoloComm
 from hpcsynth.evaluate.survival import (
     c_index,
+    cause_counts,
     compare_cox,
     compare_km,
+    cumulative_incidence,
     event_counts,
     km_from_counts,
     logrank_from_counts,
@@ -35,6 +38,25 @@ def test_km_and_logrank_equal_lifelines_when_times_are_on_the_grid():
     expected = logrank_test(a["t"], b["t"], a["e"], b["e"])
     stat, p = logrank_from_counts(ca, cb)
     assert stat == pytest.approx(expected.test_statistic, rel=1e-9) and p == pytest.approx(expected.p_value, rel=1e-6)
+
+
+def test_cumulative_incidence_equals_lifelines_aalen_johansen():
+    # one row per grid interval at most, so the binned counts are the exact event times' (and lifelines has no
+    # ties to jitter)
+    rng = np.random.default_rng(0)
+    grid = time_grid(100.0)
+    times = grid[np.sort(rng.choice(grid.size, 150, replace=False))] - 0.1
+    codes = rng.choice([0, 1, 2], 150, p=[0.3, 0.45, 0.25])
+    frame = pd.DataFrame({"t": times, "e": codes})
+    ours = cumulative_incidence(cause_counts(frame, "t", "e", [1.0, 2.0], 100.0))
+    for row, cause in enumerate((1, 2)):
+        theirs = AalenJohansenFitter(calculate_variance=False).fit(frame["t"], frame["e"], event_of_interest=cause)
+        expected = theirs.cumulative_density_.iloc[:, 0].reindex(grid, method="ffill").fillna(0.0).to_numpy()
+        assert np.allclose(ours[row], expected, atol=1e-12)
+    # without competing events the cumulative incidence is one minus Kaplan-Meier
+    binary = frame.assign(e=(frame["e"] > 0).astype(float))
+    assert np.allclose(cumulative_incidence(cause_counts(binary, "t", "e", [1.0], 100.0))[0],
+                       1.0 - km_from_counts(event_counts(times, binary["e"].to_numpy(), grid)), atol=1e-12)
 
 
 def test_km_gaps_by_group_and_split_sites_equal_pooled(sites):
