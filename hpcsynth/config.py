@@ -50,6 +50,7 @@ class ModelConfig:
     device: str = "auto"
     # bayesnet (hpcsynth.models.bayesnet); epsilon turns on its PrivBayes-style noisy counts
     n_bins: int | None = None
+    time_bins: int | None = None  # the survival time node's bins (with data.time and data.event)
     structure: str | None = None
     max_parents: int | None = None
     prior: float | None = None
@@ -321,10 +322,9 @@ def _check_model(m: ModelConfig) -> None:
 
 
 def _check_bayesnet_ddpm(m: ModelConfig) -> None:
-    for key in ("n_bins", "max_parents", "diffusion_steps", "sample_steps", "time_dim"):
-        value = getattr(m, key)
-        _require(value is None or value >= (2 if key == "n_bins" else 1),
-                 f"model.{key}: must be at least {2 if key == 'n_bins' else 1}, got {value}")
+    for key in ("n_bins", "time_bins", "max_parents", "diffusion_steps", "sample_steps", "time_dim"):
+        value, least = getattr(m, key), 2 if key in ("n_bins", "time_bins") else 1
+        _require(value is None or value >= least, f"model.{key}: must be at least {least}, got {value}")
     for key in ("prior", "epsilon"):
         _require(getattr(m, key) is None or getattr(m, key) > 0,
                  f"model.{key}: must be positive, got {getattr(m, key)}")

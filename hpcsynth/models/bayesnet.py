@@ -6,7 +6,15 @@ state); categories keep their levels. The structure is the Chow-Liu tree or a gr
 sum over rows, so sites count their own rows, one Allreduce sums them, and federated training equals pooled
 training bit for bit (`fit_counts(data, comm)`). With `epsilon`, counts are noised PrivBayes-style (Laplace or
 Gaussian) before they leave a site. Sampling is ancestral; conditions use likelihood weighting with resampling.
-Design notes and references: docs/notes/models.md.
+
+With a survival time and an event declared, the time is a node of its own (issue 21), generated last as the
+gradient families' time head generates it (`hpcsynth.models.time_head`): a leaf whose parents are the event,
+always, and the covariates the structure search picks for it. Its states are `time_bins` quantile bins (finer
+than `n_bins`, so that the Kaplan-Meier curve is no coarse staircase), one distribution per event level, so
+that censoring times are modelled apart from event times. The structure is searched on the time cut into
+`n_bins` (a 50-state child would cost every candidate parent far more in BIC penalty, and in DP noise, than its
+information is worth); the time's table is then counted at `time_bins`.
+Design notes and references: docs/notes/models.md; the survival node: docs/survival.md.
 """
 from __future__ import annotations
 
@@ -22,6 +30,7 @@ from hpcsynth.comm import Communicator, SoloComm
 from hpcsynth.data.transformer import TableTransformer
 from hpcsynth.data.transforms import CategoricalTransform, NumericTransform
 from hpcsynth.models.estimator import Draw, Generator
+from hpcsynth.models.time_head import TIME_BINS
 
 STRUCTURES = ("chow_liu", "bic")  # how the network's structure is learnt
 NOISES = ("laplace", "gaussian")  # PrivBayes-style noise on the counts
@@ -85,6 +94,30 @@ def privatise(counts: np.ndarray, n_tables: int, epsilon: float, noise: str, del
     return counts + rng.normal(0.0, scale, counts.shape), scale
 
 
+def conditional_mutual_information(table: np.ndarray) -> float:
+    """I(X; Y | Z) in nats from (non-negative) joint counts shaped (Z states, X states, Y states), less its
+    plug-in bias Z (X - 1)(Y - 1) / 2n (Miller-Madow): uncorrected, a 10-bin covariate that does not act on Y
+    scores above a binary one that does (on 1500 rows the bias is 0.054 nats against 0.006)."""
+    n = table.sum()
+    if n <= 0:
+        return 0.0
+    z, x, y = table.shape
+    return float(sum(t.sum() / n * mutual_information(t) for t in table)) - z * (x - 1) * (y - 1) / (2.0 * n)
+
+
+def survival_columns(transformer: TableTransformer) -> tuple[int, int] | None:
+    """The column indices (time, event) when the transform declares a numeric time and a categorical event (the
+    time then gets its own node, see the module docstring), else None."""
+    if transformer.time is None or transformer.event is None:
+        return None
+    names = [t.spec.name for t in transformer.transforms_]
+    time, event = names.index(transformer.time), names.index(transformer.event)
+    if not isinstance(transformer.transforms_[time], NumericTransform) \
+            or not isinstance(transformer.transforms_[event], CategoricalTransform):
+        return None
+    return time, event
+
+
 def topological_order(parents: list[list[int]]) -> list[int]:
     """The columns, every parent before its children (the order of ancestral sampling)."""
     order, placed = [], set()
@@ -98,41 +131,43 @@ def topological_order(parents: list[list[int]]) -> list[int]:
 
 # -- discretisation on the shared transform -------------------------------------------------------------------
 class Discretiser:
-    """Encoded matrix <-> integer states per column, on the shared transform (see the module docstring)."""
+    """Encoded matrix <-> integer states per column, on the shared transform (see the module docstring): numbers
+    in `n_bins` equal-probability bins, column `fine` (the survival time) in `fine_bins`."""
 
-    def __init__(self, transformer: TableTransformer, n_bins: int) -> None:
+    def __init__(self, transformer: TableTransformer, n_bins: int, fine: int | None = None,
+                 fine_bins: int = TIME_BINS) -> None:
         self.transformer = transformer
-        self.n_bins = n_bins
+        self.bins = [fine_bins if i == fine else n_bins for i in range(len(transformer.transforms_))]
         self.cards, self.starts, start = [], [], 0
-        for t in transformer.transforms_:
+        for t, bins in zip(transformer.transforms_, self.bins):
             if not isinstance(t, (NumericTransform, CategoricalTransform)):
                 raise ValueError(f"column {t.spec.name!r}: the Bayesian network bins the quantile transform's "
                                  f"scores; fit the table transform with numeric='quantile'")
             self.starts.append(start)
             start += t.width
-            self.cards.append(n_bins + int(t.has_missing) if isinstance(t, NumericTransform) else t.width)
+            self.cards.append(bins + int(t.has_missing) if isinstance(t, NumericTransform) else t.width)
 
     def codes(self, matrix: np.ndarray) -> np.ndarray:
         out = np.empty((matrix.shape[0], len(self.cards)), dtype=np.int64)
-        for i, (t, s) in enumerate(zip(self.transformer.transforms_, self.starts)):
+        for i, (t, s, bins) in enumerate(zip(self.transformer.transforms_, self.starts, self.bins)):
             if isinstance(t, NumericTransform):
                 u = ndtr(matrix[:, s].astype(np.float64))
-                out[:, i] = np.minimum((u * self.n_bins).astype(np.int64), self.n_bins - 1)
+                out[:, i] = np.minimum((u * bins).astype(np.int64), bins - 1)
                 if t.has_missing:
-                    out[matrix[:, s + 2] > 0.5, i] = self.n_bins
+                    out[matrix[:, s + 2] > 0.5, i] = bins
             else:
                 out[:, i] = np.argmax(matrix[:, s:s + t.width], axis=1)
         return out
 
     def decode(self, codes: np.ndarray, rng: np.random.Generator) -> pd.DataFrame:
         columns = {}
-        for i, t in enumerate(self.transformer.transforms_):
+        for i, (t, bins) in enumerate(zip(self.transformer.transforms_, self.bins)):
             c = codes[:, i]
             if isinstance(t, NumericTransform):
-                u = (np.minimum(c, self.n_bins - 1) + rng.uniform(size=c.size)) / self.n_bins
+                u = (np.minimum(c, bins - 1) + rng.uniform(size=c.size)) / bins
                 block = ndtri(np.clip(u, _U_EPS, 1 - _U_EPS))[:, None]
                 if t.has_missing:
-                    missing = (c == self.n_bins)[:, None]
+                    missing = (c == bins)[:, None]
                     block = np.hstack([block, np.where(missing, [-np.inf, 0.0], [0.0, -np.inf])])
                 columns[t.spec.name] = t.decode(block, rng)
             else:
@@ -148,12 +183,15 @@ class BayesianNetwork(Generator):
     ----------
     n_bins : int, default 10
         Equal-probability bins of each numeric column.
+    time_bins : int, default 50
+        Equal-probability bins of the survival time, when a time and an event are declared.
     structure : {"chow_liu", "bic"}, default "chow_liu"
         The Chow-Liu tree, or greedy BIC hill climbing (not offered with `epsilon`).
     max_parents : int, default 2
-        Most parents per column in the BIC search.
+        Most parents per column in the BIC search (the survival time's node may have one more: the event).
     prior : float, default 1.0
-        Symmetric Dirichlet pseudo-count added to every cell of the conditional tables.
+        Symmetric Dirichlet pseudo-count added to every cell of the conditional tables (the survival time's
+        table spreads the same mass by the time's distribution given the event).
     epsilon : float or None, default None
         Differential privacy budget per site for the released counts; None releases exact counts.
     delta : float, default 1e-6
@@ -169,7 +207,13 @@ class BayesianNetwork(Generator):
     categorical : list of str, default ()
         Columns to treat as categorical whatever their dtype.
     time, event : str or None, default None
-        The survival time and event columns, if any.
+        The survival time and event columns, if any. With both declared (here, or on the transform a job
+        binds), the time is a leaf node of `time_bins` states whose parents are the event, always, and the
+        covariate of highest conditional mutual information with the time given the event (bias-corrected, on
+        the time in `n_bins` bins); the Chow-Liu tree spans the other columns, and the BIC search may add
+        covariates up to `max_parents` besides the event. Its table is one more count table, noised with the
+        others under `epsilon` (and the time's candidate tables with the structure's). `time_node_` holds the
+        (time, event) column indices, or None.
     """
 
     _NOISE = 3
@@ -177,11 +221,12 @@ class BayesianNetwork(Generator):
     trains_by = "counts"
     native_conditions = True
 
-    def __init__(self, *, n_bins: int = 10, structure: str = "chow_liu", max_parents: int = 2, prior: float = 1.0,
-                 epsilon: float | None = None, delta: float = 1e-6, noise: str = "laplace",
-                 structure_share: float = 0.3, oversample: int = 20, seed: int = 0, categorical: list[str] = (),
-                 time: str | None = None, event: str | None = None) -> None:
+    def __init__(self, *, n_bins: int = 10, time_bins: int = TIME_BINS, structure: str = "chow_liu",
+                 max_parents: int = 2, prior: float = 1.0, epsilon: float | None = None, delta: float = 1e-6,
+                 noise: str = "laplace", structure_share: float = 0.3, oversample: int = 20, seed: int = 0,
+                 categorical: list[str] = (), time: str | None = None, event: str | None = None) -> None:
         self.n_bins = n_bins
+        self.time_bins = time_bins
         self.structure = structure
         self.max_parents = max_parents
         self.prior = prior
@@ -218,7 +263,9 @@ class BayesianNetwork(Generator):
         self._check()
         self.transformer_ = transformer
         self.stream_ = stream
-        self.discretiser_ = Discretiser(transformer, self.n_bins)
+        self.time_node_ = survival_columns(transformer)
+        self.discretiser_ = Discretiser(transformer, self.n_bins, self._time_column(), self.time_bins)
+        self.structure_discretiser_ = Discretiser(transformer, self.n_bins)
         return self
 
     def to_device(self, matrix: np.ndarray) -> np.ndarray:
@@ -229,14 +276,15 @@ class BayesianNetwork(Generator):
         """Learn structure and tables from counts summed over `comm` (collective); return the mean negative
         log-likelihood of this site's discretised rows under the fitted network."""
         codes = self.discretiser_.codes(np.asarray(data))
-        cards = self.discretiser_.cards
+        coarse, coarse_cards = self.structure_discretiser_.codes(np.asarray(data)), self.structure_discretiser_.cards
         rng = np.random.default_rng([self.seed, self.stream_, self._NOISE])
         self.epsilon_spent_, self.delta_spent_ = 0.0, 0.0
         self.n_rows_ = float(comm.Allreduce(np.array([float(len(codes))]), "sum")[0])
         if self.structure == "chow_liu":
-            self.parents_ = self._chow_liu(codes, cards, comm, rng)
+            self.parents_ = self._chow_liu(coarse, coarse_cards, comm, rng)
         else:
-            self.parents_ = self._hill_climb(codes, cards, comm)
+            self.parents_ = self._hill_climb(coarse, coarse_cards, comm, rng)
+        cards = self.discretiser_.cards
         tables = [family_counts(codes, cards, i, pa) for i, pa in enumerate(self.parents_)]
         self._set_counts(self._release(np.concatenate([t.ravel() for t in tables]), len(tables),
                                        1.0 - self.structure_share, comm, rng))
@@ -250,7 +298,7 @@ class BayesianNetwork(Generator):
                   for i, pa in enumerate(self.parents_)]
         ends = np.cumsum([rows * width for rows, width in shapes])
         self.counts_ = [part.reshape(shape) for part, shape in zip(np.split(flat, ends[:-1]), shapes)]
-        self.cpts_ = [self._cpt(c) for c in self.counts_]
+        self.cpts_ = [self._cpt(i, c) for i, c in enumerate(self.counts_)]
         self.order_ = topological_order(self.parents_)
 
     def _check(self) -> None:
@@ -258,8 +306,9 @@ class BayesianNetwork(Generator):
             raise ValueError(f"structure: expected one of {STRUCTURES}, got {self.structure!r}")
         if self.noise not in NOISES:
             raise ValueError(f"noise: expected one of {NOISES}, got {self.noise!r}")
-        if self.n_bins < 2 or self.max_parents < 1 or self.prior <= 0 or self.oversample < 1:
-            raise ValueError("n_bins >= 2, max_parents >= 1, prior > 0 and oversample >= 1 are required")
+        if self.n_bins < 2 or self.time_bins < 2 or self.max_parents < 1 or self.prior <= 0 or self.oversample < 1:
+            raise ValueError("n_bins >= 2, time_bins >= 2, max_parents >= 1, prior > 0 and oversample >= 1 are "
+                             "required")
         if self.epsilon is not None:
             if self.epsilon <= 0 or not 0 < self.structure_share < 1:
                 raise ValueError("epsilon must be positive and structure_share in (0, 1)")
@@ -282,24 +331,72 @@ class BayesianNetwork(Generator):
 
     def _chow_liu(self, codes: np.ndarray, cards: list[int], comm: Communicator,
                   rng: np.random.Generator) -> list[list[int]]:
-        d = len(cards)
-        pairs = [(i, j) for i in range(d) for j in range(i + 1, d)]
-        if not pairs:
-            return [[]]
-        tables = [family_counts(codes, cards, i, [j]) for i, j in pairs]
-        flat = self._release(np.concatenate([t.ravel() for t in tables]), len(tables), self.structure_share,
-                             comm, rng)
-        mi, offset = np.zeros((d, d)), 0
-        for (i, j), t in zip(pairs, tables):
-            mi[i, j] = mi[j, i] = mutual_information(np.maximum(flat[offset:offset + t.size], 0.0).reshape(t.shape))
-            offset += t.size
-        return chow_liu(mi)
+        """The Chow-Liu tree over every column but the survival time, and the time's parents (`_time_parents`).
+        Every table is released at once (one DP charge)."""
+        d, time = len(cards), self._time_column()
+        tree = [i for i in range(d) if i != time]
+        pairs = [(i, j) for a, i in enumerate(tree) for j in tree[a + 1:]]
+        families = self._time_families(cards)
+        released = self._release_tables(codes, cards, [(i, [j]) for i, j in pairs] + families,
+                                         self.structure_share, comm, rng)
+        mi = np.zeros((len(tree), len(tree)))
+        for (i, j), table in zip(pairs, released):
+            mi[tree.index(i), tree.index(j)] = mi[tree.index(j), tree.index(i)] = mutual_information(table)
+        parents = [[] for _ in range(d)]
+        for k, pa in enumerate(chow_liu(mi)):
+            parents[tree[k]] = [tree[p] for p in pa]
+        if time is not None:
+            parents[time] = self._time_parents(families, released[len(pairs):], cards)
+        return parents
 
-    def _hill_climb(self, codes: np.ndarray, cards: list[int], comm: Communicator) -> list[list[int]]:
-        """Greedy BIC edge additions; each batch of candidate families is counted locally and summed."""
+    def _time_column(self) -> int | None:
+        """The survival time's column when it has its own node, else None."""
+        return None if self.time_node_ is None else self.time_node_[0]
+
+    def _time_families(self, cards: list[int]) -> list[tuple[int, list[int]]]:
+        """The families (time, [event, covariate]) for every covariate: what the time's parent is chosen from
+        (none without a time node)."""
+        if self.time_node_ is None:
+            return []
+        time, event = self.time_node_
+        return [(time, [event, x]) for x in range(len(cards)) if x not in (time, event)]
+
+    def _time_parents(self, families: list[tuple[int, list[int]]], tables: list[np.ndarray],
+                      cards: list[int]) -> list[int]:
+        """The time's parents: the event, always, and the covariate of highest (bias-corrected) conditional mutual
+        information with the time given the event; the event alone when no covariate's is positive."""
+        time, event = self.time_node_
+        covariates = [pa[1] for _, pa in families]
+        information = [conditional_mutual_information(t.reshape(cards[event], cards[x], cards[time]))
+                       for x, t in zip(covariates, tables)]
+        if not covariates or max(information) <= 0:
+            return [event]
+        return sorted([event, covariates[int(np.argmax(information))]])
+
+    def _release_tables(self, codes: np.ndarray, cards: list[int], families: list[tuple[int, list[int]]],
+                        share: float, comm: Communicator, rng: np.random.Generator) -> list[np.ndarray]:
+        """The family tables (child, parents) summed over the sites (noised under DP), negative counts at 0."""
+        if not families:
+            return []
+        tables = [family_counts(codes, cards, i, pa) for i, pa in families]
+        flat = self._release(np.concatenate([t.ravel() for t in tables]), len(tables), share, comm, rng)
+        ends = np.cumsum([t.size for t in tables])[:-1]
+        return [np.maximum(part, 0.0).reshape(t.shape) for part, t in zip(np.split(flat, ends), tables)]
+
+    def _hill_climb(self, codes: np.ndarray, cards: list[int], comm: Communicator,
+                    rng: np.random.Generator) -> list[list[int]]:
+        """Greedy BIC edge additions; each batch of candidate families is counted locally and summed. The
+        survival time starts from `_time_parents` (BIC alone, whose penalty grows with the time's states, drops
+        a binary covariate with hazard ratio 2 on 1500 rows) and may gain one parent more than the others."""
         d, n = len(cards), self.n_rows_
         parents: list[list[int]] = [[] for _ in range(d)]
         ancestor = np.zeros((d, d), dtype=bool)          # ancestor[a, b]: a path a -> ... -> b exists
+        if self.time_node_ is not None:                  # the survival time: a leaf
+            families = self._time_families(cards)
+            tables = self._release_tables(codes, cards, families, self.structure_share, comm, rng)
+            time = self.time_node_[0]
+            parents[time] = self._time_parents(families, tables, cards)
+            ancestor[parents[time], time] = True
         current = np.zeros(d)
         gain = np.full((d, d), -np.inf)                  # gain[i, j]: BIC change of adding j -> i
         for i in range(d):
@@ -318,12 +415,14 @@ class BayesianNetwork(Generator):
                  current: np.ndarray, gain: np.ndarray, n: float) -> None:
         """Recount column i's family and every one-parent extension of it (one Allreduce) and update its gains."""
         configs = int(np.prod([cards[p] for p in parents[i]], dtype=np.int64))
+        time = self._time_column()
         # an extension whose added penalty exceeds the largest possible likelihood gain, n log min(k_i, k_j)
-        # (conditional mutual information is at most either entropy), can never be chosen: it is not counted
-        candidates = [j for j in range(len(cards)) if j != i and j not in parents[i]
+        # (conditional mutual information is at most either entropy), can never be chosen: it is not counted;
+        # the survival time is nobody's parent, and its node holds one parent more (the forced event)
+        candidates = [j for j in range(len(cards)) if j not in (i, time) and j not in parents[i]
                       and 0.5 * math.log(max(n, 1.0)) * (cards[i] - 1) * configs * (cards[j] - 1)
                       < n * math.log(min(cards[i], cards[j]))]
-        if len(parents[i]) >= self.max_parents:
+        if len(parents[i]) >= self.max_parents + int(i == time):
             candidates = []
         families = [parents[i]] + [sorted(parents[i] + [j]) for j in candidates]
         tables = [family_counts(codes, cards, i, pa) for pa in families]
@@ -337,9 +436,28 @@ class BayesianNetwork(Generator):
         for j, s in zip(candidates, scores[1:]):
             gain[i, j] = s - current[i]
 
-    def _cpt(self, counts: np.ndarray) -> np.ndarray:
-        smoothed = np.maximum(counts, 0.0) + self.prior
+    def _cpt(self, i: int, counts: np.ndarray) -> np.ndarray:
+        """Column i's conditional table: the posterior mean under a Dirichlet prior of `prior` pseudo-counts per
+        state, symmetric, except for the survival time's, whose prior is centred on the time's distribution given
+        the event alone (`_time_given_event`)."""
+        counts = np.maximum(counts, 0.0)
+        centre = self._time_given_event(counts) if i == self._time_column() else 1.0 / counts.shape[1]
+        smoothed = counts + self.prior * counts.shape[1] * centre
         return smoothed / smoothed.sum(axis=1, keepdims=True)
+
+    def _time_given_event(self, counts: np.ndarray) -> np.ndarray:
+        """P(time bin | the event level of each parent configuration), from the time's own counts summed over its
+        covariate parents and smoothed symmetrically. Centring the time's prior there, a sparse configuration
+        (a rare level, a covariate bin with few deaths) falls back to the event's time distribution: under a
+        symmetric prior its event times spread uniformly over follow-up, which on flchain moved the
+        Kaplan-Meier curve 0.08 to 0.16 away (0.01 to 0.02 with this one)."""
+        time, event = self.time_node_
+        cards = [self.discretiser_.cards[p] for p in self.parents_[time]]
+        level = np.unravel_index(np.arange(counts.shape[0]), cards)[self.parents_[time].index(event)]
+        by_event = np.zeros((self.discretiser_.cards[event], counts.shape[1]))
+        np.add.at(by_event, level, counts)
+        by_event += self.prior
+        return (by_event / by_event.sum(axis=1, keepdims=True))[level]
 
     # -- what the job reads for checkpoints ------------------------------------------------------------------
     def shared_parameters(self) -> torch.Tensor:
