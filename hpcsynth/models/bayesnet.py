@@ -7,7 +7,7 @@ sum over rows, so sites count their own rows, one Allreduce sums them, and feder
 training bit for bit (`fit_counts(data, comm)`). With `epsilon`, counts are noised PrivBayes-style (Laplace or
 Gaussian) before they leave a site. Sampling is ancestral; conditions use likelihood weighting with resampling.
 
-With a survival time and an event declared, the time is a node of its own (issue 21), generated last as the
+With a survival time and an event declared, the time is a node of its own, generated last as the
 gradient families' time head generates it (`hpcsynth.models.time_head`): a leaf whose parents are the event,
 always, and the covariates the structure search picks for it. Its states are `time_bins` quantile bins (finer
 than `n_bins`, so that the Kaplan-Meier curve is no coarse staircase), one distribution per event level, so
