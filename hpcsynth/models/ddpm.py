@@ -4,19 +4,24 @@ Numeric blocks follow Gaussian diffusion with epsilon prediction (Ho et al. 2020
 diffusion (Hoogeboom et al. 2021), both on the cosine schedule (Nichol & Dhariwal 2021); the loss is TabDDPM's
 noise error plus the multinomial bound's term weighted by 1 / p(t). The denoiser is TabDDPM's MLPDiffusion.
 Sampling runs a few evenly spaced steps of the ancestral chain (by default) or of DDIM; conditions are met by
-inpainting (the conditioned blocks are held at their level at every reverse step). Design notes and measurements:
-docs/notes/models.md.
+inpainting (the conditioned blocks are held at their level at every reverse step). With a survival time and
+event declared the chain diffuses the covariates only, and the survival head (`hpcsynth.models.time_head`) draws
+the event and the time given them (SurvivalGAN's order, as TVAE). Design notes and measurements:
+docs/notes/models.md and docs/survival.md.
 """
 from __future__ import annotations
 
 import math
 
 import numpy as np
+import pandas as pd
 import torch
 from scipy.special import ndtri
 from torch import nn
 from torch.nn import functional as F
 
+from hpcsynth.models.conditions import rejection_sample
+from hpcsynth.models.estimator import Draw
 from hpcsynth.models.layout import span_indices
 from hpcsynth.models.protocol import OPTIMISER_PARAMETERS, GradientGenerator, documents_parameters
 from hpcsynth.models.tvae import _mlp
@@ -87,6 +92,10 @@ def _log_posterior(x_t: torch.Tensor, log_x0: torch.Tensor, alpha: torch.Tensor,
 class TabDDPM(GradientGenerator):
     """Tabular diffusion: `TabDDPM(epochs=300).fit(df).sample(1000, conditions={"os_event": 1})`.
 
+    With `time` and `event` declared (the time quantile-encoded) the denoiser diffuses the covariates only, and a
+    survival head in the same flat buffer draws the event and the time given them (`time_head_`); a condition on
+    the event is then met by keeping the draws with its level, those on covariates by inpainting as before.
+
     Parameters
     ----------
     hidden : list of int, default (256, 256)
@@ -114,6 +123,7 @@ class TabDDPM(GradientGenerator):
     dp_sgd = True
     supports_privacy = True
     native_conditions = True
+    survival_aware = True
 
     def __init__(self, *, epochs: int = 300, batch_size: int = 500, hidden: list[int] = (256, 256),
                  time_dim: int = 128, diffusion_steps: int = 1000, sampler: str = "ancestral",
@@ -135,10 +145,16 @@ class TabDDPM(GradientGenerator):
         self.optimizer = optimizer
 
     def _build(self, spans: list[tuple[str, int]]) -> list[nn.Module]:
+        """The denoiser over the encoded columns. With a survival time and event (`survival_layout_`) it diffuses
+        the covariates only (`columns_`), and the survival head after it models the event and the time given
+        them; the head reads rows laid out as `order_`: the covariates, the event's block, the time's value."""
         if self.sampler not in SAMPLERS:
             raise ValueError(f"sampler: expected {' or '.join(SAMPLERS)}, got {self.sampler!r}")
-        width = sum(w for _, w in spans)
-        gaussian, groups = span_indices(spans)
+        survival = self.survival_layout_
+        target_spans = survival.covariate_spans if survival else spans
+        self.columns_ = survival.covariates if survival else list(range(sum(w for _, w in spans)))
+        width = len(self.columns_)
+        gaussian, groups = span_indices(target_spans)
         self.gaussian_ = gaussian.to(self.device_)
         self.softmax_groups_ = [g.to(self.device_) for g in groups]
         self.n_categorical_ = sum(g.shape[0] for g in groups)
@@ -146,7 +162,12 @@ class TabDDPM(GradientGenerator):
         self.abar_ = torch.tensor(abar, dtype=torch.float32, device=self.device_)
         self.abar_prev_ = torch.tensor(np.concatenate([[1.0], abar[:-1]]), dtype=torch.float32, device=self.device_)
         self.denoiser_ = _Denoiser(width, list(self.hidden), self.time_dim)
-        return [self.denoiser_]
+        if not survival:
+            self.time_head_ = None
+            return [self.denoiser_]
+        self.order_ = torch.tensor([*survival.covariates, *survival.event, survival.time], device=self.device_)
+        self.time_head_ = self._time_head(self.order_)
+        return [self.denoiser_, self.time_head_]
 
     # -- training -----------------------------------------------------------------------------------------
     def loss_noise(self, n: int) -> torch.Tensor:
@@ -160,8 +181,20 @@ class TabDDPM(GradientGenerator):
         return torch.cat([t.float(), noise, uniform], dim=1)
 
     def loss(self, batch: torch.Tensor, draws: torch.Tensor | None = None) -> torch.Tensor:
+        """The mean over rows of the denoising loss of the diffused columns (`_denoising_loss`) and, with a
+        survival head, of the head's cross-entropy of each row's (event, time bin); `draws` are `loss_noise`'s.
+        The head's loss is a sum over rows, hence divided by the rows here, and both stay per-row sums over n
+        (what DP-SGD's per-sample gradients need)."""
+        draws = self.loss_noise(batch.shape[0]) if draws is None else draws
+        if self.time_head_ is None:
+            return self._denoising_loss(batch, draws)
+        rows = batch[:, self.order_]
+        return (self._denoising_loss(rows[:, :len(self.columns_)], draws)
+                + self.time_head_.loss(rows) / batch.shape[0])
+
+    def _denoising_loss(self, batch: torch.Tensor, draws: torch.Tensor) -> torch.Tensor:
+        """TabDDPM's loss of rows of the diffused columns: the noise error plus the multinomial bound's term."""
         n, g = batch.shape[0], self.gaussian_
-        draws = self.loss_noise(n) if draws is None else draws
         t = draws[:, 0].long()
         abar, abar_prev = self.abar_[t][:, None], self.abar_prev_[t][:, None]
         noise = draws[:, 1:1 + g.numel()]
@@ -194,12 +227,40 @@ class TabDDPM(GradientGenerator):
         count = min(self.sample_steps or self.diffusion_steps, self.diffusion_steps)
         return sorted({int(round(v)) for v in np.linspace(0, self.diffusion_steps - 1, count)})
 
+    def _sampler(self, seed: int) -> Draw:
+        """The protocol's draw; with a survival head a condition on the event is met by rejection (the event is
+        drawn after the chain, given the covariates, so keeping the draws of its level is what samples the
+        covariates given the event), the other conditions by inpainting within each draw."""
+        draw = super()._sampler(seed)
+        if self.time_head_ is None:
+            return draw
+        event = self.transformer_.columns.index(self.transformer_.event)
+
+        def survival_draw(n: int, codes: dict[int, int]) -> pd.DataFrame:
+            if event not in codes:
+                return draw(n, codes)
+            covariates = {i: code for i, code in codes.items() if i != event}
+            return rejection_sample(lambda m: draw(m, covariates), n, {event: codes[event]}, self.transformer_)
+
+        return survival_draw
+
     def _generate(self, n: int, generator: torch.Generator, codes: dict[int, int]) -> torch.Tensor:
-        """Reverse diffusion over the respaced steps (`sampler`); the blocks of the columns in `codes`
-        {column: level} are inpainted with their levels."""
+        """Reverse diffusion of the diffused columns; with a survival head, then the event and the time given
+        them (`_with_outcome`), in the transform's layout."""
+        x = self._reverse_chain(n, generator, codes)
+        if self.time_head_ is None:
+            return x
+        full = x.new_zeros((n, len(self.order_)))
+        full[:, self.columns_] = x
+        return self._with_outcome(full, generator, self.order_)
+
+    def _reverse_chain(self, n: int, generator: torch.Generator, codes: dict[int, int]) -> torch.Tensor:
+        """Reverse diffusion over the respaced steps (`sampler`) in the denoiser's columns (`columns_`); the
+        blocks of the columns in `codes` {column: level} are inpainted with their levels."""
         starts = np.cumsum([0] + [t.width for t in self.transformer_.transforms_])
-        blocks = {int(starts[i]): (self.transformer_.transforms_[i].width, code) for i, code in codes.items()}
-        width = self.denoiser_.body[-1].out_features
+        blocks = {self.columns_.index(int(starts[i])): (self.transformer_.transforms_[i].width, code)
+                  for i, code in codes.items()}
+        width = len(self.columns_)
         g, device = self.gaussian_, self.device_
         x = torch.empty((n, width), device=device)
         x[:, g] = torch.randn((n, g.numel()), generator=generator, device=device)

@@ -150,8 +150,18 @@ def test_samples_have_the_columns_kinds_and_labels_of_the_data(fitted, cohort, s
         assert cohort[column].min() <= sample[column].min() and sample[column].max() <= cohort[column].max()
 
 
-def test_training_reduces_the_loss(fitted):
-    assert np.mean(fitted.losses_[-3:]) < 0.8 * np.mean(fitted.losses_[:3])
+def test_training_reduces_the_denoising_loss_and_the_survival_heads(fitted, cohort):
+    """Against the same model untrained (the same seed: the same initial weights), on the same rows and draws:
+    the denoising loss of the covariates falls by more than a fifth (measured: 1.99 to 1.31) and the survival
+    head's cross-entropy per row falls too (4.60 to 4.22; its floor is the outcome's entropy given the
+    covariates, which is why the training loss as a whole falls by less than a fifth)."""
+    untrained = TabDDPM(**fitted.get_params()).setup(fitted.transformer_)
+    rows = fitted.to_device(fitted.transformer_.encode(cohort))[:, fitted.order_]
+    draws = untrained.loss_noise(len(rows))
+    with torch.no_grad():
+        denoising = [float(m._denoising_loss(rows[:, :len(m.columns_)], draws)) for m in (fitted, untrained)]
+        head = [float(m.time_head_.loss(rows)) / len(rows) for m in (fitted, untrained)]
+    assert denoising[0] < 0.8 * denoising[1] and head[0] < head[1] - 0.2
 
 
 def test_same_seed_same_samples_and_different_seed_differs(cohort, fitted):
@@ -192,9 +202,10 @@ def test_ddim_over_every_training_step_matches_the_ancestral_marginals():
     assert 0.5 * p.sub(q, fill_value=0).abs().sum() < 0.05
 
 
-def test_shared_parameters_are_the_denoisers_parameters(fitted):
+def test_shared_parameters_are_the_denoisers_and_the_survival_heads(fitted):
     flat = fitted.shared_parameters()
-    assert flat.numel() == sum(p.numel() for p in fitted.denoiser_.parameters())
+    modules = (fitted.denoiser_, fitted.time_head_)
+    assert flat.numel() == sum(p.numel() for m in modules for p in m.parameters())
     before = fitted.sample(50)
     saved = flat.clone()
     with torch.no_grad():
