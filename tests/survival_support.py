@@ -66,3 +66,24 @@ def simulate_competing(n: int = 1500, seed: int = 0) -> pd.DataFrame:
 def cause_hazard_ratio(frame: pd.DataFrame, cause: int) -> tuple[float, float, float]:
     """The cause-specific Cox hazard ratio of `treated` (the other causes censored) and its 95% interval."""
     return hazard_ratio(frame.assign(event=(frame["event"] == cause).astype(int)))
+
+
+def assert_dp_sgd_covers_the_head(model, batch, noise) -> None:
+    """The survival head is part of a per-row loss: DP-SGD's per-sample gradients (vmap of the one-row loss) sum
+    to the batch gradient and are not zero on the head (the last parameters of the flat buffer), and a private
+    local update moves the head."""
+    import torch
+
+    from hpcsynth.federated.privacy import make_dpsgd
+
+    mechanism = make_dpsgd(1.0, 1e-5, 1.0, "rdp", 0.1, 10, torch.Generator().manual_seed(0))
+    model.make_private(mechanism)
+    per_sample = mechanism.per_sample_gradients(batch, noise)
+    model.flat_.zero_grad()
+    (model.loss(batch, noise) * batch.shape[0]).backward()
+    torch.testing.assert_close(per_sample.sum(0), model.shared_gradients(), rtol=1e-4, atol=1e-4)
+    head = sum(p.numel() for p in model.time_head_.parameters())
+    assert per_sample[:, -head:].abs().sum() > 0
+    before = model.shared_parameters().clone()
+    model.local_update(batch, 2)
+    assert not torch.equal(before[-head:], model.shared_parameters()[-head:])

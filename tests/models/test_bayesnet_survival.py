@@ -1,4 +1,4 @@
-"""The Bayesian network's survival time node (issue 21): with a time and an event declared, the time is a leaf of
+"""The Bayesian network's survival time node: with a time and an event declared, the time is a leaf of
 `time_bins` quantile bins whose parents are the event and the covariate that acts on it, so the synthetic rows
 recover a simulated cohort's hazard ratio and Kaplan-Meier curve; the node's counts stay exact over sites and
 noised with the other tables under differential privacy; without an event the network is as before."""

@@ -136,12 +136,9 @@ def test_constructor_only_stores_parameters():
 
 
 @pytest.mark.parametrize("sampler", ["ddim", "ancestral"])
-def test_samples_have_the_columns_kinds_and_labels_of_the_data(fitted, cohort, sampler):
-    default, fitted.sampler = fitted.sampler, sampler
-    try:
-        sample = fitted.sample(400)
-    finally:
-        fitted.sampler = default
+def test_samples_have_the_columns_kinds_and_labels_of_the_data(fitted, cohort, sampler, monkeypatch):
+    monkeypatch.setattr(fitted, "sampler", sampler)
+    sample = fitted.sample(400)
     assert list(sample.columns) == list(cohort.columns) and len(sample) == 400
     assert set(sample["sex"].dropna()) <= set(cohort["sex"].dropna())
     assert set(sample["cyto_risk"].dropna()) <= set(cohort["cyto_risk"].dropna())
