@@ -39,11 +39,16 @@ def test_without_an_event_the_time_is_an_ordinary_column(family, cohort):
     assert len(model.sample(10)) == 10
 
 
-def test_a_time_not_in_quantile_form_is_an_ordinary_column(cohort):
-    # the head's bins are the time's quantiles, read off the quantile transform; mode-specific times stay as they are
+def test_a_declared_time_is_quantile_encoded_whatever_numeric_says(cohort):
+    # the head's bins are the time's quantiles: under numeric mode_specific the time alone stays in quantile form
+    from hpcsynth.data.mode_specific import ModeSpecificTransform
+    from hpcsynth.data.transforms import NumericTransform
+
     model = TVAE(epochs=1, batch_size=500, hidden=[16], latent_dim=4, compile="off", time="time", event="event",
                  numeric="mode_specific").fit(cohort)
-    assert model.time_head_ is None and len(model.sample(10)) == 10
+    assert model.time_head_ is not None and len(model.sample(10)) == 10
+    assert type(model.transformer_.transform_of("time")) is NumericTransform
+    assert isinstance(model.transformer_.transform_of("age"), ModeSpecificTransform)
 
 
 def test_dp_sgd_clips_and_noises_the_time_heads_gradient_with_the_rest(cohort):

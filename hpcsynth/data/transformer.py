@@ -27,7 +27,8 @@ class TableTransformer:
     """Encode and decode whole tables; `spans` tells a generator how each output block is distributed.
 
     `numeric` picks the transform of integer and continuous columns: `quantile` (to a standard normal, the
-    default) or `mode_specific` (CTGAN's mixture-mode normalisation, `hpcsynth.data.mode_specific`).
+    default) or `mode_specific` (CTGAN's mixture-mode normalisation, `hpcsynth.data.mode_specific`); the time of
+    a declared time and event is quantile-encoded either way.
     `zero_time` and `zero_time_rows` are the zero-time rule that loading applied to the survival time and the
     rows it changed at this site; `fit` sums the rows over sites into `survival_`, which the schema records."""
 
@@ -115,10 +116,17 @@ class TableTransformer:
                 warn(f"column {t.spec.name!r} has a single value on every site; it is reproduced as is")
 
     def _transform(self, spec: ColumnSpec) -> NumericTransform | CategoricalTransform | ModeSpecificTransform:
-        transform = transform_for(spec)
-        if self.numeric == "mode_specific" and spec.kind in ("integer", "continuous"):
+        """The column's transform: `transform_for`'s, or the mode-specific one for an integer or continuous column
+        under `numeric: mode_specific`, except the time of a declared (time, event) pair, which is always
+        quantile-encoded: a survival head's time bins are the time's quantiles (`hpcsynth.models.time_head`)."""
+        if self.numeric == "mode_specific" and spec.kind in ("integer", "continuous") \
+                and not self._survival_time(spec):
             return ModeSpecificTransform(spec)
-        return transform
+        return transform_for(spec)
+
+    def _survival_time(self, spec: ColumnSpec) -> bool:
+        """Whether `spec` is the time of a declared time and event."""
+        return spec.name == self.time and self.event is not None
 
     @property
     def columns(self) -> list[str]:
@@ -167,7 +175,9 @@ class TableTransformer:
         for column in data["columns"]:
             spec = ColumnSpec.from_dict(column)
             self.schema_.append(spec)
-            self.transforms_.append(self._transform(spec).load_state(column["state"]))
+            # a schema written before survival times were always quantile-encoded may hold a mode-specific time
+            transform = ModeSpecificTransform(spec) if "means" in column["state"] else self._transform(spec)
+            self.transforms_.append(transform.load_state(column["state"]))
         return self
 
     def transform_of(self, name: str) -> NumericTransform | CategoricalTransform | ModeSpecificTransform:

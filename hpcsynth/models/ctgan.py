@@ -7,6 +7,13 @@ Gumbel-softmax outputs, and a WGAN-GP critic on PacGAN packs, with SDV's default
 is first-order, and both steps can be torch.compile'd. Critic, generator and BatchNorm running statistics share
 one flat buffer, so FedAvg exchanges them in one Allreduce. `sample(n, conditions={"column": level})`
 conditions the generator on the rarest requested level and sets every requested level.
+
+With a survival time and event declared (`survival_aware`), the generator, the critic and the conditional vector
+cover the covariates only, and a survival head (`hpcsynth.models.time_head`) after the critic models the event and
+the time given the covariates. It is trained by cross-entropy on the critic's real rows, in the critic's step and
+by the critic's optimiser, so that under DP-SGD it is clipped and noised in the critic's per-example step: the
+critic and the head are the only parts that read rows. Sampling draws the covariates, then the outcome from the
+head (`GradientGenerator._with_outcome`).
 Design notes and measurements: docs/notes/models.md.
 """
 from __future__ import annotations
@@ -19,6 +26,12 @@ from torch.nn import functional as F
 from hpcsynth.data.transforms import CategoricalTransform
 from hpcsynth.models.layout import column_order
 from hpcsynth.models.protocol import GradHook, GradientGenerator, documents_parameters
+from hpcsynth.models.time_head import SurvivalLayout, TimeHead
+
+# under the square root of the gradient penalty's norm: a pack whose dropout silences a whole layer has an input
+# gradient of exactly 0, where the norm's derivative is 0/0, and its NaN would poison the critic's whole update (a
+# narrow DP critic, one row per example, meets one in a few hundred examples)
+NORM_FLOOR = 1e-12
 
 
 class _Residual(nn.Module):
@@ -108,17 +121,23 @@ class _Critic(nn.Module):
         return a, (g @ self.weight_data, g @ self.weight_cond)
 
 
-class _ExampleScores(nn.Module):
-    """The critic's scores of one example's rows (real, fake, interpolate) and the input gradient of the last,
-    as a module's forward, so torch.func can call it with per-example parameters."""
+class _ExampleLoss(nn.Module):
+    """One DP-SGD example's loss as a module's forward, so torch.func can call it with per-example parameters:
+    the WGAN-GP critic loss of its real row's covariates, its generated row and their interpolate's penalty,
+    plus, with a survival head, the head's cross-entropy of the real row's outcome."""
 
-    def __init__(self, critic: _Critic) -> None:
+    def __init__(self, critic: _Critic, head: TimeHead | None, gp_lambda: float) -> None:
         super().__init__()
-        self.critic = critic
+        self.critic, self.head, self.gp_lambda = critic, head, gp_lambda
 
-    def forward(self, rows: torch.Tensor, cond: torch.Tensor, keep: list[torch.Tensor]
-                ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
-        return self.critic.scores(rows, cond, tail=1, keep=keep)
+    def forward(self, real: torch.Tensor, fake: torch.Tensor, alpha: torch.Tensor, cond: torch.Tensor,
+                keep: list[torch.Tensor]) -> torch.Tensor:
+        covariates = real[:fake.shape[0]]
+        rows = torch.stack([covariates, fake, alpha * covariates + (1.0 - alpha) * fake])
+        scores, (by_data, by_cond) = self.critic.scores(rows, cond[None], tail=1, keep=keep)
+        norm = (by_data.square().sum() + by_cond.square().sum() + NORM_FLOOR).sqrt()
+        loss = scores[1, 0] - scores[0, 0] + self.gp_lambda * (norm - 1.0) ** 2
+        return loss if self.head is None else loss + self.head.loss(real[None])
 
 
 def _share_running_statistics(module: nn.Module) -> None:
@@ -221,6 +240,7 @@ class CTGAN(GradientGenerator):
     batch_coupled = True  # BatchNorm in the generator and the critic's pac groups
     default_numeric = "mode_specific"
     native_conditions = True
+    survival_aware = True
     compile_min_steps = 4000  # `compile="auto"`: a step saves about 6 ms compiled (MDS cohort, one CPU thread)
 
     def __init__(self, *, epochs: int = 300, batch_size: int = 500, embedding_dim: int = 128,
@@ -248,25 +268,42 @@ class CTGAN(GradientGenerator):
 
     # -- networks and layout --------------------------------------------------------------------------------
     def _build(self, spans: list[tuple[str, int]]) -> list[nn.Module]:
-        self._layout(spans)
+        """The generator and the critic over the encoded columns. With a survival time and event
+        (`survival_layout_`) they cover the covariates only, and the survival head after them models the event
+        and the time given the covariates."""
+        survival = self.survival_layout_
+        self._layout(survival.covariate_spans if survival else spans, survival)
         cond = int(self.level_column_.numel())
         self.generator_ = _generator(self.embedding_dim + cond, list(self.generator_dim), self.width_)
         _share_running_statistics(self.generator_)
         self.critic_ = _Critic(self.width_ * self.pac, cond * self.pac, list(self.discriminator_dim))
-        return [self.generator_, self.critic_]
+        if survival is None:
+            self.time_head_ = None
+            return [self.generator_, self.critic_]
+        self.time_head_ = self._time_head(self.order_)
+        return [self.generator_, self.critic_, self.time_head_]
 
-    def _layout(self, spans: list[tuple[str, int]]) -> None:
-        """Index tensors for the vectorised hot path, from the transformer's spans and its discrete columns."""
+    def _layout(self, spans: list[tuple[str, int]], survival: SurvivalLayout | None) -> None:
+        """Index tensors for the vectorised hot path, from the networks' spans (the covariates' with a survival
+        layout, else the transformer's) and the transformer's discrete columns."""
         self.width_ = sum(w for _, w in spans)
         # the networks' column order (`column_order`), so that the softmax of every block of a group is one
-        # reduction over the levels of a (rows, width, blocks) view, contiguous in blocks
-        self.perm_, self.n_gaussian_, self.softmax_groups_ = column_order(spans)
-        self.inv_perm_ = torch.argsort(self.perm_)
-        # the discrete columns the conditional vector covers: every categorical (and binary) column
+        # reduction over the levels of a (rows, width, blocks) view, contiguous in blocks; `perm_` maps it to
+        # the transform's columns, `order_` is the training matrix's: the networks' columns, then the event's
+        # block and the time's value, which the survival head reads
+        order, self.n_gaussian_, self.softmax_groups_ = column_order(spans)
+        self.perm_, self.order_ = order, order
+        if survival:
+            self.perm_ = torch.tensor(survival.covariates)[order]
+            self.order_ = torch.cat([self.perm_, torch.tensor(survival.event), torch.tensor([survival.time])])
+        position = torch.zeros(self.transformer_.width, dtype=torch.long)
+        position[self.perm_] = torch.arange(self.width_)
+        # the discrete columns the conditional vector covers: every categorical (and binary) covariate
+        event = self.transformer_.event if survival else None
         starts, widths, counts, start = [], [], [], 0
         self.block_of_column_ = {}
         for index, transform in enumerate(self.transformer_.transforms_):
-            if isinstance(transform, CategoricalTransform):
+            if isinstance(transform, CategoricalTransform) and transform.spec.name != event:
                 self.block_of_column_[index] = len(starts)
                 starts.append(start)
                 widths.append(transform.width)
@@ -280,14 +317,14 @@ class CTGAN(GradientGenerator):
         steps = torch.arange(int(self.block_width_.max()) if widths else 1)
         pad = steps[None, :] >= self.block_width_[:, None]  # (columns, widest block)
         index = self.block_start_[:, None] + torch.where(pad, 0, steps[None, :])
-        self.block_index_ = self.inv_perm_[index]  # in the networks' column order
+        self.block_index_ = position[index]  # in the networks' column order
         # -inf on the padding of narrower blocks (added, not masked: no boolean tensor in the compiled graphs,
         # whose boolean loads and stores inductor vectorises poorly on CPU)
         self.block_pad_ = torch.zeros(pad.shape).masked_fill_(pad, -torch.inf)
 
     def setup(self, transformer, stream: int = 0, local_rank: int = 0) -> CTGAN:
         super().setup(transformer, stream, local_rank)
-        for name in ("perm_", "inv_perm_", "block_start_", "level_offset_", "level_column_", "level_counts_",
+        for name in ("perm_", "order_", "block_start_", "level_offset_", "level_column_", "level_counts_",
                      "block_index_", "block_pad_"):
             setattr(self, name, getattr(self, name).to(self.device_))
         n_columns = int(self.block_start_.numel())
@@ -298,13 +335,20 @@ class CTGAN(GradientGenerator):
         return self
 
     def _make_optimizer(self) -> _Optimisers:
-        """SDV's Adam settings; fused (one kernel per network instead of a dozen small ops per tensor)."""
+        """SDV's Adam settings; fused (one kernel per network instead of a dozen small ops per tensor). The
+        survival head trains with the critic, in the same step on the same real rows, so the critic's Adam
+        steps it too."""
         generator = [p for p in self.generator_.parameters() if p.requires_grad]
         return _Optimisers(
             torch.optim.Adam(generator, lr=self.generator_lr, betas=(0.5, 0.9), weight_decay=self.generator_decay,
                              fused=True),
-            torch.optim.Adam(self.critic_.parameters(), lr=self.discriminator_lr, betas=(0.5, 0.9),
-                             weight_decay=self.discriminator_decay, fused=True))
+            torch.optim.Adam([p for m in self._critic_modules() for p in m.parameters()], lr=self.discriminator_lr,
+                             betas=(0.5, 0.9), weight_decay=self.discriminator_decay, fused=True))
+
+    def _critic_modules(self) -> list[nn.Module]:
+        """What the critic's step trains: the critic, then the survival head (consecutive in the flat buffer,
+        after the generator), the parts of the model that read rows."""
+        return [self.critic_] if self.time_head_ is None else [self.critic_, self.time_head_]
 
     def _optimizers(self) -> list[torch.optim.Optimizer]:
         return [self.optimizer_.generator, self.optimizer_.critic]
@@ -341,7 +385,7 @@ class CTGAN(GradientGenerator):
         model keeps each row's flat levels instead, and draws the generator's levels from the transform's
         counts, never from the rows."""
         if self._rows_for is not data:
-            self._rows_for, self._data = data, data[:, self.perm_]
+            self._rows_for, self._data = data, data[:, self.order_]
             if self.block_start_.numel():
                 self._codes = self._level_codes(data)
                 if self.privacy_ is not None:
@@ -396,7 +440,7 @@ class CTGAN(GradientGenerator):
         critic_params = list(self.critic_.parameters())
         g_total = torch.zeros((), device=self.device_)
         self.steps_taken_ += steps
-        critic_gradient = (self._gradient_function("critic", self._critic_loss, [self.critic_])
+        critic_gradient = (self._gradient_function("critic", self._critic_loss, self._critic_modules())
                            if self.privacy_ is None else None)
         generator_gradient = self._gradient_function("generator", self._generator_loss, [self.generator_])
         devices = [self.device_] if self.device_.type == "cuda" else []
@@ -438,11 +482,13 @@ class CTGAN(GradientGenerator):
                      keep: list[torch.Tensor] | None) -> torch.Tensor:
         """The WGAN-GP critic loss of one batch (the generator's `noise` and `cond`, the real `data[rows]`
         drawn with the same levels): fake, real and interpolated packs scored in one pass, which also gives
-        the gradient penalty's input gradient."""
+        the gradient penalty's input gradient. With a survival head, plus its mean cross-entropy of the real
+        rows' outcomes (`data` holds the event and the time after the covariates)."""
         packs = noise.shape[0] // self.pac
         with torch.no_grad(), self._autocast():
             fake = self._activate(self.generator_(torch.cat([noise, cond], dim=1))).float()
-        fake, real = fake.reshape(packs, -1), data[rows].reshape(packs, -1)
+        chosen = data[rows]
+        fake, real = fake.reshape(packs, -1), chosen[:, :self.width_].reshape(packs, -1)
         alpha = torch.rand((packs, 1), device=noise.device)
         mixed = alpha * real + (1.0 - alpha) * fake
         shared = cond.reshape(packs, self.pac * cond.shape[1])  # the packs' conditional vectors
@@ -450,9 +496,10 @@ class CTGAN(GradientGenerator):
             scores, (by_data, by_cond) = self.critic_.scores(torch.cat([real, fake, mixed], dim=0), shared,
                                                               tail=packs, keep=keep)
         scores = scores.float().view(3, packs)
-        norm = (by_data.float().square().sum(dim=1) + by_cond.float().square().sum(dim=1)).sqrt()
+        norm = (by_data.float().square().sum(dim=1) + by_cond.float().square().sum(dim=1) + NORM_FLOOR).sqrt()
         penalty = ((norm - 1.0) ** 2).mean() * self.gp_lambda
-        return scores[1].mean() - scores[0].mean() + penalty
+        loss = scores[1].mean() - scores[0].mean() + penalty
+        return loss if self.time_head_ is None else loss + self.time_head_.loss(chosen) / chosen.shape[0]
 
     def _generator_loss(self, noise: torch.Tensor, cond: torch.Tensor, levels: torch.Tensor | None,
                         keep: list[torch.Tensor] | None) -> torch.Tensor:
@@ -477,9 +524,9 @@ class CTGAN(GradientGenerator):
         if self.pac != 1:
             raise ValueError(f"model.pac: DP-CTGAN's critic scores one row at a time; set pac: 1 (got {self.pac})")
         super().make_private(mechanism)
-        self._critic_scores = _ExampleScores(self.critic_)
-        self._critic_names = [name for name, _ in self._critic_scores.named_parameters()]
-        self._per_example = vmap(grad(self._example_critic_loss), in_dims=(None, 0, 0, 0, 0, 0))
+        self._example = _ExampleLoss(self.critic_, self.time_head_, self.gp_lambda)
+        self._example_names = [name for name, _ in self._example.named_parameters()]
+        self._per_example = vmap(grad(self._example_loss), in_dims=(None, 0, 0, 0, 0, 0))
         return self
 
     def _private_critic_gradient(self) -> float:
@@ -488,7 +535,8 @@ class CTGAN(GradientGenerator):
         Each row of the Poisson sample is one example: it conditions on the level of one of its own discrete
         columns (drawn uniformly), and is paired with a generated row of that condition, from the generator with
         its BatchNorm in inference mode (running statistics), so the fake row depends on that example and public
-        draws only. The example's loss, the WGAN-GP critic loss of that pair, is clipped per example."""
+        draws only. The example's loss, the WGAN-GP critic loss of that pair (plus the survival head's
+        cross-entropy of the row's outcome), is clipped per example."""
         data = self._data
         chosen = self.privacy_.poisson_sample(torch.arange(data.shape[0], device=self.device_))
         m, levels = chosen.shape[0], int(self.level_column_.numel())
@@ -505,19 +553,16 @@ class CTGAN(GradientGenerator):
         keep = [k.view(m, 3, -1) for k in self.critic_.keep_masks(3 * m, self.device_)]
         per_example = fake.new_zeros((0, 0))
         if m:
-            params = {n: p.detach() for n, p in self._critic_scores.named_parameters()}
+            params = {n: p.detach() for n, p in self._example.named_parameters()}
             grads = self._per_example(params, data[chosen], fake, alpha, cond, keep)
-            per_example = torch.cat([grads[n].reshape(m, -1) for n in self._critic_names], dim=1)
-        region = self._gradient_region(list(self.critic_.parameters()))
+            per_example = torch.cat([grads[n].reshape(m, -1) for n in self._example_names], dim=1)
+        region = self._gradient_region([p for module in self._critic_modules() for p in module.parameters()])
         return self.privacy_.release(per_example, region, data.shape[0])
 
-    def _example_critic_loss(self, params: dict, real: torch.Tensor, fake: torch.Tensor, alpha: torch.Tensor,
-                             cond: torch.Tensor, keep: list[torch.Tensor]) -> torch.Tensor:
-        """One example's WGAN-GP critic loss: its real row, its generated row, their interpolate's penalty."""
-        rows = torch.stack([real, fake, alpha * real + (1.0 - alpha) * fake])
-        scores, (by_data, by_cond) = functional_call(self._critic_scores, params, (rows, cond[None], keep))
-        norm = (by_data.square().sum() + by_cond.square().sum()).sqrt()
-        return scores[1, 0] - scores[0, 0] + self.gp_lambda * (norm - 1.0) ** 2
+    def _example_loss(self, params: dict, real: torch.Tensor, fake: torch.Tensor, alpha: torch.Tensor,
+                      cond: torch.Tensor, keep: list[torch.Tensor]) -> torch.Tensor:
+        """One example's loss (`_ExampleLoss`) under the parameters `params`."""
+        return functional_call(self._example, params, (real, fake, alpha, cond, keep))
 
     def _step(self, optimizer: torch.optim.Optimizer, share: int, grad_hook: GradHook | None) -> None:
         """The update of one network from its part of the gradient buffer (the other part is left as it is;
@@ -530,7 +575,9 @@ class CTGAN(GradientGenerator):
     def _generate(self, n: int, generator: torch.Generator, codes: dict[int, int]) -> torch.Tensor:
         """Generator output (values, and logits for softmax blocks) for `n` rows: conditional vectors drawn from
         the levels' frequencies in the data (SDV's `sample_original_condvec`), or fixed by `codes` (the rarest
-        requested level conditions the generator; every requested level is set)."""
+        requested level conditions the generator; every requested level is set). With a survival head, the
+        event and the time are then drawn from it given the covariates."""
+        self._check_conditions(codes)
         noise = torch.randn((n, self.embedding_dim), generator=generator, device=self.device_)
         inputs = noise
         if self.original_levels_ is not None:
@@ -542,10 +589,25 @@ class CTGAN(GradientGenerator):
                 levels = self.original_levels_.sample(n, generator)
             cond = torch.zeros((n, int(self.level_column_.numel())), device=self.device_)
             inputs = torch.cat([noise, self._condition(levels, cond)], dim=1)
-        out = self.generator_(inputs)[:, self.inv_perm_]
+        out = self._to_transform(self.generator_(inputs))
         for column, code in codes.items():
             block = self.block_of_column_[column]
             start, width = int(self.block_start_[block]), int(self.block_width_[block])
             out[:, start:start + width] = -1e4
             out[:, start + code] = 1e4
-        return out
+        return out if self.time_head_ is None else self._with_outcome(out, generator, self.order_)
+
+    def _to_transform(self, out: torch.Tensor) -> torch.Tensor:
+        """Generator output (the networks' column order) in the transform's layout; the survival columns, which
+        the head writes, are left 0."""
+        full = out.new_zeros((out.shape[0], self.transformer_.width))
+        full[:, self.perm_] = out
+        return full
+
+    def _check_conditions(self, codes: dict[int, int]) -> None:
+        """A condition on the event is refused: the survival head draws it given the covariates, so fixing it
+        would leave the covariates drawn as if it were not (rows of the wrong population)."""
+        event = self.transformer_.event
+        if self.time_head_ is not None and self.transformer_.columns.index(event) in codes:
+            raise ValueError(f"conditions: {event!r} is the survival event, which CTGAN draws from its survival "
+                             f"head given the covariates; condition on covariates, or filter the sampled rows")

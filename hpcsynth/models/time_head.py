@@ -57,8 +57,8 @@ class SurvivalLayout:
 
     @classmethod
     def of(cls, transformer: TableTransformer) -> SurvivalLayout | None:
-        """The layout when the transform declares a time (quantile-encoded) and an event (one-hot), else None:
-        a time under `numeric: mode_specific` (CTGAN's default) stays an ordinary column."""
+        """The layout when the transform declares a time (quantile-encoded, whatever `numeric` says: the
+        transformer keeps a declared survival time in quantile form) and an event (one-hot), else None."""
         if transformer.time is None or transformer.event is None:
             return None
         time_t, event_t = transformer.transform_of(transformer.time), transformer.transform_of(transformer.event)

@@ -1,6 +1,7 @@
 """CTGAN: the estimator contract, the vectorised training-by-sampling pieces against their definitions,
-conditional sampling, reproducibility, the flat buffer (both networks and the BatchNorm statistics), and
-`hpcsynth run` with model.name ctgan under mpiexec for every strategy."""
+conditional sampling, reproducibility, the flat buffer (both networks, the survival head of the MDS cohort's time
+and event, and the BatchNorm statistics), and `hpcsynth run` with model.name ctgan under mpiexec for every
+strategy."""
 import sys
 
 import h5py
@@ -108,14 +109,14 @@ def test_the_generator_learns_to_follow_the_conditional_vector(cohort):
         cond[:, level] = 1.0
         with torch.no_grad():
             model.generator_.eval()
-            out = model.generator_(torch.cat([noise, cond], dim=1))[:, model.inv_perm_]
+            out = model._to_transform(model.generator_(torch.cat([noise, cond], dim=1)))
         hits.append(float((out[:, start:start + width].argmax(dim=1) == code).float().mean()))
     assert np.mean(hits) > 0.8 and min(hits) > 0.4, hits  # the rarest level (a few rows) lags
 
 
-def test_shared_parameters_hold_both_networks_and_the_batchnorm_statistics(fitted):
+def test_shared_parameters_hold_both_networks_the_survival_head_and_the_batchnorm_statistics(fitted):
     flat = fitted.shared_parameters()
-    expected = sum(p.numel() for m in (fitted.generator_, fitted.critic_) for p in m.parameters())
+    expected = sum(p.numel() for m in (fitted.generator_, fitted.critic_, fitted.time_head_) for p in m.parameters())
     assert flat.numel() == expected
     bn = fitted.generator_[0].bn
     assert bn.running_var.data_ptr() >= flat.data_ptr()  # a view of the buffer: FedAvg averages it
@@ -201,16 +202,17 @@ def test_a_compiled_step_computes_the_eager_step_and_training_stays_reproducible
     levels = eager._draw(size, cond, noise)
     rows = eager._rows_index.sample(levels)
     keep_critic, keep_generator = eager.critic_.keep_masks(3 * packs, "cpu"), eager.critic_.keep_masks(packs, "cpu")
-    steps = (("critic", "_critic_loss", "critic_", (noise, cond, None, rows, keep_critic)),
-             ("generator", "_generator_loss", "generator_", (noise, cond, levels, keep_generator)))
+    steps = (("critic", "_critic_loss", (noise, cond, None, rows, keep_critic)),
+             ("generator", "_generator_loss", (noise, cond, levels, keep_generator)))
     for model in (eager, compiled):
         for m in model.modules_:
             m.train()
-    for key, loss, network, inputs in steps:
+    for key, loss, inputs in steps:
         results = []
         for model in (eager, compiled):
             args = tuple(model._data if x is None else x for x in inputs)
-            function = model._gradient_function(key, getattr(model, loss), [getattr(model, network)])
+            modules = model._critic_modules() if key == "critic" else [model.generator_]  # critic: and the head
+            function = model._gradient_function(key, getattr(model, loss), modules)
             torch.manual_seed(7)  # the Gumbel noise and the interpolation weights
             results.append((float(function(*args)), model.shared_gradients().clone(),
                             model.shared_parameters().clone()))
