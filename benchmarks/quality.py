@@ -1,13 +1,13 @@
-"""Quality: hpcsynth's five generator families against SDV's GaussianCopula, CTGAN and TVAE, on three cohorts.
+"""Quality: hpcsynth's five generator families against SDV's GaussianCopula, CTGAN and TVAE, on four cohorts.
 
-Every model trains on the same training split of flchain, ACTG 175 and the MDS cohort, in a process of its own,
+Every model trains on the same training split of flchain, ACTG 175, the MDS cohort and WHAS500, in a process of its own,
 and releases as many rows as the split has; scores: SDMetrics' quality, TSTR AUROC on the held-out rows, DCR,
 the survival figures of hpcsynth's own evaluation (Kaplan-Meier max gap, C-index and time-dependent AUROC at 1, 3
 and 5 years, each TSTR against TRTR, and the rows breaking a survival constraint),
 fit and sample seconds. What each score means and how the runs are matched is in benchmarks/README.md. The last
 line gives, per cohort, hpcsynth's best family over SDV's best model on quality.
 
-    python benchmarks/quality.py [--epochs 100] [--ddpm-epochs 300] [--cohorts flchain,actg175,mds]
+    python benchmarks/quality.py [--epochs 100] [--ddpm-epochs 300] [--cohorts flchain,actg175,mds,whas500]
                                  [--models all] [--jobs 2] [--threads 1] [--holdout 0.25]
 """
 from __future__ import annotations
@@ -25,7 +25,7 @@ import warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-COHORTS = ("flchain", "actg175", "mds")
+COHORTS = ("flchain", "actg175", "mds", "whas500")
 HPCSYNTH = ("hpcsynth-ctgan", "hpcsynth-tvae", "hpcsynth-vae_bgm", "hpcsynth-bayesnet", "hpcsynth-ddpm")
 SDV = ("sdv-gaussiancopula", "sdv-ctgan", "sdv-tvae")
 REFERENCE = "real-holdout"
@@ -36,7 +36,7 @@ LEAKS = {"flchain": ("chapter",)}
 # rough relative cost, to start the longest processes first (the pool then ends nearly together)
 COST = {"hpcsynth-ddpm": 10, "sdv-ctgan": 8, "hpcsynth-ctgan": 4, "sdv-tvae": 3, "hpcsynth-vae_bgm": 2,
         "hpcsynth-tvae": 1.5, "sdv-gaussiancopula": 0.5, "hpcsynth-bayesnet": 0.2, REFERENCE: 0.1}
-SIZE = {"flchain": 1.0, "mds": 0.9, "actg175": 0.3}
+SIZE = {"flchain": 1.0, "mds": 0.9, "actg175": 0.3, "whas500": 0.1}
 # the survival figures, computed by hpcsynth.evaluate.suite on the held-out rows (one process: the pooled figure)
 SURVIVAL = ("km_max_gap", "cindex_tstr", "cindex_trtr", "td_auroc_tstr", "td_auroc_trtr",
             "survival_constraint_violations")
