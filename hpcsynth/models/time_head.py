@@ -1,21 +1,21 @@
-"""The survival time head: time given the covariates and the event, as a distribution over a grid of time bins.
+"""The survival head: the event and the time given the covariates, as a distribution over (event level, time bin).
 
 Why. A generic tabular generator treats a survival time and its event indicator as two ordinary columns: it
 learns each column's shape and weak pairwise trends, and the synthetic events end up spread evenly over follow-up
-(issue 21: the correlation of time with event fell from -0.64 to -0.07 on flchain, and the Kaplan-Meier curves
-drifted 0.68 apart). SurvivalGAN (Norcliffe et al., AISTATS 2023) repairs that by generating the covariates and
-the event first and the time last, from a time-to-event model given both. This module is that model for the
-gradient families:
+(on flchain the correlation of time with event fell from -0.64 to -0.07, and the Kaplan-Meier curves drifted 0.68
+apart; docs/survival.md). SurvivalGAN (Norcliffe et al., AISTATS 2023) repairs that by generating the time last,
+from a time-to-event model. This module is that model for the gradient families (TVAE, VAE-BGM, CTGAN, TabDDPM):
 
-* The base generator (TVAE, VAE-BGM, ...) models every column but the time's value: the covariates and the event.
-* `TimeHead` models the time given those columns as a categorical distribution over `TIME_BINS` bins of the
-  time's quantiles. The shared transform already maps the time to u = F(time), its merged marginal CDF (fitted
-  from every site's histogram, never from pooled rows), so the quantile bins are the equal-width bins of u and a
-  row's bin is read off its encoded value z = Phi^-1(u). The head is trained by cross-entropy on the site's own
-  rows, with one set of logits per event level: event times and censoring times are modelled apart, so that
-  censoring patterns (administrative end of follow-up, losses) survive.
-* Sampling draws the covariates and the event from the base generator (each categorical block drawn here, so that
-  the head sees what will be decoded), then a bin from the head, then u uniform within the bin, and writes
+* The family's networks model the covariates: every column but the time and the event.
+* `TimeHead` models the outcome given the covariates as a categorical distribution over (event level, time bin)
+  classes, `TIME_BINS` bins of the time's quantiles per level. The shared transform already maps the time to
+  u = F(time), its merged marginal CDF (fitted from every site's histogram, never from pooled rows), so the
+  quantile bins are the equal-width bins of u and a row's bin is read off its encoded value z = Phi^-1(u). The
+  head is trained by cross-entropy on the site's own rows. Event times and censoring times (and each cause of a
+  competing-risk event) have classes of their own, so censoring patterns (administrative end of follow-up,
+  losses) survive.
+* Sampling draws the covariates from the family (each categorical block drawn here, so that the head sees what
+  will be decoded), then an (event, bin) class from the head, then u uniform within the bin, and writes
   z = Phi^-1(u) into the time's column. Decoding maps it back through the transform's inverse CDF: within a bin
   the time follows the real marginal's shape (atoms such as an administrative censoring date included).
 
