@@ -87,3 +87,11 @@ def assert_dp_sgd_covers_the_head(model, batch, noise) -> None:
     before = model.shared_parameters().clone()
     model.local_update(batch, 2)
     assert not torch.equal(before[-head:], model.shared_parameters()[-head:])
+
+
+def assert_a_saved_model_keeps_the_head(model, path) -> None:
+    """A fitted survival-aware model saved and loaded again has its head and samples the same rows."""
+    model.save(path)
+    loaded = type(model).load(path)
+    assert loaded.time_head_ is not None
+    pd.testing.assert_frame_equal(loaded.sample(200), model.sample(200))

@@ -6,7 +6,6 @@ averaging all carry it."""
 import threading
 
 import numpy as np
-import pandas as pd
 import pytest
 import torch
 
@@ -16,20 +15,13 @@ from hpcsynth.data.transforms import NumericTransform
 from hpcsynth.federated.strategies import FedAvg
 from hpcsynth.models import CTGAN
 from model_support import assert_local_state_resumes
-from survival_support import check_survival, simulate
+from survival_support import assert_a_saved_model_keeps_the_head, check_survival, simulate
 
 TINY = dict(batch_size=100, embedding_dim=8, generator_dim=[16], discriminator_dim=[16], seed=0,
             categorical=["group"], time="time", event="event", compile="off")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One torch thread: the fits are small, and on a shared two-core machine a second thread only waits (the
-    centralized fit takes 13 s on one thread, over 90 s on two beside other work)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
@@ -115,10 +107,7 @@ def test_fedavg_averages_the_head_with_the_networks(tiny, cohort):
 
 
 def test_a_saved_model_keeps_the_head(tiny, tmp_path):
-    tiny.save(tmp_path / "ctgan.h5")
-    loaded = CTGAN.load(tmp_path / "ctgan.h5")
-    assert loaded.time_head_ is not None
-    pd.testing.assert_frame_equal(loaded.sample(200), tiny.sample(200))
+    assert_a_saved_model_keeps_the_head(tiny, tmp_path / "ctgan.h5")
 
 
 def test_a_covariate_condition_holds_and_an_event_condition_is_refused(tiny):

@@ -18,15 +18,6 @@ SMALL = {"batch_size": 100, "hidden": [64], "latent_dim": 16, "gru_dim": 32, "lr
 
 
 @pytest.fixture(scope="module")
-def one_thread():
-    """One torch thread: the fits are small, and on a shared two-core machine a second thread only waits."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
 def real():
     return cohort(300, seed=2)
 
