@@ -127,7 +127,8 @@ COHORTS: dict[str, Cohort] = {
     "actg320": Cohort("AIDS Clinical Trials Group 320, time to AIDS or death (scikit-survival)",
                       _sksurv("load_aids", "time", "censor"), "time", "censor", time_unit="days"),
     "actg175": Cohort("AIDS Clinical Trials Group 175, time to event (lifelines)", _actg175, "days", "cens",
-                      _ACTG175_CATEGORIES, ("row", "pidnum"), time_unit="days"),
+                      _ACTG175_CATEGORIES, ("row", "pidnum"), time_unit="days",
+                      cox_covariates=("age", "karnof", "cd40", "cd80", "symptom", "treat")),
     "lung": Cohort("NCCTG advanced lung cancer, 18 institutions (lifelines)", _lung, "time", "status",
                    ("sex", "ph.ecog"), (), "inst", time_unit="days"),
 }
