@@ -30,9 +30,6 @@ HPCSYNTH = ("hpcsynth-ctgan", "hpcsynth-tvae", "hpcsynth-vae_bgm", "hpcsynth-bay
 SDV = ("sdv-gaussiancopula", "sdv-ctgan", "sdv-tvae")
 REFERENCE = "real-holdout"
 MODELS = HPCSYNTH + SDV
-# columns left out of the TSTR features because they give the target away: flchain's `chapter` (cause of death)
-# is recorded for exactly the patients who died, so with it TRTR predicts `death` perfectly
-LEAKS = {"flchain": ("chapter",)}
 # rough relative cost, to start the longest processes first (the pool then ends nearly together)
 COST = {"hpcsynth-ddpm": 10, "sdv-ctgan": 8, "hpcsynth-ctgan": 4, "sdv-tvae": 3, "hpcsynth-vae_bgm": 2,
         "hpcsynth-tvae": 1.5, "sdv-gaussiancopula": 0.5, "hpcsynth-bayesnet": 0.2, REFERENCE: 0.1}
@@ -55,11 +52,13 @@ def prepare(name: str, holdout: float, seed: int) -> dict:
     if name == "mds":  # as benchmarks/train_speed.py builds it
         frame = simulate_mds(n_patients=4427, seed=0).drop(columns=["patient_id", "site"])
         categorical, time_column, event = MDS_METADATA["categorical"], MDS_METADATA["time"], MDS_METADATA["event"]
+        leaks = []
     else:
         cohort = DECLARED[name]
         dropped = [*cohort.id_columns, *([cohort.site_column] if cohort.site_column else [])]
         frame = load_cohort(name).drop(columns=dropped)
         categorical, time_column, event = list(cohort.categorical), cohort.time, cohort.event
+        leaks = list(cohort.outcome_columns)  # they give the target away (flchain's cause of death)
     schema = TableTransformer(categorical, time_column, event).fit(frame).schema_
     continuous = [s.name for s in schema if s.kind in ("integer", "continuous")]
     discrete = [s.name for s in schema if s.kind in ("categorical", "binary")]
@@ -68,7 +67,7 @@ def prepare(name: str, holdout: float, seed: int) -> dict:
     cut = int(round(len(complete) * (1.0 - holdout)))
     return {"name": name, "rows_loaded": len(frame), "train": complete.iloc[order[:cut]].reset_index(drop=True),
             "holdout": complete.iloc[order[cut:]].reset_index(drop=True), "categorical": list(categorical),
-            "time": time_column, "event": event, "discrete": discrete, "leaks": list(LEAKS.get(name, ()))}
+            "time": time_column, "event": event, "discrete": discrete, "leaks": leaks}
 
 
 # -- models -------------------------------------------------------------------------------------------------

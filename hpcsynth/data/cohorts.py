@@ -51,6 +51,9 @@ class Cohort:
         What an attacker is assumed to know (empty: age and sex where present).
     time_unit : {"days", "months", "years"} or None
         The unit of the time column, so that survival scores can be read at 1, 3 and 5 years (None: unknown).
+    outcome_columns : tuple of str
+        Columns recorded only after the outcome (flchain's cause of death): synthesised like the rest, but left
+        out of the utility classifiers' features, which would otherwise read the outcome off them.
     """
 
     description: str
@@ -67,6 +70,7 @@ class Cohort:
     sensitive: tuple[str, ...] = ()
     quasi_identifiers: tuple[str, ...] = ()
     time_unit: TimeUnit | None = None
+    outcome_columns: tuple[str, ...] = ()
 
 
 def _sksurv(loader: str, time: str, event: str) -> Callable[[], pd.DataFrame]:
@@ -119,7 +123,8 @@ COHORTS: dict[str, Cohort] = {
                   risk_groups="ipssr_category", sensitive=("TP53",), time_unit="months"),
     "flchain": Cohort("serum free light chain and mortality, Olmsted County (scikit-survival)",
                       _sksurv("load_flchain", "futime", "death"), "futime", "death",
-                      ("chapter", "flc.grp", "mgus", "sample.yr", "sex"), time_unit="days"),
+                      ("chapter", "flc.grp", "mgus", "sample.yr", "sex"), time_unit="days",
+                      outcome_columns=("chapter",)),
     "whas500": Cohort("Worcester Heart Attack Study, 500 patients (scikit-survival)",
                       _sksurv("load_whas500", "lenfol", "fstat"), "lenfol", "fstat", time_unit="days"),
     "gbsg2": Cohort("German Breast Cancer Study Group 2 (scikit-survival)",

@@ -84,6 +84,9 @@ class EvalSpec:
     time_unit : {"days", "months", "years"} or None
         The time column's unit: the time-dependent AUROC is read at 1, 3 and 5 years (None: at the quartiles of
         the event times).
+    outcome_columns : list of str
+        Columns recorded only after the outcome, left out of the utility classifiers' features (with them, TRTR
+        on flchain reads death off its cause and scores 1.000).
     all_quasi : bool
         Every attribute but the sensitive one may be a quasi-identifier: the anonymity scores are the worst over
         the `quasi_combinations` most identifying combinations of up to `max_quasi` attributes
@@ -110,6 +113,7 @@ class EvalSpec:
     age: str | None = None
     seed: int = 0
     time_unit: str | None = None
+    outcome_columns: list[str] = field(default_factory=list)
     n_attacks: int = 500
     all_quasi: bool = False
     max_quasi: int = 3
@@ -146,7 +150,8 @@ class EvalSpec:
         risk_group = cohort.risk_groups if cohort and cohort.risk_groups in columns else None
         return cls(transformer.time, transformer.event, risk_group, _causes(transformer), genes,
                    cox if transformer.time else [], transformer.target or transformer.event, sensitive, quasi, sex,
-                   age, seed, cohort.time_unit if cohort else None)
+                   age, seed, cohort.time_unit if cohort else None,
+                   declared(cohort.outcome_columns) if cohort else [])
 
     def roles(self, n_sites: int) -> set[Role]:
         """The roles (`hpcsynth.evaluate.metrics.Role`) this spec can serve."""
@@ -441,7 +446,7 @@ def _anonymeter(ctx: Context) -> dict[str, float]:
 def _utility(ctx: Context) -> dict[str, float]:
     """TSTR against TRTR; keeps the TSTR model's binary predictions for the fairness part."""
     target, t = ctx.spec.target, ctx.transformer
-    features = [c for c in t.columns if c not in (target, ctx.spec.time)]
+    features = [c for c in t.columns if c not in (target, ctx.spec.time, *ctx.spec.outcome_columns)]
     model = ctx.on_one_site(lambda: fit(ctx.synthetic, t, target, features, ctx.spec.seed))
     encoded = ctx.once("tstr_test", lambda: test_matrix(ctx.holdout, t, target, features))
     fitted = predict(model, ctx.holdout, t, target, features, encoded)

@@ -78,3 +78,22 @@ def test_registering_an_undeclared_score_or_returning_one_is_refused(mds, noisy_
     with pytest.raises(ValueError, match=r"undeclared scores \['sneaky'\]"):
         evaluate(noisy_synthetic, train, holdout, transformer, SoloComm(), EvalSpec())
     assert PARTS  # the real registry is untouched
+
+
+def test_a_cohorts_outcome_columns_stay_out_of_the_utility_features():
+    # flchain's cause of death is recorded for exactly the patients who died: read as a feature, TRTR is perfect
+    from hpcsynth.data.cohorts import load_cohort
+    from hpcsynth.data.transformer import TableTransformer
+
+    cohort = COHORTS["flchain"]
+    frame = load_cohort("flchain").sample(2000, random_state=0).reset_index(drop=True)
+    train, holdout = frame.iloc[:1500], frame.iloc[1500:]
+    transformer = TableTransformer(list(cohort.categorical), cohort.time, cohort.event).fit(train)
+    spec = EvalSpec.default(transformer, cohort)
+    assert spec.outcome_columns == ["chapter"]
+
+    def trtr(s: EvalSpec) -> float:
+        return evaluate(train, train, holdout, transformer, SoloComm(), s, metrics=["trtr_auroc"]).scores["trtr_auroc"]
+
+    assert trtr(dataclasses.replace(spec, outcome_columns=[])) > 0.99
+    assert 0.8 < trtr(spec) < 0.99
