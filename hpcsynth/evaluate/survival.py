@@ -31,10 +31,15 @@ def time_grid(t_max: float, n: int = N_INTERVALS) -> np.ndarray:
     return np.linspace(0.0, float(t_max), n + 1)[1:]
 
 
+def interval_of(time: np.ndarray, grid: np.ndarray) -> np.ndarray:
+    """The grid interval of each time: t in (g_{j-1}, g_j] is interval j, later times fall in the last."""
+    return np.minimum(np.searchsorted(grid, time, side="left"), grid.size - 1)
+
+
 def event_counts(time: np.ndarray, event: np.ndarray, grid: np.ndarray) -> np.ndarray:
     """(2, intervals) deaths and censorings per interval (t in (g_{j-1}, g_j]; later times in the last)."""
     ok = np.isfinite(time) & np.isfinite(event)
-    idx = np.minimum(np.searchsorted(grid, time[ok], side="left"), grid.size - 1)
+    idx = interval_of(time[ok], grid)
     died = event[ok] > 0.5
     return np.stack([np.bincount(idx[died], minlength=grid.size),
                      np.bincount(idx[~died], minlength=grid.size)]).astype(np.float64)
@@ -75,7 +80,7 @@ def cause_counts(frame: pd.DataFrame, time: str, event: str, causes: list[float]
     t = pd.to_numeric(frame[time], errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
     e = pd.to_numeric(frame[event], errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
     ok = np.isfinite(t)
-    idx = np.minimum(np.searchsorted(grid, t[ok], side="left"), grid.size - 1)
+    idx = interval_of(t[ok], grid)
     return np.stack([np.bincount(idx[e[ok] == code], minlength=grid.size)
                      for code in (0.0, *causes)]).astype(np.float64)
 
