@@ -250,9 +250,7 @@ class TabDDPM(GradientGenerator):
         x = self._reverse_chain(n, generator, codes)
         if self.time_head_ is None:
             return x
-        full = x.new_zeros((n, len(self.order_)))
-        full[:, self.columns_] = x
-        return self._with_outcome(full, generator, self.order_)
+        return self._outcome_of(x, self.columns_, generator, self.order_)
 
     def _reverse_chain(self, n: int, generator: torch.Generator, codes: dict[int, int]) -> torch.Tensor:
         """Reverse diffusion over the respaced steps (`sampler`) in the denoiser's columns (`columns_`); the

@@ -129,6 +129,14 @@ class GradientGenerator(Generator):
         return TimeHead(torch.arange(min(events), device=self.device_), torch.tensor(events, device=self.device_),
                         position[layout.time])
 
+    def _outcome_of(self, covariates: torch.Tensor, columns: torch.Tensor | list[int], generator: torch.Generator,
+                    order: torch.Tensor) -> torch.Tensor:
+        """`_with_outcome` for a family whose networks output the covariates alone: they are first placed at their
+        `columns` of the transform's layout (`order` is the training layout the head reads)."""
+        full = covariates.new_zeros((covariates.shape[0], len(order)))
+        full[:, columns] = covariates
+        return self._with_outcome(full, generator, order)
+
     def _with_outcome(self, out: torch.Tensor, generator: torch.Generator, order: torch.Tensor) -> torch.Tensor:
         """Generator output (covariates) in the transform's layout, its categorical levels drawn, then the event
         and the time drawn by the survival head given them (the head reads the columns in its family's `order`)."""

@@ -243,6 +243,4 @@ class TVAE(GradientGenerator):
         out[:, :g] += noise * self.decoder_.sigma
         if self.time_head_ is None:
             return out[:, self.inv_order_]
-        full = out.new_zeros((n, len(self.order_)))
-        full[:, self.order_[:self.n_targets_]] = out
-        return self._with_outcome(full, generator, self.order_)
+        return self._outcome_of(out, self.order_[:self.n_targets_], generator, self.order_)
