@@ -99,6 +99,8 @@ def km_figure(ev: Evaluation):
     for ax, g in zip(axes.flat, groups):
         ax.step(km.grid, km.real[g], where="post", color="#1f4e79", label="real")
         ax.step(km.grid, km.synthetic[g], where="post", color="#d95f02", linestyle="--", label="synthetic")
+        if g in km.read_until:  # the gap is read up to here: beyond, fewer than a tenth of the real rows remain
+            ax.axvline(km.read_until[g], color="grey", linewidth=0.6, linestyle=":", label="gap read up to")
         ax.set_ylim(0, 1.02)
         ax.set_title(f"{g} (n={km.sizes[g]:.0f}): gap {km.gaps[g]:.3f}", fontsize=9)
         ax.set_xlabel("time", fontsize=8)

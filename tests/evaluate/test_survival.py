@@ -11,6 +11,7 @@ from hpcsynth.evaluate.survival import (
     c_index,
     cause_counts,
     compare_cox,
+    compare_incidence,
     compare_km,
     cumulative_incidence,
     event_counts,
@@ -68,6 +69,26 @@ def test_km_gaps_by_group_and_split_sites_equal_pooled(sites):
     for got in sites(lambda comm, k: compare_km(synthetic, real.iloc[parts[k]], "t", "e", 100.0, comm, "g",
                                                 ["high", "low"]), 3):
         assert got.gaps == pytest.approx(pooled.gaps, abs=1e-12) and got.worst_group == pooled.worst_group
+
+
+def test_gaps_are_read_while_a_tenth_of_the_real_rows_is_at_risk():
+    """A real cohort whose last patient dies at 90 (its curve drops to 0 there): a synthetic one that differs
+    only after the real curve has lost nine in ten of its rows has gap 0, one that differs before has its gap."""
+    rng = np.random.default_rng(7)
+    t = np.r_[np.ceil(rng.uniform(1, 60, 180)), np.ceil(rng.uniform(61, 89, 19)), 90.0]
+    real = pd.DataFrame({"t": t, "e": np.r_[(rng.random(199) < 0.25).astype(float), 1.0]})
+    censored_last = real.assign(e=np.r_[real["e"].to_numpy()[:-1], 0.0])  # the last patient survives instead
+    km = compare_km(censored_last, real, "t", "e", 100.0, SoloComm())
+    assert km.gaps["all"] == 0.0 and km.read_until["all"] < 70.0
+    plain = np.abs(km.real["all"] - km.synthetic["all"]).max()  # over the whole grid: the tail drop
+    assert plain > 0.1
+    earlier = real.assign(t=np.where(real["t"] <= 30, real["t"] / 2, real["t"]))
+    assert compare_km(earlier, real, "t", "e", 100.0, SoloComm()).gaps["all"] > 0.1
+    # the cumulative incidence reads the same range: a cause swapped at the last row only is not read
+    causes = real.assign(e=real["e"] * np.where(np.arange(200) % 2, 1.0, 2.0))
+    swapped = causes.assign(e=np.r_[causes["e"].to_numpy()[:-1], 1.0 if causes["e"].iloc[-1] == 2.0 else 2.0])
+    real_counts = cause_counts(causes, "t", "e", [1.0, 2.0], 100.0)
+    assert max(compare_incidence(swapped, real_counts, "t", "e", [1.0, 2.0], 100.0).values()) == 0.0
 
 
 def test_cox_in_one_process_equals_lifelines_and_meta_analysis_across_sites(sites):
