@@ -42,13 +42,14 @@ MAX_REJECTION = 100  # rejection sampling gives up when fewer than 1 in this man
 
 def rejection_sample(draw: Callable[[int], pd.DataFrame], n: int, codes: dict[int, int],
                      transformer: TableTransformer) -> pd.DataFrame:
-    """`n` rows of `draw(m)` (m rows per call, streams continuing) that meet `codes` ({column index: level
-    code}), in the order drawn; a ValueError when fewer than 1 in `MAX_REJECTION` draws meet them."""
+    """`n` rows of `draw(m)` (at most m rows per call, streams continuing: a draw may reject some itself) that
+    meet `codes` ({column index: level code}), in the order drawn; a ValueError when fewer than 1 in
+    `MAX_REJECTION` draws meet them."""
     size, kept, found, drawn = max(n, 64), [], 0, 0
     while found < n or not kept:
         frame = draw(size)
         drawn += size
-        meets = np.ones(size, dtype=bool)
+        meets = np.ones(len(frame), dtype=bool)
         for index, code in codes.items():
             transform = transformer.transforms_[index]
             meets &= transform.codes(frame[transform.spec.name]) == code

@@ -16,6 +16,14 @@ scale per column, cross-entropy for every softmax block; a visit's terms count u
 interval from the second visit on, and a value only where it was measured. The GRU cell is written out (no
 cuDNN kernel), so torch.compile and torch.func's per-sample gradients take the whole step. Conditions on
 context columns are met by rejection on the context the decoder draws first, before any visit is generated.
+
+Sampling keeps the pooled length histogram. Decoded from the prior, the length head drew patients too short
+(pbcseq: 4.6 visits against 6.3, a quarter more one-visit patients than real), a hole between the prior and the
+encoder's aggregate posterior. So each drawn (latent, context, length) is accepted with probability proportional
+to p(L) / q(L). Here p is the merged length histogram the shared transform already holds (`length_counts_`),
+and q the model's own length distribution under the prior (its length softmax averaged over `LENGTH_PROBE`
+prior draws). The lengths of a release then follow p, while the context and the visits keep the model's
+conditional given the length. The ratio is capped at `MAX_LENGTH_WEIGHT`, which bounds the draws a patient costs.
 """
 from __future__ import annotations
 
@@ -347,8 +355,13 @@ class SequenceVAE(TVAE):
         rng = np.random.default_rng([seed, self.stream_, self._SAMPLE])
         t = self.transformer_
         c = t.context_.width
+        acceptance = None  # each length's acceptance probability (module docstring), set on the first draw
 
         def draw_static(m: int, latents: list[torch.Tensor]) -> pd.DataFrame:
+            """m drawn statics, of which those whose length is accepted (a length's share follows p(L))."""
+            nonlocal acceptance
+            if acceptance is None:
+                acceptance = self._length_acceptance(generator)
             z = self._latent(m, generator)
             out = self.decoder_.static(z).float()
             _, context = self.context_layout_.draw(out[:, :c], self.decoder_.context_sigma, generator)
@@ -356,17 +369,15 @@ class SequenceVAE(TVAE):
             frame[_LENGTH] = t.context_lengths(out[:, c:].cpu().numpy(), rng)
             frame[_DRAW] = np.arange(m) + sum(len(x) for x in latents)
             latents.append(z)
-            return frame
+            kept = rng.random(m) < acceptance[frame[_LENGTH].to_numpy() - 1]
+            return frame[kept].reset_index(drop=True)
 
         def draw(n: int, codes: dict[int, int]) -> Sequences:
             for m in self.modules_:
                 m.eval()
             latents: list[torch.Tensor] = []
             with torch.no_grad():
-                if codes:
-                    frame = rejection_sample(lambda m: draw_static(m, latents), n, codes, t.context_)
-                else:
-                    frame = draw_static(n, latents)
+                frame = rejection_sample(lambda m: draw_static(m, latents), n, codes, t.context_)
                 z = torch.cat(latents)[torch.as_tensor(frame[_DRAW].to_numpy(), device=self.device_)]
                 lengths = frame[_LENGTH].to_numpy()
                 context = frame.drop(columns=[_LENGTH, _DRAW])
@@ -378,8 +389,24 @@ class SequenceVAE(TVAE):
 
         return draw
 
+    def _length_acceptance(self, generator: torch.Generator) -> np.ndarray:
+        """Each length's acceptance probability, p(L) / q(L) scaled to at most 1 (module docstring): p the merged
+        histogram with every length beyond T_max counted at T_max (a row holds the first T_max visits), q the
+        length softmax averaged over `LENGTH_PROBE` prior draws."""
+        t = self.transformer_
+        counts = t.length_counts_[1:]
+        p = np.r_[counts[:t.t_max_ - 1], counts[t.t_max_ - 1:].sum()]
+        p = p / p.sum()
+        out = self.decoder_.static(self._latent(LENGTH_PROBE, generator)).float()[:, t.context_.width:]
+        q = torch.softmax(out, dim=1).mean(0).cpu().numpy().astype(np.float64)
+        ratio = p / np.maximum(q, 1e-12)
+        ratio = np.minimum(ratio, MAX_LENGTH_WEIGHT * ratio[ratio > 0].min())
+        return ratio / ratio.max()
+
     def _generate(self, n: int, generator: torch.Generator, codes: dict[int, int]) -> torch.Tensor:
         raise NotImplementedError("SequenceVAE draws Sequences through sample(), not encoded table rows")
 
 
 _LENGTH, _DRAW = "__length__", "__draw__"  # the columns that carry a drawn context's length and latent
+LENGTH_PROBE = 4096  # prior draws that estimate the model's length distribution, once per sample() call
+MAX_LENGTH_WEIGHT = 20.0  # the largest p(L) / q(L) a length is accepted with, relative to the smallest
