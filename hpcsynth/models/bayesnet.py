@@ -13,7 +13,10 @@ always, and the covariates the structure search picks for it. Its states are `ti
 than `n_bins`, so that the Kaplan-Meier curve is no coarse staircase), one distribution per event level, so
 that censoring times are modelled apart from event times. The structure is searched on the time cut into
 `n_bins` (a 50-state child would cost every candidate parent far more in BIC penalty, and in DP noise, than its
-information is worth); the time's table is then counted at `time_bins`.
+information is worth); the time's table is then counted at `time_bins`. Under `epsilon`, unless `time_bins` is
+given, the bins follow the budget: the most (up to 50) whose table stays theta-useful in PrivBayes' sense (Zhang
+et al., TODS 2017: rows per cell at least `USEFUL_THETA` times the noise on a cell, summed over the sites). At
+epsilon 1 on flchain, 50 bins put the Kaplan-Meier curve 0.22 away and the rule's 3 bins 0.12 (docs/survival.md).
 Design notes and references: docs/notes/models.md; the survival node: docs/survival.md.
 """
 from __future__ import annotations
@@ -34,6 +37,7 @@ from hpcsynth.models.time_head import TIME_BINS
 
 STRUCTURES = ("chow_liu", "bic")  # how the network's structure is learnt
 NOISES = ("laplace", "gaussian")  # PrivBayes-style noise on the counts
+USEFUL_THETA = 4.0  # PrivBayes' usefulness threshold (Zhang et al. 2017 take theta = 4)
 _U_EPS = 1e-6
 
 
@@ -83,15 +87,26 @@ def chow_liu(mi: np.ndarray) -> list[list[int]]:
     return parents
 
 
+def noise_scale(n_tables: int, epsilon: float, noise: str, delta: float) -> float:
+    """The noise on each count when `n_tables` tables share (epsilon, delta): Laplace b, or Gaussian sigma."""
+    if noise == "laplace":
+        return n_tables / epsilon
+    return math.sqrt(2.0 * math.log(1.25 / delta)) * math.sqrt(n_tables) / epsilon
+
+
 def privatise(counts: np.ndarray, n_tables: int, epsilon: float, noise: str, delta: float,
               rng: np.random.Generator) -> tuple[np.ndarray, float]:
     """`counts` (the concatenation of `n_tables` count tables) plus noise for (epsilon, delta)-DP; and its scale
     (Laplace b, or Gaussian sigma). See the module docstring for the calibration."""
-    if noise == "laplace":
-        scale = n_tables / epsilon
-        return counts + rng.laplace(0.0, scale, counts.shape), scale
-    scale = math.sqrt(2.0 * math.log(1.25 / delta)) * math.sqrt(n_tables) / epsilon
-    return counts + rng.normal(0.0, scale, counts.shape), scale
+    scale = noise_scale(n_tables, epsilon, noise, delta)
+    draw = rng.laplace if noise == "laplace" else rng.normal
+    return counts + draw(0.0, scale, counts.shape), scale
+
+
+def useful_bins(rows: float, scale: float, parent_cells: int, most: int = TIME_BINS) -> int:
+    """The most bins (2 to `most`) of a child whose table, `parent_cells` x bins, keeps `USEFUL_THETA` rows per
+    cell for every unit of noise `scale` on a cell (PrivBayes' theta-usefulness)."""
+    return int(np.clip(rows // (USEFUL_THETA * scale * parent_cells), 2, most))
 
 
 def conditional_mutual_information(table: np.ndarray) -> float:
@@ -183,8 +198,10 @@ class BayesianNetwork(Generator):
     ----------
     n_bins : int, default 10
         Equal-probability bins of each numeric column.
-    time_bins : int, default 50
-        Equal-probability bins of the survival time, when a time and an event are declared.
+    time_bins : int or None, default None
+        Equal-probability bins of the survival time, when a time and an event are declared. None: 50, and under
+        `epsilon` as many (2 to 50) as keep the time's table theta-useful (`useful_bins`); `time_bins_` holds the
+        number used.
     structure : {"chow_liu", "bic"}, default "chow_liu"
         The Chow-Liu tree, or greedy BIC hill climbing (not offered with `epsilon`).
     max_parents : int, default 2
@@ -221,7 +238,7 @@ class BayesianNetwork(Generator):
     trains_by = "counts"
     native_conditions = True
 
-    def __init__(self, *, n_bins: int = 10, time_bins: int = TIME_BINS, structure: str = "chow_liu",
+    def __init__(self, *, n_bins: int = 10, time_bins: int | None = None, structure: str = "chow_liu",
                  max_parents: int = 2, prior: float = 1.0, epsilon: float | None = None, delta: float = 1e-6,
                  noise: str = "laplace", structure_share: float = 0.3, oversample: int = 20, seed: int = 0,
                  categorical: list[str] = (), time: str | None = None, event: str | None = None) -> None:
@@ -250,11 +267,14 @@ class BayesianNetwork(Generator):
         for i, pa in enumerate(self.parents_):
             parents[i, :len(pa)] = pa
         return {"counts": self.shared_parameters().numpy(), "parents": parents,
-                "spent": np.array([self.epsilon_spent_, self.delta_spent_, self.n_rows_])}
+                "spent": np.array([self.epsilon_spent_, self.delta_spent_, self.n_rows_]),
+                "time_bins": np.array([self.time_bins_])}
 
     def _load_fitted_arrays(self, arrays: dict[str, np.ndarray]) -> None:
         self.parents_ = [[int(p) for p in row if p >= 0] for row in arrays["parents"]]
         self.epsilon_spent_, self.delta_spent_, self.n_rows_ = (float(v) for v in arrays["spent"])
+        if "time_bins" in arrays:  # (a model saved before the bins were stored keeps setup's)
+            self._bin_time(int(arrays["time_bins"][0]))
         self._set_counts(arrays["counts"])
 
     # -- the training job's entry points --------------------------------------------------------------------
@@ -264,9 +284,26 @@ class BayesianNetwork(Generator):
         self.transformer_ = transformer
         self.stream_ = stream
         self.time_node_ = survival_columns(transformer)
-        self.discretiser_ = Discretiser(transformer, self.n_bins, self._time_column(), self.time_bins)
+        self._bin_time(self.time_bins or TIME_BINS)
         self.structure_discretiser_ = Discretiser(transformer, self.n_bins)
         return self
+
+    def _bin_time(self, bins: int) -> None:
+        """Cut the survival time (when it has its node) into `bins` states: `discretiser_` and `time_bins_`."""
+        self.time_bins_ = bins
+        self.discretiser_ = Discretiser(self.transformer_, self.n_bins, self._time_column(), bins)
+
+    def _budget_time_bins(self, comm: Communicator) -> int:
+        """The time's bins for this fit: `time_bins` when given; else 50, and under `epsilon` the most that keep
+        its table theta-useful against the noise summed over the sites (`useful_bins`; the rows and the time's
+        parents are known to every site alike)."""
+        if self.time_bins is not None or self.epsilon is None or self.time_node_ is None:
+            return self.time_bins or TIME_BINS
+        tables = len(self.discretiser_.cards)
+        delta = self.delta / 2 if self.noise == "gaussian" else 0.0
+        scale = noise_scale(tables, self.epsilon * (1.0 - self.structure_share), self.noise, delta)
+        cells = int(np.prod([self.discretiser_.cards[p] for p in self.parents_[self._time_column()]]))
+        return useful_bins(self.n_rows_, scale * math.sqrt(comm.size), cells)
 
     def to_device(self, matrix: np.ndarray) -> np.ndarray:
         """Counting runs in numpy on the host: the encoded rows are used as they are."""
@@ -275,15 +312,16 @@ class BayesianNetwork(Generator):
     def fit_counts(self, data: np.ndarray, comm: Communicator) -> float:
         """Learn structure and tables from counts summed over `comm` (collective); return the mean negative
         log-likelihood of this site's discretised rows under the fitted network."""
-        codes = self.discretiser_.codes(np.asarray(data))
         coarse, coarse_cards = self.structure_discretiser_.codes(np.asarray(data)), self.structure_discretiser_.cards
         rng = np.random.default_rng([self.seed, self.stream_, self._NOISE])
         self.epsilon_spent_, self.delta_spent_ = 0.0, 0.0
-        self.n_rows_ = float(comm.Allreduce(np.array([float(len(codes))]), "sum")[0])
+        self.n_rows_ = float(comm.Allreduce(np.array([float(len(coarse))]), "sum")[0])
         if self.structure == "chow_liu":
             self.parents_ = self._chow_liu(coarse, coarse_cards, comm, rng)
         else:
             self.parents_ = self._hill_climb(coarse, coarse_cards, comm, rng)
+        self._bin_time(self._budget_time_bins(comm))
+        codes = self.discretiser_.codes(np.asarray(data))
         cards = self.discretiser_.cards
         tables = [family_counts(codes, cards, i, pa) for i, pa in enumerate(self.parents_)]
         self._set_counts(self._release(np.concatenate([t.ravel() for t in tables]), len(tables),
@@ -306,7 +344,8 @@ class BayesianNetwork(Generator):
             raise ValueError(f"structure: expected one of {STRUCTURES}, got {self.structure!r}")
         if self.noise not in NOISES:
             raise ValueError(f"noise: expected one of {NOISES}, got {self.noise!r}")
-        if self.n_bins < 2 or self.time_bins < 2 or self.max_parents < 1 or self.prior <= 0 or self.oversample < 1:
+        if self.n_bins < 2 or (self.time_bins or TIME_BINS) < 2 or self.max_parents < 1 or self.prior <= 0 \
+                or self.oversample < 1:
             raise ValueError("n_bins >= 2, time_bins >= 2, max_parents >= 1, prior > 0 and oversample >= 1 are "
                              "required")
         if self.epsilon is not None:
