@@ -65,7 +65,7 @@ def estimable(at_risk_: np.ndarray) -> np.ndarray:
 def read_gap(real: np.ndarray, synthetic: np.ndarray, real_at_risk: np.ndarray) -> float:
     """The largest gap between a real and a synthetic curve on the grid, over the intervals where the real one is
     estimable."""
-    return float(np.abs(real - synthetic)[..., estimable(real_at_risk)].max())
+    return float(np.abs(real - synthetic)[estimable(real_at_risk)].max())
 
 
 def km_from_counts(counts: np.ndarray) -> np.ndarray:

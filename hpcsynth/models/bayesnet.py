@@ -16,7 +16,7 @@ that censoring times are modelled apart from event times. The structure is searc
 information is worth); the time's table is then counted at `time_bins`. Under `epsilon`, unless `time_bins` is
 given, the bins follow the budget: the most (up to 50) whose table stays theta-useful in PrivBayes' sense (Zhang
 et al., TODS 2017: rows per cell at least `USEFUL_THETA` times the noise on a cell, summed over the sites). At
-epsilon 1 on flchain, 50 bins put the Kaplan-Meier curve 0.22 away and the rule's 3 bins 0.12 (docs/survival.md).
+epsilon 1 on flchain, 50 bins put the Kaplan-Meier curve 0.22 away and the rule's 4 bins 0.11 (docs/survival.md).
 Design notes and references: docs/notes/models.md; the survival node: docs/survival.md.
 """
 from __future__ import annotations

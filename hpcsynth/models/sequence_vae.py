@@ -355,13 +355,10 @@ class SequenceVAE(TVAE):
         rng = np.random.default_rng([seed, self.stream_, self._SAMPLE])
         t = self.transformer_
         c = t.context_.width
-        acceptance = None  # each length's acceptance probability (module docstring), set on the first draw
 
-        def draw_static(m: int, latents: list[torch.Tensor]) -> pd.DataFrame:
-            """m drawn statics, of which those whose length is accepted (a length's share follows p(L))."""
-            nonlocal acceptance
-            if acceptance is None:
-                acceptance = self._length_acceptance(generator)
+        def draw_static(m: int, latents: list[torch.Tensor], acceptance: np.ndarray) -> pd.DataFrame:
+            """m drawn statics, of which those whose length is accepted (`acceptance` by length: a length's share
+            follows p(L))."""
             z = self._latent(m, generator)
             out = self.decoder_.static(z).float()
             _, context = self.context_layout_.draw(out[:, :c], self.decoder_.context_sigma, generator)
@@ -377,7 +374,8 @@ class SequenceVAE(TVAE):
                 m.eval()
             latents: list[torch.Tensor] = []
             with torch.no_grad():
-                frame = rejection_sample(lambda m: draw_static(m, latents), n, codes, t.context_)
+                acceptance = self._length_acceptance(generator)
+                frame = rejection_sample(lambda m: draw_static(m, latents, acceptance), n, codes, t.context_)
                 z = torch.cat(latents)[torch.as_tensor(frame[_DRAW].to_numpy(), device=self.device_)]
                 lengths = frame[_LENGTH].to_numpy()
                 context = frame.drop(columns=[_LENGTH, _DRAW])
