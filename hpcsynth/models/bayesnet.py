@@ -299,9 +299,8 @@ class BayesianNetwork(Generator):
         parents are known to every site alike)."""
         if self.time_bins is not None or self.epsilon is None or self.time_node_ is None:
             return self.time_bins or TIME_BINS
-        tables = len(self.discretiser_.cards)
-        delta = self.delta / 2 if self.noise == "gaussian" else 0.0
-        scale = noise_scale(tables, self.epsilon * (1.0 - self.structure_share), self.noise, delta)
+        eps, delta = self._budget_share(1.0 - self.structure_share)
+        scale = noise_scale(len(self.discretiser_.cards), eps, self.noise, delta)
         cells = int(np.prod([self.discretiser_.cards[p] for p in self.parents_[self._time_column()]]))
         return useful_bins(self.n_rows_, scale * math.sqrt(comm.size), cells)
 
@@ -357,12 +356,16 @@ class BayesianNetwork(Generator):
             if self.noise == "gaussian" and not (0 < self.delta < 1 and largest_share < 1):
                 raise ValueError("the Gaussian mechanism needs every epsilon share below 1 and delta in (0, 1)")
 
+    def _budget_share(self, share: float) -> tuple[float, float]:
+        """(epsilon, delta) of one release that spends `share` of epsilon (the Gaussian mechanism's delta is split
+        evenly between the structure's release and the tables')."""
+        return self.epsilon * share, self.delta / 2 if self.noise == "gaussian" else 0.0
+
     def _release(self, counts: np.ndarray, n_tables: int, share: float, comm: Communicator,
                  rng: np.random.Generator) -> np.ndarray:
         """This site's counts, noised when DP is on (charged to the budget), then summed over the sites."""
         if self.epsilon is not None:
-            eps = self.epsilon * share
-            delta = self.delta / 2 if self.noise == "gaussian" else 0.0
+            eps, delta = self._budget_share(share)
             counts, _ = privatise(counts, n_tables, eps, self.noise, delta, rng)
             self.epsilon_spent_ += eps
             self.delta_spent_ += delta
