@@ -70,7 +70,7 @@ def test_the_shared_model_fits_its_prior_on_the_synthetic_rows_and_a_private_sit
     data = local.to_device(transformer.encode(frame))
     strategy = make_strategy("sd_sharing")
     shared = strategy.train(local, data, SoloComm(), 1, 1, 64, lambda m, s: (lambda r: None), make)
-    assert isinstance(local.prior_, PrivateBGM) and local.prior_noise_.releases == PrivateBGM.releases(2)
+    assert isinstance(local.prior_, PrivateBGM) and local.prior_noise_.releases == PrivateBGM.releases(2) + 1
     strategy.finish(shared, data, SoloComm())
     means = shared.prior_.means_.copy()
     strategy.finish(shared, torch.full_like(data, float("nan")), SoloComm())

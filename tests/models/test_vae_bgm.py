@@ -34,6 +34,19 @@ def test_prior_is_a_mixture_over_the_latent_means(fitted, bimodal):
     assert np.allclose(prior.means_.T @ prior.weights_, means.mean(0).numpy(), atol=0.15)
 
 
+def test_the_prior_matches_the_aggregate_posterior_the_decoder_was_trained_on(fitted, bimodal):
+    """Per dimension, the draws' variance is the means' plus the mean posterior variance (the means alone would
+    give the encoder's unused dimensions a variance near 0, where the decoder saw the standard normal)."""
+    with torch.no_grad():
+        means, logvar = fitted.encoder_(fitted.to_device(fitted.transformer_.encode(bimodal)))
+    posterior = logvar.double().exp().mean(0).numpy()
+    assert np.allclose(fitted.posterior_var_, posterior)
+    draws = fitted._latent(20000, torch.Generator().manual_seed(0)).double().numpy()
+    expected = means.double().var(0).numpy() + posterior
+    assert np.allclose(draws.var(0), expected, rtol=0.1, atol=0.02)
+    assert posterior.max() > 0.5  # an unused dimension: without the posterior variance its draws would be ~0
+
+
 def test_samples_keep_columns_labels_and_the_rare_cluster(fitted, bimodal):
     sample = fitted.sample(3000)
     assert list(sample.columns) == ["x", "c"] and set(sample["c"]) <= {"rare", "common"}

@@ -1,5 +1,6 @@
-"""DP-VAE-BGM: TVAE's DP-SGD for training, DP-EM for the prior, both in one accountant; the prior is fitted from
-the rows once, as planned; a private run reports the epsilon of Opacus's accountant on its whole history."""
+"""DP-VAE-BGM: TVAE's DP-SGD for training, DP-EM for the prior and one noisy release of the posterior variances,
+all in one accountant; the prior is fitted from the rows once, as planned; a private run reports the epsilon of
+Opacus's accountant on its whole history."""
 import sys
 
 import h5py
@@ -31,17 +32,18 @@ def private_model(frame, **options):
     return model, data
 
 
-def test_the_planned_releases_are_one_dp_em_fit_of_the_prior():
+def test_the_planned_releases_are_one_dp_em_fit_of_the_prior_and_the_posterior_variances():
     model = VAEBGM(prior_noise_multiplier=30.0, prior_iterations=4)
     assert model.dp_sgd and model.supports_privacy and model.private_finish
-    assert model.private_releases() == [(30.0, 1.0, PrivateBGM.releases(4))] == [(30.0, 1.0, 18)]
+    assert model.private_releases() == [(30.0, 1.0, PrivateBGM.releases(4) + 1)] == [(30.0, 1.0, 19)]
 
 
 def test_a_private_fit_spends_the_planned_releases_and_samples_the_columns(frame):
     model, data = private_model(frame, prior_iterations=3)
     model.finish(data)
-    assert isinstance(model.prior_, PrivateBGM) and model.prior_noise_.releases == PrivateBGM.releases(3)
+    assert isinstance(model.prior_, PrivateBGM) and model.prior_noise_.releases == PrivateBGM.releases(3) + 1
     assert model.privacy_.accountant.accountant.history[0] == model.private_releases()[0]
+    assert model.posterior_var_.shape == (3,) and np.all((model.posterior_var_ >= 0) & (model.posterior_var_ <= 1))
     sample = model.sample(300)
     assert list(sample.columns) == list(frame.columns) and len(sample) == 300
     assert set(sample["sex"].dropna()) <= set(frame["sex"].dropna())
@@ -53,7 +55,7 @@ def test_a_second_private_fit_of_the_prior_is_refused_and_releases_nothing(frame
     prior = model.prior_
     with pytest.raises(RuntimeError, match="fitted already"):
         model.finish(data)
-    assert model.prior_ is prior and model.prior_noise_.releases == PrivateBGM.releases(2)
+    assert model.prior_ is prior and model.prior_noise_.releases == PrivateBGM.releases(2) + 1
 
 
 @pytest.mark.mpi
@@ -70,7 +72,7 @@ def test_private_vae_bgm_reports_the_epsilon_of_opacus_accountant_on_its_history
     with h5py.File(tmp_path / "run.h5") as f:
         privacy = f["privacy"].attrs
         statistics = (float(privacy["statistics_noise_multiplier"]), 1.0, int(privacy["statistics_releases"]))
-        prior = (z, 1.0, 3 * (iterations + 2))
+        prior = (z, 1.0, 3 * (iterations + 2) + 1)
         assert list(privacy["model_release_noise_multiplier"]) == [z]
         assert list(privacy["model_releases"]) == [prior[2]]
         spent = np.asarray(privacy["epsilon_spent"])
@@ -81,7 +83,7 @@ def test_private_vae_bgm_reports_the_epsilon_of_opacus_accountant_on_its_history
             assert eps > opacus_epsilon([statistics, steps], privacy) + 0.02  # the prior's share is in it
         assert np.all(spent <= 6.0) and np.all(spent > 5.9)
         pooled, site = read_table(f["synthetic/pooled"]), read_table(f["synthetic/site_0"])
-    shown = f"the model's own releases (outside DP-SGD): {3 * (iterations + 2)} Gaussian, noise multiplier 15"
+    shown = f"the model's own releases (outside DP-SGD): {3 * (iterations + 2) + 1} Gaussian, noise multiplier 15"
     assert shown in describe(tmp_path / "run.h5")  # hpcsynth inspect
     assert list(pooled.columns) == list(site.columns) == list(frame.columns)
     assert len(pooled) > len(site) > 0 and set(pooled["sex"].dropna()) <= set(frame["sex"])
