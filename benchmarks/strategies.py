@@ -1,7 +1,8 @@
 """Which federated strategy wins on non-IID hospitals: every strategy against centralized (the upper bound) and
 isolated (one site alone, the lower bound), on the MDS cohort (3 sites that differ like a referral centre and
-community hospitals), on flchain split into 3 sites by age (covariate shift) and on flchain over 5 sites with a
-Dirichlet(0.3) skew of death (label skew), one MPI rank per site, for each seed.
+community hospitals), on flchain split into 3 sites by age (covariate shift), on flchain over 5 sites with a
+Dirichlet(0.3) skew of death (label skew), and on ACTG 175 and WHAS500 split into 3 sites by age (the survival
+cohorts), one MPI rank per site, for each seed.
 
 Every figure is the release judged against the consortium's pooled held-out rows (`hpcsynth.evaluate.judge`).
 Prints per cohort each strategy's scores (mean and seed-to-seed standard deviation), its gain over isolated, the
@@ -47,6 +48,8 @@ COHORTS = {  # (data section, sites = MPI ranks)
     "flchain-by-age": ({"builtin": "flchain", "partition": {"kind": "covariate", "column": "age", "n_sites": 3}}, 3),
     "flchain-dirichlet": ({"builtin": "flchain",
                            "partition": {"kind": "dirichlet", "column": "death", "n_sites": 5, "alpha": 0.3}}, 5),
+    "actg175-by-age": ({"builtin": "actg175", "partition": {"kind": "covariate", "column": "age", "n_sites": 3}}, 3),
+    "whas500-by-age": ({"builtin": "whas500", "partition": {"kind": "covariate", "column": "age", "n_sites": 3}}, 3),
 }
 MODEL = {"tvae": {"batch_size": 500, "latent_dim": 64}, "ctgan": {"batch_size": 500}}
 
