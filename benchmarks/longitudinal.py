@@ -101,7 +101,7 @@ def from_par(frame: pd.DataFrame, like: Sequences) -> tuple[Sequences, int]:
 # -- the two fits -----------------------------------------------------------------------------------------------------
 def fit_sequence_vae(data: SiteSequences, epochs: int | None, seed: int) -> tuple[Sequences, float, float]:
     """SequenceVAE at its default length (or `epochs`): the release and the whole fit's wall and CPU time."""
-    model = SequenceVAE(categorical=data.declared.categorical, seed=seed,
+    model = SequenceVAE(categorical=data.declared.categorical, ends=data.declared.ends, seed=seed,
                         **({"epochs": epochs} if epochs else {}))
     start, cpu = time.perf_counter(), time.process_time()
     model.fit(data.train)
@@ -172,7 +172,7 @@ def peer(args: argparse.Namespace) -> None:
     print(f"releases: sequence_vae {ours.n_patients} patients / {len(ours.visits)} visits, PAR {theirs.n_patients}"
           f" patients / {len(theirs.visits)} visits")
     scores = {name: score_sequences(data.holdout, release, train=data.train, event=data.declared.visit_event,
-                                    seed=args.seed)
+                                    ends=data.declared.ends, seed=args.seed)
               for name, release in (("sequence_vae", ours), ("PAR", theirs))}
     names = [m for m in TEMPORAL_METRICS if m in scores["sequence_vae"] or m in scores["PAR"]]
     table = pd.DataFrame({"direction": [sign(m) for m in names],

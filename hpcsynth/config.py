@@ -289,6 +289,11 @@ def _check_sequence(d: DataConfig) -> None:
                  f"data.context: {column!r} is data.sequence.{'key' if column == s.key else 'index'}")
     twice = sorted({c for c in d.context if d.context.count(c) > 1})
     _require(not twice, f"data.context: {twice[0] if twice else ''!r} listed twice")
+    for column, levels in s.ends.items():
+        _require(column not in (s.key, s.index, *d.context),
+                 f"data.sequence.ends.{column}: names a per-visit column, not the key, the index or a context column")
+        _require(isinstance(levels, list) and len(levels) > 0,
+                 f"data.sequence.ends.{column}: expected a non-empty list of the levels that end follow-up")
 
 
 def _check_partition(p: PartitionConfig, d: DataConfig) -> None:

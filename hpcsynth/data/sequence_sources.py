@@ -85,10 +85,12 @@ def sequence_declarations(cfg: DataConfig) -> tuple[Declarations, str, str, list
     decl = declarations(cfg)
     cohort = LONGITUDINAL.get(cfg.builtin)
     if cohort is None:
+        decl = replace(decl, ends={c: list(v) for c, v in cfg.sequence.ends.items()})
         return decl, cfg.sequence.key, cfg.sequence.index, list(cfg.context)
     decl = replace(decl, categorical=list(cfg.categorical) or list(cohort.categorical),
                    time=cfg.time or cohort.time, event=cfg.event or cohort.event,
                    time_unit=cfg.time_unit or cohort.time_unit, visit_event=cohort.visit_event,
+                   ends={c: list(v) for c, v in cohort.ends.items()},
                    site_column=cfg.site_column or (cohort.site_column if cfg.partition is None else None))
     return decl, cohort.key, cohort.index, []
 
@@ -157,6 +159,15 @@ def _check_tables(seqs: Sequences, decl: Declarations, where: str) -> None:
         if column not in static | varying:
             option = "data.categorical" if column in decl.categorical else f"data.kinds.{column}"
             raise DataError(f"{where}: column {column!r} ({option}) not found")
+    for column in decl.ends:
+        if column not in varying:
+            raise DataError(f"{where}: column {column!r} (data.sequence.ends) is not a per-visit column")
+    early = seqs.ended_early(decl.ends)
+    if len(early):
+        levels = "; ".join(f"{c}: {', '.join(v if isinstance(v, str) else f'{v:g}' for v in values)}"
+                           for c, values in decl.ends.items())
+        raise DataError(f"{where}: patient {early[0]!r} has visits after one at a level of data.sequence.ends "
+                        f"({levels}), which ends follow-up")
     for table, columns, label in ((seqs.context, static, "context"), (seqs.visits, varying, "visits")):
         mine = replace(decl, categorical=[c for c in decl.categorical if c in columns],
                        kinds={c: k for c, k in decl.kinds.items() if c in columns},

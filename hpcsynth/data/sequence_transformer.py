@@ -26,7 +26,7 @@ from hpcsynth.comm import Communicator, SoloComm
 from hpcsynth.data.schema import DataError
 from hpcsynth.data.sequences import Sequences
 from hpcsynth.data.transformer import TableTransformer
-from hpcsynth.data.transforms import NumericTransform
+from hpcsynth.data.transforms import CategoricalTransform, NumericTransform
 
 GAP = "__interval__"  # the interval column of the interval transform (days since the previous visit)
 HARD = 1e4  # a logit this far below the chosen level's makes `decode` draw that level
@@ -51,12 +51,17 @@ class SequenceTransformer:
         T_max is the smallest length at least this share of patients do not exceed (at least 2).
     max_visits : int or None, default None
         An upper bound on T_max.
+    ends : dict of str to list, default {}
+        {categorical visit column: its levels that end a patient's follow-up} (data.sequence.ends): a generator
+        ends a patient at the first visit it draws at one of them (`end_positions_`).
     """
 
-    def __init__(self, categorical: list[str] = (), quantile: float = 0.98, max_visits: int | None = None) -> None:
+    def __init__(self, categorical: list[str] = (), quantile: float = 0.98, max_visits: int | None = None,
+                 ends: dict[str, list] | None = None) -> None:
         self.categorical = list(categorical)
         self.quantile = quantile
         self.max_visits = max_visits
+        self.ends = dict(ends or {})
 
     # -- fitting ------------------------------------------------------------------------------------------------
     def fit(self, sequences: Sequences, comm: Communicator | None = None) -> SequenceTransformer:
@@ -80,7 +85,26 @@ class SequenceTransformer:
             raise DataError("sequences: no patient on any site has a second visit; a sequence model needs intervals",
                             everywhere=True)
         self.interval_ = TableTransformer(kinds={GAP: "continuous"}).fit(gaps.dropna(), comm)
+        self.end_positions_ = self._end_positions()
         return self
+
+    def _end_positions(self) -> np.ndarray:
+        """The positions, in a visit's block (the interval first), of the one-hot columns of the levels that end
+        follow-up (`ends`): each a categorical visit column's level seen in the data."""
+        positions, start = [], 1
+        for t in self.visit_.transforms_:
+            name = t.spec.name
+            if name in self.ends:
+                if not isinstance(t, CategoricalTransform):
+                    raise DataError(f"data.sequence.ends.{name}: {name!r} is not categorical or binary; its levels "
+                                    "cannot end follow-up (declare it in data.categorical)", everywhere=True)
+                codes = t.codes(pd.Series(list(self.ends[name])))
+                positions += [start + int(c) for c in codes if c < len(t.labels_)]
+            start += t.width
+        unknown = sorted(set(self.ends) - set(self.visit_columns))
+        if unknown:
+            raise DataError(f"data.sequence.ends.{unknown[0]}: not a per-visit column", everywhere=True)
+        return np.asarray(positions, dtype=np.int64)
 
     def _declared(self, columns: list[str]) -> list[str]:
         return [c for c in self.categorical if c in columns]
@@ -201,19 +225,20 @@ class SequenceTransformer:
     def state(self) -> str:
         """The fitted transform as JSON text (each part's state and the length histogram)."""
         return json.dumps({"categorical": self.categorical, "quantile": self.quantile, "max_visits": self.max_visits,
-                           "key": self.key_, "index": self.index_, "t_max": self.t_max_,
+                           "ends": self.ends, "key": self.key_, "index": self.index_, "t_max": self.t_max_,
                            "length_counts": self.length_counts_.tolist(), "context": self.context_.state(),
                            "visit": self.visit_.state(), "interval": self.interval_.state()})
 
     @classmethod
     def from_state(cls, text: str) -> SequenceTransformer:
         data = json.loads(text)
-        self = cls(data["categorical"], data["quantile"], data["max_visits"])
+        self = cls(data["categorical"], data["quantile"], data["max_visits"], data.get("ends"))
         self.key_, self.index_, self.t_max_ = data["key"], data["index"], int(data["t_max"])
         self.length_counts_ = np.asarray(data["length_counts"], dtype=np.float64)
         self.context_ = TableTransformer.from_state(data["context"])
         self.visit_ = TableTransformer.from_state(data["visit"])
         self.interval_ = TableTransformer.from_state(data["interval"])
+        self.end_positions_ = self._end_positions()
         return self
 
 

@@ -18,7 +18,7 @@ exchange salted hashes of their keys, never the keys.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -81,6 +81,17 @@ class Sequences:
         context = self.context[self.context[self.key].isin(keep)].reset_index(drop=True)
         visits = self.visits[self.visits[self.key].isin(keep)].reset_index(drop=True)
         return Sequences(context, visits, self.key, self.index)
+
+    def ended_early(self, ends: Mapping[str, Sequence]) -> np.ndarray:
+        """The keys of the patients with a visit at a level of `ends` ({visit column: levels that end follow-up})
+        before their last visit: what an absorbing state forbids."""
+        if not ends:
+            return np.empty(0, dtype=self.visits[self.key].dtype)
+        ending = np.zeros(len(self.visits), dtype=bool)
+        for column, levels in ends.items():
+            ending |= self.visits[column].isin(list(levels)).to_numpy()
+        last = ~self.visits[self.key].duplicated(keep="last").to_numpy()
+        return pd.unique(self.visits[self.key].to_numpy()[ending & ~last])
 
     def drop(self, columns: Sequence[str]) -> Sequences:
         """Without the named static or per-visit columns (the key and the index always stay)."""

@@ -17,6 +17,8 @@ TEMPORAL: tuple[Metric, ...] = (
     Metric("autocorr_lag1_gap", "lower", C), Metric("autocorr_lag2_gap", "lower", C),
     Metric("length_similarity", "higher", C), Metric("interval_similarity", "higher", C),
     Metric("event_order_gap", "lower", C),
+    # the release's patients with a visit after one at a level that ends follow-up (data.sequence.ends)
+    Metric("visits_after_end", "lower", C),
     # site-weighted by held-out patients (hpcsynth.evaluate.temporal_detection, temporal_tstr)
     Metric("trajectory_detection_auroc", "lower", H),
     Metric("temporal_tstr_r2", "higher", H), Metric("temporal_trtr_r2", "higher", H),

@@ -8,6 +8,7 @@ the default communicator it scores the patients it is given.
 """
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -67,7 +68,7 @@ class TemporalReport:
 
 def temporal_report(real: Sequences, synthetic: Sequences, comm: Communicator | None = None, *,
                     train: Sequences | None = None, event: str | None = None, labs: list[str] | None = None,
-                    seed: int = 0) -> TemporalReport:
+                    ends: Mapping[str, Sequence] | None = None, seed: int = 0) -> TemporalReport:
     """Every temporal score with its parts (collective).
 
     Parameters
@@ -85,6 +86,8 @@ def temporal_report(real: Sequences, synthetic: Sequences, comm: Communicator | 
         A 0/1 visit column whose first 1 is an event onset (e.g. progression), for `event_order_gap`.
     labs : list of str, optional
         The visit columns whose dynamics are scored (default: every numeric visit column but the event).
+    ends : dict of str to list, optional
+        {visit column: levels that end follow-up} (data.sequence.ends), for `visits_after_end`.
     seed : int
         Seed of the classifiers and the draws.
     """
@@ -108,6 +111,8 @@ def temporal_report(real: Sequences, synthetic: Sequences, comm: Communicator | 
         report.falling = {lab: (falling_before_event(real, event, lab, comm),
                                 falling_before_event(synthetic, event, lab)) for lab in labs}
         s["event_order_gap"] = _mean([abs(r - y) for r, y in report.falling.values()])
+    if ends:  # the release is the same on every site: its count needs no merging
+        s["visits_after_end"] = float(len(synthetic.ended_early(ends)))
     s["trajectory_detection_auroc"] = trajectory_detection(real, synthetic, labs, comm, seed)
     s.update(next_visit_utility(real, synthetic, labs, comm, train, seed))
     if train is not None:
@@ -117,6 +122,7 @@ def temporal_report(real: Sequences, synthetic: Sequences, comm: Communicator | 
 
 def score_sequences(real: Sequences, synthetic: Sequences, comm: Communicator | None = None, *,
                     train: Sequences | None = None, event: str | None = None, labs: list[str] | None = None,
-                    seed: int = 0) -> dict[str, float]:
+                    ends: Mapping[str, Sequence] | None = None, seed: int = 0) -> dict[str, float]:
     """{score: value} of `temporal_report` (collective; the same arguments)."""
-    return temporal_report(real, synthetic, comm, train=train, event=event, labs=labs, seed=seed).scores
+    return temporal_report(real, synthetic, comm, train=train, event=event, labs=labs, ends=ends,
+                           seed=seed).scores

@@ -173,11 +173,14 @@ class _Decoder(nn.Module):
         return self.out(self.gru.run(x, torch.tanh(self.start(given)), unrolled))
 
     def generate(self, z: torch.Tensor, static: torch.Tensor, lengths: torch.Tensor, layout: _Layout,
-                 generator: torch.Generator) -> torch.Tensor:
-        """Visits drawn step by step (rows, T_max, visit width), softmax blocks as logits of the drawn levels."""
+                 generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """Visits drawn step by step (rows, T_max, visit width), softmax blocks as logits of the drawn levels,
+        and the lengths: a patient ends at the first visit drawn at a level that ends follow-up (the
+        transformer's `end_positions_`), as in the data, where such a visit is the last."""
         given = torch.cat([z, static], dim=1)
         h = torch.tanh(self.start(given))
         previous = z.new_zeros((z.shape[0], self.transformer.visit_width))
+        ends = torch.as_tensor(self.transformer.end_positions_, device=z.device)
         steps = []
         for t in range(self.transformer.t_max_):
             h = self.gru.step(torch.cat([previous, given], dim=1), h)
@@ -185,9 +188,11 @@ class _Decoder(nn.Module):
             if t == 0:  # a first visit has no interval: 0, as the encoding writes it (and training never scores it)
                 drawn[:, 0] = 0.0
             present = (lengths > t).to(z.dtype)[:, None]
+            if len(ends):
+                lengths = torch.where((drawn[:, ends].sum(1) > 0) & (lengths > t), t + 1, lengths)
             previous = torch.cat([drawn, present], dim=1) * present
             steps.append(torch.cat([logits, present], dim=1))
-        return torch.stack(steps, dim=1)
+        return torch.stack(steps, dim=1), lengths
 
 
 def _last_visit(visits: torch.Tensor) -> torch.Tensor:
@@ -240,6 +245,10 @@ class SequenceVAE(TVAE):
         Seeds the networks' initialisation, the training batches and (unless `sample` is given one) sampling.
     categorical : list of str, default ()
         Context or per-visit columns to treat as categorical whatever their dtype.
+    ends : dict of str to list or None, default None
+        {categorical visit column: its levels that end follow-up} (data.sequence.ends; a job passes its data's
+        declaration): absorbing states such as progression or death. Sampling ends a patient at the first visit
+        drawn at one of them, so no release has a visit after one.
     precision : {"auto", "bf16", "fp32"}, default "fp32"
         bfloat16 matrix products where the hardware has them ("auto"), always, or never.
     compile : {"auto", "on", "off"} or bool, default "auto"
@@ -261,7 +270,8 @@ class SequenceVAE(TVAE):
                  latent_dim: int = 64, gru_dim: int = 64, loss_factor: float = 2.0, quantile: float = 0.98,
                  max_visits: int | None = None, lr: float = 1e-3, weight_decay: float = 1e-5,
                  optimizer: str = "adam", device: str = "auto", seed: int = 0, categorical: list[str] = (),
-                 precision: str = "fp32", compile: str | bool = "auto", progress: bool = False) -> None:
+                 ends: dict[str, list] | None = None, precision: str = "fp32", compile: str | bool = "auto",
+                 progress: bool = False) -> None:
         super().__init__(epochs=epochs, batch_size=batch_size, hidden=hidden, latent_dim=latent_dim,
                          loss_factor=loss_factor, lr=lr, weight_decay=weight_decay, optimizer=optimizer,
                          device=device, seed=seed, categorical=categorical, precision=precision, compile=compile,
@@ -269,11 +279,12 @@ class SequenceVAE(TVAE):
         self.gru_dim = gru_dim
         self.quantile = quantile
         self.max_visits = max_visits
+        self.ends = ends
 
     # -- the estimator ------------------------------------------------------------------------------------------
     def make_transformer(self) -> SequenceTransformer:
         """The unfitted patient-row transform (`fit` it collectively with every site's `Sequences`)."""
-        return SequenceTransformer(list(self.categorical), self.quantile, self.max_visits)
+        return SequenceTransformer(list(self.categorical), self.quantile, self.max_visits, self.ends)
 
     def fit(self, sequences: Sequences) -> SequenceVAE:
         """Fit the patient-row transform and the model on `sequences` (one process, no MPI)."""
@@ -381,9 +392,9 @@ class SequenceVAE(TVAE):
                 context = frame.drop(columns=[_LENGTH, _DRAW])
                 static = torch.cat([self.to_device(t.context_.encode(context)), self.to_device(
                     np.eye(t.t_max_, dtype=np.float32)[lengths - 1])], dim=1)
-                visits = self.decoder_.generate(z, static, torch.as_tensor(lengths, device=self.device_),
-                                                self.visit_layout_, generator)
-            return t.assemble(context, lengths, visits.float().cpu().numpy(), rng)
+                visits, ended = self.decoder_.generate(z, static, torch.as_tensor(lengths, device=self.device_),
+                                                       self.visit_layout_, generator)
+            return t.assemble(context, ended.cpu().numpy(), visits.float().cpu().numpy(), rng)
 
         return draw
 

@@ -129,6 +129,26 @@ def test_declared_columns_are_checked_in_the_table_that_holds_them(tmp_path, fol
     assert pooled.train.n_patients == 90
 
 
+def test_levels_that_end_follow_up_are_declared_and_checked_in_the_data(tmp_path, followup):
+    assert load_site_sequences(data_config(builtin="mds_followup", n_patients=60), 0, 3, seed=0).declared.ends == \
+        {"aml": [1]}
+    table = long_table(followup)
+    path = tmp_path / "visits.csv"
+    table.to_csv(path, index=False)
+    base = {"path": str(path), "context": ["age", "sex"], "holdout": 0.0}
+    cfg = data_config(**base, sequence={"key": "patient_id", "index": "day", "ends": {"aml": [1]}})
+    assert load_site_sequences(cfg, None, 1, seed=0).declared.ends == {"aml": [1]}
+    with pytest.raises(DataError, match=r"visits.csv: column 'stage' \(data.sequence.ends\) is not a per-visit"):
+        load_site_sequences(data_config(**base, sequence={"key": "patient_id", "index": "day",
+                                                          "ends": {"stage": [4]}}), None, 1, seed=0)
+    progressed = table.loc[table["aml"] == 1, "patient_id"].iloc[0]
+    extra = table[table["patient_id"] == progressed].tail(1).assign(day=lambda f: f["day"] + 30, aml=0)
+    pd.concat([table, extra]).to_csv(path, index=False)
+    with pytest.raises(DataError, match=f"patient {progressed!r} has visits after one at a level of "
+                                        r"data.sequence.ends \(aml: 1\), which ends follow-up"):
+        load_site_sequences(cfg, None, 1, seed=0)
+
+
 def test_pooled_site_files_refuse_a_patient_in_two_files(tmp_path, followup):
     paths = site_files(tmp_path, followup, damage=lambda part, table: pd.concat(
         [part, table[table["patient_id"] == table["patient_id"].iloc[0]].drop(columns=["site"])]))
@@ -222,6 +242,12 @@ def test_good_site_files_load_on_every_rank(mpirun, tmp_path, followup):
     ({"builtin": "mds", "sequence": {"key": "pid", "index": "t"}},
      "data.sequence: builtin mds has one row per patient"),
     ({"builtin": "pbcseq", "context": ["age"]}, "data.sequence: builtin pbcseq declares its own"),
+    ({"path": "v.csv", "sequence": {"key": "pid", "index": "t", "ends": {"t": [1]}}},
+     "data.sequence.ends.t: names a per-visit column"),
+    ({"path": "v.csv", "sequence": {"key": "pid", "index": "t", "ends": {"sex": ["M"]}}, "context": ["sex"]},
+     "data.sequence.ends.sex: names a per-visit column, not the key, the index or a context column"),
+    ({"path": "v.csv", "sequence": {"key": "pid", "index": "t", "ends": {"state": []}}},
+     "data.sequence.ends.state: expected a non-empty list"),
 ])
 def test_sequence_options_are_refused_in_one_line_naming_the_key(data, message):
     from hpcsynth.messages import ConfigError

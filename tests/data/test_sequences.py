@@ -8,6 +8,7 @@ import pytest
 from hpcsynth.comm import SitesInOneProcess, SoloComm
 from hpcsynth.data.schema import DataError
 from hpcsynth.data.sequences import (
+    Sequences,
     check_one_site_per_patient,
     key_hashes,
     sequences_from_long,
@@ -132,3 +133,14 @@ def test_every_site_raises_the_same_line_for_patients_on_two_sites_from_hashes_a
     assert SitesInOneProcess(3).run(lambda comm: check_one_site_per_patient(
         [["a"], ["b"], [7.0]][comm.rank], comm, 0, "x")) == [None] * 3
     check_one_site_per_patient(["a", "a", "b"], SoloComm(), 0, "x")  # one site: its own repeats are not shared
+
+
+def test_patients_with_a_visit_after_an_ending_level_are_found():
+    context = pd.DataFrame({"pid": [1, 2, 3]})
+    visits = pd.DataFrame({"pid": [1, 1, 2, 2, 2, 3], "day": [0, 5, 0, 4, 9, 0],
+                           "state": ["ok", "dead", "ok", "aml", "ok", "dead"], "flag": [0, 0, 1, 0, 0, 1]})
+    seqs = Sequences(context, visits, "pid", "day")
+    assert list(seqs.ended_early({"state": ["dead"]})) == []  # a last visit may be at an ending level
+    assert list(seqs.ended_early({"state": ["dead", "aml"]})) == [2]
+    assert list(seqs.ended_early({"flag": [1]})) == [2]
+    assert list(seqs.ended_early({})) == []

@@ -15,14 +15,18 @@ PROGRAM = Path(__file__).parent / "programs" / "temporal_sites.py"
 
 def test_the_report_holds_every_declared_score_and_its_parts():
     real, train = cases.real_cohort(60, 0), cases.real_cohort(60, 4, first_key=5000)
-    report = temporal_report(real, cases.faithful(real), train=train, event=cases.EVENT)
-    assert set(report.scores) == set(TEMPORAL_METRICS)
+    ends = {cases.EVENT: [1]}  # progression ends a patient's record
+    report = temporal_report(real, cases.faithful(real), train=train, event=cases.EVENT, ends=ends)
+    assert set(report.scores) == set(TEMPORAL_METRICS) and report.scores["visits_after_end"] == 0
     assert report.directions["trajectory_detection_auroc"] == "lower"
     assert set(report.visit_shapes) == {"hb", "plt", cases.EVENT}
     assert set(report.autocorrelation) == {(lab, lag) for lab in cases.LABS for lag in (1, 2)}
     assert [p.lab for p in report.profiles] == list(cases.LABS) and set(report.falling) == set(cases.LABS)
     without = score_sequences(real, cases.faithful(real))
-    assert not any(k.startswith("trajectory_dcr") or k == "event_order_gap" for k in without)
+    assert not any(k.startswith("trajectory_dcr") or k in ("event_order_gap", "visits_after_end") for k in without)
+    early = cases.faithful(real)
+    early.visits[cases.EVENT] = 1  # every visit at the ending level: each patient with two or more breaks it
+    assert score_sequences(real, early, ends=ends)["visits_after_end"] == int((early.lengths() > 1).sum())
 
 
 @pytest.mark.mpi

@@ -44,6 +44,11 @@ def test_a_longitudinal_job_trains_stores_inspects_and_exports_its_releases(mpir
         n_visits = visits["day"].shape[0]
         sites = sum(f[f"synthetic/site_{k}/context/patient_id"].shape[0] for k in range(3))
         assert sites == 240 and set(SUMMARY) <= set(f["evaluation"].attrs)
+        # the cohort declares that progression to AML ends follow-up: no synthetic visit after one, counted
+        assert f["evaluation"].attrs["visits_after_end"] == 0
+        aml, patient = visits["aml"][()], visits["patient_id"][()]
+        last = np.r_[patient[1:] != patient[:-1], True]
+        assert aml.sum() > 0 and not (aml[~last] == 1).any()
     with h5py.File(tmp_path / "run-isolated.h5") as f:
         worst, mean = dict(f["evaluation/worst"].attrs), dict(f["evaluation"].attrs)
         each = [dict(f[f"evaluation/sites/site_{k}"].attrs) for k in range(3)]

@@ -136,6 +136,27 @@ def test_the_private_path_computes_the_same_loss_and_exact_per_patient_gradients
     assert float(per_patient.norm(dim=1).min()) > 0
 
 
+def test_a_level_that_ends_follow_up_ends_every_synthetic_patient_there(real, one_thread):
+    """The data end a record at progression; a barely trained model draws progression anywhere, unless the level
+    is declared to end follow-up: then each patient ends at the first visit drawn there."""
+    ends = {"progression": [1]}
+    free = SequenceVAE(epochs=2, seed=0, **SMALL).fit(real).sample(300)
+    assert len(free.ended_early(ends)) > 10
+    model = SequenceVAE(epochs=2, seed=0, ends=ends, **SMALL).fit(real)
+    release = model.sample(300)
+    assert len(release.ended_early(ends)) == 0 and release.visits["progression"].sum() > 10
+    assert release.lengths().mean() < free.lengths().mean()  # the same draws, cut at the progression
+    again = type(model.transformer_).from_state(model.transformer_.state())
+    assert again.ends == ends and np.array_equal(again.end_positions_, model.transformer_.end_positions_)
+
+
+def test_an_ending_column_must_be_categorical(real, one_thread):
+    from hpcsynth.data.schema import DataError
+
+    with pytest.raises(DataError, match=r"data.sequence.ends.hb: 'hb' is not categorical or binary"):
+        SequenceVAE(epochs=1, ends={"hb": [12.0]}, **SMALL).fit(real)
+
+
 def test_registered_as_a_sequence_family_with_its_declarations():
     assert SEQUENCE_MODELS["sequence_vae"] is SequenceVAE and "sequence_vae" not in MODELS
     assert SequenceVAE.trains_by == "gradients" and SequenceVAE.dp_sgd and SequenceVAE.supports_privacy

@@ -36,7 +36,7 @@ def main(world: MPIComm) -> None:
     synthetic = release(train, 4)  # 4 patients of the training cohort: sites 0, 1, 2 and 0 hold them
     mine_holdout = cases.split_sites(holdout, 3)[world.rank]
     mine_train = cases.split_sites(train, 3)[world.rank]
-    options = {"event": cases.EVENT, "seed": 0}
+    options = {"event": cases.EVENT, "ends": {cases.EVENT: [1]}, "seed": 0}
     federated = score_sequences(mine_holdout, synthetic, world, train=mine_train, **options)
     alone = score_sequences(mine_holdout, synthetic, SoloComm(), train=mine_train, **options)
     everyone = world.allgather(federated)
@@ -48,7 +48,7 @@ def main(world: MPIComm) -> None:
     assert set(federated) == set(pooled) == set(TEMPORAL_METRICS), set(federated) ^ set(TEMPORAL_METRICS)
     exact = [k for k in federated if TEMPORAL_METRICS[k].pooling is Pooling.COUNTS]
     weighted = [k for k in federated if TEMPORAL_METRICS[k].pooling is Pooling.HOLDOUT]
-    assert len(exact) == 8 and len(weighted) == 3
+    assert len(exact) == 9 and len(weighted) == 3
     for k in exact:
         assert np.isclose(federated[k], pooled[k], rtol=1e-12, atol=1e-12), (k, federated[k], pooled[k])
     for k in weighted:
