@@ -115,14 +115,13 @@ class VAEBGM(TVAE):
         """The rows' mean posterior variance per latent dimension, from sums over sites (collective). Private:
         each row's variances clipped to [0, 1] (the prior's is 1) and [count, sums] released once with this
         site's noise, of L2 sensitivity sqrt(1 + d)."""
-        if self.prior_noise_ is not None:
+        noise = self.prior_noise_
+        if noise is not None:
             variances = np.clip(variances, 0.0, 1.0)
         stats = np.concatenate([[variances.shape[0]], variances.sum(axis=0)])
-        if self.prior_noise_ is not None:
-            stats = self.prior_noise_.perturb(stats, np.sqrt(stats.size))
-        total = comm.Allreduce(stats, "sum")
-        mean = np.maximum(total[1:] / max(total[0], 1.0), 0.0)
-        return np.minimum(mean, 1.0) if self.prior_noise_ is not None else mean
+        total = comm.Allreduce(stats if noise is None else noise.perturb(stats, np.sqrt(stats.size)), "sum")
+        mean = total[1:] / max(total[0], 1.0)
+        return mean if noise is None else np.clip(mean, 0.0, 1.0)
 
     def _unfitted_prior(self) -> FederatedBGM:
         """Exact federated EM, or, when private, DP-EM with this site's noise; a private model fits once."""
