@@ -1,4 +1,5 @@
-"""What the generator tests share: the check that a site's local state resumes its training exactly."""
+"""What the generator tests share: the check that a site's local state resumes its training exactly, and the
+per-sample gradients of DP-SGD as one matrix."""
 import torch
 
 
@@ -13,3 +14,8 @@ def assert_local_state_resumes(model, data: torch.Tensor, steps: int) -> None:
     model.load_local_state(blob)
     model.local_update(data, steps)
     assert torch.equal(model.shared_parameters(), after)
+
+
+def per_sample_matrix(mechanism, batch: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+    """DP-SGD's per-sample gradients as one (examples, parameters) matrix, columns in the flat buffer's order."""
+    return torch.cat([b.reshape(b.shape[0], -1) for b in mechanism.per_sample_gradients(batch, noise)], dim=1)

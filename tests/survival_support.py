@@ -75,10 +75,11 @@ def assert_dp_sgd_covers_the_head(model, batch, noise) -> None:
     import torch
 
     from hpcsynth.federated.privacy import make_dpsgd
+    from model_support import per_sample_matrix
 
     mechanism = make_dpsgd(1.0, 1e-5, 1.0, "rdp", 0.1, 10, torch.Generator().manual_seed(0))
     model.make_private(mechanism)
-    per_sample = mechanism.per_sample_gradients(batch, noise)
+    per_sample = per_sample_matrix(mechanism, batch, noise)
     model.flat_.zero_grad()
     (model.loss(batch, noise) * batch.shape[0]).backward()
     torch.testing.assert_close(per_sample.sum(0), model.shared_gradients(), rtol=1e-4, atol=1e-4)

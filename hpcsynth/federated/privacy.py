@@ -1,7 +1,7 @@
 """Differential privacy for each site's training: DP-SGD (Abadi et al., CCS 2016) with Opacus's accountants.
 
 Small objects, composed as Opacus composes them:
-    Clipper          per-sample gradients g_i scaled to norm at most C:  g_i * min(1, C / ||g_i||)
+    Clipper          per-sample gradients g_i scaled to norm at most C and summed:  sum_i g_i * min(1, C / ||g_i||)
     GaussianNoise    N(0, (sigma * C)^2) on every coordinate of the summed clipped gradient (PhiloxNoise: the
                      same from the counter-based stream of hpcsynth.kernels, keyed by seed, rank and step)
     SiteAccountant   the privacy spent, by Opacus's RDP (Mironov 2017) or PRV (Gopi et al. 2021) accountant
@@ -62,7 +62,12 @@ class SiteAccountant:
 
 
 class Clipper:
-    """Scale each per-sample gradient (rows of a (batch, parameters) matrix) to norm at most `max_norm`.
+    """Per-sample gradients g_i scaled to norm at most `max_norm` and summed: sum_i g_i * min(1, C / ||g_i||).
+
+    The gradients come as blocks, one per parameter tensor in the flat buffer's order, each (examples, *shape)
+    as torch.func gives them. The norms are summed block by block and the clipped sum is one weighted sum per
+    block: the (examples, parameters) matrix is never built (copying every block into it cost more than the
+    per-sample gradients themselves).
 
     Parameters
     ----------
@@ -73,9 +78,15 @@ class Clipper:
     def __init__(self, max_norm: float) -> None:
         self.max_norm = max_norm
 
-    def __call__(self, per_sample: torch.Tensor) -> torch.Tensor:
-        norms = per_sample.norm(dim=1, keepdim=True)
-        return per_sample * torch.clamp(self.max_norm / (norms + 1e-12), max=1.0)
+    def scales(self, blocks: Sequence[torch.Tensor]) -> torch.Tensor:
+        """Each example's factor min(1, C / ||g_i||), its norm taken over every block."""
+        squared = sum(torch.linalg.vector_norm(b, dim=tuple(range(1, b.ndim))) ** 2 for b in blocks)
+        return torch.clamp(self.max_norm / (squared.sqrt() + 1e-12), max=1.0)
+
+    def clipped_sum(self, blocks: Sequence[torch.Tensor]) -> torch.Tensor:
+        """sum_i clip_C(g_i) as one flat vector, the blocks' parameters in order."""
+        scale = self.scales(blocks)
+        return torch.cat([torch.tensordot(scale, b, dims=1).reshape(-1) for b in blocks])
 
 
 class GaussianNoise:
@@ -200,11 +211,11 @@ class DPSGD:
         self.per_sample_grad = vmap(grad(one_row), in_dims=(None, 0, 0))
         return self
 
-    def per_sample_gradients(self, batch: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
-        """(batch, parameters) gradients, columns in the order of the flat buffer."""
+    def per_sample_gradients(self, batch: torch.Tensor, noise: torch.Tensor) -> list[torch.Tensor]:
+        """The per-sample gradients, one (batch, *shape) block per parameter in the flat buffer's order."""
         params = {n: p.detach() for n, p in self.loss_module.named_parameters()}
         grads = self.per_sample_grad(params, batch, noise)
-        return torch.cat([grads[n].reshape(batch.shape[0], -1) for n in self.names], dim=1)
+        return [grads[n] for n in self.names]
 
     def state(self) -> dict:
         """The privacy spent so far and the noise stream's position, for checkpoints."""
@@ -219,12 +230,12 @@ class DPSGD:
         chosen = torch.rand(data.shape[0], generator=self.model.train_generator_, device=data.device)
         return data[chosen < self.sample_rate]
 
-    def release(self, per_sample: torch.Tensor, out: torch.Tensor, n_rows: int) -> float:
-        """The private step's gradient from the sample's (rows, parameters) gradients, written into `out`:
-        clipped, summed, noised, over the expected batch q * n of a site of `n_rows` rows, and charged to the
-        accountant; returns that expected batch."""
+    def release(self, per_sample: Sequence[torch.Tensor], out: torch.Tensor, n_rows: int) -> float:
+        """The private step's gradient from the sample's per-sample gradient blocks (`per_sample_gradients`;
+        none for an empty sample), written into `out`: clipped, summed, noised, over the expected batch q * n of
+        a site of `n_rows` rows, and charged to the accountant; returns that expected batch."""
         expected = self.sample_rate * n_rows
-        summed = self.clipper(per_sample).sum(dim=0) if len(per_sample) else 0.0
+        summed = self.clipper.clipped_sum(per_sample) if per_sample else 0.0
         out.copy_((summed + self.noise(out)) / expected)
         self.accountant.step()
         return expected
@@ -234,7 +245,7 @@ class DPSGD:
         model = self.model
         batch = self.poisson_sample(data)
         noise = model.loss_noise(batch.shape[0])
-        per_sample = self.per_sample_gradients(batch, noise) if len(batch) else batch[:, :0]
+        per_sample = self.per_sample_gradients(batch, noise) if len(batch) else []
         expected = self.release(per_sample, model.shared_gradients(), data.shape[0])
         with torch.no_grad():
             loss = float(model.loss(batch, noise)) if len(batch) else float("nan")

@@ -551,11 +551,11 @@ class CTGAN(GradientGenerator):
         self.generator_.train()
         alpha = torch.rand((m, 1), device=self.device_)
         keep = [k.view(m, 3, -1) for k in self.critic_.keep_masks(3 * m, self.device_)]
-        per_example = fake.new_zeros((0, 0))
+        per_example = []
         if m:
             params = {n: p.detach() for n, p in self._example.named_parameters()}
             grads = self._per_example(params, data[chosen], fake, alpha, cond, keep)
-            per_example = torch.cat([grads[n].reshape(m, -1) for n in self._example_names], dim=1)
+            per_example = [grads[n] for n in self._example_names]
         region = self._gradient_region([p for module in self._critic_modules() for p in module.parameters()])
         return self.privacy_.release(per_example, region, data.shape[0])
 

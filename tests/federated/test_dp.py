@@ -16,6 +16,7 @@ from hpcsynth.federated.privacy import Clipper, GaussianNoise, PhiloxNoise, make
 from hpcsynth.federated.registry import make_strategy
 from hpcsynth.kernels import gaussian_noise
 from hpcsynth.models import TVAE, TabDDPM
+from model_support import per_sample_matrix
 
 RNG = np.random.default_rng(0)
 
@@ -51,9 +52,10 @@ def test_an_unreachable_budget_is_refused_with_the_option_named():
 
 
 def test_clipping_bounds_every_row_and_keeps_small_ones():
-    grads = torch.tensor([[3.0, 4.0], [0.3, 0.4]])
-    clipped = Clipper(1.0)(grads)
-    assert torch.allclose(clipped[0], torch.tensor([0.6, 0.8])) and torch.equal(clipped[1], grads[1])
+    weights, bias = torch.tensor([[[3.0], [0.0]], [[0.3], [0.0]]]), torch.tensor([[4.0], [0.4]])
+    clipper = Clipper(1.0)
+    assert torch.allclose(clipper.scales([weights, bias]), torch.tensor([0.2, 1.0]))
+    assert torch.allclose(clipper.clipped_sum([weights, bias]), torch.tensor([0.6 + 0.3, 0.0, 0.8 + 0.4]))
 
 
 def test_noise_has_standard_deviation_sigma_times_c():
@@ -78,11 +80,22 @@ def small_model(private_steps: int | None = None, sample_rate: float = 0.2, fami
 def test_per_sample_gradients_equal_autograd_row_by_row(family):
     model, data = small_model(private_steps=100, family=family)
     batch, noise = data[:5], model.loss_noise(5)
-    per_sample = model.privacy_.per_sample_gradients(batch, noise)
+    per_sample = per_sample_matrix(model.privacy_, batch, noise)
     for i in range(5):
         model.flat_.zero_grad()
         model.loss(batch[i:i + 1], noise[i:i + 1]).backward()
         assert torch.allclose(per_sample[i], model.flat_.grad, atol=1e-5)
+
+
+def test_the_blockwise_clipped_sum_equals_clipping_the_per_sample_matrix():
+    model, data = small_model(private_steps=100)
+    mechanism, batch, noise = model.privacy_, data[:40], model.loss_noise(40)
+    matrix = per_sample_matrix(mechanism, batch, noise)
+    mechanism.clipper.max_norm = float(matrix.norm(dim=1).median())  # half the rows clipped, half kept
+    factor = torch.clamp(mechanism.clipper.max_norm / matrix.norm(dim=1), max=1.0)
+    expected = (matrix * factor[:, None]).sum(0)
+    got = mechanism.clipper.clipped_sum(mechanism.per_sample_gradients(batch, noise))
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
 
 
 def kernel_stream(n, seed, rank, step):

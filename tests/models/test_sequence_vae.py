@@ -12,6 +12,7 @@ from scipy.stats import ks_2samp
 from hpcsynth.data.sequences import Sequences
 from hpcsynth.federated.privacy import make_dpsgd
 from hpcsynth.models import MODELS, SEQUENCE_MODELS, SequenceVAE
+from model_support import per_sample_matrix
 from models.sequence_support import cohort
 
 SMALL = {"batch_size": 100, "hidden": [64], "latent_dim": 16, "gru_dim": 32, "lr": 3e-3, "max_visits": 12,
@@ -129,7 +130,7 @@ def test_the_private_path_computes_the_same_loss_and_exact_per_patient_gradients
     model.make_private(make_dpsgd(2.0, 1e-5, 1.0, "rdp", 0.1, 100, torch.Generator()))
     unrolled = model.loss(batch, noise)  # private: the written-out GRU, which torch.func batches per sample
     assert float(unrolled.detach()) == pytest.approx(float(fused.detach()), rel=1e-5)
-    per_patient = model.privacy_.per_sample_gradients(batch, noise)
+    per_patient = per_sample_matrix(model.privacy_, batch, noise)
     model.flat_.zero_grad()
     (model.loss(batch, noise) * 5).backward()
     torch.testing.assert_close(per_patient.sum(0), model.shared_gradients(), rtol=1e-4, atol=1e-4)
