@@ -30,6 +30,7 @@ from hpcsynth.io.inspect import describe
 from hpcsynth.io.study import read_trials
 from hpcsynth.messages import ConfigError
 from hpcsynth.submit import JobSpec
+from hpcsynth.tune import search
 from hpcsynth.tune.cluster import task_spec
 from hpcsynth.tune.iorbo import IORBOSampler, distribution, mean_ranks
 from hpcsynth.tune.report import MIN_FANOVA, importances, report_from_file, write_study_report
@@ -38,12 +39,14 @@ from hpcsynth.tune.search import (
     ERROR,
     INTERRUPTED,
     claim,
+    core_share,
     fail_stale,
     open_study,
     pruner,
     quotas,
     remaining,
     run_local,
+    start_on,
     work,
 )
 from hpcsynth.tune.study_file import Param, load_study
@@ -209,6 +212,22 @@ def test_the_cli_reports_a_bad_study_in_one_line(tmp_path, capsys):
 
 def test_the_budget_is_split_over_the_workers_evenly():
     assert quotas(5, 2) == [3, 2] and quotas(1, 4) == [1] and quotas(0, 2) == []
+
+
+def test_the_cores_are_split_over_the_workers(monkeypatch):
+    monkeypatch.setattr(search.os, "sched_getaffinity", lambda pid: {4, 5, 6, 7, 8})
+    assert [core_share(k, 2) for k in range(2)] == [{4, 5, 6}, {7, 8}]
+    assert [core_share(k, 5) for k in range(5)] == [{4}, {5}, {6}, {7}, {8}]
+    assert [core_share(k, 7) for k in range(7)] == [{4}, {5}, {6}, {7}, {8}, {4}, {5}]
+
+
+def test_a_worker_starts_on_its_share_of_the_cores(tmp_path):
+    """Its children (the trials' jobs, which size their threads from it) inherit the affinity."""
+    cores = {sorted(os.sched_getaffinity(0))[-1]}
+    command = [sys.executable, "-c", "import os, subprocess, sys; subprocess.run([sys.executable, '-c', "
+               "'import os; print(sorted(os.sched_getaffinity(0)))'])"]
+    assert start_on(command, tmp_path / "log", cores).wait() == 0
+    assert (tmp_path / "log").read_text().strip() == str(sorted(cores))
 
 
 def test_the_prune_section_gives_the_configured_pruner(tmp_path):

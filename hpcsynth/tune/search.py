@@ -27,6 +27,7 @@ import subprocess
 import sys
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
+from pathlib import Path
 
 import optuna
 from optuna.storages import JournalStorage
@@ -205,6 +206,27 @@ def quotas(remaining: int, parallel: int) -> list[int]:
     return [remaining // workers + (k < remaining % workers) for k in range(workers)] if workers else []
 
 
+def core_share(k: int, workers: int) -> set[int]:
+    """Worker k's cores: this process's cores split into `workers` contiguous shares (one core each, shared in
+    turn, when there are more workers than cores). A trial's job sizes its threads from its affinity
+    (`set_threads`), so parallel trials do not each take every core: on 2 cores, two trials of two spinning
+    torch threads each ran ten times slower than one after the other."""
+    cores = sorted(os.sched_getaffinity(0))
+    if workers >= len(cores):
+        return {cores[k % len(cores)]}
+    size, extra = divmod(len(cores), workers)
+    start = k * size + min(k, extra)
+    return set(cores[start:start + size + (k < extra)])
+
+
+def start_on(command: list[str], log: Path, cores: set[int]) -> subprocess.Popen:
+    """Start `command` bound to `cores` (its CPU affinity, which its children inherit), its output appended to
+    `log`."""
+    with open(log, "a", encoding="utf-8") as out:
+        return subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT,
+                                preexec_fn=lambda: os.sched_setaffinity(0, cores))
+
+
 def run_local(study: Study, resume: bool = False, parallel: int | None = None) -> list[str]:
     """Run the study's remaining trials as worker processes on this machine; return what went wrong with any
     worker (empty when all ended well; a failed trial is not a failed worker).
@@ -219,11 +241,11 @@ def run_local(study: Study, resume: bool = False, parallel: int | None = None) -
     shared = open_study(study, create=not exists)
     fail_stale(shared)
     workers = []
-    for k, quota in enumerate(quotas(remaining(study, shared), parallel or study.parallel)):
+    shares = quotas(remaining(study, shared), parallel or study.parallel)
+    for k, quota in enumerate(shares):
         log = study.folder / f"worker-{k}.log"
         command = [sys.executable, "-m", "hpcsynth.tune.worker", str(study.source), "--quota", str(quota),
                    "--index", str(k)]
-        with open(log, "a", encoding="utf-8") as out:
-            workers.append((subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT), log))
+        workers.append((start_on(command, log, core_share(k, len(shares))), log))
     return [f"worker {k} exited with code {process.wait()} (log: {log})"
             for k, (process, log) in enumerate(workers) if process.wait() != 0]
