@@ -7,10 +7,13 @@ clipping too is identical on both targets (each square of a float32 is exact in 
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 from numba import float32, float64, njit, prange, uint64
 
 from .philox import build
+from .source_cache import cache_with_sources
 
 CHUNK = 4096
 TILE = 1024  # counter blocks per parallel task
@@ -42,7 +45,7 @@ def ordered_sum(x):
     return s
 
 
-# Not cached: Numba would not notice a change to the generator, which lives in another file (philox.py).
+# Cached with the generator's file in the key: Numba alone would not notice a change to philox.py.
 @njit(parallel=True)
 def scale_and_noise_cpu(x, scale, std, step, rank, k0, k1):
     """``x[i] = float32(scale * x[i] + std * z_i)`` in place; ``scale`` and ``std`` float32 (with ``scale``
@@ -79,3 +82,6 @@ def scale_and_noise_cpu(x, scale, std, step, rank, k0, k1):
                         z = stream.mad(radius[pair, j], sin[pair, j] if half else cos[pair, j], 0.0)
                         kept = float64(x[i]) * float64(scale) if scale != 0 else 0.0
                         x[i] = float32(kept + float64(std) * float64(z))
+
+
+cache_with_sources(scale_and_noise_cpu, Path(__file__).with_name("philox.py"))
