@@ -3,6 +3,9 @@ multiplier that spends a budget exactly (the transform statistics here, DP-SGD i
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import lru_cache
+
+import numpy as np
 
 from hpcsynth.messages import ConfigError
 
@@ -18,11 +21,30 @@ RDP_ORDERS = [1 + x / 10.0 for x in range(1, 100)] + list(range(12, 64)) + list(
 
 
 def epsilon_of(accountant, delta: float) -> float:
-    """The epsilon an Opacus accountant has spent at `delta` (RDP over `RDP_ORDERS`)."""
-    from opacus.accountants import RDPAccountant
+    """The epsilon an Opacus accountant has spent at `delta` (RDP over `RDP_ORDERS`).
 
-    extra = {"alphas": RDP_ORDERS} if isinstance(accountant, RDPAccountant) else {}
-    return float(accountant.get_epsilon(delta, **extra))
+    For the RDP accountant it is Opacus's own sum, over the history, of `compute_rdp` (linear in the steps), with
+    each (sample rate, noise multiplier)'s one-step RDP computed once per process: Opacus recomputes it at every
+    call, 0.2 to 0.4 s over these orders, and a job asks twice a round (the epsilon spent, the look-ahead)."""
+    from opacus.accountants import RDPAccountant
+    from opacus.accountants.analysis.rdp import get_privacy_spent
+
+    if not isinstance(accountant, RDPAccountant):
+        return float(accountant.get_epsilon(delta))
+    if not accountant.history:
+        return 0.0
+    rdp = sum([_one_step_rdp(rate, sigma) * steps for sigma, rate, steps in accountant.history])
+    return float(get_privacy_spent(orders=RDP_ORDERS, rdp=rdp, delta=delta)[0])
+
+
+@lru_cache(maxsize=1024)
+def _one_step_rdp(sample_rate: float, noise_multiplier: float) -> np.ndarray:
+    """Opacus's RDP of one subsampled Gaussian step at every order of `RDP_ORDERS` (read-only: it is shared)."""
+    from opacus.accountants.analysis.rdp import compute_rdp
+
+    rdp = compute_rdp(q=sample_rate, noise_multiplier=noise_multiplier, steps=1, orders=RDP_ORDERS)
+    rdp.setflags(write=False)
+    return rdp
 
 
 def calibrate(epsilon: float, delta: float, sample_rate: float, steps: int, accountant: str,
