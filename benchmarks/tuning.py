@@ -107,6 +107,21 @@ def sweep(args: argparse.Namespace, folder: Path) -> pd.DataFrame:
     return pd.DataFrame(rows).set_index("epsilon")
 
 
+def targets(table: pd.DataFrame) -> str:
+    """The issue's targets on the cases run: the tuned quality above the default's, and CTGAN's TSTR AUROC on
+    ACTG 175 above chance and within 0.05 of TRTR (default and tuned)."""
+    beaten = int((table["gain"] > 0).sum())
+    lines = [f"target: tuned quality above the default's: {beaten} of {len(table)} case(s)"]
+    if "actg175-ctgan" in table.index:
+        row = table.loc["actg175-ctgan"]
+        for which in ("default", "tuned"):
+            tstr, trtr = row[f"{which}_tstr_auroc"], row[f"{which}_trtr_auroc"]
+            met = tstr > 0.5 and trtr - tstr <= 0.05
+            lines.append(f"target: CTGAN's TSTR AUROC on ACTG 175 above chance and within 0.05 of TRTR, {which}: "
+                         f"{'met' if met else 'not met'} ({tstr:.3f} against {trtr:.3f})")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     cases = [f"{c}-{m}" for c in COHORTS for m in SPACES]
@@ -137,6 +152,7 @@ def main() -> None:
     if rows:
         table = pd.DataFrame(rows).set_index("case")
         print("\n" + table.round(4).to_string())
+        print(targets(table))
         print(f"tuned quality / default quality, mean over {len(rows)} case(s): {table['ratio'].mean():.3f}x")
 
 
