@@ -1,10 +1,10 @@
 """Numba's on-disk cache for a kernel whose code lives partly in other files.
 
 Numba keys a cached kernel by its own file's timestamp and its own bytecode: after a change to a function it
-inlines from another module (the Philox generator of `philox.py`), it would load stale machine code. So such a
-kernel was left uncached and compiled in every process: 7 s for the DP-noise kernel, paid by every rank of every
-private job. `cache_with_sources` keys the cache by the contents of those other files too, so the kernel compiles
-once per version of its sources.
+inlines from another module (the Philox generator of `philox.py`), it would load stale machine code. Left
+uncached, such a kernel compiles in every process: on every rank of every private job, for the DP noise.
+`cache_with_sources` keys the cache by the contents of those other files too, so the kernel compiles once per
+version of its sources.
 """
 from __future__ import annotations
 

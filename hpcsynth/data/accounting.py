@@ -25,7 +25,7 @@ def epsilon_of(accountant, delta: float) -> float:
 
     For the RDP accountant it is Opacus's own sum, over the history, of `compute_rdp` (linear in the steps), with
     each (sample rate, noise multiplier)'s one-step RDP computed once per process: Opacus recomputes it at every
-    call, 0.2 to 0.4 s over these orders, and a job asks twice a round (the epsilon spent, the look-ahead)."""
+    call, over all these orders, and a job asks twice a round (the epsilon spent, the look-ahead)."""
     from opacus.accountants import RDPAccountant
     from opacus.accountants.analysis.rdp import get_privacy_spent
 

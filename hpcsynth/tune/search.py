@@ -209,8 +209,7 @@ def quotas(remaining: int, parallel: int) -> list[int]:
 def core_share(k: int, workers: int) -> set[int]:
     """Worker k's cores: this process's cores split into `workers` contiguous shares (one core each, shared in
     turn, when there are more workers than cores). A trial's job sizes its threads from its affinity
-    (`set_threads`), so parallel trials do not each take every core: on 2 cores, two trials of two spinning
-    torch threads each ran ten times slower than one after the other."""
+    (`set_threads`), so parallel trials do not each take every core with threads that spin waiting for it."""
     cores = sorted(os.sched_getaffinity(0))
     if workers >= len(cores):
         return {cores[k % len(cores)]}
