@@ -14,7 +14,10 @@ way: the quality-against-epsilon curve.
 The last line: the mean over the cases of tuned quality / default quality.
 
     python benchmarks/tuning.py [--trials 40] [--parallel 2] [--epochs 300] [--cases flchain-ctgan,...]
-                                [--sweep] [--epsilons 0.5,1,2,4,8]     (needs mpiexec on PATH)
+                                [--sweep] [--epsilons 0.5,1,2,4,8] [--folder DIR]     (needs mpiexec on PATH)
+
+With `--folder`, a run stopped part-way (the whole benchmark takes hours on a small machine) is continued by the
+same command: finished runs are read back and a stopped study is resumed (`hpcsynth tune --resume`).
 """
 from __future__ import annotations
 
@@ -23,6 +26,7 @@ import platform
 import subprocess
 import sys
 import tempfile
+from contextlib import nullcontext
 from datetime import date
 from pathlib import Path
 
@@ -64,26 +68,31 @@ def ranks(job: dict) -> int:
 
 
 def run_job(job: dict, path: Path) -> dict[str, float]:
-    """Run a job (under `mpiexec -n 3` when it has 3 sites); its scores from the run file's /evaluation."""
-    path.write_text(yaml.safe_dump(job, sort_keys=False), encoding="utf-8")
-    launcher = ["mpiexec", "-n", str(ranks(job))] if ranks(job) > 1 else []
-    done = subprocess.run([*launcher, *CLI, "run", str(path)], capture_output=True, text=True)
-    if done.returncode != 0:
-        raise RuntimeError(f"{path}: exit {done.returncode}\n{done.stderr[-2000:]}")
+    """Run a job (under `mpiexec -n 3` when it has 3 sites), unless its run file is there from an earlier call
+    on the same folder; its scores from the run file's /evaluation."""
+    if not Path(job["output"]).is_file():
+        path.write_text(yaml.safe_dump(job, sort_keys=False), encoding="utf-8")
+        launcher = ["mpiexec", "-n", str(ranks(job))] if ranks(job) > 1 else []
+        done = subprocess.run([*launcher, *CLI, "run", str(path)], capture_output=True, text=True)
+        if done.returncode != 0:
+            raise RuntimeError(f"{path}: exit {done.returncode}\n{done.stderr[-2000:]}")
     with h5py.File(job["output"]) as f:
         scores = dict(f["evaluation"].attrs)
     return {k: float(scores.get(k, float("nan"))) for k in SHOWN}
 
 
 def tune(cohort: str, model: str, args: argparse.Namespace, folder: Path) -> dict:
-    """One case: the study, then the default and the tuned job judged on the held-out rows."""
-    folder.mkdir(parents=True)
+    """One case: the study, then the default and the tuned job judged on the held-out rows. A study already in
+    `folder` (a stopped run of this script with the same `--folder`) is resumed, not started again."""
+    folder.mkdir(parents=True, exist_ok=True)
     default = base_job(cohort, model, args.epochs, folder / "default.h5")
     (folder / "job.yaml").write_text(yaml.safe_dump(default, sort_keys=False), encoding="utf-8")
     study = {"job": "job.yaml", "space": SPACES[model], "objectives": ["quality"], "trials": args.trials,
              "parallel": args.parallel, "validation": args.validation, "seed": 0, "output": "study.h5"}
     (folder / "study.yaml").write_text(yaml.safe_dump(study, sort_keys=False), encoding="utf-8")
-    done = subprocess.run([*CLI, "tune", str(folder / "study.yaml"), "--local"], capture_output=True, text=True)
+    resume = ["--resume"] if (folder / "study" / "journal.log").is_file() else []
+    done = subprocess.run([*CLI, "tune", str(folder / "study.yaml"), "--local", *resume], capture_output=True,
+                          text=True)
     if done.returncode != 0:
         raise RuntimeError(f"{cohort}-{model} study: exit {done.returncode}\n{done.stderr[-2000:]}")
     with h5py.File(folder / "study.h5") as f:
@@ -132,6 +141,8 @@ def main() -> None:
     parser.add_argument("--cases", default=",".join(cases), help="comma-separated, from " + ", ".join(cases))
     parser.add_argument("--sweep", action="store_true", help="also the DP-TVAE epsilon sweep on MDS")
     parser.add_argument("--epsilons", default="0.5,1,2,4,8", help="the sweep's epsilons")
+    parser.add_argument("--folder", help="keep the studies and runs here (default: a temporary folder); run again "
+                                         "with the same folder, it resumes a stopped study and reuses finished runs")
     args = parser.parse_args()
     args.epsilons = [float(e) for e in args.epsilons.split(",")]
     chosen = args.cases.split(",") if args.cases else []
@@ -140,7 +151,7 @@ def main() -> None:
         parser.error(f"--cases: unknown case {unknown[0]!r} (known: {', '.join(cases)})")
     print(f"# {date.today()} {platform.machine()}, {args.trials} trials per study ({args.parallel} at once), "
           f"{args.epochs} epochs, validation {args.validation:g}", flush=True)
-    with tempfile.TemporaryDirectory() as tmp:
+    with (nullcontext(args.folder) if args.folder else tempfile.TemporaryDirectory()) as tmp:
         rows = []
         for case in chosen:
             cohort, model = case.split("-")
