@@ -17,8 +17,8 @@ import numpy as np
 from llvmlite import ir
 from numba import get_num_threads, njit, parallel_chunksize, prange, types
 from numba.extending import intrinsic
-from threadpoolctl import threadpool_limits
 
+from .thread_pools import thread_pools
 from .topk import insert
 
 TILE_ELEMENTS = 1 << 18  # one float32 tile = 1 MiB, half of a core's L2 here
@@ -323,7 +323,7 @@ def knn_euclidean_cpu(query: np.ndarray, reference: np.ndarray, k: int,
     # (MKL is set to one thread per call inside the kernel, numpy's BLAS here).
     # Work items are handed out one at a time, so a thread that the OS pauses does not hold up the rest.
     sgemm, set_threads = _mkl() if USE_MKL else (0, 0)
-    with threadpool_limits(limits=1, user_api="blas"), parallel_chunksize(1):
+    with thread_pools("blas").limit(limits=1), parallel_chunksize(1):
         vals, idxs = _candidates(qc, rc, rnorm2.astype(np.float32), n_cand, n_split, exclude_self, tile_q,
                                  tile_r, sgemm, set_threads)
     out_d = np.empty((n, k), np.float32)

@@ -57,11 +57,14 @@ def real_distances(train: pd.DataFrame, holdout: pd.DataFrame,
 
 
 def site_distances(synthetic: pd.DataFrame, train: pd.DataFrame, holdout: pd.DataFrame,
-                   transformer: TableTransformer, real: tuple[np.ndarray, np.ndarray] | None = None) -> Distances:
-    """This site's distances; `real`: the result of `real_distances` for these rows, kept from an earlier call."""
+                   transformer: TableTransformer, real: tuple[np.ndarray, np.ndarray] | None = None,
+                   features: np.ndarray | None = None) -> Distances:
+    """This site's distances; `real`: the result of `real_distances` for these rows, kept from an earlier call;
+    `features`: `privacy_features` of `synthetic`, when another site computed them already."""
     reference, held = real if real is not None else real_distances(train, holdout, transformer)
     k = min(2, len(reference))
-    d, _ = NeighbourSearch()(privacy_features(synthetic, transformer), reference, k=k)
+    query = features if features is not None else privacy_features(synthetic, transformer)
+    d, _ = NeighbourSearch()(query, reference, k=k)
     return Distances(d[:, 0], d[:, k - 1], held)
 
 

@@ -2,12 +2,11 @@
 
 Lopez-Paz & Oquab (2017) turned two-sample testing into classification: train a classifier to separate the
 two samples; if it cannot beat chance (AUROC 0.5) the samples are alike. SDMetrics' detection metrics and
-SynthCity's `detection_xgb` do the same. Here: scikit-learn's histogram gradient boosting (20 trees of 15 leaves at
-learning rate 0.3; categories of more than two levels split as categories, two-level ones as their 0/1 codes),
-real held-out rows against as many synthetic rows drawn at random, AUROC of 3-fold out-of-fold predictions (0.5 is
-best). Until 2026-12-07 the classifier was that of the utility scores (60 trees at 0.1, every category declared
-as such): three times the cost for the same figure (on the demo's releases the consortium AUROC moved by at most
-0.007, less than a change of seed moves it; benchmarks/README.md, "What scoring costs").
+SynthCity's `detection_xgb` do the same. Here: gradient-boosted trees (`encoding.BoostedTrees`: 20 trees of 15
+leaves at learning rate 0.3; categories of more than two levels split as categories, two-level ones as their 0/1
+codes), real held-out rows against as many synthetic rows drawn at random, AUROC of 3-fold out-of-fold
+predictions (0.5 is best). Twenty trees at 0.3 go as far as the utility classifier's 60 at 0.1 for a third of
+the cost; docs/evaluation.md compares the two on the demo's releases.
 Which columns give the synthetic rows away comes from the same fitted folds: the permutation importance of each
 column on the held-out fold (Breiman 2001; scikit-learn's `permutation_importance`), in AUROC points.
 

@@ -50,6 +50,7 @@ from hpcsynth.evaluate.survival import (
     td_auroc,
 )
 from hpcsynth.evaluate.utility import compare_fits, fit, fit_predict, fit_scores, predict, test_matrix
+from hpcsynth.kernels.thread_pools import thread_pools
 
 
 @dataclass
@@ -372,7 +373,7 @@ def _shapes_and_pairs(ctx: Context) -> dict[str, float]:
     r = ctx.result
     r.shapes = column_scores(ctx.synthetic, ctx.holdout, ctx.transformer, ctx.comm)
     real = ctx.once("pairs", lambda: pooled_real_pairs(ctx.holdout, ctx.transformer, ctx.comm))
-    r.pairs = pair_trends(ctx.synthetic, ctx.holdout, ctx.transformer, ctx.comm, real=real)
+    r.pairs = ctx.on_one_site(lambda: pair_trends(ctx.synthetic, ctx.holdout, ctx.transformer, ctx.comm, real=real))
     if ctx.whole:  # the report's histograms
         r.marginals = marginals(ctx.synthetic, ctx.holdout, ctx.transformer, ctx.comm)
     shapes = float(np.mean(list(r.shapes.values())))
@@ -460,7 +461,9 @@ def _utility(ctx: Context) -> dict[str, float]:
       "nndr_p5", "nndr_median")
 def _distances(ctx: Context) -> dict[str, float]:
     real = ctx.once("distances", lambda: attacks.real_distances(ctx.train, ctx.holdout, ctx.transformer))
-    parts = ctx.comm.gather(attacks.site_distances(ctx.synthetic, ctx.train, ctx.holdout, ctx.transformer, real))
+    features = ctx.on_one_site(lambda: privacy_features(ctx.synthetic, ctx.transformer))
+    parts = ctx.comm.gather(attacks.site_distances(ctx.synthetic, ctx.train, ctx.holdout, ctx.transformer, real,
+                                                   features))
     ctx.result.distances = parts or []
     return ctx.comm.bcast(attacks.distance_scores(parts) if parts is not None else None)
 
@@ -543,7 +546,8 @@ def _survival_constraints(ctx: Context) -> dict[str, float]:
 @part("gene_frequency_similarity", "gene_frequency_mae", "co_mutation_agreement", "co_mutation_log_or_mae")
 def _genomics(ctx: Context) -> dict[str, float]:
     real = ctx.once("genomics", lambda: pooled_real_genomics(ctx.holdout, ctx.spec.genes, ctx.comm))
-    ctx.result.genomics = compare_genomics(ctx.synthetic, ctx.holdout, ctx.spec.genes, ctx.comm, real)
+    ctx.result.genomics = ctx.on_one_site(lambda: compare_genomics(ctx.synthetic, ctx.holdout, ctx.spec.genes,
+                                                                   ctx.comm, real))
     return ctx.result.genomics.scores()
 
 
@@ -596,20 +600,6 @@ def selected(metrics: Collection[str] | None) -> list[Part]:
         wanted = grown
 
 
-_POOLS: list = []
-
-
-def _thread_pools():
-    """threadpoolctl's view of the process's thread pools, found once (finding them reads every loaded library:
-    milliseconds, at every evaluation before), after scikit-learn's OpenMP runtime is loaded."""
-    if not _POOLS:
-        import sklearn.ensemble  # noqa: F401  (loads the OpenMP runtime the classifiers use)
-        from threadpoolctl import ThreadpoolController
-
-        _POOLS.append(ThreadpoolController())
-    return _POOLS[0]
-
-
 def evaluate(synthetic: pd.DataFrame, train: pd.DataFrame, holdout: pd.DataFrame, transformer: TableTransformer,
              comm: Communicator, spec: EvalSpec | None = None, site: np.ndarray | None = None,
              n_sites: int = 1, metrics: Collection[str] | None = None, memo: dict | None = None) -> Evaluation:
@@ -617,14 +607,17 @@ def evaluate(synthetic: pd.DataFrame, train: pd.DataFrame, holdout: pd.DataFrame
     `site` labels each real row's site (default: this rank) for the per-site fairness rows; `n_sites` is the
     number of sites; `memo` keeps the fits on real rows for the next evaluation against the same rows.
 
-    The classifiers run on one OpenMP thread: with several ranks per node (or a busy node), scikit-learn's
-    default of a thread per core made each small fit a hundred times slower from threads waiting on each other."""
+    The classifiers run on one OpenMP thread: with several ranks per node (or a busy node), a default of a
+    thread per core made each small fit a hundred times slower from threads waiting on each other."""
     spec = spec or EvalSpec.default(transformer)
     site = np.full(len(holdout), comm.rank) if site is None else site
     ctx = Context(synthetic, train, holdout, transformer, comm, spec, site, n_sites, whole=metrics is None,
                   memo=memo if memo is not None else {})
     roles = spec.roles(n_sites)
-    with _thread_pools().limit(limits=1, user_api="openmp"):
+    import lightgbm  # noqa: F401  (loads the OpenMP runtimes that the fits use before they are capped)
+    import sklearn.ensemble  # noqa: F401
+
+    with thread_pools("openmp").limit(limits=1):
         for p in selected(metrics):
             if not p.needs <= roles:
                 continue

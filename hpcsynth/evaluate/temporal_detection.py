@@ -1,7 +1,7 @@
 """Trajectory-level detection: can a classifier tell synthetic patients from real ones by their whole sequence?
 
 The classifier two-sample test of `hpcsynth.evaluate.detection`, with the same classifier and settings
-(histogram gradient boosting, `ITERATIONS` trees at `LEARNING_RATE`, 3 stratified folds, as many synthetic patients
+(gradient-boosted trees, `ITERATIONS` trees at `LEARNING_RATE`, 3 stratified folds, as many synthetic patients
 drawn as there are real ones, AUROC of the out-of-fold predictions; 0.5 is best), on one row per patient: the
 fixed-length summary of `hpcsynth.evaluate.trajectories.summary` (context, length, interval statistics, per lab
 first, last, mean, spread, slope and missing share). A release whose visits look right one by one but whose
@@ -18,7 +18,7 @@ import pandas as pd
 from hpcsynth.comm import Communicator, SoloComm
 from hpcsynth.data.sequences import Sequences
 from hpcsynth.evaluate.detection import ITERATIONS, LEARNING_RATE
-from hpcsynth.evaluate.encoding import classifier, observed_columns
+from hpcsynth.evaluate.encoding import classifier
 from hpcsynth.evaluate.pooling import weighted_mean
 from hpcsynth.evaluate.trajectories import categorical_context, summary
 
@@ -52,13 +52,11 @@ def site_detection(real: Sequences, synthetic: Sequences, labs: list[str], seed:
     y = np.r_[np.zeros(n), np.ones(n)]
     p = np.empty(2 * n)
     for train, test in StratifiedKFold(folds, shuffle=True, random_state=seed).split(x, y):
-        keep = observed_columns(x[train], categorical)
-        # scikit-learn's 20 rows per leaf, fewer where a fold has under 80 rows: a site of 25 held-out patients
-        # could not split at all and scored every release at chance
+        # 20 rows per leaf, fewer where a fold has under 80 rows: a site of 25 held-out patients could not split
+        # at all and scored every release at chance
         leaf = min(20, max(5, len(train) // 4))
-        model = classifier(categorical[keep], seed, ITERATIONS, LEARNING_RATE).set_params(min_samples_leaf=leaf)
-        model.fit(x[train][:, keep], y[train])
-        p[test] = model.predict_proba(x[test][:, keep])[:, 1]
+        model = classifier(categorical, seed, ITERATIONS, LEARNING_RATE, leaf).fit(x[train], y[train])
+        p[test] = model.predict_proba(x[test])[:, 1]
     return float(roc_auc_score(y, p))
 
 

@@ -3,7 +3,7 @@
 For every visit after a patient's first where a lab is measured, the features are what was known before it: the
 context, the visit's number and time since entry, the days since the previous visit, and per lab the last measured
 value, the mean of the earlier measurements and how many there were. The target is the lab's value at the visit. A
-histogram gradient-boosting regressor (the detection classifier's size and settings) is trained on the synthetic
+gradient-boosting regressor (the detection classifier's size and settings) is trained on the synthetic
 patients and tested on the real held-out ones (TSTR); beside it the same model trained on real patients (TRTR:
 the training patients when given, else the held-out patients in two folds split by patient, each half predicted
 by a model of the other). The score is R^2 on the real visits, averaged over labs; a release whose values do not
@@ -21,7 +21,7 @@ import pandas as pd
 from hpcsynth.comm import Communicator, SoloComm
 from hpcsynth.data.sequences import Sequences
 from hpcsynth.evaluate.detection import ITERATIONS, LEARNING_RATE
-from hpcsynth.evaluate.encoding import observed_columns
+from hpcsynth.evaluate.encoding import BoostedTrees
 from hpcsynth.evaluate.pooling import weighted_mean
 from hpcsynth.evaluate.trajectories import categorical_context
 
@@ -62,20 +62,10 @@ def _samples(seqs: Sequences, lab: str, labs: list[str], levels: dict[str, list[
             seqs.visits[seqs.key].to_numpy()[keep], np.array([c in levels for c in features.columns]))
 
 
-def _regressor(categorical: np.ndarray, seed: int):
-    from sklearn.ensemble import HistGradientBoostingRegressor
-
-    return HistGradientBoostingRegressor(max_iter=ITERATIONS, max_leaf_nodes=15, learning_rate=LEARNING_RATE,
-                                         categorical_features=categorical if categorical.any() else None,
-                                         random_state=seed)
-
-
 def _fit_predict(x_fit: np.ndarray, y_fit: np.ndarray, x: np.ndarray, categorical: np.ndarray,
                  seed: int) -> np.ndarray:
-    """The regressor's predictions for `x`, fitted on the rows given, on the columns it can use
-    (`observed_columns`)."""
-    keep = observed_columns(x_fit, categorical)
-    return _regressor(categorical[keep], seed).fit(x_fit[:, keep], y_fit).predict(x[:, keep])
+    """The regressor's predictions for `x`, fitted on the rows given."""
+    return BoostedTrees(categorical, seed, ITERATIONS, LEARNING_RATE, regression=True).fit(x_fit, y_fit).predict(x)
 
 
 def _r2(y: np.ndarray, pred: np.ndarray) -> float:

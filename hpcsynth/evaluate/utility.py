@@ -1,7 +1,7 @@
 """Utility: is a model trained on synthetic rows as good on real patients as one trained on real rows?
 
 Train on synthetic, test on real (TSTR; Esteban et al. 2017) against train on real, test on real (TRTR), both
-tested on the same real held-out rows with scikit-learn's histogram gradient boosting. Reported for both: AUROC
+tested on the same real held-out rows with gradient-boosted trees (`encoding.BoostedTrees`). Reported for both: AUROC
 (one-vs-rest macro for more than two classes), balanced accuracy and the G-mean (geometric mean of the
 per-class recalls), which, unlike accuracy, do not reward predicting the majority class of an imbalanced
 outcome. The ratio TSTR/TRTR of the AUROC says how much of the real data's utility the synthetic table keeps.
