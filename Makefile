@@ -32,6 +32,7 @@ $(STAMP): pyproject.toml
 	$(PIP) install -q $(if $(TORCH_INDEX),--extra-index-url $(TORCH_INDEX)) "$(TORCH)"
 	$(PIP) install -q $(MPI4PY_FLAGS) -e ".[$(EXTRAS)]"
 	$(PIP) install -q --no-deps "anonymeter==1.1.0"
+	@$(PY) -c "import lightgbm" 2>/dev/null || { echo "setup: LightGBM cannot load libgomp.so.1, the GCC OpenMP runtime (Debian/Ubuntu: apt-get install libgomp1)" >&2; exit 1; }
 	@touch $(STAMP)
 
 demo: $(STAMP)
